@@ -1,0 +1,43 @@
+# The front door: `make help` lists the verbs. Everything runs inside .venv, made by `make setup`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Offline inputs (see README): passed through to the stages that read them.
+export CIFAR10_ARCHIVE CIFAR10_SHA256
+# Quick run: a slice of the data and few epochs, as a DVC experiment in a temp copy,
+# so the full-run results in the workspace are never overwritten.
+QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500
+
+.DEFAULT_GOAL := help
+.PHONY: help setup repro quick test bench dag clean-venv
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or pass PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -c requirements.lock
+	touch $@
+
+setup: $(VENV)/.installed ## create .venv and install the pinned dependencies
+
+repro: setup ## run the whole pipeline (dvc repro); offline: CIFAR10_ARCHIVE=path/to/cifar-10-python.tar.gz
+	dvc repro
+
+quick: setup ## run the pipeline on a small slice as a DVC experiment (workspace untouched)
+	dvc exp run --temp $(QUICK_PARAMS)
+	dvc exp show --no-pager --only-changed
+
+test: setup ## run the test suite
+	python -m pytest
+
+bench: setup ## measure augmentation throughput against the seed's ImageDataGenerator path
+	python scripts/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out reports/bench.json
+
+dag: setup ## draw the stage graph
+	dvc dag
+
+clean-venv: ## remove .venv
+	rm -rf $(VENV)

@@ -1,0 +1,96 @@
+"""Benchmark: throughput of the augmented training stream against the seed's path.
+
+Usage: python scripts/bench.py --archive data/raw/cifar-10-python.tar.gz --out reports/bench.json
+
+Both paths augment the same real CIFAR-10 training images in the same run:
+- seed: Keras ImageDataGenerator(rotation 15, shifts 0.1, horizontal flip,
+  preprocessing_function=random_resolution_transform).flow(x / 255.0, batch_size=64);
+- ours: cifar.augment.train_dataset (OpenCV in parallel tf.data map calls, prefetch).
+Each is timed over whole passes after a warm-up pass; the best of `--repeats` is kept.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cifar import augment, data, outputs, params
+
+
+def images_per_second(batches, limit):
+    """Consume `batches` until `limit` images went by; return img/s."""
+    seen, start = 0, time.perf_counter()
+    for x, _ in batches:
+        seen += len(x)
+        if seen >= limit:
+            break
+    return seen / (time.perf_counter() - start)
+
+
+def seed_stream(x, y, batch_size, seed, config):
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+    rng = np.random.default_rng(seed)
+    generator = ImageDataGenerator(
+        rotation_range=config["rotation_degrees"],
+        width_shift_range=config["shift_fraction"],
+        height_shift_range=config["shift_fraction"],
+        horizontal_flip=config["horizontal_flip"],
+        preprocessing_function=lambda img: augment.random_resolution_transform(
+            img, rng, config["resolution_scale"]
+        ),
+    )
+    return generator.flow(x.astype(np.float32) / 255.0, y, batch_size=batch_size, seed=seed)
+
+
+def measure(make_stream, images, repeats):
+    make_stream_iter = make_stream()
+    images_per_second(make_stream_iter, images)  # warm-up: thread pools, tracing, caches
+    return max(images_per_second(make_stream(), images) for _ in range(repeats))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archive", required=True, type=Path)
+    parser.add_argument("--sha256", help="expected sha256 (default: ARCHIVE.sha256 or SHA256SUMS beside it)")
+    parser.add_argument("--images", type=int, default=10_000, help="images per timed pass")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args()
+    cfg = params.load(["shared"])["shared"]
+    aug, batch_size, seed = cfg["augment"], cfg["train"]["batch_size"], cfg["seed"]
+
+    sha = args.sha256
+    for sums in (Path(f"{args.archive}.sha256"), args.archive.with_name("SHA256SUMS")):
+        if not sha and sums.is_file():
+            sha = data.read_sha256_file(sums, args.archive.name)
+    if not sha:
+        sys.exit(f"bench: error: no sha256 for {args.archive}; pass --sha256")
+    x, y, *_ = data.read(args.archive, sha)
+    x, y = x[: args.images], y[: args.images]
+
+    results = {
+        "seed_imagedatagenerator": measure(lambda: seed_stream(x, y, batch_size, seed, aug), len(x), args.repeats),
+        "tf_data_opencv": measure(lambda: augment.train_dataset(x, y, batch_size, seed, aug), len(x), args.repeats),
+        "tf_data_no_augmentation": measure(
+            lambda: augment.train_dataset(x, y, batch_size, seed, aug, augment=False), len(x), args.repeats
+        ),
+    }
+    report = {
+        "augmentation_img_per_s": {k: round(v, 1) for k, v in results.items()},
+        "speedup_vs_seed": round(results["tf_data_opencv"] / results["seed_imagedatagenerator"], 2),
+        "images_per_pass": len(x),
+        "batch_size": batch_size,
+        "data": {"archive": args.archive.name, "sha256": sha},
+        "environment": outputs.hardware(),
+    }
+    outputs.write_json(args.out, report)
+    for name, rate in report["augmentation_img_per_s"].items():
+        print(f"{name:>26}: {rate:10.1f} img/s")
+    print(f"{'speed-up vs seed':>26}: {report['speedup_vs_seed']:10.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Shared code for the pipeline stages: params, data, augmentation, models, training."""

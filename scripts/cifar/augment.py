@@ -1,0 +1,122 @@
+"""Training-time augmentation: the seed's transforms, done with OpenCV inside tf.data.
+
+The seed fed Keras' ImageDataGenerator(rotation_range=15, width_shift_range=0.1,
+height_shift_range=0.1, horizontal_flip=True, preprocessing_function=random_resolution_transform).
+ImageDataGenerator applies its random affine transform first and the preprocessing function
+after it, one image at a time through scipy. Here the same distribution of transforms is drawn
+per image, but the rotation, shift and flip are composed into one 2x3 matrix and applied with a
+single cv2.warpAffine (bilinear, edge pixels repeated as in its default fill_mode='nearest'),
+followed by the random-resolution resize/pad/crop. Whole batches run in parallel tf.data map
+calls, seeded per batch, so the stream is reproducible from one seed and training never waits.
+Images stay uint8 0-255 all the way; the models scale them.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+SIZE = 32
+# OpenCV's own thread pool only adds overhead on 32x32 images; tf.data runs batches in parallel.
+cv2.setNumThreads(1)
+
+
+def resize_pad_crop(image, new_size):
+    """Resize a uint8 HxWx3 image to new_size, then reflect-pad or center-crop back to 32x32."""
+    resized = cv2.resize(image, (new_size, new_size), interpolation=cv2.INTER_LINEAR)
+    if new_size < SIZE:
+        pad = SIZE - new_size
+        top, left = pad // 2, pad // 2
+        return cv2.copyMakeBorder(
+            resized, top, pad - top, left, pad - left, borderType=cv2.BORDER_REFLECT
+        )
+    start = (new_size - SIZE) // 2
+    return resized[start : start + SIZE, start : start + SIZE]
+
+
+def random_resolution_transform(image, rng=None, scale_range=(0.8, 1.2)):
+    """The seed's custom transform: float32 [0,1] (32,32,3) in, float32 [0,1] (32,32,3) out.
+
+    Converts to uint8 for OpenCV, resizes by a random factor in scale_range, pads back to
+    32x32 with cv2.BORDER_REFLECT when smaller or crops when larger.
+    """
+    rng = np.random.default_rng() if rng is None else rng
+    as_uint8 = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    new_size = int(SIZE * rng.uniform(*scale_range))
+    return resize_pad_crop(as_uint8, new_size).astype(np.float32) / 255.0
+
+
+def affine_matrices(angles_degrees, shifts, flips):
+    """(N,2,3) matrices: flip about the vertical axis, rotate about the center, then shift.
+
+    The rotation is cv2.getRotationMatrix2D's (positive angle = counter-clockwise), built for
+    the whole batch at once because per-image numpy calls cost more than the warp itself.
+    """
+    center = (SIZE - 1) / 2.0
+    theta = np.deg2rad(angles_degrees)
+    cos, sin = np.cos(theta), np.sin(theta)
+    mirror = np.where(flips, -1.0, 1.0)
+    m = np.empty((len(theta), 2, 3))
+    m[:, 0, 0], m[:, 0, 1] = cos * mirror, sin
+    m[:, 1, 0], m[:, 1, 1] = -sin * mirror, cos
+    m[:, 0, 2] = (1 - cos) * center - sin * center + shifts[:, 0]
+    m[:, 1, 2] = sin * center + (1 - cos) * center + shifts[:, 1]
+    # Flipping first maps x to (SIZE - 1 - x): the rotation's x column moves the origin.
+    m[:, :, 2] += np.where(flips, SIZE - 1, 0)[:, None] * np.stack([cos, -sin], axis=1)
+    return m
+
+
+def augment_batch(images, seed, config):
+    """Augment a uint8 batch (N,32,32,3) with a generator seeded by `seed`; returns uint8."""
+    rng = np.random.default_rng(seed)
+    n = len(images)
+    angles = rng.uniform(-config["rotation_degrees"], config["rotation_degrees"], n)
+    shift = config["shift_fraction"] * SIZE
+    shifts = rng.uniform(-shift, shift, (n, 2))
+    flips = rng.random(n) < 0.5 if config["horizontal_flip"] else np.zeros(n, bool)
+    sizes = (SIZE * rng.uniform(*config["resolution_scale"], n)).astype(int)
+    matrices = affine_matrices(angles, shifts, flips)
+    out = np.empty_like(images)
+    for image, matrix, size, target in zip(images, matrices, sizes.tolist(), out):
+        warped = cv2.warpAffine(
+            image, matrix, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        target[...] = resize_pad_crop(warped, size)
+    return out
+
+
+def train_dataset(x, y, batch_size, seed, config, augment=True):
+    """Shuffled, batched, augmented (x float32 0-255, y) stream; a new draw every epoch.
+
+    Shuffling and the per-batch augmentation seeds come from `seed`, and both are re-drawn
+    for each pass over the data, so epochs differ but a rerun with the same seed repeats them.
+    """
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    if augment:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, seeds)
+
+        def apply(batch, batch_seed):
+            images, labels = batch
+            out = tf.numpy_function(
+                lambda imgs, s: augment_batch(imgs, int(s), config), [images, batch_seed], tf.uint8
+            )
+            out.set_shape(images.shape)
+            return out, labels
+
+        ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda images, labels: (tf.cast(images, tf.float32), labels))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(x, y, batch_size):
+    """Validation/test stream: the images exactly as stored, never augmented."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    return ds.map(lambda images, labels: (tf.cast(images, tf.float32), labels)).prefetch(
+        tf.data.AUTOTUNE
+    )

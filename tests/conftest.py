@@ -1,0 +1,73 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+MIRROR = REPO.parent / "shared" / "data" / "cifar-10-python.tar.gz"
+# Tools (python, dvc) come from the interpreter running the tests, so stage commands in
+# dvc.yaml that say `python` run in the same environment.
+BIN = str(Path(sys.executable).parent)
+
+
+def run_env(**extra):
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ["PATH"], TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("CIFAR10_ARCHIVE", None)
+    env.pop("CIFAR10_SHA256", None)
+    env.update(extra)
+    return env
+
+
+def run(args, cwd, check=True, **env):
+    """Run a command with the test environment; return the CompletedProcess (text)."""
+    proc = subprocess.run(args, cwd=cwd, env=run_env(**env), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def script(name):
+    return str(REPO / "scripts" / f"{name}.py")
+
+
+@pytest.fixture
+def archive(tmp_path):
+    """A valid tiny archive (40 images per batch) and its sha256."""
+    (tmp_path / "src").mkdir()
+    path = synthetic.write_archive(tmp_path / "src" / "cifar-10-python.tar.gz")
+    return path, synthetic.sha256(path)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """An empty directory holding the repository's params.yaml, for running one script."""
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(REPO / "params.yaml", work / "params.yaml")
+    return work
+
+
+def copy_repo(dest):
+    """Copy the repository's files (tracked and untracked, not ignored) to `dest` as a new git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    # Start from no results: the reference dvc.lock and metrics belong to the full run.
+    for stale in ["dvc.lock", *[p.relative_to(dest) for p in (dest / "reports").rglob("*.json")]]:
+        (dest / stale).unlink(missing_ok=True)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
+    return dest

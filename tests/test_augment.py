@@ -1,0 +1,117 @@
+import cv2
+import numpy as np
+import pytest
+
+from cifar import augment
+
+CONFIG = {"resolution_scale": [0.8, 1.2], "rotation_degrees": 15, "shift_fraction": 0.1, "horizontal_flip": True}
+
+
+class FixedScale:
+    """Stands in for a numpy Generator whose uniform() always returns `value`."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def uniform(self, low, high):
+        assert low <= self.value <= high
+        return self.value
+
+
+@pytest.fixture
+def image():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (32, 32, 3), dtype=np.uint8).astype(np.float32) / 255.0
+
+
+@pytest.mark.parametrize("scale, size", [(0.8, 25), (1.2, 38), (0.95, 30), (1.1, 35)])
+def test_resolution_transform_shape_dtype_range(image, scale, size):
+    out = augment.random_resolution_transform(image, FixedScale(scale))
+    assert out.shape == (32, 32, 3) and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert int(32 * scale) == size
+
+
+def test_pad_branch_reflects_the_resized_image(image):
+    out = np.rint(augment.random_resolution_transform(image, FixedScale(0.8)) * 255).astype(np.uint8)
+    resized = cv2.resize(np.rint(image * 255).astype(np.uint8), (25, 25))
+    top = (32 - 25) // 2  # 3 rows above, 4 below
+    np.testing.assert_array_equal(out[top : top + 25, top : top + 25], resized)
+    # cv2.BORDER_REFLECT repeats the edge row: ...| r1 r0 | r0 r1 ...
+    for k in range(top):
+        np.testing.assert_array_equal(out[top - 1 - k, top : top + 25], resized[k])
+        np.testing.assert_array_equal(out[top : top + 25, top - 1 - k], resized[:, k])
+    np.testing.assert_array_equal(out[top + 25 + 3, top : top + 25], resized[-4])
+
+
+def test_crop_branch_is_the_center_of_the_resized_image(image):
+    out = np.rint(augment.random_resolution_transform(image, FixedScale(1.2)) * 255).astype(np.uint8)
+    resized = cv2.resize(np.rint(image * 255).astype(np.uint8), (38, 38))
+    np.testing.assert_array_equal(out, resized[3:35, 3:35])
+
+
+def test_affine_matrices_compose_flip_rotation_shift():
+    rng = np.random.default_rng(1)
+    angles, shifts, flips = rng.uniform(-15, 15, 20), rng.uniform(-3, 3, (20, 2)), rng.random(20) < 0.5
+    for m, angle, shift, flip in zip(augment.affine_matrices(angles, shifts, flips), angles, shifts, flips):
+        rotate = np.vstack([cv2.getRotationMatrix2D((15.5, 15.5), angle, 1.0), [0, 0, 1]])
+        mirror = np.array([[-1.0, 0, 31], [0, 1, 0], [0, 0, 1]]) if flip else np.eye(3)
+        move = np.array([[1.0, 0, shift[0]], [0, 1, shift[1]], [0, 0, 1]])
+        np.testing.assert_allclose(m, (move @ rotate @ mirror)[:2], atol=1e-9)
+
+
+def test_flip_only_batch_is_identity_or_mirror():
+    images = np.random.default_rng(2).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    config = {"resolution_scale": [1.0, 1.0], "rotation_degrees": 0, "shift_fraction": 0, "horizontal_flip": True}
+    out = augment.augment_batch(images, 7, config)
+    same = [np.array_equal(o, i) for o, i in zip(out, images)]
+    mirrored = [np.array_equal(o, i[:, ::-1]) for o, i in zip(out, images)]
+    assert all(s or m for s, m in zip(same, mirrored))
+    assert 10 < sum(mirrored) < 54  # about half are flipped
+
+
+def test_augment_batch_is_seeded_and_changes_images():
+    images = np.random.default_rng(3).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    a, b = augment.augment_batch(images, 5, CONFIG), augment.augment_batch(images, 5, CONFIG)
+    c = augment.augment_batch(images, 6, CONFIG)
+    assert a.dtype == np.uint8 and a.shape == images.shape
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and not np.array_equal(a, images)
+
+
+def _first_batches(ds, n):
+    return [x.numpy() for (x, _), _ in zip(ds, range(n))]
+
+
+def test_train_dataset_reproducible_and_redrawn_each_epoch():
+    x = np.random.default_rng(4).integers(0, 256, (96, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(96) % 10
+    ds1 = augment.train_dataset(x, y, 32, seed=11, config=CONFIG)
+    ds2 = augment.train_dataset(x, y, 32, seed=11, config=CONFIG)
+    epoch1, epoch2 = _first_batches(ds1, 3), _first_batches(ds1, 3)
+    again = _first_batches(ds2, 3)
+    for a, b in zip(epoch1, again):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(epoch1[0], epoch2[0])
+    assert epoch1[0].dtype == np.float32 and epoch1[0].shape == (32, 32, 32, 3)
+    assert 0 <= epoch1[0].min() and epoch1[0].max() <= 255
+
+
+def test_eval_dataset_leaves_images_untouched():
+    x = np.random.default_rng(5).integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(50) % 10
+    batches = list(augment.eval_dataset(x, y, 16))
+    np.testing.assert_array_equal(np.concatenate([b.numpy() for b, _ in batches]), x.astype(np.float32))
+    np.testing.assert_array_equal(np.concatenate([l.numpy() for _, l in batches]), y)
+
+
+def test_unaugmented_train_stream_keeps_pixels():
+    x = np.random.default_rng(6).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(40)
+    seen = {}
+    for images, labels in augment.train_dataset(x, y, 8, seed=1, config=CONFIG, augment=False):
+        for image, label in zip(images.numpy(), labels.numpy()):
+            seen[int(label)] = image
+    assert len(seen) == 40
+    for label, image in seen.items():
+        np.testing.assert_array_equal(image, x[label])
