@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Offline inputs (see README): passed through to the stages that read them.
-export CIFAR10_ARCHIVE CIFAR10_SHA256
+export CIFAR10_ARCHIVE CIFAR10_SHA256 MOBILENET_WEIGHTS MOBILENET_WEIGHTS_SHA256
 # Quick run: a slice of the data and few epochs, as a DVC experiment in a temp copy,
 # so the full-run results in the workspace are never overwritten.
 QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500

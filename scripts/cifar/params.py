@@ -136,6 +136,19 @@ SCHEMA = {
         "images": _number(int, 1, 32),
         "variants": _number(int, 1, 16),
     },
+    "train_cnn": {
+        "filters": _int_list(3, 1, 4096),
+        "kernel_size": _number(int, 1, 15),
+        "block_dropout": _float_list(2, 0, 1, hi_open=True),
+        "dense_units": _number(int, 1, 65_536),
+        "dense_dropout": _number(float, 0, 1, hi_open=True),
+    },
+    "finetune_mobilenet": {
+        "weights": _weights,
+        "input_size": _number(int, 32, 224),
+        "trainable_layers": _number(int, 0),
+        "dropout": _number(float, 0, 1, hi_open=True),
+    },
 }
 
 

@@ -1,0 +1,64 @@
+"""Model builders. Each returns an uncompiled Keras model that takes raw 0-255 RGB (32, 32, 3)
+and scales it itself, so every exported format is called the same way."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+NUM_CLASSES = 10
+INPUT_SHAPE = (32, 32, 3)
+
+
+def build_cnn(filters=(64, 128, 256), kernel_size=3, block_dropout=(0.25, 0.25),
+              dense_units=512, dense_dropout=0.5, num_classes=NUM_CLASSES):
+    """The seed's CNN: two Conv-BN-MaxPool-Dropout blocks, Conv-BN-GAP, Dense, Dropout, softmax."""
+    f1, f2, f3 = filters
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE, name="image"),
+            layers.Rescaling(1.0 / 255, name="scale_0_1"),
+            layers.Conv2D(f1, kernel_size, padding="same", activation="relu"),
+            layers.BatchNormalization(),
+            layers.MaxPooling2D(),
+            layers.Dropout(block_dropout[0]),
+            layers.Conv2D(f2, kernel_size, padding="same", activation="relu"),
+            layers.BatchNormalization(),
+            layers.MaxPooling2D(),
+            layers.Dropout(block_dropout[1]),
+            layers.Conv2D(f3, kernel_size, padding="same", activation="relu"),
+            layers.BatchNormalization(),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(dense_units, activation="relu"),
+            layers.Dropout(dense_dropout),
+            layers.Dense(num_classes, activation="softmax", name="probabilities"),
+        ],
+        name="cnn",
+    )
+
+
+def build_mobilenet(weights="imagenet", input_size=32, trainable_layers=20, dropout=0.2,
+                    num_classes=NUM_CLASSES):
+    """MobileNetV2 (no top) with a GAP-Dropout-Dense head; only its last `trainable_layers` train.
+
+    `weights` is "imagenet" (Keras' cached download), None, or the path of a weights file.
+    Frozen layers have trainable=False, which in Keras 3 also keeps a frozen BatchNormalization
+    in inference mode: its ImageNet statistics are not overwritten by CIFAR-10 batches, the
+    pitfall the Keras transfer-learning guide warns about. The unfrozen BN layers adapt.
+    """
+    size = (input_size, input_size, 3)
+    base = keras.applications.MobileNetV2(include_top=False, weights=weights, input_shape=size)
+    for layer in base.layers[: max(0, len(base.layers) - trainable_layers)]:
+        layer.trainable = False
+
+    inputs = keras.Input(INPUT_SHAPE, name="image")
+    x = inputs
+    if input_size != INPUT_SHAPE[0]:
+        x = layers.Resizing(input_size, input_size, interpolation="bilinear", name="upscale")(x)
+    # MobileNetV2's own preprocessing: 0-255 -> [-1, 1] (keras.applications.mobilenet_v2.preprocess_input).
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_minus1_1")(x)
+    x = base(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="mobilenet_v2")

@@ -1,0 +1,48 @@
+"""Stage `finetune_mobilenet`: fine-tune MobileNetV2 (last N layers) on the prepared data.
+
+Usage: python scripts/finetune_mobilenet.py --weights models/pretrained \
+           --data data/prepared/cifar10.npz --model models/mobilenet.keras \
+           --history reports/history/mobilenet.csv --metrics reports/metrics/finetune_mobilenet.json \
+           --state models/.resume
+
+Reads `shared` (seed, augment, train: the same compile settings and callbacks as the CNN) and
+`finetune_mobilenet` (input size, trainable layers, dropout). The backbone weights come from
+the `fetch_weights` stage's folder, whose source.json names them.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from cifar import models, params, training
+
+
+def weights_argument(folder):
+    """What MobileNetV2(weights=...) takes for the folder `fetch_weights` wrote, and its source."""
+    source_file = folder / "source.json"
+    if not source_file.is_file():
+        raise FileNotFoundError(f"{source_file} not found: it is written by the 'fetch_weights' stage; "
+                                "run `dvc repro fetch_weights`")
+    source = json.loads(source_file.read_text())
+    return (str(folder / source["file"]) if source["file"] else None), source
+
+
+def main():
+    parser = training.stage_arguments(__doc__.splitlines()[0])
+    parser.add_argument("--weights", required=True, type=Path, help="folder from `fetch_weights`")
+    args = parser.parse_args()
+    cfg = params.load(["shared", "finetune_mobilenet"])
+    tune = cfg["finetune_mobilenet"]
+    weights, source = weights_argument(args.weights)
+    training.run_stage(
+        "mobilenet",
+        lambda: models.build_mobilenet(weights, tune["input_size"], tune["trainable_layers"], tune["dropout"]),
+        args, cfg["shared"], provenance={"weights": source},
+    )
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (params.ParamsError, FileNotFoundError) as err:
+        sys.exit(f"finetune_mobilenet: error: {err}")
