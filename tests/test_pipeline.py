@@ -34,17 +34,39 @@ def pipeline(tmp_path_factory):
     archive = synthetic.write_archive(root / "cifar-10-python.tar.gz")
     env = {"CIFAR10_ARCHIVE": str(archive), "CIFAR10_SHA256": synthetic.sha256(archive)}
     repo = copy_repo(root / "repo")
+    set_param(repo, "shared.train.epochs", 2)
+    set_param(repo, "finetune_mobilenet.weights", str(mobilenet_weights(root)))
     first = run(["dvc", "repro"], cwd=repo, **env)
     return repo, env, first.stdout
 
 
+def mobilenet_weights(folder):
+    """A MobileNetV2 backbone weights file the test writes (ImageNet's cannot be downloaded here)."""
+    import keras
+
+    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = folder / "mobilenet_v2_test.weights.h5"
+    base.save_weights(path)
+    return path
+
+
 def test_repro_runs_every_stage_and_leaves_status_clean(pipeline):
     repo, env, first = pipeline
-    assert {"download", "prepare", "augment_preview"} <= ran_stages(first)
+    assert ran_stages(first) == {"download", "prepare", "augment_preview", "train_cnn",
+                                 "fetch_weights", "finetune_mobilenet"}
     assert (repo / "data" / "prepared" / "cifar10.npz").is_file()
     assert (repo / "reports" / "figures" / "augment_preview.png").stat().st_size > 10_000
     counts = json.loads((repo / "reports" / "metrics" / "prepare.json").read_text())["counts"]
     assert counts == {"train": 160, "val": 40, "test": 40}
+    for name, stage in (("cnn", "train_cnn"), ("mobilenet", "finetune_mobilenet")):
+        assert (repo / "models" / f"{name}.keras").is_file()
+        metrics = json.loads((repo / "reports" / "metrics" / f"{stage}.json").read_text())
+        assert metrics[name]["epochs_run"] == 2
+        history = (repo / "reports" / "history" / f"{name}.csv").read_text().splitlines()
+        assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,lr" and len(history) == 3
+    weights = json.loads((repo / "reports" / "metrics" / "finetune_mobilenet.json").read_text())["weights"]
+    assert weights["file"] == "mobilenet_v2_test.weights.h5" and len(weights["sha256"]) == 64
+    assert not (repo / "models" / ".resume").exists() or not any((repo / "models" / ".resume").iterdir())
     status = run(["dvc", "status", "--json"], cwd=repo, **env)
     assert json.loads(status.stdout) == {}
     again = run(["dvc", "repro"], cwd=repo, **env)
@@ -57,9 +79,15 @@ def test_changing_a_preview_param_reruns_only_augment_preview(pipeline):
     assert ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout) == {"augment_preview"}
 
 
+def test_changing_a_finetune_param_reruns_only_finetune(pipeline):
+    repo, env, _ = pipeline
+    set_param(repo, "finetune_mobilenet.dropout", 0.3)
+    assert ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout) == {"finetune_mobilenet"}
+
+
 def test_changing_an_augmentation_param_does_not_rerun_prepare(pipeline):
     repo, env, _ = pipeline
     set_param(repo, "shared.augment.rotation_degrees", 5)
     ran = ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout)
-    assert "augment_preview" in ran and not {"download", "prepare"} & ran
+    assert ran == {"augment_preview", "train_cnn", "finetune_mobilenet"}
     assert json.loads(run(["dvc", "status", "--json"], cwd=repo, **env).stdout) == {}

@@ -1,0 +1,149 @@
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import synthetic
+from cifar import models, training
+from conftest import REPO, run_env
+
+TRAIN = {"epochs": 4, "batch_size": 32, "learning_rate": 1e-3, "lr_decay": 0.95,
+         "early_stopping_patience": 10, "plateau_factor": 0.5, "plateau_patience": 5,
+         "augment": True, "distribute": "default"}
+AUGMENT = {"resolution_scale": [0.8, 1.2], "rotation_degrees": 15, "shift_fraction": 0.1, "horizontal_flip": True}
+
+
+def tiny_cnn():
+    return models.build_cnn(filters=(8, 16, 32), dense_units=32)
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    batch = synthetic.batch(128, seed=0)
+    x = batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
+    y = np.array(batch[b"labels"], np.uint8)
+    return {"x_train": x[:96], "y_train": y[:96], "x_val": x[96:], "y_val": y[96:]}
+
+
+def test_schedule_matches_the_seed_without_cuts():
+    schedule, lr = training.decay_schedule(0.95), 1e-3
+    rates = []
+    for epoch in range(25):
+        lr = schedule(epoch, lr)
+        rates.append(lr)
+    assert rates[0] == 1e-3
+    assert rates[24] == pytest.approx(1e-3 * 0.95**24) and rates[24] == pytest.approx(2.92e-4, rel=1e-3)
+
+
+def test_plateau_cut_survives_the_next_epoch():
+    """Drive Keras' own callbacks through epochs whose val_loss stalls after epoch 1."""
+    model = tiny_cnn()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    scheduler = keras.callbacks.LearningRateScheduler(training.decay_schedule(0.95))
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", mode="min", factor=0.5, patience=2)
+    for cb in (scheduler, plateau):
+        cb.set_model(model)
+        cb.on_train_begin()
+    rates = []
+    for epoch, val_loss in enumerate([1.0, 0.9, 0.95, 0.96, 0.97, 0.98]):
+        scheduler.on_epoch_begin(epoch)
+        rates.append(float(model.optimizer.learning_rate))
+        logs = {"val_loss": val_loss}
+        scheduler.on_epoch_end(epoch, logs)
+        plateau.on_epoch_end(epoch, logs)
+    # The cut comes at the end of epoch 3 (two epochs without a gain); epoch 4 keeps it.
+    assert rates[3] == pytest.approx(1e-3 * 0.95**3)
+    assert rates[4] == pytest.approx(1e-3 * 0.95**3 * 0.5 * 0.95)
+    assert rates[5] == pytest.approx(1e-3 * 0.95**3 * 0.5 * 0.95**2)
+    # What the seed's epoch-only schedule would have done: the cut is gone at epoch 4.
+    assert rates[4] != pytest.approx(1e-3 * 0.95**4)
+
+
+class StopAfter(keras.callbacks.Callback):
+    """Simulates a kill right after epoch `n` (1-based) has been backed up."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.n:
+            raise KeyboardInterrupt
+
+
+class Epochs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.seen.append(epoch + 1)
+
+
+def test_interrupted_training_resumes_at_the_next_epoch(arrays, tmp_path, capsys):
+    state = tmp_path / "state"
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(tiny_cnn, arrays, TRAIN, AUGMENT, 1, state, [StopAfter(2)])
+    assert (state / "backup").is_dir() and len(training.read_history(state / "history.csv")) == 2
+
+    epochs = Epochs()
+    best, rows, summary = training.fit(tiny_cnn, arrays, TRAIN, AUGMENT, 1, state, [epochs])
+    assert epochs.seen == [3, 4]
+    assert "Resuming at epoch 3: replayed 2 finished epochs" in capsys.readouterr().out
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    # Same schedule as an uninterrupted run: the rate carried over through the backup.
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3 * 0.95**e for e in range(4)], rel=1e-6)
+    assert best.is_file() and summary["epochs_run"] == 4
+
+
+def test_resume_state_from_other_settings_is_discarded(arrays, tmp_path, capsys):
+    state = tmp_path / "state"
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(tiny_cnn, arrays, TRAIN, AUGMENT, 1, state, [StopAfter(1)])
+    epochs = Epochs()
+    training.fit(tiny_cnn, arrays, {**TRAIN, "epochs": 2, "learning_rate": 5e-4}, AUGMENT, 1, state, [epochs])
+    assert epochs.seen == [1, 2]
+    assert "Discarding resume state" in capsys.readouterr().out
+
+
+def test_same_seed_same_metrics(arrays, tmp_path):
+    """Two runs with the same settings agree to within 1e-4 on the history (CPU)."""
+    cfg = {**TRAIN, "epochs": 2}
+    _, first, _ = training.fit(tiny_cnn, arrays, cfg, AUGMENT, 7, tmp_path / "a")
+    _, second, _ = training.fit(tiny_cnn, arrays, cfg, AUGMENT, 7, tmp_path / "b")
+    for a, b in zip(first, second):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert a[key] == pytest.approx(b[key], abs=1e-4)
+
+
+def test_history_csv_columns(arrays, tmp_path):
+    _, rows, summary = training.fit(tiny_cnn, arrays, {**TRAIN, "epochs": 1}, AUGMENT, 1, tmp_path / "s")
+    out = tmp_path / "history.csv"
+    training.write_history(rows, out)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "epoch,loss,accuracy,val_loss,val_accuracy,lr"
+    assert lines[1].startswith("1,")
+    assert summary["best_epoch"] == 1 and summary["train_img_per_s"] > 0
+
+
+MIRRORED = """
+import sys
+sys.path[:0] = [{scripts!r}, {tests!r}]
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import test_training as t
+arrays = t.arrays.__wrapped__()
+_, rows, summary = t.training.fit(t.tiny_cnn, arrays, {{**t.TRAIN, "epochs": 1, "distribute": "mirrored"}},
+                                  t.AUGMENT, 1, {state!r})
+print("replicas", summary["devices"], "rows", len(rows))
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    code = MIRRORED.format(scripts=str(REPO / "scripts"), tests=str(REPO / "tests"), state=str(tmp_path / "s"))
+    proc = subprocess.run([sys.executable, "-c", code], env=run_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "replicas 2 rows 1" in proc.stdout
