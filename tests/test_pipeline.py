@@ -53,7 +53,7 @@ def mobilenet_weights(folder):
 def test_repro_runs_every_stage_and_leaves_status_clean(pipeline):
     repo, env, first = pipeline
     assert ran_stages(first) == {"download", "prepare", "augment_preview", "train_cnn",
-                                 "fetch_weights", "finetune_mobilenet"}
+                                 "fetch_weights", "finetune_mobilenet", "evaluate"}
     assert (repo / "data" / "prepared" / "cifar10.npz").is_file()
     assert (repo / "reports" / "figures" / "augment_preview.png").stat().st_size > 10_000
     counts = json.loads((repo / "reports" / "metrics" / "prepare.json").read_text())["counts"]
@@ -67,6 +67,25 @@ def test_repro_runs_every_stage_and_leaves_status_clean(pipeline):
     weights = json.loads((repo / "reports" / "metrics" / "finetune_mobilenet.json").read_text())["weights"]
     assert weights["file"] == "mobilenet_v2_test.weights.h5" and len(weights["sha256"]) == 64
     assert not (repo / "models" / ".resume").exists() or not any((repo / "models" / ".resume").iterdir())
+
+
+def test_evaluate_outputs(pipeline):
+    repo, env, first = pipeline
+    assert re.search(r"cnn: train accuracy \d+\.\d\d% \(loss [\d.]+\), test accuracy \d+\.\d\d%", first)
+    metrics = json.loads((repo / "reports" / "metrics" / "evaluate.json").read_text())
+    for name in ("cnn", "mobilenet"):
+        assert 0 <= metrics[name]["test"]["accuracy"] <= 1 and metrics[name]["train"]["loss"] > 0
+        assert set(metrics[name]["per_class"]["cat"]) == {"precision", "recall", "f1", "accuracy"}
+        predictions = (repo / "reports" / "eval" / f"{name}_predictions.csv").read_text().splitlines()
+        assert predictions[0] == "actual,predicted" and len(predictions) == 41
+        for figure in ("training_curves", "confusion_matrix", "misclassified"):
+            assert (repo / "reports" / "figures" / "evaluate" / f"{name}_{figure}.png").stat().st_size > 5_000
+    per_class = (repo / "reports" / "eval" / "per_class_accuracy.csv").read_text().splitlines()
+    assert per_class[0] == "class,cnn,mobilenet" and len(per_class) == 11
+    summary = (repo / "reports" / "summary.md").read_text()
+    assert "| cnn |" in summary and "| mobilenet |" in summary and "| 509,322 |" in summary
+    shown = run(["dvc", "metrics", "show", "--json"], cwd=repo, **env).stdout
+    assert "cnn.test.accuracy" in shown or '"test"' in shown
     status = run(["dvc", "status", "--json"], cwd=repo, **env)
     assert json.loads(status.stdout) == {}
     again = run(["dvc", "repro"], cwd=repo, **env)
@@ -82,12 +101,12 @@ def test_changing_a_preview_param_reruns_only_augment_preview(pipeline):
 def test_changing_a_finetune_param_reruns_only_finetune(pipeline):
     repo, env, _ = pipeline
     set_param(repo, "finetune_mobilenet.dropout", 0.3)
-    assert ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout) == {"finetune_mobilenet"}
+    assert ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout) == {"finetune_mobilenet", "evaluate"}
 
 
 def test_changing_an_augmentation_param_does_not_rerun_prepare(pipeline):
     repo, env, _ = pipeline
     set_param(repo, "shared.augment.rotation_degrees", 5)
     ran = ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout)
-    assert ran == {"augment_preview", "train_cnn", "finetune_mobilenet"}
+    assert ran == {"augment_preview", "train_cnn", "finetune_mobilenet", "evaluate"}
     assert json.loads(run(["dvc", "status", "--json"], cwd=repo, **env).stdout) == {}

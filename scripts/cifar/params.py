@@ -149,6 +149,10 @@ SCHEMA = {
         "trainable_layers": _number(int, 0),
         "dropout": _number(float, 0, 1, hi_open=True),
     },
+    "evaluate": {
+        "batch_size": _number(int, 1, 65_536),
+        "misclassified_images": _number(int, 0, 120),
+    },
 }
 
 

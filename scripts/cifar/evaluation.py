@@ -1,0 +1,153 @@
+"""Measuring a trained model, and the figures and tables that show it."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+
+def load_model(path, stage):
+    """Load a .keras model, with an error that names the file and the stage that makes it."""
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: it is written by the '{stage}' stage; run `dvc repro {stage}`")
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as err:  # zip, h5 and deserialisation errors all mean the same to a user
+        raise ValueError(
+            f"{path} is not a readable Keras model ({type(err).__name__}: {err}); "
+            f"it is written by the '{stage}' stage: rerun it with `dvc repro --force {stage}`"
+        ) from None
+    if not model.compiled:  # saved without its training configuration
+        model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def loss_and_accuracy(model, x, y, batch_size):
+    """Keras' own evaluate() with the compiled loss; y are integer labels."""
+    import keras
+
+    loss, accuracy = model.evaluate(x.astype(np.float32), keras.utils.to_categorical(y, 10),
+                                    batch_size=batch_size, verbose=0)
+    return float(loss), float(accuracy)
+
+
+def per_class_report(y_true, y_pred, names):
+    """scikit-learn's classification report (precision, recall, F1) and per-class accuracy."""
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    report = classification_report(y_true, y_pred, labels=range(len(names)), target_names=names,
+                                   output_dict=True, zero_division=0)
+    matrix = confusion_matrix(y_true, y_pred, labels=range(len(names)))
+    with np.errstate(invalid="ignore"):
+        accuracy = np.nan_to_num(matrix.diagonal() / matrix.sum(axis=1))
+    return report, matrix, {name: float(a) for name, a in zip(names, accuracy)}
+
+
+def write_predictions(path, y_true, y_pred, names):
+    """actual,predicted class names per test image: the input of DVC's confusion template."""
+    from cifar.outputs import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["actual", "predicted"])
+        writer.writerows((names[t], names[p]) for t, p in zip(y_true, y_pred))
+
+
+def write_rows(path, header, rows):
+    from cifar.outputs import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curves(history, title):
+    """The seed's two panels: accuracy and loss per epoch, train against validation."""
+    plt = _figure()
+    epochs = [int(r["epoch"]) for r in history]
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4))
+    acc.plot(epochs, [r["accuracy"] for r in history], "o-", label="Training accuracy")
+    acc.plot(epochs, [r["val_accuracy"] for r in history], "o-", label="Validation accuracy")
+    acc.set(xlabel="Epoch", ylabel="Accuracy", title="Training and validation accuracy")
+    loss.plot(epochs, [r["loss"] for r in history], "o-", label="Training loss")
+    loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="Validation loss")
+    loss.set(xlabel="Epoch", ylabel="Loss", title="Training and validation loss")
+    for ax in (acc, loss):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_heatmap(matrix, names, title):
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set(xlabel="Predicted class", ylabel="True class", title=title)
+    threshold = matrix.max() / 2
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7,
+                    color="white" if matrix[i, j] > threshold else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def misclassified_gallery(images, y_true, y_pred, probabilities, names, count, title):
+    """The first `count` misclassified test images with true and predicted labels."""
+    plt = _figure()
+    wrong = np.flatnonzero(y_true != y_pred)[:count]
+    cols = 6
+    rows = max(1, int(np.ceil(len(wrong) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.2), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong):
+        ax.imshow(images[i], interpolation="nearest")
+        ax.set_title(f"true: {names[y_true[i]]}\npred: {names[y_pred[i]]} ({probabilities[i].max():.0%})",
+                     fontsize=8)
+    fig.suptitle(f"{title}: {len(wrong)} of {int((y_true != y_pred).sum())} misclassified test images")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path):
+    from cifar.outputs import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    _figure().close(fig)
+
+
+def summary_markdown(rows):
+    """The comparison table of reports/summary.md from one dict per model."""
+    header = ("| model | test accuracy | train accuracy | test loss | train loss | parameters "
+              "| model size | best val accuracy (epoch) | epochs | training time | training img/s |")
+    lines = [header, "|" + "---|" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['test_accuracy']:.2%} | {r['train_accuracy']:.2%} | {r['test_loss']:.4f} "
+            f"| {r['train_loss']:.4f} | {r['params']:,} | {r['size_mb']:.1f} MB "
+            f"| {r['best_val_accuracy']:.2%} ({r['best_epoch']}) | {r['epochs_run']} "
+            f"| {r['wall_time_s'] / 60:.1f} min | {r['train_img_per_s']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from cifar import evaluation, models
+from conftest import REPO, run, script
+
+NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def test_per_class_report_matches_hand_counts():
+    y_true = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+    y_pred = np.array([0, 0, 1, 1, 1, 2, 2, 0, 2, 2])
+    report, matrix, accuracy = evaluation.per_class_report(y_true, y_pred, NAMES)
+    assert matrix[0].tolist()[:3] == [2, 1, 0] and matrix.sum() == 10
+    assert accuracy["airplane"] == pytest.approx(2 / 3) and accuracy["cat"] == 0.0
+    assert accuracy["dog"] == 0.0  # no dog images: accuracy 0, not NaN
+    assert report["airplane"]["precision"] == pytest.approx(2 / 3)  # 2 of 3 predicted airplanes
+    assert report["bird"]["recall"] == pytest.approx(3 / 4)
+
+
+def test_summary_table():
+    row = {"model": "cnn", "test_accuracy": 0.8673, "train_accuracy": 0.9241, "test_loss": 0.4,
+           "train_loss": 0.2, "params": 509322, "size_mb": 6.1, "best_val_accuracy": 0.8712,
+           "best_epoch": 23, "epochs_run": 25, "wall_time_s": 3600, "train_img_per_s": 274.4}
+    table = evaluation.summary_markdown([row])
+    assert "| cnn | 86.73% | 92.41% | 0.4000 | 0.2000 | 509,322 | 6.1 MB | 87.12% (23) | 25 | 60.0 min | 274 |" in table
+
+
+def test_missing_model_names_file_and_stage(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"cnn.keras not found: it is written by the 'train_cnn' stage"):
+        evaluation.load_model(tmp_path / "cnn.keras", "train_cnn")
+
+
+def test_corrupt_model_names_file_and_stage(tmp_path):
+    bad = tmp_path / "mobilenet.keras"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match=r"mobilenet.keras is not a readable Keras model .* 'finetune_mobilenet' stage"):
+        evaluation.load_model(bad, "finetune_mobilenet")
+
+
+def test_evaluate_stage_with_corrupt_model_writes_nothing(workdir, archive):
+    import keras
+
+    from cifar import data
+
+    path, sha = archive
+    x_train, y_train, x_test, y_test, names = data.read(path, sha)
+    data.save_prepared(workdir / "cifar10.npz", {
+        "x_train": x_train, "y_train": y_train, "x_val": x_test, "y_val": y_test, "x_test": x_test,
+        "y_test": y_test, "class_names": np.array(names), "archive_sha256": np.array(sha)})
+    keras.saving.save_model(models.build_cnn(filters=(4, 4, 4), dense_units=8), workdir / "cnn.keras")
+    (workdir / "mobilenet.keras").write_bytes(b"\x00" * 100)
+    proc = run(["python", script("evaluate"), "--data", "cifar10.npz",
+                "--models", "cnn.keras", "mobilenet.keras",
+                "--train-metrics", "a.json", "b.json", "--histories", "a.csv", "b.csv",
+                "--metrics", "out/evaluate.json", "--tables", "out/eval", "--figures", "out/figures",
+                "--summary", "out/summary.md"], cwd=workdir, check=False)
+    assert proc.returncode != 0
+    assert "evaluate: error: mobilenet.keras is not a readable Keras model" in proc.stderr
+    assert "'finetune_mobilenet' stage" in proc.stderr
+    assert not (workdir / "out").exists()
