@@ -7,10 +7,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export CIFAR10_ARCHIVE CIFAR10_SHA256 MOBILENET_WEIGHTS MOBILENET_WEIGHTS_SHA256
 # Quick run: a slice of the data and few epochs, as a DVC experiment in a temp copy,
 # so the full-run results in the workspace are never overwritten.
-QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500
+QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500 -S shared.train.epochs=2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro quick test bench dag clean-venv
+.PHONY: help setup repro quick test bench plots dag clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,7 +21,12 @@ $(VENV)/.installed: requirements.txt requirements.lock
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -c requirements.lock
 	touch $@
 
-setup: $(VENV)/.installed ## create .venv and install the pinned dependencies
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found; install Node.js 18+ (it serves the plots and the web demo offline)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(VENV)/.installed node_modules/.installed ## create .venv and node_modules with the pinned dependencies
 
 repro: setup ## run the whole pipeline (dvc repro); offline: CIFAR10_ARCHIVE=path/to/cifar-10-python.tar.gz
 	dvc repro
@@ -35,6 +40,10 @@ test: setup ## run the test suite
 
 bench: setup ## measure augmentation throughput against the seed's ImageDataGenerator path
 	python scripts/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out reports/bench.json
+
+plots: setup ## render every DVC plot to reports/plots/index.html, viewable offline
+	python scripts/plots_template.py --out build/plots_template.html
+	dvc plots show --html-template build/plots_template.html -o reports/plots
 
 dag: setup ## draw the stage graph
 	dvc dag

@@ -1,0 +1,66 @@
+"""The cross-branch workflow users rely on: dvc metrics/params/plots diff and dvc exp."""
+
+import json
+
+import pytest
+
+import synthetic
+from conftest import REPO, copy_repo, run, script
+from test_pipeline import mobilenet_weights, set_param
+
+pytestmark = pytest.mark.e2e
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A tiny pipeline run and committed on main."""
+    root = tmp_path_factory.mktemp("branches")
+    archive = synthetic.write_archive(root / "cifar-10-python.tar.gz")
+    env = {"CIFAR10_ARCHIVE": str(archive), "CIFAR10_SHA256": synthetic.sha256(archive)}
+    repo = copy_repo(root / "repo")
+    set_param(repo, "shared.train.epochs", 1)
+    set_param(repo, "finetune_mobilenet.weights", str(mobilenet_weights(root)))
+    run(["dvc", "repro"], cwd=repo, **env)
+    run([*GIT, "add", "-A"], cwd=repo)
+    run([*GIT, "commit", "-qm", "tiny run"], cwd=repo)
+    return repo, env
+
+
+def test_diff_across_branches_and_experiments(repo, tmp_path):
+    repo, env = repo
+    run(["git", "checkout", "-q", "-b", "wider-head"], cwd=repo)
+    set_param(repo, "finetune_mobilenet.dropout", 0.5)
+    run(["dvc", "repro"], cwd=repo, **env)
+    run([*GIT, "add", "-A"], cwd=repo)
+    run([*GIT, "commit", "-qm", "dropout 0.5"], cwd=repo)
+
+    params = json.loads(run(["dvc", "params", "diff", "main", "wider-head", "--json"], cwd=repo).stdout)
+    assert params["params.yaml"]["finetune_mobilenet.dropout"] == {"old": 0.2, "new": 0.5}
+
+    metrics = json.loads(run(["dvc", "metrics", "diff", "main", "wider-head", "--all", "--json"], cwd=repo).stdout)
+    tuned = metrics["reports/metrics/finetune_mobilenet.json"]
+    assert set(tuned["mobilenet.best_val_accuracy"]) >= {"old", "new"}
+    evaluated = metrics["reports/metrics/evaluate.json"]
+    assert {"old", "new"} <= set(evaluated["mobilenet.test.accuracy"])
+    assert evaluated["cnn.test.accuracy"]["old"] == evaluated["cnn.test.accuracy"]["new"]  # CNN not retrained
+
+    out = tmp_path / "plots"
+    run(["dvc", "plots", "diff", "main", "wider-head", "-o", str(out)], cwd=repo)
+    html = (out / "index.html").read_text()
+    assert "Accuracy per epoch" in html and "Per-class test accuracy" in html
+
+    # Offline viewing: the template inlines vega from node_modules instead of the CDN.
+    template = tmp_path / "template.html"
+    run(["python", script("plots_template"), "--out", str(template)], cwd=REPO)
+    run(["dvc", "plots", "show", "--html-template", str(template), "-o", str(tmp_path / "offline")], cwd=repo)
+    offline = (tmp_path / "offline" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in offline and "vegaEmbed" in offline and "Accuracy per epoch" in offline
+
+    run(["dvc", "exp", "run", "-S", "finetune_mobilenet.trainable_layers=10"], cwd=repo, **env)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], cwd=repo).stdout)
+    experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
+    assert experiments
+    data = experiments[0]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["finetune_mobilenet"]["trainable_layers"] == 10
+    assert "mobilenet" in data["metrics"]["reports/metrics/evaluate.json"]["data"]
