@@ -55,6 +55,7 @@ def main():
 
     path, expected, origin = locate(weights)
     with outputs.atomic_path(args.out, is_dir=True) as tmp:
+        tmp.mkdir(parents=True, exist_ok=True)
         source = {"weights": weights, "origin": origin, "file": None, "sha256": None}
         if path is not None:
             if expected:

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import synthetic
 
@@ -71,3 +72,37 @@ def copy_repo(dest):
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
     subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
     return dest
+
+
+def set_param(repo, dotted, value):
+    """Set `dotted` (e.g. shared.train.epochs) in the repository's params.yaml."""
+    path = repo / "params.yaml"
+    values = yaml.safe_load(path.read_text())
+    *parents, key = dotted.split(".")
+    node = values
+    for part in parents:
+        node = node[part]
+    node[key] = value
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+
+
+def mobilenet_weights(folder):
+    """A MobileNetV2 backbone weights file the test writes (ImageNet's cannot be downloaded here)."""
+    import keras
+
+    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = folder / "mobilenet_v2_test.weights.h5"
+    base.save_weights(path)
+    return path
+
+
+def tiny_pipeline(root, epochs):
+    """A repository copy in `root` after `dvc repro` on a synthetic archive with a test-written
+    weights file. Returns (repo, env for the offline inputs, output of dvc repro)."""
+    archive = synthetic.write_archive(root / "cifar-10-python.tar.gz")
+    env = {"CIFAR10_ARCHIVE": str(archive), "CIFAR10_SHA256": synthetic.sha256(archive)}
+    repo = copy_repo(root / "repo")
+    set_param(repo, "shared.train.epochs", epochs)
+    set_param(repo, "finetune_mobilenet.weights", str(mobilenet_weights(root)))
+    first = run(["dvc", "repro"], cwd=repo, **env)
+    return repo, env, first.stdout

@@ -4,9 +4,7 @@ import json
 
 import pytest
 
-import synthetic
-from conftest import REPO, copy_repo, run, script
-from test_pipeline import mobilenet_weights, set_param
+from conftest import REPO, run, script, set_param, tiny_pipeline
 
 pytestmark = pytest.mark.e2e
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
@@ -15,13 +13,7 @@ GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     """A tiny pipeline run and committed on main."""
-    root = tmp_path_factory.mktemp("branches")
-    archive = synthetic.write_archive(root / "cifar-10-python.tar.gz")
-    env = {"CIFAR10_ARCHIVE": str(archive), "CIFAR10_SHA256": synthetic.sha256(archive)}
-    repo = copy_repo(root / "repo")
-    set_param(repo, "shared.train.epochs", 1)
-    set_param(repo, "finetune_mobilenet.weights", str(mobilenet_weights(root)))
-    run(["dvc", "repro"], cwd=repo, **env)
+    repo, env, _ = tiny_pipeline(tmp_path_factory.mktemp("branches"), epochs=1)
     run([*GIT, "add", "-A"], cwd=repo)
     run([*GIT, "commit", "-qm", "tiny run"], cwd=repo)
     return repo, env
@@ -29,16 +21,16 @@ def repo(tmp_path_factory):
 
 def test_diff_across_branches_and_experiments(repo, tmp_path):
     repo, env = repo
-    run(["git", "checkout", "-q", "-b", "wider-head"], cwd=repo)
+    run(["git", "checkout", "-q", "-b", "more-dropout"], cwd=repo)
     set_param(repo, "finetune_mobilenet.dropout", 0.5)
     run(["dvc", "repro"], cwd=repo, **env)
     run([*GIT, "add", "-A"], cwd=repo)
     run([*GIT, "commit", "-qm", "dropout 0.5"], cwd=repo)
 
-    params = json.loads(run(["dvc", "params", "diff", "main", "wider-head", "--json"], cwd=repo).stdout)
+    params = json.loads(run(["dvc", "params", "diff", "main", "more-dropout", "--json"], cwd=repo).stdout)
     assert params["params.yaml"]["finetune_mobilenet.dropout"] == {"old": 0.2, "new": 0.5}
 
-    metrics = json.loads(run(["dvc", "metrics", "diff", "main", "wider-head", "--all", "--json"], cwd=repo).stdout)
+    metrics = json.loads(run(["dvc", "metrics", "diff", "main", "more-dropout", "--all", "--json"], cwd=repo).stdout)
     tuned = metrics["reports/metrics/finetune_mobilenet.json"]
     assert set(tuned["mobilenet.best_val_accuracy"]) >= {"old", "new"}
     evaluated = metrics["reports/metrics/evaluate.json"]
@@ -46,7 +38,7 @@ def test_diff_across_branches_and_experiments(repo, tmp_path):
     assert evaluated["cnn.test.accuracy"]["old"] == evaluated["cnn.test.accuracy"]["new"]  # CNN not retrained
 
     out = tmp_path / "plots"
-    run(["dvc", "plots", "diff", "main", "wider-head", "-o", str(out)], cwd=repo)
+    run(["dvc", "plots", "diff", "main", "more-dropout", "-o", str(out)], cwd=repo)
     html = (out / "index.html").read_text()
     assert "Accuracy per epoch" in html and "Per-class test accuracy" in html
 

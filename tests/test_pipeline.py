@@ -4,10 +4,8 @@ import json
 import re
 
 import pytest
-import yaml
 
-import synthetic
-from conftest import copy_repo, run
+from conftest import run, set_param, tiny_pipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -16,38 +14,10 @@ def ran_stages(output):
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def set_param(repo, dotted, value):
-    path = repo / "params.yaml"
-    values = yaml.safe_load(path.read_text())
-    *parents, key = dotted.split(".")
-    node = values
-    for part in parents:
-        node = node[part]
-    node[key] = value
-    path.write_text(yaml.safe_dump(values, sort_keys=False))
-
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """A repository copy after a first `dvc repro` on a synthetic archive."""
-    root = tmp_path_factory.mktemp("pipeline")
-    archive = synthetic.write_archive(root / "cifar-10-python.tar.gz")
-    env = {"CIFAR10_ARCHIVE": str(archive), "CIFAR10_SHA256": synthetic.sha256(archive)}
-    repo = copy_repo(root / "repo")
-    set_param(repo, "shared.train.epochs", 2)
-    set_param(repo, "finetune_mobilenet.weights", str(mobilenet_weights(root)))
-    first = run(["dvc", "repro"], cwd=repo, **env)
-    return repo, env, first.stdout
-
-
-def mobilenet_weights(folder):
-    """A MobileNetV2 backbone weights file the test writes (ImageNet's cannot be downloaded here)."""
-    import keras
-
-    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
-    path = folder / "mobilenet_v2_test.weights.h5"
-    base.save_weights(path)
-    return path
+    return tiny_pipeline(tmp_path_factory.mktemp("pipeline"), epochs=2)
 
 
 def test_repro_runs_every_stage_and_leaves_status_clean(pipeline):

@@ -18,10 +18,7 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def atomic_path(final, is_dir=False):
-    """Yield a temporary path beside `final`; on success move it to `final`, else delete it.
-
-    With is_dir=True the yielded path is an empty folder that already exists.
-    """
+    """Yield a temporary path beside `final`; on success move it to `final`, else delete it."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
