@@ -38,7 +38,7 @@ quick: setup ## run the pipeline on a small slice as a DVC experiment (workspace
 test: setup ## run the test suite
 	python -m pytest
 
-bench: setup ## measure augmentation throughput against the seed's ImageDataGenerator path
+bench: setup ## measure augmentation and CNN training img/s against the seed's ImageDataGenerator path
 	python scripts/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out reports/bench.json
 
 plots: setup ## render every DVC plot to reports/plots/index.html, viewable offline

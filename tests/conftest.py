@@ -65,7 +65,7 @@ def copy_repo(dest):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     # Start from no results: the reference dvc.lock and metrics belong to the full run.
-    for stale in ["dvc.lock", *[p.relative_to(dest) for p in (dest / "reports").rglob("*.json")]]:
+    for stale in ["dvc.lock", *[p.relative_to(dest) for p in (dest / "reports" / "metrics").glob("*.json")]]:
         (dest / stale).unlink(missing_ok=True)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
