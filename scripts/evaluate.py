@@ -84,9 +84,7 @@ def main():
                 class_rows[n].append(round(metrics["per_class"][n]["accuracy"], 4))
 
             evaluation.write_predictions(tables / f"{name}_predictions.csv", arrays["y_test"], predicted, names)
-            history = training.read_history(history_path)
-            for row in history:
-                row["epoch"] += 1
+            history = training.read_history(history_path)  # epochs 1-based, as written
             evaluation.save_figure(evaluation.training_curves(history, f"{name}: training curves"),
                                    figures / f"{name}_training_curves.png")
             evaluation.save_figure(evaluation.confusion_heatmap(matrix, names, f"{name}: confusion matrix (test set)"),

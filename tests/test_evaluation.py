@@ -26,6 +26,17 @@ def test_summary_table():
     assert "| cnn | 86.73% | 92.41% | 0.4000 | 0.2000 | 509,322 | 6.1 MB | 87.12% (23) | 25 | 60.0 min | 274 |" in table
 
 
+def test_training_curves_count_epochs_from_one(tmp_path):
+    from cifar import training
+
+    rows = [{"epoch": e, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4, "lr": 1e-3}
+            for e in range(3)]  # as Keras logs them: 0-based
+    training.write_history(rows, tmp_path / "history.csv")
+    fig = evaluation.training_curves(training.read_history(tmp_path / "history.csv"), "t")
+    assert list(fig.axes[0].lines[0].get_xdata()) == [1, 2, 3]
+    assert fig.axes[0].get_xlabel() == "Epoch" and fig.axes[1].get_ylabel() == "Loss"
+
+
 def test_missing_model_names_file_and_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"cnn.keras not found: it is written by the 'train_cnn' stage"):
         evaluation.load_model(tmp_path / "cnn.keras", "train_cnn")
