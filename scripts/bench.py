@@ -50,8 +50,7 @@ def seed_stream(x, y, batch_size, seed, config):
 
 
 def measure(make_stream, images, repeats):
-    make_stream_iter = make_stream()
-    images_per_second(make_stream_iter, images)  # warm-up: thread pools, tracing, caches
+    images_per_second(make_stream(), images)  # warm-up: thread pools, tracing, caches
     return max(images_per_second(make_stream(), images) for _ in range(repeats))
 
 
