@@ -65,8 +65,11 @@ def copy_repo(dest):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     # Start from no results: the reference dvc.lock and metrics belong to the full run.
-    for stale in ["dvc.lock", *[p.relative_to(dest) for p in (dest / "reports" / "metrics").glob("*.json")]]:
+    for stale in ["dvc.lock", *[p.relative_to(dest) for p in (dest / "reports" / "metrics").rglob("*.json")]]:
         (dest / stale).unlink(missing_ok=True)
+    # The npm packages (`make setup`): the parity stage runs TF.js in Node.js from them.
+    if (REPO / "node_modules").is_dir():
+        (dest / "node_modules").symlink_to(REPO / "node_modules", target_is_directory=True)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
@@ -96,7 +99,7 @@ def mobilenet_weights(folder):
     return path
 
 
-def tiny_pipeline(root, epochs):
+def tiny_pipeline(root, epochs, export_models=("cnn", "mobilenet")):
     """A repository copy in `root` after `dvc repro` on a synthetic archive with a test-written
     weights file. Returns (repo, env for the offline inputs, output of dvc repro)."""
     archive = synthetic.write_archive(root / "cifar-10-python.tar.gz")
@@ -104,5 +107,15 @@ def tiny_pipeline(root, epochs):
     repo = copy_repo(root / "repo")
     set_param(repo, "shared.train.epochs", epochs)
     set_param(repo, "finetune_mobilenet.weights", str(mobilenet_weights(root)))
+    set_param(repo, "export.models", list(export_models))
+    set_param(repo, "export.int8_calibration_images", 32)
+    set_param(repo, "parity.latency_runs", 3)
     first = run(["dvc", "repro"], cwd=repo, **env)
     return repo, env, first.stdout
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory):
+    """One repository copy after a first `dvc repro` on a synthetic archive, shared by the
+    end-to-end modules (pipeline, export, web); tests that change params rerun `dvc repro`."""
+    return tiny_pipeline(tmp_path_factory.mktemp("pipeline"), epochs=2)

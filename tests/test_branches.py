@@ -12,8 +12,9 @@ GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    """A tiny pipeline run and committed on main."""
-    repo, env, _ = tiny_pipeline(tmp_path_factory.mktemp("branches"), epochs=1)
+    """A tiny pipeline run and committed on main; only the CNN is exported (export.models)."""
+    repo, env, first = tiny_pipeline(tmp_path_factory.mktemp("branches"), epochs=1, export_models=["cnn"])
+    assert "export@cnn" in first and "export@mobilenet" not in first
     run([*GIT, "add", "-A"], cwd=repo)
     run([*GIT, "commit", "-qm", "tiny run"], cwd=repo)
     return repo, env
@@ -37,6 +38,8 @@ def test_diff_across_branches_and_experiments(repo, tmp_path):
     evaluated = metrics["reports/metrics/evaluate.json"]
     assert {"old", "new"} <= set(evaluated["mobilenet.test.accuracy"])
     assert evaluated["cnn.test.accuracy"]["old"] == evaluated["cnn.test.accuracy"]["new"]  # CNN not retrained
+    exported = metrics["reports/metrics/export/cnn.json"]  # nor re-exported
+    assert exported["artifacts.tflite_int8.accuracy"]["old"] == exported["artifacts.tflite_int8.accuracy"]["new"]
 
     out = tmp_path / "plots"
     run(["dvc", "plots", "diff", "main", "more-dropout", "-o", str(out)], cwd=repo)

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import run, set_param, tiny_pipeline
+from conftest import run, set_param
 
 pytestmark = pytest.mark.e2e
 
@@ -14,16 +14,11 @@ def ran_stages(output):
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    """A repository copy after a first `dvc repro` on a synthetic archive."""
-    return tiny_pipeline(tmp_path_factory.mktemp("pipeline"), epochs=2)
-
-
 def test_repro_runs_every_stage_and_leaves_status_clean(pipeline):
     repo, env, first = pipeline
     assert ran_stages(first) == {"download", "prepare", "augment_preview", "train_cnn",
-                                 "fetch_weights", "finetune_mobilenet", "evaluate"}
+                                 "fetch_weights", "finetune_mobilenet", "evaluate",
+                                 "export@cnn", "export@mobilenet", "parity@cnn", "parity@mobilenet"}
     assert (repo / "data" / "prepared" / "cifar10.npz").is_file()
     assert (repo / "reports" / "figures" / "augment_preview.png").stat().st_size > 10_000
     counts = json.loads((repo / "reports" / "metrics" / "prepare.json").read_text())["counts"]
@@ -71,12 +66,14 @@ def test_changing_a_preview_param_reruns_only_augment_preview(pipeline):
 def test_changing_a_finetune_param_reruns_only_finetune(pipeline):
     repo, env, _ = pipeline
     set_param(repo, "finetune_mobilenet.dropout", 0.3)
-    assert ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout) == {"finetune_mobilenet", "evaluate"}
+    assert ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout) == {
+        "finetune_mobilenet", "evaluate", "export@mobilenet", "parity@mobilenet"}
 
 
 def test_changing_an_augmentation_param_does_not_rerun_prepare(pipeline):
     repo, env, _ = pipeline
     set_param(repo, "shared.augment.rotation_degrees", 5)
     ran = ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout)
-    assert ran == {"augment_preview", "train_cnn", "finetune_mobilenet", "evaluate"}
+    assert ran == {"augment_preview", "train_cnn", "finetune_mobilenet", "evaluate",
+                   "export@cnn", "export@mobilenet", "parity@cnn", "parity@mobilenet"}
     assert json.loads(run(["dvc", "status", "--json"], cwd=repo, **env).stdout) == {}

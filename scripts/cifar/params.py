@@ -102,6 +102,13 @@ def _weights(value):
     return "'imagenet', 'none', or the path of a Keras weights file ending in .h5"
 
 
+def _model_list(value):
+    allowed = "a non-empty list of distinct model names from: cnn, mobilenet"
+    if not (isinstance(value, list) and value and len(set(value)) == len(value)):
+        return allowed
+    return None if all(v in ("cnn", "mobilenet") for v in value) else allowed
+
+
 SCHEMA = {
     "shared": {
         "seed": _number(int, 0, 2**31 - 1),
@@ -152,6 +159,15 @@ SCHEMA = {
     "evaluate": {
         "batch_size": _number(int, 1, 65_536),
         "misclassified_images": _number(int, 0, 120),
+    },
+    "export": {
+        "models": _model_list,
+        "int8_calibration_images": _number(int, 1, 50_000),
+        "tfjs_quantization": _choice("none", "float16", "uint8"),
+    },
+    "parity": {
+        "batch_size": _number(int, 1, 65_536),
+        "latency_runs": _number(int, 0, 10_000),
     },
 }
 

@@ -1,0 +1,145 @@
+"""Turning a trained Keras model into the formats it ships in: SavedModel, TF-Lite, TF.js.
+
+Every format takes what the Keras model takes: raw RGB pixels, 0-255, NHWC, 32x32; the scaling
+lives inside the graph. The one exception is the full-int8 TF-Lite model, whose input tensor is
+uint8 (the same raw pixels, quantized with scale 1 and zero point 0) and whose output tensor is
+uint8 probabilities (probability = value / 256).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+TFLITE_KINDS = ("float32", "dynamic_range", "int8")
+TFJS_QUANTIZATION = ("none", "float16", "uint8")
+# Largest |difference| in probabilities tolerated between a float conversion and Keras.
+FLOAT_TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    """A conversion failed or its result does not compute what the Keras model computes."""
+
+
+def _max_diff(a, b):
+    return float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
+
+
+def saved_model(model, out_dir, check_images):
+    """Keras 3 `model.export()`, then reload the SavedModel and check it against the model."""
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="image")]
+    model.export(str(out_dir), format="tf_saved_model", input_signature=signature, verbose=False)
+    reloaded = tf.saved_model.load(str(out_dir))
+    x = check_images.astype(np.float32)
+    diff = _max_diff(reloaded.serve(tf.constant(x)).numpy(), model.predict(x, verbose=0))
+    if diff > FLOAT_TOLERANCE:
+        raise ExportError(f"the reloaded SavedModel {out_dir} differs from the Keras model by {diff:.2e}")
+    return diff
+
+
+def fold_batchnorm_after_activation(model):
+    """An equal-in-float copy of a Sequential model in which every BatchNormalization that follows
+    an activation becomes a 1x1 DepthwiseConv2D with the same per-channel scale and offset.
+
+    TF-Lite folds a BatchNormalization into the convolution before it, but not across a ReLU
+    (the seed's CNN is Conv-ReLU-BN). Unfolded, it becomes a MUL by one per-tensor-quantized
+    constant, and a channel scale 500x smaller than the largest rounds to zero in int8. A
+    depthwise convolution's weights are quantized per channel, so nothing is lost. Models that
+    are not Sequential (MobileNetV2: Conv-BN-ReLU6, folded by the converter) come back as they are.
+    """
+    import keras
+
+    if not isinstance(model, keras.Sequential):
+        return model, 0
+    layers = model.layers
+    replace = {
+        id(layer) for previous, layer in zip(layers, layers[1:])
+        if isinstance(layer, keras.layers.BatchNormalization)
+        and getattr(previous, "activation", None) not in (None, keras.activations.linear)
+        and layer.axis in (-1, 3)  # channels last, as DepthwiseConv2D computes
+    }
+    if not replace:
+        return model, 0
+
+    def clone(layer):
+        if id(layer) in replace:
+            return keras.layers.DepthwiseConv2D(1, use_bias=True, name=f"{layer.name}_folded")
+        return layer.__class__.from_config(layer.get_config())
+
+    folded = keras.models.clone_model(model, clone_function=clone)
+    for old, new in zip(model.layers, folded.layers):
+        if id(old) in replace:
+            gamma = np.asarray(old.gamma) if old.scale else np.ones(old.moving_variance.shape)
+            beta = np.asarray(old.beta) if old.center else np.zeros(old.moving_mean.shape)
+            scale = gamma / np.sqrt(np.asarray(old.moving_variance) + old.epsilon)
+            offset = beta - scale * np.asarray(old.moving_mean)
+            new.set_weights([scale.reshape(1, 1, -1, 1), offset])
+        else:
+            new.set_weights(old.get_weights())
+    return folded, len(replace)
+
+
+def _representative(images):
+    def generate():
+        for i in range(len(images)):
+            yield [images[i:i + 1].astype(np.float32)]
+
+    return generate
+
+
+def tflite(saved_model_dir, kind, calibration_images=None):
+    """Convert a SavedModel to TF-Lite bytes.
+
+    float32: no quantization. dynamic_range: int8 weights, float activations and I/O.
+    int8: weights and activations int8 (calibrated on `calibration_images`), integer-only ops,
+    uint8 input (raw pixels) and uint8 output (probability * 256).
+    """
+    import tensorflow as tf
+
+    if kind not in TFLITE_KINDS:
+        raise ValueError(f"unknown TF-Lite kind {kind!r}; expected one of {', '.join(TFLITE_KINDS)}")
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    if kind != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if kind == "int8":
+        if calibration_images is None or not len(calibration_images):
+            raise ValueError("int8 conversion needs calibration images")
+        converter.representative_dataset = _representative(calibration_images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+    try:
+        return converter.convert()
+    except Exception as err:  # the converter raises many types; all mean the same here
+        raise ExportError(f"TF-Lite {kind} conversion of {saved_model_dir} failed: {err}") from err
+
+
+def tfjs(saved_model_dir, out_dir, quantization="none"):
+    """tensorflowjs_converter: SavedModel -> TF.js graph model (model.json + weight shards)."""
+    if quantization not in TFJS_QUANTIZATION:
+        raise ValueError(f"unknown TF.js quantization {quantization!r}; expected one of {', '.join(TFJS_QUANTIZATION)}")
+    command = [sys.executable, "-m", "tensorflowjs.converters.converter",
+               "--input_format=tf_saved_model", "--output_format=tfjs_graph_model",
+               "--signature_name=serving_default", "--saved_model_tags=serve"]
+    if quantization != "none":
+        command.append(f"--quantize_{quantization}=*")
+    command += [str(saved_model_dir), str(out_dir)]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0 or not (Path(out_dir) / "model.json").is_file():
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise ExportError(f"tensorflowjs_converter failed on {saved_model_dir} (exit {proc.returncode}):\n{tail}")
+    return json.loads((Path(out_dir) / "model.json").read_text())
+
+
+def size_of(path):
+    """Bytes of a file, or of every file under a folder."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -1,0 +1,150 @@
+"""Stage `parity`: run every exported artifact of one model on the test set, against Keras.
+
+Usage: python scripts/parity.py --model models/cnn.keras --export models/export/cnn \
+           --data data/prepared/cifar10.npz --metrics reports/metrics/export/cnn.json
+
+Each artifact runs where its users run it: the SavedModel in TensorFlow, the .tflite files in
+ai_edge_litert's Interpreter, the TF.js model in Node.js on the WASM backend
+(scripts/tfjs_predict.mjs). For each: test accuracy, top-1 agreement with the Keras model, the
+largest absolute difference in any class probability, size, median single-image latency and
+batch throughput. Targets: float formats agree with Keras on >= 99.9% of the test images; the
+int8 model is <= 30% of the float32 model's size and loses <= 0.5 points of accuracy.
+"""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from cifar import data, export, inference, outputs, params
+
+NODE_SCRIPT = Path(__file__).resolve().parent / "tfjs_predict.mjs"
+FLOAT_AGREEMENT = 0.999
+INT8_SIZE_RATIO = 0.30
+INT8_ACCURACY_DROP_PP = 0.5
+
+
+def measure(predictor, x, batch_size, latency_runs):
+    latency = inference.latency_ms(predictor, x, latency_runs) if latency_runs else None
+    probabilities, seconds = inference.predict_batches(predictor, x, batch_size)
+    return probabilities, {"latency_ms": latency, "throughput_img_s": len(x) / seconds}
+
+
+def run_tfjs(model_json, x, batch_size, latency_runs):
+    node = shutil.which("node")
+    if node is None:
+        raise FileNotFoundError("node not found: the TF.js parity check runs in Node.js; install Node.js 18+ and run `make setup`")
+    with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
+        images, probs = Path(tmp) / "x.u8", Path(tmp) / "p.f32"
+        np.ascontiguousarray(x, dtype=np.uint8).tofile(images)
+        proc = subprocess.run(
+            [node, str(NODE_SCRIPT), "--model", str(model_json), "--images", str(images),
+             "--count", str(len(x)), "--out", str(probs), "--batch", str(batch_size),
+             "--latency-runs", str(latency_runs)],
+            capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-10:])
+            hint = " (run `make setup` to install the npm packages)" if "Cannot find" in proc.stderr else ""
+            raise RuntimeError(f"TF.js in Node.js failed on {model_json}{hint}:\n{tail}")
+        timing = json.loads(proc.stdout.strip().splitlines()[-1])
+        probabilities = np.fromfile(probs, np.float32).reshape(len(x), -1)
+    return probabilities, {"latency_ms": timing["latency_ms"], "throughput_img_s": timing["throughput_img_s"],
+                           "runtime": f"tfjs {timing['tfjs']}, {timing['backend']} backend in Node.js, "
+                                      f"{timing['threads']} thread(s)"}
+
+
+def report(name, key, r):
+    print(f"{name}: {key:<20} accuracy {r['accuracy'] * 100:6.2f}%  agreement {r['agreement'] * 100:7.2f}%  "
+          f"max|diff| {r['max_abs_diff']:.1e}  {r['bytes'] / 1e6:6.2f} MB  "
+          f"{r['latency_ms'] or 0:6.2f} ms/img  {r['throughput_img_s']:7.0f} img/s")
+
+
+def compare(probabilities, reference, labels):
+    predicted = probabilities.argmax(axis=1)
+    return {
+        "accuracy": float(np.mean(predicted == labels)),
+        "agreement": float(np.mean(predicted == reference.argmax(axis=1))),
+        "max_abs_diff": float(np.max(np.abs(probabilities - reference))),
+    }
+
+
+def targets(results):
+    float_kinds = [k for k in ("saved_model", "tflite_float32", "tfjs") if k in results]
+    if results.get("tfjs", {}).get("quantization", "none") != "none":
+        float_kinds.remove("tfjs")  # a quantized TF.js model is held to no float target
+    int8, float32 = results["tflite_int8"], results["tflite_float32"]
+    size_ratio = int8["bytes"] / float32["bytes"]
+    drop = (results["keras"]["accuracy"] - int8["accuracy"]) * 100
+    worst = min(float_kinds, key=lambda k: results[k]["agreement"])
+    return {
+        "float_agreement_min": results[worst]["agreement"],
+        "float_agreement_worst": worst,
+        "float_agreement_met": results[worst]["agreement"] >= FLOAT_AGREEMENT,
+        "int8_size_ratio": size_ratio,
+        "int8_size_met": size_ratio <= INT8_SIZE_RATIO,
+        "int8_accuracy_drop_pp": drop,
+        "int8_accuracy_met": drop <= INT8_ACCURACY_DROP_PP,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument("--export", required=True, type=Path)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--metrics", required=True, type=Path)
+    args = parser.parse_args()
+    cfg = params.load(["parity"])["parity"]
+    batch, runs = cfg["batch_size"], cfg["latency_runs"]
+
+    name = args.model.stem
+    meta_path = args.export / "metadata.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} not found: it is written by the 'export@{name}' stage; "
+                                f"run `dvc repro export@{name}`")
+    meta = json.loads(meta_path.read_text())
+    arrays = data.load_prepared(args.data)
+    x, y = arrays["x_test"], arrays["y_test"].astype(np.int64)
+    if not len(x):
+        raise ValueError(f"{args.data} has no test images to check against")
+
+    reference, timing = measure(inference.load(args.model), x, batch, runs)
+    results = {"keras": {**compare(reference, reference, y), "bytes": args.model.stat().st_size, **timing}}
+    report(name, "keras", results["keras"])
+    for key, artifact in meta["artifacts"].items():
+        path = args.export / artifact["file"]
+        if key == "tfjs":
+            probabilities, timing = run_tfjs(path, x, batch, runs)
+        else:
+            probabilities, timing = measure(inference.load(path), x, batch, runs)
+        results[key] = {**compare(probabilities, reference, y), "bytes": artifact["bytes"], **timing}
+        if key == "tfjs":
+            results[key]["quantization"] = artifact.get("quantization", "none")
+        report(name, key, results[key])
+
+    summary = targets(results)
+    print(f"{name}: float formats agree with Keras on >= {summary['float_agreement_min'] * 100:.2f}% "
+          f"(target {FLOAT_AGREEMENT * 100:.1f}%): {'met' if summary['float_agreement_met'] else 'MISSED'}; "
+          f"int8 is {summary['int8_size_ratio'] * 100:.1f}% of float32 (target <= {INT8_SIZE_RATIO * 100:.0f}%): "
+          f"{'met' if summary['int8_size_met'] else 'MISSED'}; int8 accuracy drop "
+          f"{summary['int8_accuracy_drop_pp']:.2f} pp (target <= {INT8_ACCURACY_DROP_PP}): "
+          f"{'met' if summary['int8_accuracy_met'] else 'MISSED'}")
+    outputs.write_json(args.metrics, {
+        "model": name,
+        "test_images": int(len(x)),
+        "artifacts": results,
+        "targets": summary,
+        "hardware": outputs.hardware(),
+    })
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (params.ParamsError, FileNotFoundError, ValueError, RuntimeError) as err:
+        sys.exit(f"parity: error: {err}")

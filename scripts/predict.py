@@ -1,0 +1,74 @@
+"""Classify image files with a trained or exported model: the top 3 classes of each.
+
+Usage: python scripts/predict.py --model ARTIFACT [--json] [--top K] IMAGE [IMAGE ...]
+
+ARTIFACT is a .keras file (models/cnn.keras), a SavedModel folder
+(models/export/cnn/saved_model) or a .tflite file (models/export/cnn/cnn_int8.tflite). IMAGE is
+any file OpenCV reads (PNG, JPEG, BMP, TIFF, WebP, ...) at any size: 16-bit and floating-point
+images become 8-bit, grayscale becomes RGB, RGBA is composited on white, and the largest centred
+square is resized to 32x32 (pixel-area averaging when shrinking). Each conversion is reported.
+
+A file that cannot be read gets its own error line and the others are still classified; the
+exit status is 1 if any file failed, 2 if the model could not be loaded.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from cifar import inference  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path, help=".keras file, SavedModel folder or .tflite file")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    parser.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
+    parser.add_argument("images", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    if args.top < 1:
+        parser.error("--top must be at least 1")
+
+    try:
+        predictor = inference.load(args.model)
+    except inference.ModelError as err:
+        print(f"predict: error: {err}", file=sys.stderr)
+        return 2
+    names = inference.class_names(args.model)
+
+    results = []
+    for path in args.images:
+        try:
+            pixels, notes = inference.read_image(path)
+        except inference.ImageError as err:
+            results.append({"file": str(path), "error": str(err)})
+            continue
+        probabilities = predictor.predict(pixels[np.newaxis])[0]
+        order = np.argsort(-probabilities, kind="stable")[:args.top]
+        results.append({
+            "file": str(path),
+            "top": [{"class": names[i], "probability": float(probabilities[i])} for i in order],
+            "notes": notes,
+        })
+
+    if args.json:
+        print(json.dumps({"model": str(args.model), "results": results}, indent=2))
+    for result in results:
+        if "error" in result:
+            print(f"predict: error: {result['file']}: {result['error']}", file=sys.stderr)
+        elif not args.json:
+            notes = f" ({'; '.join(result['notes'])})" if result["notes"] else ""
+            print(f"{result['file']}{notes}")
+            for entry in result["top"]:
+                print(f"  {entry['class']:<12}{entry['probability'] * 100:6.2f}%")
+    return 1 if any("error" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

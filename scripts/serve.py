@@ -1,0 +1,122 @@
+"""Serve the browser demo: web/, the exported TF.js models and TF.js itself, all from this machine.
+
+Usage: python scripts/serve.py [--host 127.0.0.1] [--port 8000] [--exports models/export]
+
+    /                        web/ (index.html, app.js, style.css)
+    /vendor/tfjs/            node_modules/@tensorflow/tfjs/dist/ (tf.min.js)
+    /vendor/tfjs-backend-wasm/  node_modules/@tensorflow/tfjs-backend-wasm/dist/ (.js, .wasm)
+    /models/index.json       the exported models that have a TF.js version, with their classes
+    /models/<name>/          models/export/<name>/ (tfjs/model.json and its weight shards)
+
+Nothing is fetched from a CDN: `make setup` installs the npm packages, `make export` the models.
+"""
+
+import argparse
+import functools
+import http.server
+import json
+import sys
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+REPO = Path(__file__).resolve().parents[1]
+TYPES = {".wasm": "application/wasm", ".js": "text/javascript", ".mjs": "text/javascript",
+         ".json": "application/json", ".bin": "application/octet-stream", ".css": "text/css",
+         ".html": "text/html; charset=utf-8"}
+
+
+def model_index(exports):
+    """[{name, classes, url, quantization}] for every export folder with a TF.js model."""
+    found = []
+    for meta in sorted(Path(exports).glob("*/metadata.json")):
+        info = json.loads(meta.read_text())
+        tfjs = info.get("artifacts", {}).get("tfjs")
+        if tfjs and (meta.parent / tfjs["file"]).is_file():
+            found.append({"name": meta.parent.name, "classes": info["classes"],
+                          "url": f"models/{meta.parent.name}/{tfjs['file']}",
+                          "quantization": tfjs.get("quantization", "none")})
+    return found
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **TYPES}
+
+    def __init__(self, *args, routes, exports, **kwargs):
+        self.routes = routes
+        self.exports = exports
+        super().__init__(*args, directory=str(routes["/"]), **kwargs)
+
+    def do_GET(self):
+        if urlsplit(self.path).path == "/models/index.json":
+            body = json.dumps(model_index(self.exports)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+
+    def translate_path(self, path):
+        path = unquote(urlsplit(path).path)
+        for prefix in sorted(self.routes, key=len, reverse=True):
+            if path.startswith(prefix):
+                root = Path(self.routes[prefix]).resolve()
+                target = (root / path[len(prefix):].lstrip("/")).resolve()
+                # Anything outside the route's folder (../ tricks, symlinks out) is not served.
+                return str(target) if target == root or root in target.parents else str(root / ".outside-of-route")
+        return str(Path(self.routes["/"]) / ".outside-of-route")
+
+    def end_headers(self):
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def log_message(self, format, *args):
+        if not self.server.quiet:
+            super().log_message(format, *args)
+
+
+def make_server(host, port, exports, quiet=False):
+    exports = Path(exports).resolve()
+    routes = {
+        "/": REPO / "web",
+        "/vendor/tfjs/": REPO / "node_modules" / "@tensorflow" / "tfjs" / "dist",
+        "/vendor/tfjs-backend-wasm/": REPO / "node_modules" / "@tensorflow" / "tfjs-backend-wasm" / "dist",
+        "/models/": exports,
+    }
+    for prefix, folder in routes.items():
+        if not folder.is_dir():
+            hint = "run `make setup` (npm packages)" if "node_modules" in str(folder) else (
+                "run `make export`" if folder == exports else "")
+            raise FileNotFoundError(f"{folder} not found (served at {prefix}); {hint}".rstrip("; "))
+    server = http.server.ThreadingHTTPServer((host, port), functools.partial(Handler, routes=routes, exports=exports))
+    server.quiet = quiet
+    return server
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--exports", type=Path, default=Path("models/export"))
+    parser.add_argument("--quiet", action="store_true", help="do not log each request")
+    args = parser.parse_args()
+    server = make_server(args.host, args.port, args.exports, args.quiet)
+    models = model_index(args.exports)
+    if not models:
+        print(f"serve: warning: no TF.js model under {args.exports}; run `make export` first", file=sys.stderr)
+    host, port = server.server_address[:2]
+    print(f"serving the demo at http://{host}:{port}/ ({', '.join(m['name'] for m in models) or 'no models'}); "
+          "Ctrl-C stops", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, OSError) as err:
+        sys.exit(f"serve: error: {err}")

@@ -1,0 +1,190 @@
+"""Export: the conversions, the int8 BatchNormalization rewrite, parity targets, bad input, and
+the exported artifacts of the end-to-end pipeline."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run, script
+
+import export as export_stage  # scripts/export.py
+import parity
+from cifar import export, inference, outputs
+
+
+def small_cnn(seed=0):
+    """The seed CNN's layer pattern (Conv-ReLU then BatchNormalization), small, with moving
+    statistics spread over four orders of magnitude, as a trained model's are."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((32, 32, 3), name="image"),
+        keras.layers.Rescaling(1 / 255),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+        keras.layers.BatchNormalization(),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(8, 3, padding="same"),
+        keras.layers.BatchNormalization(),  # after a linear conv: TF-Lite folds it, left alone
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10, activation="softmax", name="probabilities"),
+    ])
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = (np.asarray(w) for w in layer.get_weights())
+            layer.set_weights([rng.uniform(0.5, 2, gamma.shape), rng.normal(0, 0.5, beta.shape),
+                               rng.uniform(0, 0.5, mean.shape), 10.0 ** rng.uniform(-4, 0, var.shape)])
+    return model
+
+
+def images(count, seed=1):
+    return np.random.default_rng(seed).integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+
+
+def test_folding_batchnorm_after_an_activation_keeps_the_outputs():
+    model = small_cnn()
+    folded, count = export.fold_batchnorm_after_activation(model)
+    assert count == 1
+    kinds = [type(layer).__name__ for layer in folded.layers]
+    assert kinds.count("DepthwiseConv2D") == 1 and kinds.count("BatchNormalization") == 1
+    x = images(16).astype(np.float32)
+    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_folding_leaves_functional_models_alone():
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    outputs_ = keras.layers.Dense(10, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
+    model = keras.Model(inputs, outputs_)
+    assert export.fold_batchnorm_after_activation(model) == (model, 0)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """small_cnn exported by the stage's own function into a folder."""
+    out = tmp_path_factory.mktemp("export") / "small"
+    out.mkdir()
+    arrays = {"x_train": images(200, seed=2), "x_test": images(40, seed=3),
+              "class_names": np.array(inference.CIFAR10_CLASSES)}
+    model = small_cnn()
+    artifacts = export_stage.export_model(
+        "small", model, arrays, {"int8_calibration_images": 100, "tfjs_quantization": "float16", "seed": 0}, out)
+    return out, model, artifacts, arrays
+
+
+def test_every_format_is_written_and_computes_what_keras_computes(exported):
+    out, model, artifacts, arrays = exported
+    assert set(artifacts) == {"saved_model", "tflite_float32", "tflite_dynamic_range", "tflite_int8", "tfjs"}
+    x = arrays["x_test"]
+    reference = model.predict(x.astype(np.float32), verbose=0)
+    for name in ("saved_model", "small_float32.tflite", "small_dynamic_range.tflite", "small_int8.tflite"):
+        predicted = inference.load(out / name).predict(x)
+        assert predicted.shape == (40, 10) and np.allclose(predicted.sum(axis=1), 1, atol=0.02)
+        tolerance = 1e-5 if "float" in name or name == "saved_model" else 0.2
+        assert np.abs(predicted - reference).max() < tolerance, name
+    spec = json.loads((out / "tfjs" / "model.json").read_text())
+    assert spec["format"] == "graph-model"
+    quantized = [w for group in spec["weightsManifest"] for w in group["weights"] if "quantization" in w]
+    assert artifacts["tfjs"]["quantization"] == "float16" and quantized
+    assert {w["quantization"]["dtype"] for w in quantized} == {"float16"}
+
+
+def test_int8_model_takes_raw_uint8_pixels_and_gives_uint8_probabilities(exported):
+    out, _, artifacts, _ = exported
+    int8 = artifacts["tflite_int8"]
+    assert int8["input"]["dtype"] == "uint8" and int8["output"]["dtype"] == "uint8"
+    assert int8["input"]["quantization"] == {"scale": 1.0, "zero_point": 0}
+    assert int8["output"]["quantization"] == {"scale": 1 / 256, "zero_point": 0}
+    assert int8["calibration_images"] == 100
+    assert artifacts["tflite_float32"]["input"]["dtype"] == "float32"
+    assert int8["bytes"] < artifacts["tflite_float32"]["bytes"]
+
+
+def test_tfjs_model_runs_in_node_on_wasm(exported):
+    out, model, _, arrays = exported
+    x = arrays["x_test"]
+    probabilities, timing = parity.run_tfjs(out / "tfjs" / "model.json", x, batch_size=16, latency_runs=2)
+    reference = model.predict(x.astype(np.float32), verbose=0)
+    assert "wasm backend" in timing["runtime"] and timing["throughput_img_s"] > 0
+    assert np.abs(probabilities - reference).max() < 5e-3  # float16 weights
+
+
+def test_a_failing_converter_reports_its_error(tmp_path):
+    (tmp_path / "not_a_saved_model").mkdir()
+    with pytest.raises(export.ExportError, match="tensorflowjs_converter failed"):
+        export.tfjs(tmp_path / "not_a_saved_model", tmp_path / "tfjs")
+
+
+def test_a_failing_conversion_leaves_no_export_folder(tmp_path, monkeypatch):
+    model_path = tmp_path / "models" / "cnn.keras"
+    model_path.parent.mkdir()
+    small_cnn().save(model_path)
+    data = tmp_path / "cifar10.npz"
+    np.savez(data, x_train=images(50), y_train=np.zeros(50, np.uint8), x_test=images(10),
+             y_test=np.zeros(10, np.uint8), class_names=np.array(inference.CIFAR10_CLASSES))
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise export.ExportError("tensorflowjs_converter failed (simulated)")
+
+    monkeypatch.setattr(export, "tfjs", broken)
+    out = tmp_path / "models" / "export" / "cnn"
+    monkeypatch.setattr(sys, "argv", ["export.py", "--model", str(model_path), "--data", str(data), "--out", str(out)])
+    with pytest.raises(export.ExportError, match="simulated"):
+        export_stage.main()
+    assert not out.exists()
+    assert list((tmp_path / "models" / "export").iterdir()) == []  # no temporary folder left either
+
+
+def test_export_before_training_names_the_model_and_its_stage(workdir):
+    out = workdir / "models" / "export" / "mobilenet"
+    proc = run(["python", script("export"), "--model", "models/mobilenet.keras", "--data", "data/prepared/cifar10.npz",
+                "--out", str(out)], cwd=workdir, check=False)
+    assert proc.returncode != 0
+    assert "models/mobilenet.keras not found" in proc.stderr and "finetune_mobilenet" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_parity_targets():
+    results = {
+        "keras": {"accuracy": 0.8000},
+        "saved_model": {"agreement": 1.0},
+        "tflite_float32": {"agreement": 0.9995, "bytes": 1000},
+        "tfjs": {"agreement": 0.9980, "quantization": "none"},
+        "tflite_int8": {"accuracy": 0.7960, "bytes": 290},
+    }
+    met = parity.targets(results)
+    assert met["float_agreement_worst"] == "tfjs" and not met["float_agreement_met"]
+    assert met["int8_size_met"] and met["int8_accuracy_met"] and abs(met["int8_accuracy_drop_pp"] - 0.4) < 1e-9
+    results["tfjs"]["quantization"] = "uint8"  # quantized TF.js is not held to the float target
+    results["tflite_int8"].update(accuracy=0.7900, bytes=400)
+    met = parity.targets(results)
+    assert met["float_agreement_met"] and not met["int8_size_met"] and not met["int8_accuracy_met"]
+
+
+@pytest.mark.e2e
+def test_pipeline_exports_and_checks_every_model(pipeline):
+    repo, env, _ = pipeline
+    for name in ("cnn", "mobilenet"):
+        folder = repo / "models" / "export" / name
+        meta = json.loads((folder / "metadata.json").read_text())
+        assert meta["classes"][3] == "cat" and meta["source"]["sha256"] == outputs.sha256_of(repo / "models" / f"{name}.keras")
+        for artifact in meta["artifacts"].values():
+            assert (folder / artifact["file"]).exists()
+        metrics = json.loads((repo / "reports" / "metrics" / "export" / f"{name}.json").read_text())
+        assert metrics["test_images"] == 40
+        assert set(metrics["artifacts"]) == {"keras", "saved_model", "tflite_float32", "tflite_dynamic_range",
+                                             "tflite_int8", "tfjs"}
+        for key in ("saved_model", "tflite_float32", "tfjs"):
+            assert metrics["artifacts"][key]["agreement"] == 1.0
+            assert metrics["artifacts"][key]["max_abs_diff"] < 1e-4
+        for artifact in metrics["artifacts"].values():
+            assert artifact["throughput_img_s"] > 0 and artifact["latency_ms"] > 0 and artifact["bytes"] > 0
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], cwd=repo, **env).stdout)
+    files = next(iter(shown.values()))["data"]
+    assert "reports/metrics/export/cnn.json" in files and "reports/metrics/export/mobilenet.json" in files

@@ -1,0 +1,126 @@
+"""scripts/predict.py and the image reading behind it: any format, size, depth; errors per file."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO, run, script
+from test_export import small_cnn
+
+import predict
+from cifar import export, inference
+
+PHOTO = REPO / "tests" / "data" / "chelsea_cat.jpg"  # a real 451x300 photograph (see README there)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """The same small model as .keras, SavedModel and float32 .tflite."""
+    folder = tmp_path_factory.mktemp("predict_models")
+    model = small_cnn(seed=3)
+    model.save(folder / "small.keras")
+    export.saved_model(model, folder / "saved_model", np.zeros((2, 32, 32, 3), np.uint8))
+    (folder / "small.tflite").write_bytes(export.tflite(folder / "saved_model", "float32"))
+    return folder, model
+
+
+@pytest.fixture
+def pictures(tmp_path):
+    """One file of each kind the command must handle, good and bad."""
+    rng = np.random.default_rng(0)
+    paths = {
+        "gray": tmp_path / "gray.png",
+        "rgba": tmp_path / "rgba.png",
+        "deep": tmp_path / "deep.tif",
+        "small": tmp_path / "small.bmp",
+        "empty": tmp_path / "empty.png",
+        "text": tmp_path / "notes.png",
+        "missing": tmp_path / "missing.jpg",
+    }
+    cv2.imwrite(str(paths["gray"]), rng.integers(0, 256, (40, 50), dtype=np.uint8))
+    cv2.imwrite(str(paths["rgba"]), rng.integers(0, 256, (64, 48, 4), dtype=np.uint8))
+    cv2.imwrite(str(paths["deep"]), rng.integers(0, 65536, (70, 90, 3), dtype=np.uint16))
+    cv2.imwrite(str(paths["small"]), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    paths["empty"].write_bytes(b"")
+    paths["text"].write_text("not an image at all\n")
+    return paths
+
+
+def test_read_image_converts_depth_channels_and_size(tmp_path):
+    deep = np.full((32, 32), 65535, np.uint16)
+    deep[:, :16] = 257 * 10
+    cv2.imwrite(str(tmp_path / "deep.png"), deep)
+    pixels, notes = inference.read_image(tmp_path / "deep.png")
+    assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
+    assert pixels[0, 0].tolist() == [10, 10, 10] and pixels[0, 31].tolist() == [255, 255, 255]
+    assert notes == ["16-bit converted to 8-bit", "grayscale converted to RGB"]
+
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[..., 2] = 200            # red in OpenCV's BGRA order
+    rgba[:, 16:, 3] = 255         # right half opaque, left half fully transparent
+    cv2.imwrite(str(tmp_path / "rgba.png"), rgba)
+    pixels, notes = inference.read_image(tmp_path / "rgba.png")
+    assert pixels[0, 0].tolist() == [255, 255, 255] and pixels[0, 31].tolist() == [200, 0, 0]
+    assert notes == ["RGBA converted to RGB (composited on white)"]
+
+    wide = np.zeros((32, 96, 3), np.uint8)
+    wide[:, 32:64] = (0, 255, 0)  # only the centre square is green
+    cv2.imwrite(str(tmp_path / "wide.png"), wide)
+    pixels, notes = inference.read_image(tmp_path / "wide.png")
+    assert (pixels == [0, 255, 0]).all()
+    assert notes == ["96x32 centre 32x32 cropped, resized to 32x32"]
+
+
+def test_a_32x32_rgb_image_is_passed_through_exactly(tmp_path):
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "x.png"), image[..., ::-1])
+    pixels, notes = inference.read_image(tmp_path / "x.png")
+    assert notes == [] and (pixels == image).all()
+
+
+@pytest.mark.parametrize("artifact", ["small.keras", "saved_model", "small.tflite"])
+def test_predict_prints_top3_for_good_files_and_an_error_line_for_each_bad_one(models, pictures, artifact, capsys):
+    folder, model = models
+    status = predict.main(["--model", str(folder / artifact), str(PHOTO), *map(str, pictures.values())])
+    out, err = capsys.readouterr()
+    assert status == 1
+    for good in (PHOTO, pictures["gray"], pictures["rgba"], pictures["deep"], pictures["small"]):
+        assert str(good) in out
+    assert "451x300 centre 300x300 cropped, resized to 32x32" in out
+    assert "grayscale converted to RGB" in out and "RGBA converted to RGB" in out and "16-bit converted" in out
+    assert f"{pictures['empty']}: empty file (0 bytes)" in err
+    assert f"{pictures['text']}: not an image OpenCV can read" in err
+    assert f"{pictures['missing']}: no such file" in err
+    assert len(err.strip().splitlines()) == 3
+    # The printed top-1 is the model's own prediction on the same pixels.
+    pixels, _ = inference.read_image(PHOTO)
+    expected = inference.CIFAR10_CLASSES[int(model.predict(pixels[None].astype(np.float32), verbose=0).argmax())]
+    block = out.split(str(PHOTO), 1)[1].splitlines()
+    assert block[1].split()[0] == expected and len(block) >= 4
+
+
+def test_predict_json(models, pictures, capsys):
+    folder, _ = models
+    status = predict.main(["--model", str(folder / "small.tflite"), "--json", str(pictures["small"]), str(PHOTO)])
+    document = json.loads(capsys.readouterr().out)
+    assert status == 0
+    first, photo = document["results"]
+    assert first["notes"] == [] and len(first["top"]) == 3
+    probabilities = [entry["probability"] for entry in first["top"]]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
+    assert photo["notes"] == ["451x300 centre 300x300 cropped, resized to 32x32"]
+
+
+def test_predict_command_line(models, tmp_path):
+    folder, _ = models
+    proc = run(["python", script("predict"), "--model", str(folder / "small.tflite"), str(PHOTO),
+                str(tmp_path / "nope.png")], cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith(str(PHOTO)) and len(lines) == 4 and lines[1].strip().endswith("%")
+    assert proc.stderr.strip().endswith(f"predict: error: {tmp_path / 'nope.png'}: no such file")
+
+    bad = run(["python", script("predict"), "--model", str(tmp_path / "model.onnx"), str(PHOTO)], cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "no such model file" in bad.stderr and "Traceback" not in bad.stderr
