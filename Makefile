@@ -8,9 +8,10 @@ export CIFAR10_ARCHIVE CIFAR10_SHA256 MOBILENET_WEIGHTS MOBILENET_WEIGHTS_SHA256
 # Quick run: a slice of the data and few epochs, as a DVC experiment in a temp copy,
 # so the full-run results in the workspace are never overwritten.
 QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500 -S shared.train.epochs=2
+PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro quick test bench plots dag clean-venv
+.PHONY: help setup repro quick test bench export serve plots dag clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,6 +41,13 @@ test: setup ## run the test suite
 
 bench: setup ## measure augmentation and CNN training img/s against the seed's ImageDataGenerator path
 	python scripts/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out reports/bench.json
+
+export: setup ## export the trained models (SavedModel, TF-Lite, TF.js) and check each on the test set
+	dvc repro --glob 'parity@*'   # one per model in export.models, with every stage they need
+	@echo "exports in models/export/; parity in reports/metrics/export/ (dvc metrics show)"
+
+serve: setup ## serve the browser demo (web/) with the exported TF.js models; PORT=8000
+	python scripts/serve.py --port $(PORT)
 
 plots: setup ## render every DVC plot to reports/plots/index.html, viewable offline
 	python scripts/plots_template.py --out build/plots_template.html
