@@ -34,7 +34,7 @@ async function loadModel(name) {
     status(`${name} ready (TF.js ${tf.version.tfjs}, ${tf.getBackend()} backend)`, "ready");
     if (lastImage) await classify(lastImage.image, lastImage.label);
   } catch (err) {
-    status(`Could not load ${name}: ${err.message}`, "error");
+    status(`Could not run ${name}: ${err.message}`, "error");
   } finally {
     els.model.disabled = false;
   }
@@ -101,7 +101,11 @@ async function handleFile(file) {
     showError("No model is loaded yet.");
     return;
   }
-  await classify(image, lastImage.label);
+  try {
+    await classify(image, lastImage.label);
+  } catch (err) {
+    showError(`Could not classify ${file.name}: ${err.message}`);
+  }
 }
 
 async function init() {
