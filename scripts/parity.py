@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar import data, export, inference, outputs, params
+from cifar import data, inference, outputs, params
 
 NODE_SCRIPT = Path(__file__).resolve().parent / "tfjs_predict.mjs"
 FLOAT_AGREEMENT = 0.999
