@@ -72,8 +72,8 @@ def export_model(name, model, arrays, cfg, out):
     with tempfile.TemporaryDirectory(prefix="int8-", dir=out) as tmp:
         source = out / "saved_model"
         if count:
-            diff = float(np.max(np.abs(folded.predict(check.astype(np.float32), verbose=0)
-                                       - model.predict(check.astype(np.float32), verbose=0))))
+            x = check.astype(np.float32)
+            diff = export.max_diff(folded.predict(x, verbose=0), model.predict(x, verbose=0))
             if diff > export.FLOAT_TOLERANCE:
                 raise export.ExportError(f"{name}: folding BatchNormalization changed the output by {diff:.2e}")
             source = Path(tmp) / "saved_model"
@@ -110,12 +110,7 @@ def main():
                                 f"It is written by the '{stage}' stage; run `dvc repro {stage}` "
                                 f"(or `make export`, which runs every stage it needs)")
     arrays = data.load_prepared(args.data)
-    import keras
-
-    try:
-        model = keras.saving.load_model(args.model, compile=False)
-    except Exception as err:
-        raise export.ExportError(f"{args.model} is not a readable Keras model ({type(err).__name__}: {err})") from None
+    model = inference.load(args.model).model  # a ModelError names the file if it is not a Keras model
 
     with outputs.atomic_path(args.out, is_dir=True) as tmp:
         artifacts = export_model(name, model, arrays, settings, tmp)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar import data, inference, outputs, params
+from cifar import data, export, inference, outputs, params
 
 NODE_SCRIPT = Path(__file__).resolve().parent / "tfjs_predict.mjs"
 FLOAT_AGREEMENT = 0.999
@@ -69,7 +69,7 @@ def compare(probabilities, reference, labels):
     return {
         "accuracy": float(np.mean(predicted == labels)),
         "agreement": float(np.mean(predicted == reference.argmax(axis=1))),
-        "max_abs_diff": float(np.max(np.abs(probabilities - reference))),
+        "max_abs_diff": export.max_diff(probabilities, reference),
     }
 
 

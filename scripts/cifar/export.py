@@ -25,7 +25,8 @@ class ExportError(RuntimeError):
     """A conversion failed or its result does not compute what the Keras model computes."""
 
 
-def _max_diff(a, b):
+def max_diff(a, b):
+    """Largest |a - b| over all elements, as a float."""
     return float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
 
 
@@ -37,7 +38,7 @@ def saved_model(model, out_dir, check_images):
     model.export(str(out_dir), format="tf_saved_model", input_signature=signature, verbose=False)
     reloaded = tf.saved_model.load(str(out_dir))
     x = check_images.astype(np.float32)
-    diff = _max_diff(reloaded.serve(tf.constant(x)).numpy(), model.predict(x, verbose=0))
+    diff = max_diff(reloaded.serve(tf.constant(x)).numpy(), model.predict(x, verbose=0))
     if diff > FLOAT_TOLERANCE:
         raise ExportError(f"the reloaded SavedModel {out_dir} differs from the Keras model by {diff:.2e}")
     return diff

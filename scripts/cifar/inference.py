@@ -129,7 +129,7 @@ def load(path):
 def class_names(model_path):
     """Class names from the metadata.json the export stage writes beside its artifacts, if any."""
     path = Path(model_path)
-    for folder in (path if path.is_dir() else path.parent, path.parent, path.parent.parent):
+    for folder in (path, *path.parents[:2]):  # a SavedModel folder, the export folder, its parent
         meta = folder / "metadata.json"
         if meta.is_file():
             return tuple(json.loads(meta.read_text())["classes"])
