@@ -3,7 +3,14 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-# Offline inputs (see README): passed through to the stages that read them.
+# Offline inputs (see README): passed through to the stages that read them, the paths made
+# absolute so they also resolve inside the temporary copy `dvc exp run --temp` runs in.
+ifneq ($(strip $(CIFAR10_ARCHIVE)),)
+override CIFAR10_ARCHIVE := $(abspath $(CIFAR10_ARCHIVE))
+endif
+ifneq ($(strip $(MOBILENET_WEIGHTS)),)
+override MOBILENET_WEIGHTS := $(abspath $(MOBILENET_WEIGHTS))
+endif
 export CIFAR10_ARCHIVE CIFAR10_SHA256 MOBILENET_WEIGHTS MOBILENET_WEIGHTS_SHA256
 # Quick run: a slice of the data and few epochs, as a DVC experiment in a temp copy,
 # so the full-run results in the workspace are never overwritten.
@@ -34,7 +41,7 @@ repro: setup ## run the whole pipeline (dvc repro); offline: CIFAR10_ARCHIVE=pat
 
 quick: setup ## run the pipeline on a small slice as a DVC experiment (workspace untouched)
 	dvc exp run --temp $(QUICK_PARAMS)
-	dvc exp show --no-pager --only-changed
+	python scripts/exp_table.py   # the newest experiment's test accuracy and export targets
 
 test: setup ## run the test suite
 	python -m pytest

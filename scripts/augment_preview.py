@@ -62,5 +62,5 @@ def main():
 if __name__ == "__main__":
     try:
         main()
-    except (params.ParamsError, FileNotFoundError) as err:
+    except (outputs.StageError, FileNotFoundError) as err:
         sys.exit(f"augment_preview: error: {err}")

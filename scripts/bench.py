@@ -13,7 +13,6 @@ All measurements use the same real CIFAR-10 training images in the same run:
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -71,7 +70,7 @@ def training_images_per_second(stream, steps, batch_size):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archive", required=True, type=Path)
-    parser.add_argument("--sha256", help="expected sha256 (default: ARCHIVE.sha256 or SHA256SUMS beside it)")
+    parser.add_argument("--sha256", help="expected sha256 (default: the SHA256SUMS beside it, else CIFAR10_SHA256 or download.sha256)")
     parser.add_argument("--images", type=int, default=10_000, help="images per timed pass")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=150, help="timed CNN training steps per feed")
@@ -79,15 +78,16 @@ def main():
                         help="fp32 peak of this CPU (default: 2 cores x AVX2 FMA at 2.45 GHz)")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
-    cfg = params.load(["shared"])["shared"]
+    loaded = params.load(["shared", "download"])
+    cfg = loaded["shared"]
     aug, batch_size, seed = cfg["augment"], cfg["train"]["batch_size"], cfg["seed"]
 
     sha = args.sha256
-    for sums in (Path(f"{args.archive}.sha256"), args.archive.with_name("SHA256SUMS")):
-        if not sha and sums.is_file():
-            sha = data.read_sha256_file(sums, args.archive.name)
+    sums = args.archive.with_name("SHA256SUMS")
+    if not sha and sums.is_file():
+        sha = data.read_sha256_file(sums, args.archive.name)
     if not sha:
-        sys.exit(f"bench: error: no sha256 for {args.archive}; pass --sha256")
+        sha, _ = data.trusted_sha256(loaded["download"]["sha256"])
     x, y, *_ = data.read(args.archive, sha)
     x, y = x[: args.images], y[: args.images]
 

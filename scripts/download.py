@@ -9,28 +9,10 @@ written, and its content hash ends up in dvc.lock as this stage's output.
 """
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from cifar import data, params
-
-
-def offline_source():
-    """(path, sha256) of an offline copy named by the environment, or None."""
-    archive = os.environ.get("CIFAR10_ARCHIVE")
-    if not archive:
-        return None
-    sha256 = os.environ.get("CIFAR10_SHA256")
-    sums = Path(archive).with_name("SHA256SUMS")
-    if not sha256 and sums.is_file():
-        sha256 = data.read_sha256_file(sums, Path(archive).name)
-    if not sha256:
-        raise data.ArchiveError(
-            f"CIFAR10_ARCHIVE={archive} is set but no sha256 was given: set CIFAR10_SHA256 "
-            f"to the archive's sha256, or put a SHA256SUMS file listing it beside the archive"
-        )
-    return archive, sha256
+from cifar import data, outputs, params
 
 
 def main():
@@ -39,19 +21,19 @@ def main():
     args = parser.parse_args()
     cfg = params.load(["download"])["download"]
 
-    offline = offline_source()
+    sha256, _ = data.trusted_sha256(cfg["sha256"])
+    offline = data.offline_copy()
     if offline:
-        archive, sha256 = offline
-        print(f"Copying offline archive {archive} (sha256 {sha256})")
-        data.copy_verified(archive, sha256, args.out)
+        print(f"Copying offline archive {offline} (sha256 {sha256})")
+        data.copy_verified(offline, sha256, args.out)
     else:
-        print(f"Downloading {cfg['url']} (sha256 {cfg['sha256']})")
-        data.fetch(cfg["url"], cfg["sha256"], args.out)
+        print(f"Downloading {cfg['url']} (sha256 {sha256})")
+        data.fetch(cfg["url"], sha256, args.out)
     print(f"Wrote {args.out}")
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (params.ParamsError, data.ArchiveError) as err:
+    except (outputs.StageError, FileNotFoundError) as err:
         sys.exit(f"download: error: {err}")

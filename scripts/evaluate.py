@@ -123,5 +123,5 @@ def main():
 if __name__ == "__main__":
     try:
         main()
-    except (params.ParamsError, FileNotFoundError, ValueError) as err:
+    except (outputs.StageError, FileNotFoundError, ValueError) as err:
         sys.exit(f"evaluate: error: {err}")

@@ -128,5 +128,5 @@ def main():
 if __name__ == "__main__":
     try:
         main()
-    except (params.ParamsError, FileNotFoundError, export.ExportError, inference.ModelError) as err:
+    except (outputs.StageError, FileNotFoundError) as err:
         sys.exit(f"export: error: {err}")

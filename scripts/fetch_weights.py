@@ -8,8 +8,12 @@ Reads `finetune_mobilenet.weights`:
   MOBILENET_WEIGHTS_SHA256, or keep a SHA256SUMS beside it) and it is used instead;
 - a path: that weights file, copied;
 - `none`: no file; the network starts from random weights.
-The folder also gets source.json (name, sha256, origin), and DVC records the file's hash, so
-every result names the weights it came from.
+The folder also gets source.json (origin, sha256), and DVC records the file's hash, so every
+result names the weights it came from. The file is stored under a fixed name and source.json
+holds no path of this machine, so the same bytes give the same output (and do not retrain
+MobileNetV2) wherever they came from. DVC cannot see a file named by an environment variable:
+after replacing the file at the same path, run `dvc repro --force fetch_weights`; MobileNetV2
+then retrains only if the bytes differ.
 """
 
 import argparse
@@ -24,26 +28,37 @@ IMAGENET_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
     "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 )
+BACKBONE = "mobilenet_v2_no_top"
 
 
 def locate(weights):
-    """(path or None, expected sha256 or None, origin) for the `weights` param."""
+    """(path or None, expected sha256 or None, origin) for the `weights` param. The origin says
+    what kind of source it was, never a path on this machine: results are keyed on content."""
     if weights == "none":
         return None, None, "none: random initialisation"
     if weights != "imagenet":
         if not Path(weights).is_file():
             raise FileNotFoundError(f"finetune_mobilenet.weights = {weights!r}: no such file")
-        return Path(weights), None, f"file {weights}"
+        return Path(weights), None, "a local weights file (finetune_mobilenet.weights)"
     local = os.environ.get("MOBILENET_WEIGHTS")
     if local:
+        if not Path(local).is_file():
+            raise FileNotFoundError(f"MOBILENET_WEIGHTS={local}: no such file")
         sha = os.environ.get("MOBILENET_WEIGHTS_SHA256")
         sums = Path(local).with_name("SHA256SUMS")
         if not sha and sums.is_file():
             sha = data.read_sha256_file(sums, Path(local).name)
-        return Path(local), sha, f"offline copy {local} (MOBILENET_WEIGHTS)"
+        return Path(local), sha, "an offline copy of the ImageNet weights (MOBILENET_WEIGHTS)"
     import keras
 
-    cached = keras.utils.get_file(origin=IMAGENET_URL, cache_subdir="models")
+    try:
+        cached = keras.utils.get_file(origin=IMAGENET_URL, cache_subdir="models")
+    except Exception as err:  # urllib, socket and Keras' own errors: all mean no weights
+        raise data.ArchiveError(
+            f"could not download the ImageNet weights from {IMAGENET_URL} ({type(err).__name__}: {err}). "
+            "The 'fetch_weights' stage writes models/pretrained from them; offline, set MOBILENET_WEIGHTS to a "
+            "local copy (see the README's 'Offline copies'), or set finetune_mobilenet.weights to a file or none"
+        ) from None
     return Path(cached), None, IMAGENET_URL
 
 
@@ -56,19 +71,21 @@ def main():
     path, expected, origin = locate(weights)
     with outputs.atomic_path(args.out, is_dir=True) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
-        source = {"weights": weights, "origin": origin, "file": None, "sha256": None}
+        source = {"origin": origin, "file": None, "sha256": None}
         if path is not None:
             if expected:
                 data.verify(path, expected)
-            # Keep the name's suffix: Keras reads .weights.h5 and legacy .h5 differently.
-            shutil.copyfile(path, tmp / path.name)
-            source.update(file=path.name, sha256=outputs.sha256_of(tmp / path.name))
+            # A fixed name, so the same bytes give the same output wherever they came from. The
+            # suffix stays: Keras reads .weights.h5 (Keras 3) and legacy .h5 differently.
+            name = BACKBONE + (".weights.h5" if path.name.endswith(".weights.h5") else ".h5")
+            shutil.copyfile(path, tmp / name)
+            source.update(file=name, sha256=outputs.sha256_of(tmp / name))
         outputs.write_json(tmp / "source.json", source)
-    print(f"Weights: {origin}" + (f", sha256 {source['sha256']}" if source["sha256"] else ""))
+    print(f"Weights: {origin}" + (f" {path}, sha256 {source['sha256']}" if source["sha256"] else ""))
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (params.ParamsError, FileNotFoundError, data.ArchiveError) as err:
+    except (outputs.StageError, FileNotFoundError) as err:
         sys.exit(f"fetch_weights: error: {err}")

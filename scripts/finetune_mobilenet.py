@@ -11,10 +11,9 @@ the `fetch_weights` stage's folder, whose source.json names them.
 """
 
 import json
-import sys
 from pathlib import Path
 
-from cifar import models, params, training
+from cifar import models, params, stage
 
 
 def weights_argument(folder):
@@ -28,21 +27,18 @@ def weights_argument(folder):
 
 
 def main():
-    parser = training.stage_arguments(__doc__.splitlines()[0])
+    parser = stage.arguments(__doc__.splitlines()[0])
     parser.add_argument("--weights", required=True, type=Path, help="folder from `fetch_weights`")
     args = parser.parse_args()
     cfg = params.load(["shared", "finetune_mobilenet"])
     tune = cfg["finetune_mobilenet"]
     weights, source = weights_argument(args.weights)
-    training.run_stage(
+    stage.run(
         "mobilenet",
         lambda: models.build_mobilenet(weights, tune["input_size"], tune["trainable_layers"], tune["dropout"]),
-        args, cfg["shared"], provenance={"weights": source},
+        args, cfg, provenance={"weights": source},
     )
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (params.ParamsError, FileNotFoundError) as err:
-        sys.exit(f"finetune_mobilenet: error: {err}")
+    stage.main("finetune_mobilenet", main)

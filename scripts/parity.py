@@ -146,5 +146,5 @@ def main():
 if __name__ == "__main__":
     try:
         main()
-    except (params.ParamsError, FileNotFoundError, ValueError, RuntimeError) as err:
+    except (outputs.StageError, FileNotFoundError, ValueError, RuntimeError) as err:
         sys.exit(f"parity: error: {err}")

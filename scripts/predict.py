@@ -4,9 +4,11 @@ Usage: python scripts/predict.py --model ARTIFACT [--json] [--top K] IMAGE [IMAG
 
 ARTIFACT is a .keras file (models/cnn.keras), a SavedModel folder
 (models/export/cnn/saved_model) or a .tflite file (models/export/cnn/cnn_int8.tflite). IMAGE is
-any file OpenCV reads (PNG, JPEG, BMP, TIFF, WebP, ...) at any size: 16-bit and floating-point
-images become 8-bit, grayscale becomes RGB, RGBA is composited on white, and the largest centred
-square is resized to 32x32 (pixel-area averaging when shrinking). Each conversion is reported.
+any file OpenCV reads (PNG, JPEG, BMP, TIFF, WebP, ...) of up to --max-pixels (40 megapixels,
+checked from the header before decoding): 16-bit and floating-point images become 8-bit,
+grayscale becomes RGB, RGBA is composited on white, an EXIF orientation is applied as browsers
+apply it, and the largest centred square is resized to 32x32 (pixel-area averaging when
+shrinking). Each conversion is reported.
 
 A file that cannot be read gets its own error line and the others are still classified; the
 exit status is 1 if any file failed, 2 if the model could not be loaded.
@@ -30,6 +32,8 @@ def main(argv=None):
     parser.add_argument("--model", required=True, type=Path, help=".keras file, SavedModel folder or .tflite file")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
+    parser.add_argument("--max-pixels", type=int, default=inference.MAX_PIXELS,
+                        help=f"refuse larger images, read from the header before decoding (default {inference.MAX_PIXELS:,})")
     parser.add_argument("images", nargs="+", type=Path)
     args = parser.parse_args(argv)
     if args.top < 1:
@@ -45,7 +49,7 @@ def main(argv=None):
     results = []
     for path in args.images:
         try:
-            pixels, notes = inference.read_image(path)
+            pixels, notes = inference.read_image(path, args.max_pixels)
         except inference.ImageError as err:
             results.append({"file": str(path), "error": str(err)})
             continue

@@ -3,8 +3,9 @@
 Usage: python scripts/prepare.py --archive data/raw/cifar-10-python.tar.gz \
            --out data/prepared/cifar10.npz --metrics reports/metrics/prepare.json
 
-The archive is checked against the sha256 that `download` verified (ARCHIVE.sha256 beside it)
-before anything is unpickled. The validation split is the seed's
+The archive is checked before anything is unpickled, against the sha256 the user trusts: the one
+given for an offline copy (CIFAR10_SHA256, or the SHA256SUMS beside CIFAR10_ARCHIVE), else
+`download.sha256`, the official archive's; never against anything the pipeline wrote itself. The validation split is the seed's
 train_test_split(test_size=prepare.val_fraction, random_state=shared.seed). Pixels stay uint8
 0-255: the models scale them, so exported models take raw RGB.
 """
@@ -30,15 +31,14 @@ def main():
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--metrics", required=True, type=Path)
     args = parser.parse_args()
-    cfg = params.load(["shared", "prepare"])
+    cfg = params.load(["shared", "download", "prepare"])
     seed, prep = cfg["shared"]["seed"], cfg["prepare"]
 
-    sums = Path(f"{args.archive}.sha256")
-    if not sums.is_file():
-        raise data.ArchiveError(f"{sums} not found: it is written by the 'download' stage; run `dvc repro download`")
-    expected = data.read_sha256_file(sums, args.archive.name)
-    if not expected:
-        raise data.ArchiveError(f"{sums} does not list {args.archive.name}")
+    if not args.archive.is_file():
+        raise FileNotFoundError(f"{args.archive} not found: it is written by the 'download' stage; "
+                                "run `dvc repro download`")
+    expected, source = data.trusted_sha256(cfg["download"]["sha256"])
+    print(f"Verifying {args.archive} against sha256 {expected} ({source})")
     x_train_full, y_train_full, x_test, y_test, names = data.read(args.archive, expected)
     if prep["train_limit"]:
         x_train_full, y_train_full = x_train_full[: prep["train_limit"]], y_train_full[: prep["train_limit"]]
@@ -75,5 +75,5 @@ def main():
 if __name__ == "__main__":
     try:
         main()
-    except (params.ParamsError, data.ArchiveError, FileNotFoundError) as err:
+    except (outputs.StageError, FileNotFoundError) as err:
         sys.exit(f"prepare: error: {err}")

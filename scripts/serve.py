@@ -26,9 +26,12 @@ TYPES = {".wasm": "application/wasm", ".js": "text/javascript", ".mjs": "text/ja
 
 
 def model_index(exports):
-    """[{name, classes, url, quantization}] for every export folder with a TF.js model."""
+    """[{name, classes, url, quantization}] for every export folder with a TF.js model.
+    Hidden folders (an export still being written, `.cnn.1234.x.tmp`) are not models."""
     found = []
     for meta in sorted(Path(exports).glob("*/metadata.json")):
+        if meta.parent.name.startswith("."):
+            continue
         info = json.loads(meta.read_text())
         tfjs = info.get("artifacts", {}).get("tfjs")
         if tfjs and (meta.parent / tfjs["file"]).is_file():
@@ -45,6 +48,27 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         self.routes = routes
         self.exports = exports
         super().__init__(*args, directory=str(routes["/"]), **kwargs)
+
+    def send_head(self):
+        """Refuse odd URLs before any file is looked at: a NUL or backslash, a `..`, a hidden
+        name (.tmp leftovers) -> 400/404; a folder -> 404 (no listings) unless it has index.html."""
+        path = unquote(urlsplit(self.path).path)
+        if "\0" in path or "\\" in path or not path.startswith("/"):
+            self.send_error(400, "Bad request path")
+            return None
+        parts = path.split("/")
+        if any(part == ".." or part.startswith(".") for part in parts):
+            self.send_error(404, "Not found")
+            return None
+        target = Path(self.translate_path(self.path))
+        if target.is_dir() and not (target / "index.html").is_file():
+            self.send_error(404, "Not found")
+            return None
+        return super().send_head()
+
+    def list_directory(self, path):
+        self.send_error(404, "Not found")
+        return None
 
     def do_GET(self):
         if urlsplit(self.path).path == "/models/index.json":

@@ -9,25 +9,20 @@ the best val_accuracy, the per-epoch history and the training metrics. If a prev
 killed, rerunning continues from its last finished epoch.
 """
 
-import sys
-
-from cifar import models, params, training
+from cifar import models, params, stage
 
 
 def main():
-    args = training.stage_arguments(__doc__.splitlines()[0]).parse_args()
+    args = stage.arguments(__doc__.splitlines()[0]).parse_args()
     cfg = params.load(["shared", "train_cnn"])
     arch = cfg["train_cnn"]
-    training.run_stage(
+    stage.run(
         "cnn",
         lambda: models.build_cnn(arch["filters"], arch["kernel_size"], arch["block_dropout"],
                                  arch["dense_units"], arch["dense_dropout"]),
-        args, cfg["shared"], provenance={},
+        args, cfg, provenance={},
     )
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (params.ParamsError, FileNotFoundError) as err:
-        sys.exit(f"train_cnn: error: {err}")
+    stage.main("train_cnn", main)

@@ -84,17 +84,33 @@ def _first_batches(ds, n):
 
 
 def test_train_dataset_reproducible_and_redrawn_each_epoch():
-    x = np.random.default_rng(4).integers(0, 256, (96, 32, 32, 3), dtype=np.uint8)
-    y = np.arange(96) % 10
-    ds1 = augment.train_dataset(x, y, 32, seed=11, config=CONFIG)
-    ds2 = augment.train_dataset(x, y, 32, seed=11, config=CONFIG)
-    epoch1, epoch2 = _first_batches(ds1, 3), _first_batches(ds1, 3)
-    again = _first_batches(ds2, 3)
-    for a, b in zip(epoch1, again):
+    x = np.random.default_rng(4).integers(0, 256, (90, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(90) % 10
+    whole = [b.numpy() for b, _ in augment.train_dataset(x, y, 32, seed=11, config=CONFIG, epochs=3)]
+    assert [len(b) for b in whole] == [32, 32, 26] * 3  # epochs never share a batch
+    again = [b.numpy() for b, _ in augment.train_dataset(x, y, 32, seed=11, config=CONFIG, epochs=3)]
+    for a, b in zip(whole, again):
         np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(epoch1[0], epoch2[0])
-    assert epoch1[0].dtype == np.float32 and epoch1[0].shape == (32, 32, 32, 3)
-    assert 0 <= epoch1[0].min() and epoch1[0].max() <= 255
+    assert not np.array_equal(whole[0], whole[3])  # epoch 2 is drawn anew
+    # A run resumed at epoch 2 (0-based 1) sees exactly the batches of an uninterrupted one.
+    resumed = [b.numpy() for b, _ in augment.train_dataset(x, y, 32, seed=11, config=CONFIG, epochs=3, first_epoch=1)]
+    assert len(resumed) == 6
+    for a, b in zip(whole[3:], resumed):
+        np.testing.assert_array_equal(a, b)
+    other = next(iter(augment.train_dataset(x, y, 32, seed=12, config=CONFIG)))[0].numpy()
+    assert not np.array_equal(whole[0], other)
+    assert whole[0].dtype == np.float32 and whole[0].shape == (32, 32, 32, 3)
+    assert 0 <= whole[0].min() and whole[0].max() <= 255
+
+
+def test_each_epoch_is_a_permutation_of_the_training_set():
+    x = np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1) * np.ones((1, 32, 32, 3), np.uint8)
+    y = np.arange(50)
+    for epoch in range(2):
+        labels = np.concatenate([l.numpy() for _, l in augment.train_dataset(
+            x, y, 16, seed=3, config=CONFIG, augment=False, epochs=epoch + 1, first_epoch=epoch)])
+        assert sorted(labels.tolist()) == list(range(50)) and labels.tolist() != list(range(50))
+        np.testing.assert_array_equal(labels, augment.epoch_order(50, 3, epoch))
 
 
 def test_eval_dataset_leaves_images_untouched():

@@ -5,7 +5,10 @@ import pytest
 
 import synthetic
 from cifar import data
-from conftest import run, script
+import yaml
+
+from conftest import run, script, set_param
+from pathlib import Path
 
 
 def test_read_synthetic_archive(archive):
@@ -21,29 +24,123 @@ def test_read_synthetic_archive(archive):
     assert x_train[0, 2, 5, 1] == row[1024 + 2 * 32 + 5]
 
 
-def test_split_is_the_seeds_train_test_split():
+def run_prepare(workdir, archive_path, check=True, **env):
+    """Place `archive_path` where `download` puts it and run the prepare stage on it."""
+    raw = workdir / "raw"
+    raw.mkdir(exist_ok=True)
+    (raw / data.ARCHIVE_NAME).write_bytes(archive_path.read_bytes())
+    return run(["python", script("prepare"), "--archive", f"raw/{data.ARCHIVE_NAME}",
+                "--out", "prepared/cifar10.npz", "--metrics", "metrics/prepare.json"],
+               cwd=workdir, check=check, **env)
+
+
+@pytest.mark.parametrize("seed", [42, 7])
+def test_prepare_splits_with_the_seeds_train_test_split(workdir, archive, seed):
+    """The val split is the seed's train_test_split(test_size=0.2, random_state=shared.seed),
+    checked on what the stage wrote (a prepare that drops random_state fails here)."""
     from sklearn.model_selection import train_test_split
 
-    x, y = np.arange(100).reshape(100, 1), np.arange(100) % 10
-    ours = data.split(x, y, 0.2, 42)
-    theirs = train_test_split(x, y, test_size=0.2, random_state=42)
-    for a, b in zip(ours, theirs):
-        np.testing.assert_array_equal(a, b)
+    path, sha = archive
+    set_param(workdir, "shared.seed", seed)
+    run_prepare(workdir, path, CIFAR10_SHA256=sha)
+    arrays = data.load_prepared(workdir / "prepared" / "cifar10.npz")
+    x, y, *_ = data.read(path, sha)
+    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.2, random_state=seed)
+    np.testing.assert_array_equal(arrays["x_val"], x_val)
+    np.testing.assert_array_equal(arrays["y_train"], y_train)
+    other = train_test_split(x, y, test_size=0.2, random_state=seed + 1)[1]
+    assert not np.array_equal(arrays["x_val"], other)
 
 
-def test_copy_verified_writes_archive_and_digest(archive, tmp_path):
+def test_copy_verified_writes_only_the_archive(archive, tmp_path):
     path, sha = archive
     dest = data.copy_verified(path, sha, tmp_path / "raw" / data.ARCHIVE_NAME)
     assert dest.read_bytes() == path.read_bytes()
-    assert data.read_sha256_file(f"{dest}.sha256", data.ARCHIVE_NAME) == sha
+    assert [p.name for p in dest.parent.iterdir()] == [data.ARCHIVE_NAME]
+
+
+def test_prepared_file_is_byte_reproducible(tmp_path):
+    arrays = {"x": np.arange(12, dtype=np.uint8).reshape(3, 4), "names": np.array(["a", "b"])}
+    data.save_prepared(tmp_path / "a.npz", arrays)
+    import time
+    time.sleep(2.1)  # zip timestamps have a 2-second resolution
+    data.save_prepared(tmp_path / "b.npz", arrays)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    loaded = data.load_prepared(tmp_path / "a.npz")
+    np.testing.assert_array_equal(loaded["x"], arrays["x"])
+    assert loaded["names"].tolist() == ["a", "b"]
+
+
+def test_truncated_prepared_file_names_the_stage(tmp_path):
+    data.save_prepared(tmp_path / "cifar10.npz", {"x": np.zeros((100, 100), np.uint8)})
+    whole = (tmp_path / "cifar10.npz").read_bytes()
+    (tmp_path / "cifar10.npz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(data.PreparedDataError, match=r"cifar10.npz is not a readable prepared data file .*"
+                       r"written by the 'prepare' stage: run `dvc repro --force prepare`"):
+        data.load_prepared(tmp_path / "cifar10.npz")
+
+
+class WritesAFile:
+    """A pickle payload whose unpickling creates a file: what a hostile archive would do."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.target),))
+
+
+def hostile_archive(tmp_path, target):
+    def payload(name, batch):
+        if name == "data_batch_1":
+            batch[b"batch_label"] = WritesAFile(target)
+
+    return synthetic.write_archive(tmp_path / "hostile.tar.gz", edit=payload)
+
+
+def test_a_hostile_pickle_never_runs_even_with_its_own_digest(workdir, tmp_path):
+    """Its digest is the one the user gave, so the checksum passes; the restricted unpickler
+    must still refuse it, naming the archive."""
+    target = tmp_path / "pwned"
+    path = hostile_archive(tmp_path, target)
+    proc = run_prepare(workdir, path, check=False, CIFAR10_SHA256=synthetic.sha256(path))
+    assert proc.returncode == 1 and not target.exists()
+    assert f"prepare: error: corrupted archive: raw/{data.ARCHIVE_NAME}: cifar-10-batches-py/data_batch_1" in proc.stderr
+    assert "pathlib.Path.touch" in proc.stderr or "refers to pathlib" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (workdir / "prepared").exists()
+
+
+def test_a_digest_written_beside_the_archive_is_not_trusted(workdir, tmp_path):
+    """Nothing the pipeline (or anyone) writes into data/raw vouches for the archive: with no
+    digest given, it is checked against download.sha256, before anything is unpickled."""
+    target = tmp_path / "pwned"
+    path = hostile_archive(tmp_path, target)
+    sha = synthetic.sha256(path)
+    (workdir / "raw").mkdir()
+    (workdir / "raw" / f"{data.ARCHIVE_NAME}.sha256").write_text(f"{sha}  {data.ARCHIVE_NAME}\n")
+    (workdir / "raw" / "SHA256SUMS").write_text(f"{sha}  {data.ARCHIVE_NAME}\n")
+    proc = run_prepare(workdir, path, check=False)
+    assert proc.returncode == 1 and not target.exists()
+    official = yaml.safe_load((workdir / "params.yaml").read_text())["download"]["sha256"]
+    assert f"checksum mismatch for raw/{data.ARCHIVE_NAME}: sha256 is {sha}, expected {official}" in proc.stderr
+
+
+def test_restricted_unpickler_admits_a_cifar_batch_and_nothing_else():
+    import io
+    import pickle
+
+    batch = synthetic.batch(4, seed=0)
+    loaded = data.BatchUnpickler(io.BytesIO(pickle.dumps(batch, protocol=2)), encoding="bytes").load()
+    np.testing.assert_array_equal(loaded[b"data"], batch[b"data"])
+    for hostile in (pickle.dumps({b"x": Path("/")}), pickle.dumps([print]),
+                    pickle.dumps(np.array([Path("/")], dtype=object))):
+        with pytest.raises(pickle.UnpicklingError, match="which a CIFAR-10 batch never holds"):
+            data.BatchUnpickler(io.BytesIO(hostile), encoding="bytes").load()
 
 
 def test_prepare_stage_on_synthetic_archive(workdir, archive):
     path, sha = archive
-    raw = workdir / "raw"
-    data.copy_verified(path, sha, raw / data.ARCHIVE_NAME)
-    proc = run(["python", script("prepare"), "--archive", f"raw/{data.ARCHIVE_NAME}",
-                "--out", "prepared/cifar10.npz", "--metrics", "metrics/prepare.json"], cwd=workdir)
+    proc = run_prepare(workdir, path, CIFAR10_SHA256=sha)
     for line in ("y_train shape: (160, 10)", "y_val shape: (40, 10)", "y_test shape: (40, 10)"):
         assert line in proc.stdout
     arrays = data.load_prepared(workdir / "prepared" / "cifar10.npz")
@@ -57,14 +154,8 @@ def test_prepare_stage_on_synthetic_archive(workdir, archive):
 
 
 def _prepare(workdir, path, sha):
-    """Place `path` as the downloaded archive with digest `sha` and run prepare on it."""
-    raw = workdir / "raw"
-    raw.mkdir(exist_ok=True)
-    (raw / data.ARCHIVE_NAME).write_bytes(path.read_bytes())
-    (raw / f"{data.ARCHIVE_NAME}.sha256").write_text(f"{sha}  {data.ARCHIVE_NAME}\n")
-    proc = run(["python", script("prepare"), "--archive", f"raw/{data.ARCHIVE_NAME}",
-                "--out", "prepared/cifar10.npz", "--metrics", "metrics/prepare.json"],
-               cwd=workdir, check=False)
+    """Run prepare on `path` as the downloaded archive, with `sha` the digest the user gave."""
+    proc = run_prepare(workdir, path, check=False, CIFAR10_SHA256=sha)
     assert proc.returncode != 0, proc.stdout
     assert not (workdir / "prepared").exists() and not (workdir / "metrics").exists()
     return proc.stderr
@@ -133,6 +224,17 @@ def test_download_offline_copy_checks_the_given_sha(workdir, archive):
     (path.parent / "SHA256SUMS").write_text(f"{sha}  {path.name}\n")
     run(["python", script("download"), "--out", out], cwd=workdir, CIFAR10_ARCHIVE=str(path))
     assert (workdir / out).read_bytes() == path.read_bytes()
+
+
+def test_download_failure_offline_is_one_clear_line(workdir, tmp_path):
+    """No network (here: a closed local port) gives an error naming the URL, the stage and the
+    offline way, not a traceback."""
+    set_param(workdir, "download.url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    proc = run(["python", script("download"), "--out", f"raw/{data.ARCHIVE_NAME}"], cwd=workdir, check=False,
+               KERAS_HOME=str(tmp_path / "keras"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "download: error: could not download http://127.0.0.1:9/cifar-10-python.tar.gz" in proc.stderr
+    assert "The 'download' stage writes raw/cifar-10-python.tar.gz" in proc.stderr and "CIFAR10_ARCHIVE" in proc.stderr
 
 
 def test_load_prepared_names_the_stage(tmp_path):

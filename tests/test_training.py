@@ -147,3 +147,91 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=run_env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "replicas 2 rows 1" in proc.stdout
+
+
+def test_resume_state_from_other_data_or_settings_is_discarded(arrays, tmp_path, capsys):
+    """State is stamped with the data and every param the stage read; state from anything else
+    is discarded with one line naming what changed, never continued (or crashed into)."""
+    state, cfg = tmp_path / "state", {**TRAIN, "epochs": 2}
+    identity = {"params": {"train_cnn": {"filters": [8, 16, 32]}}, "code": "a"}
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(tiny_cnn, arrays, cfg, AUGMENT, 1, state, [StopAfter(1)], identity=identity)
+
+    # Other data (a val_fraction change moves images between train and val): start over.
+    moved = {**arrays, "x_train": arrays["x_train"][:-8], "y_train": arrays["y_train"][:-8]}
+    epochs = Epochs()
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(tiny_cnn, moved, cfg, AUGMENT, 1, state, [epochs, StopAfter(1)], identity=identity)
+    assert epochs.seen == [1]
+    assert "Discarding resume state in" in capsys.readouterr().out
+
+    # Another architecture: its weights do not fit the backup; start over instead of failing.
+    wider = {"params": {"train_cnn": {"filters": [16, 16, 32]}}, "code": "a"}
+    epochs = Epochs()
+    training.fit(lambda: models.build_cnn(filters=(16, 16, 32), dense_units=32), moved,
+                 cfg, AUGMENT, 1, state, [epochs], identity=wider)
+    assert epochs.seen == [1, 2]
+    out = capsys.readouterr().out
+    assert "(changed: params.train_cnn.filters)" in out and out.count("Discarding") == 1
+
+
+def test_a_finished_run_whose_outputs_were_not_written_is_reused(arrays, tmp_path, capsys):
+    """Keras removes its backup when fit() ends; a stage killed before it moved its outputs
+    must not retrain from epoch 0 and append a second history to the first."""
+    state = tmp_path / "state"
+    cfg = {**TRAIN, "epochs": 2}
+    _, rows, summary = training.fit(tiny_cnn, arrays, cfg, AUGMENT, 1, state)
+    epochs = Epochs()
+    best, again, summary_again = training.fit(tiny_cnn, arrays, cfg, AUGMENT, 1, state, [epochs])
+    assert epochs.seen == [] and "Training finished in an earlier attempt" in capsys.readouterr().out
+    assert again == rows and summary_again == summary and len(again) == 2 and best.is_file()
+
+
+def test_leftovers_without_a_backup_are_not_appended_to(arrays, tmp_path):
+    """A history and checkpoint with no backup beside them (killed after Keras removed it, before
+    the result was recorded) are cleared: the rerun's history has one row per epoch."""
+    state = tmp_path / "state"
+    cfg = {**TRAIN, "epochs": 2}
+    training.fit(tiny_cnn, arrays, cfg, AUGMENT, 1, state)
+    (state / "result.json").unlink()
+    _, rows, summary = training.fit(tiny_cnn, arrays, cfg, AUGMENT, 1, state)
+    assert [int(r["epoch"]) for r in rows] == [0, 1] and summary["epochs_run"] == 2
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(arrays, tmp_path):
+    """Shuffling, augmentation and dropout are drawn from (seed, epoch): after a kill at the end
+    of epoch 2, epochs 3-4 repeat those of an uninterrupted run (to 1e-4, the CPU tolerance)."""
+    straight = training.fit(tiny_cnn, arrays, TRAIN, AUGMENT, 5, tmp_path / "a")[1]
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(tiny_cnn, arrays, TRAIN, AUGMENT, 5, tmp_path / "b", [StopAfter(2)])
+    resumed = training.fit(tiny_cnn, arrays, TRAIN, AUGMENT, 5, tmp_path / "b")[1]
+    assert len(resumed) == len(straight) == 4
+    for a, b in zip(straight, resumed):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+            assert a[key] == pytest.approx(b[key], abs=1e-4), (key, a, b)
+
+
+def test_dropout_draws_depend_on_the_epoch_not_on_what_ran_before(arrays):
+    model = models.build_cnn(filters=(8, 16, 32), dense_units=32)
+    model.build((None, 32, 32, 3))
+    seeds = training.EpochSeeds(3)
+    seeds.set_model(model)
+    x = arrays["x_train"][:4].astype(np.float32)
+
+    def draw(epoch):
+        seeds.on_epoch_begin(epoch)
+        return model(x, training=True).numpy()
+
+    first = draw(2)
+    draw(0), draw(1)
+    np.testing.assert_array_equal(draw(2), first)
+    assert not np.array_equal(draw(3), first)
+
+
+def test_a_model_that_never_gives_a_finite_loss_is_a_clear_error(arrays, tmp_path):
+    def broken():
+        return keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(float("nan")),
+                                 keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+
+    with pytest.raises(training.TrainingError, match="training produced no model"):
+        training.fit(broken, arrays, {**TRAIN, "epochs": 2}, AUGMENT, 1, tmp_path / "s")

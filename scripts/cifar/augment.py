@@ -7,7 +7,8 @@ after it, one image at a time through scipy. Here the same distribution of trans
 per image, but the rotation, shift and flip are composed into one 2x3 matrix and applied with a
 single cv2.warpAffine (bilinear, edge pixels repeated as in its default fill_mode='nearest'),
 followed by the random-resolution resize/pad/crop. Whole batches run in parallel tf.data map
-calls, seeded per batch, so the stream is reproducible from one seed and training never waits.
+calls, seeded per (seed, epoch, batch), so the stream is reproducible from one seed, a resumed run
+sees the batches an uninterrupted one would, and training never waits.
 Images stay uint8 0-255 all the way; the models scale them.
 """
 
@@ -67,7 +68,8 @@ def affine_matrices(angles_degrees, shifts, flips):
 
 
 def augment_batch(images, seed, config):
-    """Augment a uint8 batch (N,32,32,3) with a generator seeded by `seed`; returns uint8."""
+    """Augment a uint8 batch (N,32,32,3) with a generator seeded by `seed` (an int or a list of
+    ints, as numpy.random.default_rng takes); returns uint8."""
     rng = np.random.default_rng(seed)
     n = len(images)
     angles = rng.uniform(-config["rotation_degrees"], config["rotation_degrees"], n)
@@ -85,30 +87,49 @@ def augment_batch(images, seed, config):
     return out
 
 
-def train_dataset(x, y, batch_size, seed, config, augment=True):
-    """Shuffled, batched, augmented (x float32 0-255, y) stream; a new draw every epoch.
+def steps_per_epoch(n, batch_size):
+    """Batches in one pass over `n` images (the last one may be short)."""
+    return -(-n // batch_size)
 
-    Shuffling and the per-batch augmentation seeds come from `seed`, and both are re-drawn
-    for each pass over the data, so epochs differ but a rerun with the same seed repeats them.
+
+def epoch_order(n, seed, epoch):
+    """The order of the `n` training images in `epoch`: a function of (seed, epoch) alone."""
+    return np.random.default_rng([seed, epoch, 0]).permutation(n)
+
+
+def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_epoch=0):
+    """Shuffled, batched, augmented (x float32 0-255, y) stream for epochs first_epoch..epochs-1.
+
+    Every draw is a function of (seed, epoch, step): the image order of each epoch and the
+    augmentation of each batch. So epochs differ from each other, a rerun with the same seed
+    repeats them, and a run resumed at epoch k sees exactly the batches an uninterrupted run
+    sees from epoch k on. The stream holds steps_per_epoch(len(x), batch_size) batches per epoch.
     """
+    import functools
+
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    if augment:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip(ds, seeds)
+    n = len(x)
+    steps = steps_per_epoch(n, batch_size)
+    order = functools.lru_cache(maxsize=2)(lambda epoch: epoch_order(n, seed, epoch))
 
-        def apply(batch, batch_seed):
-            images, labels = batch
-            out = tf.numpy_function(
-                lambda imgs, s: augment_batch(imgs, int(s), config), [images, batch_seed], tf.uint8
-            )
-            out.set_shape(images.shape)
-            return out, labels
+    def load(epoch, step):
+        epoch, step = int(epoch), int(step)
+        index = order(epoch)[step * batch_size:(step + 1) * batch_size]
+        images = x[index]
+        if augment:
+            images = augment_batch(images, [seed, epoch, step, 1], config)
+        return images, y[index]
 
-        ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.map(lambda images, labels: (tf.cast(images, tf.float32), labels))
+    def to_batch(epoch, step):
+        images, labels = tf.numpy_function(load, [epoch, step], [tf.uint8, tf.as_dtype(y.dtype)])
+        images.set_shape((None, SIZE, SIZE, 3))
+        labels.set_shape((None, *y.shape[1:]))
+        return tf.cast(images, tf.float32), labels
+
+    ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(
+        lambda epoch: tf.data.Dataset.range(steps).map(lambda step: (epoch, step)))
+    ds = ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -1,21 +1,25 @@
 """CIFAR-10: fetch the official "python version" archive, verify it, read it, split it.
 
-The archive holds pickles, and unpickling runs code, so nothing is unpickled before the
-archive's sha256 has matched the one the user trusts.
+The archive holds pickles, and unpickling can run code. So nothing is unpickled before the
+archive's sha256 has matched the one the user trusts (`trusted_sha256`: the digest given for an
+offline copy, else `download.sha256`, the official archive's), and even then the unpickler
+admits only what a CIFAR-10 batch holds: dicts, lists, bytes, numbers and uint8 numpy arrays.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import shutil
 import tarfile
+import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from cifar.outputs import atomic_path, sha256_of
+from cifar.outputs import StageError, atomic_path, sha256_of
 
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
 MEMBER_DIR = "cifar-10-batches-py"
@@ -25,8 +29,12 @@ NUM_CLASSES = 10
 IMAGE_SHAPE = (32, 32, 3)
 
 
-class ArchiveError(ValueError):
+class ArchiveError(StageError, ValueError):
     """The archive is missing, does not match its checksum, or is not CIFAR-10 inside."""
+
+
+class PreparedDataError(StageError, ValueError):
+    """The prepared .npz exists but cannot be read (truncated, overwritten, not an .npz)."""
 
 
 def read_sha256_file(path, name):
@@ -53,25 +61,91 @@ def verify(path, expected_sha256):
     return actual
 
 
+def offline_copy():
+    """The path CIFAR10_ARCHIVE names (an offline copy of the archive), or None."""
+    archive = os.environ.get("CIFAR10_ARCHIVE")
+    return Path(archive) if archive else None
+
+
+def trusted_sha256(official_sha256):
+    """(sha256, where it came from): the digest the user gave, CIFAR10_SHA256 or the SHA256SUMS
+    file beside CIFAR10_ARCHIVE; else `official_sha256` (download.sha256, the official archive's)."""
+    given = os.environ.get("CIFAR10_SHA256")
+    if given:
+        return given.strip().lower(), "CIFAR10_SHA256"
+    archive = offline_copy()
+    if archive is None:
+        return official_sha256, "download.sha256, the official archive's"
+    sums = archive.with_name("SHA256SUMS")
+    listed = read_sha256_file(sums, archive.name) if sums.is_file() else None
+    if not listed:
+        raise ArchiveError(
+            f"CIFAR10_ARCHIVE={archive} is set but no sha256 was given: set CIFAR10_SHA256 "
+            f"to the archive's sha256, or put a SHA256SUMS file listing it beside the archive"
+        )
+    return listed, f"the SHA256SUMS beside {archive}"
+
+
 def fetch(url, sha256, dest):
     """Download the archive with Keras' cached, hash-checked downloader and copy it to `dest`."""
     import keras
 
-    cached = keras.utils.get_file(
-        fname=ARCHIVE_NAME, origin=url, file_hash=sha256, hash_algorithm="sha256"
-    )
+    try:
+        cached = keras.utils.get_file(
+            fname=ARCHIVE_NAME, origin=url, file_hash=sha256, hash_algorithm="sha256"
+        )
+    except Exception as err:  # urllib, socket and Keras' own errors: all mean no archive
+        raise ArchiveError(
+            f"could not download {url} ({type(err).__name__}: {err}). The 'download' stage writes "
+            f"{dest} from it; offline, set CIFAR10_ARCHIVE to a local copy of {ARCHIVE_NAME} "
+            "(and CIFAR10_SHA256 to its sha256), see the README's 'Offline copies'"
+        ) from None
     return copy_verified(cached, sha256, dest)
 
 
 def copy_verified(src, sha256, dest):
-    """Copy a local archive to `dest` after checking its sha256; write `dest`.sha256 beside it."""
+    """Copy a local archive to `dest` after checking its sha256."""
     verify(src, sha256)
     dest = Path(dest)
     with atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)
         verify(tmp, sha256)  # the copy itself, in case the source changed while we read it
-    Path(f"{dest}.sha256").write_text(f"{sha256}  {dest.name}\n")
     return dest
+
+
+def _reconstruct():
+    try:
+        from numpy._core.multiarray import _reconstruct  # numpy 2
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+def _latin1_bytes(text, encoding="latin1"):
+    """What pickle protocols 0-2 of Python 3 call to rebuild a bytes object, and nothing more."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not how bytes are pickled")
+    return text.encode("latin1")
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """An Unpickler that builds only what a CIFAR-10 batch holds. Plain containers, bytes, str
+    and numbers need no class; numpy arrays need the three numpy names, bytes pickled by Python 3
+    at protocol 2 or lower a latin-1 encode; nothing else is admitted."""
+
+    ALLOWED = {
+        ("_codecs", "encode"): lambda: _latin1_bytes,
+        ("numpy", "ndarray"): lambda: np.ndarray,
+        ("numpy", "dtype"): lambda: np.dtype,
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    }
+
+    def find_class(self, module, name):
+        make = self.ALLOWED.get((module, name))
+        if make is None:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 batch never holds")
+        return make()
 
 
 def _unpickle(tar, member, archive):
@@ -83,7 +157,7 @@ def _unpickle(tar, member, archive):
     if handle is None:
         raise ArchiveError(f"corrupted archive: {archive}: {name} is not a regular file")
     try:
-        return pickle.load(io.BytesIO(handle.read()), encoding="bytes")
+        return BatchUnpickler(io.BytesIO(handle.read()), encoding="bytes").load()
     except (EOFError, OSError, zlib.error, tarfile.TarError) as err:
         raise ArchiveError(f"corrupted archive: {archive}: cannot read {name}: {err}") from None
     except Exception as err:  # a pickle that is not a CIFAR batch can raise almost anything
@@ -146,18 +220,30 @@ def split(x, y, val_fraction, seed):
 
 
 def save_prepared(path, arrays):
-    """Write the named uint8 arrays (plus metadata) as one uncompressed .npz, atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    """Write the named arrays as one uncompressed .npz (the layout np.load reads), atomically.
+
+    Byte-for-byte reproducible: every member has the same fixed timestamp, so the same arrays
+    give the same file and DVC does not rerun downstream stages when prepare's code changes.
+    """
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as npz:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with npz.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def load_prepared(path, stage_hint="prepare"):
-    """Load what `prepare` wrote, with a clear error if it is missing."""
+    """Load what `prepare` wrote, with a clear error if it is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: it is written by the '{stage_hint}' stage; run `dvc repro {stage_hint}` first"
         )
-    with np.load(path, allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib.error) as err:
+        raise PreparedDataError(
+            f"{path} is not a readable prepared data file ({type(err).__name__}: {err}); it is written "
+            f"by the '{stage_hint}' stage: run `dvc repro --force {stage_hint}` to write it again"
+        ) from None

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar.outputs import StageError
+
 TFLITE_KINDS = ("float32", "dynamic_range", "int8")
 TFJS_QUANTIZATION = ("none", "float16", "uint8")
 # Largest |difference| in probabilities tolerated between a float conversion and Keras.
 FLOAT_TOLERANCE = 1e-4
 
 
-class ExportError(RuntimeError):
+class ExportError(StageError, RuntimeError):
     """A conversion failed or its result does not compute what the Keras model computes."""
 
 

@@ -15,12 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar.outputs import StageError
+
 SIDE = 32
+# Images with more pixels are refused from their header, before decoding: 40 megapixels is
+# more than a phone camera's photo, and decodes to 120 MB at 8 bits (240 MB at 16).
+MAX_PIXELS = 40_000_000
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 
 
-class ModelError(ValueError):
+class ModelError(StageError, ValueError):
     """A path that is not a model this module can run."""
 
 
@@ -65,10 +70,7 @@ class TFLitePredictor:
 
         self.path = str(path)
         self.threads = threads or os.cpu_count()
-        try:
-            self.interpreter = Interpreter(model_path=self.path, num_threads=self.threads)
-        except ValueError as err:
-            raise ModelError(f"{path}: not a readable TF-Lite model ({err})") from None
+        self.interpreter = Interpreter(model_path=self.path, num_threads=self.threads)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self._batch = None
@@ -108,22 +110,28 @@ class TFLitePredictor:
 
 
 def load(path):
-    """A predictor for a .keras file, a SavedModel folder or a .tflite file."""
+    """A predictor for a .keras file, a SavedModel folder or a .tflite file; ModelError for
+    anything else, a corrupt file included."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: no such model file or folder")
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise ModelError(f"{path}: a folder without saved_model.pb is not a SavedModel")
-        return SavedModelPredictor(path)
-    if path.suffix == ".tflite":
-        return TFLitePredictor(path)
-    if path.suffix == ".keras":
-        try:
-            return KerasPredictor(path)
-        except Exception as err:  # zip, h5 and deserialisation errors all mean the same here
-            raise ModelError(f"{path}: not a readable Keras model ({type(err).__name__}: {err})") from None
-    raise ModelError(f"{path}: unknown model type; expected a .keras file, a SavedModel folder or a .tflite file")
+        kind, make = "SavedModel", SavedModelPredictor
+    elif path.suffix == ".tflite":
+        kind, make = "TF-Lite model", TFLitePredictor
+    elif path.suffix == ".keras":
+        kind, make = "Keras model", KerasPredictor
+    else:
+        raise ModelError(f"{path}: unknown model type; expected a .keras file, a SavedModel folder or a .tflite file")
+    try:
+        return make(path)
+    except ModelError:
+        raise
+    except Exception as err:  # protobuf, zip, h5, flatbuffer and deserialisation errors all mean this
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        raise ModelError(f"{path}: not a readable {kind} ({type(err).__name__}: {first})") from None
 
 
 def class_names(model_path):
@@ -154,15 +162,49 @@ def latency_ms(predictor, images, runs):
     return float(np.median(times) * 1000)
 
 
-def read_image(path):
+def image_header(path):
+    """(width, height, format, EXIF orientation 1-8) read from the file's header by Pillow,
+    without decoding any pixels; None for a format Pillow cannot parse."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = 1
+            # These formats keep EXIF in the header; reading it does not decode the pixels.
+            if image.format in ("JPEG", "MPO", "TIFF", "WEBP"):
+                orientation = int(image.getexif().get(0x0112, 1) or 1)
+            return width, height, image.format, orientation if 1 <= orientation <= 8 else 1
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"image too large: {err}; the limit is {MAX_PIXELS:,} pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+
+
+def orient(image, orientation):
+    """Turn a decoded image upright as EXIF `orientation` says, as browsers do (a view)."""
+    if orientation in (5, 6, 7, 8):
+        image = np.swapaxes(image, 0, 1)
+    flips = {2: (slice(None), slice(None, None, -1)), 3: (slice(None, None, -1), slice(None, None, -1)),
+             4: (slice(None, None, -1),), 6: (slice(None), slice(None, None, -1)),
+             7: (slice(None, None, -1), slice(None, None, -1)), 8: (slice(None, None, -1),)}
+    return image[flips[orientation]] if orientation in flips else image
+
+
+def read_image(path, max_pixels=None):
     """Read an image file as the models take it: (32, 32, 3) uint8 RGB.
 
-    Returns (pixels, notes): notes say what was converted (bit depth, channels, size). Any size
-    is accepted: the largest centred square is cropped, then resized to 32x32 with pixel-area
-    averaging (cv2.INTER_AREA) when shrinking, bilinear when enlarging.
+    Returns (pixels, notes): notes say what was converted (bit depth, channels, orientation,
+    size). The width and height are read from the header first: an image of more than
+    `max_pixels` (MAX_PIXELS) is refused before anything is decoded. An EXIF orientation is
+    applied as browsers apply it. Any size is accepted: the largest centred square is cropped,
+    then resized to 32x32 with pixel-area averaging (cv2.INTER_AREA) when shrinking, bilinear
+    when enlarging. No full-size float64 copy is made: 16-bit and float images go to 8-bit
+    in one OpenCV pass.
     """
     import cv2
 
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     path = Path(path)
     if not path.exists():
         raise ImageError("no such file")
@@ -170,40 +212,57 @@ def read_image(path):
         raise ImageError("is a folder, not an image file")
     if path.stat().st_size == 0:
         raise ImageError("empty file (0 bytes)")
+    header = image_header(path)
+    orientation = 1
+    if header:
+        width, height, kind, orientation = header
+        if width * height > max_pixels:
+            raise ImageError(f"image too large: {width}x{height} {kind} is {width * height:,} pixels, "
+                             f"over the limit of {max_pixels:,}; scale it down first")
     try:
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
         raise ImageError(f"OpenCV could not decode it ({err.msg if hasattr(err, 'msg') else err})") from None
     if image is None or image.size == 0:
         raise ImageError("not an image OpenCV can read (unknown format or corrupt data)")
+    if not header and image.shape[0] * image.shape[1] > max_pixels:  # a format only OpenCV reads
+        raise ImageError(f"image too large: {image.shape[1]}x{image.shape[0]} is over the limit of {max_pixels:,} pixels")
     notes = []
-    height, width = image.shape[:2]
     if image.dtype == np.uint16:
-        image = np.round(image / 257.0).astype(np.uint8)
+        image = cv2.convertScaleAbs(image, alpha=1 / 257)  # rounds to nearest: 257 * v -> v
         notes.append("16-bit converted to 8-bit")
     elif image.dtype in (np.float32, np.float64):
         peak = 1.0 if float(np.nanmax(image)) <= 1.0 else 255.0
-        image = np.clip(np.nan_to_num(image) * (255.0 / peak), 0, 255).round().astype(np.uint8)
+        np.nan_to_num(image, copy=False, nan=0.0, posinf=peak, neginf=0.0)
+        np.clip(image, 0, peak, out=image)  # in place: convertScaleAbs would mirror negatives
+        image = cv2.convertScaleAbs(image, alpha=255.0 / peak)
         notes.append(f"floating-point ({'0-1' if peak == 1.0 else '0-255'}) converted to 8-bit")
     elif image.dtype != np.uint8:
         raise ImageError(f"unsupported pixel type {image.dtype}")
     channels = 1 if image.ndim == 2 else image.shape[2]
     if channels == 1:
-        image = cv2.cvtColor(image.reshape(height, width), cv2.COLOR_GRAY2RGB)
+        image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
         notes.append("grayscale converted to RGB")
     elif channels == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     elif channels == 4:
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB).astype(np.float32)
-        alpha = image[..., 3:4].astype(np.float32) / 255.0
-        image = np.round(rgb * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+        # On white: (rgb * a + 255 * (255 - a)) / 255, rounded, in 16-bit integers.
+        alpha = image[..., 3:4].astype(np.uint16)
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB).astype(np.uint16)
+        rgb *= alpha
+        rgb += 255 * (255 - alpha) + 127
+        image = (rgb // 255).astype(np.uint8)
         notes.append("RGBA converted to RGB (composited on white)")
     else:
         raise ImageError(f"unsupported channel count {channels}")
+    if orientation != 1:
+        image = orient(image, orientation)
+        notes.append(f"EXIF orientation {orientation} applied")
+    height, width = image.shape[:2]
     if (height, width) != (SIDE, SIDE):
         side = min(height, width)
         top, left = (height - side) // 2, (width - side) // 2
-        image = image[top:top + side, left:left + side]
+        image = np.ascontiguousarray(image[top:top + side, left:left + side])
         interpolation = cv2.INTER_AREA if side > SIDE else cv2.INTER_LINEAR
         image = cv2.resize(image, (SIDE, SIDE), interpolation=interpolation)
         cropped = f"centre {side}x{side} cropped, " if side != max(height, width) else ""

@@ -16,22 +16,83 @@ import tempfile
 from pathlib import Path
 
 
+class StageError(Exception):
+    """An expected failure a stage reports in one line (`stage: error: ...`), not a traceback."""
+
+
+class OutputError(StageError, ValueError):
+    """An output path that cannot be written as asked (a folder where a file should go, say)."""
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_leftovers(final):
+    """Remove temporaries of `final` left by a process that was killed (its pid is gone)."""
+    for leftover in final.parent.glob(f".{final.name}.*.tmp*"):
+        pid = leftover.name[len(final.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(final, is_dir=False):
-    """Yield a temporary path beside `final`; on success move it to `final`, else delete it."""
+    """Yield a temporary path beside `final`; on success swap it in for `final`, else delete it.
+
+    A file replaces the old one in one atomic rename. A folder cannot: the old one is renamed
+    aside first, the new one renamed in, and only then is the old one deleted, so `final` is
+    never missing while the stage is alive. Temporaries are named `.NAME.PID.*.tmp`; those of a
+    killed process are removed by the next write of the same output. A file output whose path
+    is an existing folder (or the reverse) is refused: that is a wrong path, not stale output.
+    """
     final = Path(final)
+    if final.is_dir() and not final.is_symlink() and not is_dir:
+        raise OutputError(f"{final} is a folder, but a file is to be written there; "
+                          "refusing to replace a folder with a file (give the path of a file)")
+    if final.is_file() and not final.is_symlink() and is_dir:
+        raise OutputError(f"{final} is a file, but a folder is to be written there; "
+                          "move the file away or give another path")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    _clean_leftovers(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; a folder output keeps this mode
     target = tmp if is_dir else tmp / final.name
+    aside = tmp.with_name(tmp.name + ".old")
     try:
         yield target
-        if final.is_dir() and not final.is_symlink():
-            shutil.rmtree(final)
-        elif final.exists() or final.is_symlink():
-            final.unlink()
-        os.replace(target, final)
+        if not is_dir:
+            os.replace(target, final)
+        elif not (final.exists() or final.is_symlink()):
+            os.replace(target, final)
+        else:
+            os.replace(final, aside)
+            try:
+                os.replace(target, final)
+            except OSError:
+                os.replace(aside, final)
+                raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for path in (tmp, aside):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.is_symlink() or path.exists():
+                path.unlink(missing_ok=True)
 
 
 def write_json(path, data):

@@ -3,6 +3,10 @@
 Every key the pipeline knows is listed once in SCHEMA with what it allows. A stage calls
 `load(sections)` at start; a missing, unknown or out-of-range key stops it with a message that
 names the key, the bad value and what is allowed, before anything is written.
+
+The file is parsed the way DVC parses it (ruamel.yaml, YAML 1.2), so a value means the same to
+a stage as to `dvc params diff` and `dvc exp run -S`: `1e-3` is a number to both (PyYAML, a
+YAML 1.1 parser, would read it as the string "1e-3").
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ import math
 import re
 from pathlib import Path
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
+
+from cifar.outputs import StageError
 
 
-class ParamsError(ValueError):
+class ParamsError(StageError, ValueError):
     """A value in params.yaml is missing, unknown or outside what is allowed."""
 
 
@@ -86,10 +92,11 @@ def _float_list(length, lo, hi, hi_open=False):
 
 
 def _scale_range(value):
-    allowed = "a list [low, high] with 0 < low <= high <= 2"
+    # Below a quarter (8 px of 32) the image is gone; a factor near 0 would resize to 0 px.
+    allowed = "a list [low, high] with 0.25 <= low <= high <= 2"
     if not (isinstance(value, list) and len(value) == 2):
         return allowed
-    if any(_number(float, 0, 2, lo_open=True)(v) for v in value) or value[0] > value[1]:
+    if any(_number(float, 0.25, 2)(v) for v in value) or value[0] > value[1]:
         return allowed
     return None
 
@@ -200,10 +207,10 @@ def load(sections, path="params.yaml"):
     """
     path = Path(path)
     try:
-        params = yaml.safe_load(path.read_text())
+        params = YAML(typ="safe").load(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found; run the stage from the repository root") from None
-    except yaml.YAMLError as err:
+    except YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: must be a mapping of sections, got {params!r}")

@@ -7,11 +7,13 @@ by the decay each epoch: with no cut that is exactly 1e-3 * 0.95**epoch, and aft
 decay continues from the cut rate, so both take effect.
 
 Resume. BackupAndRestore saves the weights, the optimizer (its learning rate included) and the
-epoch after every epoch; a rerun of the stage continues from the last finished epoch. The
-callbacks' own counters (best value, epochs waited) are not in that backup, so ResumeMonitors
-replays the history CSV of the finished epochs into them. The resume state lives in its own
-folder, outside the stage's DVC outputs (which DVC deletes before a rerun), and is removed once
-training finishes.
+epoch after every epoch; a rerun continues from the last finished epoch. The callbacks' own
+counters (best value, epochs waited) are not in that backup, so ResumeMonitors replays the
+history CSV of the finished epochs into them. Every random draw of an epoch (image order,
+augmentation, dropout) is a function of (seed, epoch), so a resumed run repeats what an
+uninterrupted one does. The state folder is stamped with everything that determines the run
+(settings, data, code, pretrained weights: `identity`); state made by anything else is
+discarded, never continued. A run that finished but whose outputs were not written is reused.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from cifar import augment
+from cifar.outputs import StageError
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
 
@@ -53,21 +56,42 @@ def make_strategy(name):
     return tf.distribute.MirroredStrategy(devices)
 
 
-class Throughput(keras.callbacks.Callback):
-    """Seconds spent in the training phase of each epoch (validation excluded)."""
+class TrainingError(StageError, RuntimeError):
+    """Training could not produce a model (a NaN loss from the first epoch on, say)."""
 
-    def __init__(self):
-        super().__init__()
-        self.train_seconds = []
-        self._start = None
+
+class EpochTimes(keras.callbacks.Callback):
+    """Adds the epoch's seconds to its logs, so the history CSV keeps them across resumes:
+    `train_s` (training phase only) and `epoch_s` (with validation)."""
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start, self._train = time.perf_counter(), None
 
     def on_test_begin(self, logs=None):
-        if self._start is not None:
-            self.train_seconds.append(time.perf_counter() - self._start)
-            self._start = None
+        if self._train is None:
+            self._train = time.perf_counter() - self._start
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            total = time.perf_counter() - self._start
+            logs["train_s"] = self._train if self._train is not None else total
+            logs["epoch_s"] = total
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Sets every random-number state of the model (Dropout's, say) from (seed, epoch) at the
+    start of each epoch, so the draws of epoch k do not depend on the epochs run before it in
+    this process."""
+
+    def __init__(self, seed):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        states = [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
+        values = np.random.default_rng([self.seed, epoch, 2]).integers(0, 2**31 - 1, len(states))
+        for state, value in zip(states, values):
+            state.assign(np.array([value, 0], dtype=state.dtype))
 
 
 class ResumeMonitors(keras.callbacks.Callback):
@@ -115,36 +139,109 @@ def read_history(path):
     return [{("lr" if k == "learning_rate" else k): float(v) for k, v in row.items()} for row in rows]
 
 
-def _fingerprint(config):
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+def digest(*arrays):
+    """sha256 of numpy arrays' dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
 
 
-def _prepare_state_dir(state_dir, config):
-    """Reuse the resume state only if it was made with the same settings; else start over."""
-    state_dir = Path(state_dir)
-    marker = state_dir / "config.sha256"
-    fingerprint = _fingerprint(config)
-    if state_dir.exists() and (not marker.is_file() or marker.read_text() != fingerprint):
-        print(f"Discarding resume state in {state_dir}: it was made with other settings")
-        shutil.rmtree(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fingerprint)
-    return state_dir
+def _flatten(tree, prefix=""):
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
 
 
-def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_callbacks=()):
+class ResumeState:
+    """The folder a training run keeps between attempts, stamped with what made it.
+
+    identity.json holds everything that determines the run; state with another identity is
+    discarded with a one-line message naming what changed. best.keras (the best epoch so far),
+    history.csv (CSVLogger), backup/ (BackupAndRestore) and, once fit() has returned, result.json.
+    """
+
+    def __init__(self, folder, identity):
+        self.folder = Path(folder)
+        self.identity = json.loads(json.dumps(identity, sort_keys=True, default=str))
+        self.best = self.folder / "best.keras"
+        self.history = self.folder / "history.csv"
+        self.backup = self.folder / "backup"
+        self.result = self.folder / "result.json"
+        stamp = self.folder / "identity.json"
+        if self.folder.exists():
+            try:
+                old = json.loads(stamp.read_text())
+            except (OSError, ValueError):
+                old = None
+            if old != self.identity:
+                print(f"Discarding resume state in {self.folder}: it was made with {self._changes(old)}")
+                shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not stamp.is_file():
+            stamp.write_text(json.dumps(self.identity, indent=1, sort_keys=True))
+
+    def _changes(self, old):
+        if not isinstance(old, dict):
+            return "settings it did not record"
+        before, now = _flatten(old), _flatten(self.identity)
+        changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+        return f"other settings or inputs (changed: {shown})"
+
+    def finished(self):
+        """(history rows, summary) of a run that completed but whose outputs were not written."""
+        if self.result.is_file() and self.best.is_file():
+            done = json.loads(self.result.read_text())
+            return done["rows"], done["summary"]
+        return None
+
+    def start_epoch(self):
+        """The first epoch still to run. Leftovers of an attempt that left no backup (killed in
+        its first epoch, or after Keras removed the backup) are cleared so nothing is appended
+        to them; a history longer than the backup (killed between the two writes) is cut."""
+        meta = self.backup / "training_metadata.json"
+        epoch = int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
+        if epoch == 0:
+            for leftover in (self.best, self.history, self.result):
+                leftover.unlink(missing_ok=True)
+        elif self.history.is_file():
+            lines = self.history.read_text().splitlines(keepends=True)
+            if len(lines) - 1 > epoch:
+                self.history.write_text("".join(lines[: epoch + 1]))
+        return epoch
+
+    def finish(self, rows, summary):
+        tmp = self.result.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"rows": rows, "summary": summary}))
+        tmp.replace(self.result)
+
+
+def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_callbacks=(), identity=None):
     """Compile and fit the model from `build_model()` on the prepared arrays.
 
-    `extra_callbacks` run after the pipeline's own (TensorBoard, say).
+    `identity`: what else determines the run beyond the settings and arrays given here (the
+    stage's other params, its code, the pretrained weights); resume state is only continued
+    when all of it matches. `extra_callbacks` run after the pipeline's own (TensorBoard, say).
 
     Returns (best_model_path, history_rows, summary). The best model (highest val_accuracy)
     is the ModelCheckpoint file in `state_dir`; the caller moves it into place.
     """
-    keras.utils.set_random_seed(seed)
-    state_dir = _prepare_state_dir(state_dir, {"train": train_cfg, "augment": augment_cfg, "seed": seed})
-    best_path = state_dir / "best.keras"
-    history_path = state_dir / "history.csv"
+    data_digest = digest(arrays["x_train"], arrays["y_train"], arrays["x_val"], arrays["y_val"])
+    state = ResumeState(state_dir, {"train": train_cfg, "augment": augment_cfg, "seed": seed,
+                                    "data": data_digest, **(identity or {})})
+    done = state.finished()
+    if done:
+        print(f"Training finished in an earlier attempt whose outputs were not written; reusing {state.folder}")
+        return state.best, *done
+    first_epoch = state.start_epoch()
 
+    keras.utils.set_random_seed(seed)
     strategy = make_strategy(train_cfg["distribute"])
     with strategy.scope():
         model = build_model()
@@ -156,8 +253,9 @@ def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_call
 
     y_train = keras.utils.to_categorical(arrays["y_train"], 10)
     y_val = keras.utils.to_categorical(arrays["y_val"], 10)
-    batch = train_cfg["batch_size"]
-    train_ds = augment.train_dataset(arrays["x_train"], y_train, batch, seed, augment_cfg, train_cfg["augment"])
+    batch, epochs = train_cfg["batch_size"], train_cfg["epochs"]
+    train_ds = augment.train_dataset(arrays["x_train"], y_train, batch, seed, augment_cfg, train_cfg["augment"],
+                                     epochs=epochs, first_epoch=min(first_epoch, epochs))
     val_ds = augment.eval_dataset(arrays["x_val"], y_val, batch)
 
     early = keras.callbacks.EarlyStopping(
@@ -168,55 +266,56 @@ def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_call
         monitor="val_loss", mode="min", factor=train_cfg["plateau_factor"],
         patience=train_cfg["plateau_patience"],
     )
-    checkpoint = keras.callbacks.ModelCheckpoint(best_path, monitor="val_accuracy", mode="max", save_best_only=True)
-    throughput = Throughput()
+    checkpoint = keras.callbacks.ModelCheckpoint(state.best, monitor="val_accuracy", mode="max", save_best_only=True)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        throughput,
+        EpochSeeds(seed),
+        EpochTimes(),
         keras.callbacks.LearningRateScheduler(decay_schedule(train_cfg["lr_decay"])),
         plateau,
         early,
         checkpoint,
-        keras.callbacks.CSVLogger(history_path, append=True),
-        ResumeMonitors(history_path, [plateau, early, checkpoint]),
+        keras.callbacks.CSVLogger(state.history, append=True),
+        ResumeMonitors(state.history, [plateau, early, checkpoint]),
         # Last, so the backup holds the learning rate after this epoch's plateau cut.
-        keras.callbacks.BackupAndRestore(state_dir / "backup"),
+        keras.callbacks.BackupAndRestore(state.backup),
         *extra_callbacks,
     ]
     # Build before fit: BackupAndRestore restores into a built model.
     model.build((None, 32, 32, 3))
-
-    start = time.perf_counter()
     model.fit(
         train_ds,
         validation_data=val_ds,
-        epochs=train_cfg["epochs"],
+        epochs=epochs,
+        steps_per_epoch=augment.steps_per_epoch(len(y_train), batch),
         callbacks=callbacks,
-        shuffle=False,  # the dataset is already shuffled, with its own seed
+        shuffle=False,  # the stream is already shuffled, per (seed, epoch)
         verbose=1 if sys.stdout.isatty() else 2,
     )
-    wall = time.perf_counter() - start
-    if not best_path.is_file():
-        raise RuntimeError("training produced no checkpoint: val_accuracy was never finite (NaN loss?)")
-
-    rows = read_history(history_path)
-    best = max(rows, key=lambda r: r["val_accuracy"])
-    # The first timed epoch includes graph tracing; the median of the rest is the steady rate.
-    steady = throughput.train_seconds[1:] or throughput.train_seconds
+    rows = read_history(state.history) if state.history.is_file() else []
+    finite = [r for r in rows if np.isfinite(r["loss"]) and np.isfinite(r["val_loss"])]
+    if not finite or not state.best.is_file():
+        raise TrainingError(
+            "training produced no model: no epoch ended with a finite loss (NaN from the first "
+            "batches on); lower shared.train.learning_rate or check the data and the model's input scaling"
+        )
+    best = max(finite, key=lambda r: r["val_accuracy"])
+    # An epoch after a (re)start includes graph tracing; the median is the steady rate.
     summary = {
         "best_val_accuracy": best["val_accuracy"],
         "best_epoch": int(best["epoch"]) + 1,
         "epochs_run": len(rows),
         "final_lr": rows[-1]["lr"],
-        "wall_time_s": round(wall, 1),
-        "train_img_per_s": round(len(arrays["x_train"]) / statistics.median(steady), 1) if steady else None,
+        "wall_time_s": round(sum(r["epoch_s"] for r in rows), 1),
+        "train_img_per_s": round(len(arrays["x_train"]) / statistics.median(r["train_s"] for r in rows), 1),
         "train_images": int(len(arrays["x_train"])),
         "val_images": int(len(arrays["x_val"])),
         "params": int(model.count_params()),
         "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         "devices": strategy.num_replicas_in_sync,
     }
-    return best_path, rows, summary
+    state.finish(rows, summary)
+    return state.best, rows, summary
 
 
 def write_history(rows, path):
@@ -228,46 +327,3 @@ def write_history(rows, path):
         writer.writeheader()
         for row in rows:
             writer.writerow({**row, "epoch": int(row["epoch"]) + 1})
-
-
-def run_stage(name, build_model, args, cfg, provenance):
-    """What train_cnn and finetune_mobilenet share: load data, fit, write the declared outputs.
-
-    `args` has data, model, history, metrics and state paths (from dvc.yaml); `cfg` the
-    validated `shared` params; `provenance` the inputs the metrics should name (weights...).
-    """
-    from cifar import data, outputs
-
-    arrays = data.load_prepared(args.data)
-    best_path, rows, summary = fit(
-        build_model, arrays, cfg["train"], cfg["augment"], cfg["seed"], args.state / name
-    )
-    write_history(rows, args.history)
-    with outputs.atomic_path(args.model) as tmp:
-        shutil.copyfile(best_path, tmp)
-    outputs.write_json(args.metrics, {
-        name: summary,
-        "data": {"archive_sha256": str(arrays["archive_sha256"])},
-        **provenance,
-        "environment": outputs.hardware(),
-    })
-    shutil.rmtree(args.state / name, ignore_errors=True)
-    print(
-        f"{name}: best val accuracy {summary['best_val_accuracy']:.2%} at epoch {summary['best_epoch']}, "
-        f"{summary['epochs_run']} epochs in {summary['wall_time_s']:.0f} s, "
-        f"{summary['train_img_per_s']} training img/s"
-    )
-
-
-def stage_arguments(description):
-    """The command line both training stages take (paths come from dvc.yaml)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--data", required=True, type=Path, help="prepared arrays (.npz) from `prepare`")
-    parser.add_argument("--model", required=True, type=Path, help="where the best model (.keras) goes")
-    parser.add_argument("--history", required=True, type=Path, help="per-epoch history CSV")
-    parser.add_argument("--metrics", required=True, type=Path, help="training metrics JSON")
-    parser.add_argument("--state", required=True, type=Path,
-                        help="folder for the resume state (kept only while training is unfinished)")
-    return parser
