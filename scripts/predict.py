@@ -16,15 +16,12 @@ exit status is 1 if any file failed, 2 if the model could not be loaded.
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from cifar import inference  # noqa: E402
+from cifar import inference
 
 
 def main(argv=None):

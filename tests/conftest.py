@@ -17,9 +17,11 @@ BIN = str(Path(sys.executable).parent)
 
 
 def run_env(**extra):
-    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ["PATH"], TF_CPP_MIN_LOG_LEVEL="3")
-    env.pop("CIFAR10_ARCHIVE", None)
-    env.pop("CIFAR10_SHA256", None)
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ["PATH"])
+    # The stages' own defaults apply: no inherited offline inputs or log settings.
+    for name in ("CIFAR10_ARCHIVE", "CIFAR10_SHA256", "MOBILENET_WEIGHTS", "MOBILENET_WEIGHTS_SHA256",
+                 "TF_CPP_MIN_LOG_LEVEL", "CIFAR10_VERBOSE"):
+        env.pop(name, None)
     env.update(extra)
     return env
 

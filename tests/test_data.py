@@ -7,7 +7,9 @@ import synthetic
 from cifar import data
 import yaml
 
-from conftest import run, script, set_param
+import os
+
+from conftest import REPO, run, script, set_param
 from pathlib import Path
 
 
@@ -143,6 +145,8 @@ def test_prepare_stage_on_synthetic_archive(workdir, archive):
     proc = run_prepare(workdir, path, CIFAR10_SHA256=sha)
     for line in ("y_train shape: (160, 10)", "y_val shape: (40, 10)", "y_test shape: (40, 10)"):
         assert line in proc.stdout
+    # TensorFlow's GPU-build noise on a CPU machine is filtered; nothing else is on stderr.
+    assert proc.stderr.strip() == "", proc.stderr
     arrays = data.load_prepared(workdir / "prepared" / "cifar10.npz")
     assert arrays["x_train"].shape == (160, 32, 32, 3) and arrays["x_train"].dtype == np.uint8
     assert arrays["x_val"].shape == (40, 32, 32, 3)
@@ -151,6 +155,16 @@ def test_prepare_stage_on_synthetic_archive(workdir, archive):
     assert metrics["counts"] == {"train": 160, "val": 40, "test": 40}
     assert sum(metrics["per_class"]["val"].values()) == 40
     assert metrics["source"]["sha256"] == sha
+
+
+def test_tensorflow_noise_is_quiet_by_default_and_shown_on_request(tmp_path):
+    code = "from cifar import models\nimport tensorflow as tf\nprint(tf.reduce_sum(tf.ones(3)).numpy())"
+    quiet = run(["python", "-c", code], cwd=REPO / "scripts")
+    assert quiet.stdout.strip() == "3.0" and quiet.stderr.strip() == "", quiet.stderr
+    verbose = run(["python", "-c", code], cwd=REPO / "scripts", CIFAR10_VERBOSE="1")
+    assert verbose.stdout.strip() == "3.0"
+    if not os.path.exists("/dev/nvidia0"):  # a CPU-only machine: TF's GPU build says so, loudly
+        assert "cuInit" in verbose.stderr or "cuda" in verbose.stderr.lower()
 
 
 def _prepare(workdir, path, sha):

@@ -37,6 +37,9 @@ def test_repository_params_are_valid():
         ("shared.train", "epochs", 2.5, "shared.train.epochs = 2.5 is not allowed; expected an integer"),
         ("shared.augment", "horizontal_flip", "yes", "shared.augment.horizontal_flip = 'yes' is not allowed; expected true or false"),
         ("shared.augment", "resolution_scale", [1.2, 0.8], "shared.augment.resolution_scale = [1.2, 0.8] is not allowed"),
+        # A factor near 0 would resize to 0 px and crash cv2.resize mid-training.
+        ("shared.augment", "resolution_scale", [0.01, 1.2],
+         "shared.augment.resolution_scale = [0.01, 1.2] is not allowed; expected a list [low, high] with 0.25 <= low"),
         ("download", "sha256", "abc", "download.sha256 = 'abc' is not allowed; expected a sha256"),
         ("augment_preview", "images", 0, "augment_preview.images = 0 is not allowed"),
     ],
@@ -72,6 +75,30 @@ def test_unknown_and_missing_keys(params_file):
         params.load(["prepare"], params_file)
 
 
+def test_numbers_are_read_as_dvc_reads_them(params_file):
+    """`1e-3` is a float to DVC (YAML 1.2) and to `dvc exp run -S`; PyYAML (YAML 1.1) reads it as
+    a string. The stages must accept what DVC accepts, and read the same value."""
+    text = params_file.read_text().replace("learning_rate: 0.001", "learning_rate: 1e-3")
+    assert "learning_rate: 1e-3" in text
+    params_file.write_text(text)
+    assert params.load(["shared"], params_file)["shared"]["train"]["learning_rate"] == 0.001
+
+    from dvc.utils.serialize import load_yaml
+    assert load_yaml(str(params_file))["shared"]["train"]["learning_rate"] == 0.001
+
+
+def test_every_resolution_scale_the_schema_allows_can_be_augmented():
+    import numpy as np
+
+    from cifar import augment
+
+    low = 0.25
+    assert params.SCHEMA["shared"]["augment"]["resolution_scale"]([low, low]) is None
+    config = {"resolution_scale": [low, low], "rotation_degrees": 0, "shift_fraction": 0, "horizontal_flip": False}
+    out = augment.augment_batch(np.zeros((2, 32, 32, 3), np.uint8), 0, config)
+    assert out.shape == (2, 32, 32, 3)
+
+
 def test_unparsable_file(params_file):
     params_file.write_text("prepare: [unclosed\n")
     with pytest.raises(params.ParamsError, match="not valid YAML"):
@@ -82,9 +109,8 @@ def test_stage_with_bad_params_exits_nonzero_and_writes_nothing(workdir, archive
     path, sha = archive
     edit(workdir / "params.yaml", lambda v: v["prepare"].update(val_fraction=1.5))
     shutil.copy(path, workdir / path.name)
-    (workdir / f"{path.name}.sha256").write_text(f"{sha}  {path.name}\n")
     proc = run(["python", script("prepare"), "--archive", path.name, "--out", "out/cifar10.npz",
-                "--metrics", "metrics/prepare.json"], cwd=workdir, check=False)
+                "--metrics", "metrics/prepare.json"], cwd=workdir, check=False, CIFAR10_SHA256=sha)
     assert proc.returncode != 0
     assert "prepare.val_fraction = 1.5 is not allowed; expected a number in (0, 1)" in proc.stderr
     assert not (workdir / "out").exists() and not (workdir / "metrics").exists()

@@ -124,3 +124,104 @@ def test_predict_command_line(models, tmp_path):
 
     bad = run(["python", script("predict"), "--model", str(tmp_path / "model.onnx"), str(PHOTO)], cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "no such model file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def png_header_only(path, width, height, bit_depth=8, color_type=2):
+    """A PNG whose header claims width x height and holds no pixel data: reading its size must
+    not need the pixels (a decoder that tried would fail, or allocate gigabytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("width,height,depth", [(50000, 50000, 8), (32768, 32767, 16)])
+def test_an_image_too_large_is_refused_from_its_header_before_decoding(tmp_path, monkeypatch, width, height, depth):
+    path = png_header_only(tmp_path / "huge.png", width, height, depth)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the pixels were decoded")
+
+    monkeypatch.setattr(cv2, "imread", no_decoding)
+    with pytest.raises(inference.ImageError, match=rf"^image too large: {width}x{height} PNG is {width * height:,} pixels"):
+        inference.read_image(path)
+
+
+def test_predict_reports_a_too_large_image_and_goes_on(models, tmp_path, capsys):
+    folder, _ = models
+    huge = png_header_only(tmp_path / "huge.png", 50000, 50000)
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), np.zeros((64, 64, 3), np.uint8))
+    status = predict.main(["--model", str(folder / "small.tflite"), str(huge), str(small)])
+    out, err = capsys.readouterr()
+    assert status == 1 and str(small) in out
+    assert f"predict: error: {huge}: image too large: 50000x50000 PNG" in err
+    assert predict.main(["--model", str(folder / "small.tflite"), "--max-pixels", "1000", str(small)]) == 1
+    assert "image too large: 64x64" in capsys.readouterr().err
+
+
+def test_deep_images_are_converted_without_float64_copies(tmp_path):
+    """A 16-bit 2000x2000 RGB image decodes to 24 MB; a float64 copy of it would be 96 MB."""
+    import tracemalloc
+
+    deep = np.random.default_rng(0).integers(0, 65536, (2000, 2000, 3), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "deep.png"), deep)
+    tracemalloc.start()
+    pixels, notes = inference.read_image(tmp_path / "deep.png")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert notes[0] == "16-bit converted to 8-bit" and pixels.shape == (32, 32, 3)
+    assert peak < 2 * deep.nbytes, f"peak {peak / 1e6:.0f} MB for a {deep.nbytes / 1e6:.0f} MB image"
+
+
+def exif_image(array, orientation):
+    """A PIL image of `array` (RGB) carrying EXIF `orientation`."""
+    from PIL import Image
+
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    return image, exif
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pillow_and_browsers_apply_it(orientation):
+    from PIL import ImageOps
+
+    array = np.random.default_rng(orientation).integers(0, 256, (5, 8, 3), dtype=np.uint8)
+    image, exif = exif_image(array, orientation)
+    image.info["exif"] = exif.tobytes()
+    expected = np.asarray(ImageOps.exif_transpose(image))
+    np.testing.assert_array_equal(inference.orient(array, orientation), expected)
+
+
+def test_a_rotated_phone_photo_is_read_upright(tmp_path):
+    """A JPEG stored sideways with EXIF orientation 6 (rotate 90 clockwise to view) is read as
+    the viewer shows it: the top half of the upright picture is red."""
+    upright = np.zeros((64, 48, 3), np.uint8)
+    upright[:32] = (220, 30, 30)
+    upright[32:] = (30, 30, 220)
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # what the camera wrote: 48 high, 64 wide
+    image, exif = exif_image(stored, 6)
+    image.save(tmp_path / "phone.jpg", quality=95, exif=exif)
+    pixels, notes = inference.read_image(tmp_path / "phone.jpg")
+    assert "EXIF orientation 6 applied" in notes and "48x64 centre 48x48 cropped, resized to 32x32" in notes
+    assert pixels[:14, :, 0].mean() > 180 and pixels[18:, :, 2].mean() > 180
+
+
+@pytest.mark.parametrize("artifact", ["saved_model", "model.tflite"])
+def test_a_corrupt_model_exits_2_with_one_line(tmp_path, artifact):
+    if artifact == "saved_model":
+        (tmp_path / artifact).mkdir()
+        (tmp_path / artifact / "saved_model.pb").write_bytes(b"\x08\x01garbage" * 100)
+    else:
+        (tmp_path / artifact).write_bytes(b"TFL3" + bytes(range(256)) * 4)
+    proc = run(["python", script("predict"), "--model", str(tmp_path / artifact), str(PHOTO)], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    kind = "SavedModel" if artifact == "saved_model" else "TF-Lite model"
+    assert proc.stderr.strip().startswith(f"predict: error: {tmp_path / artifact}: not a readable {kind}")

@@ -4,9 +4,8 @@ Importing the package also quiets TensorFlow's start-up noise on machines withou
 CUDA plugin lines ("Unable to register cuDNN factory", "failed call to cuInit", ...) that its
 GPU build prints on every import. The first `import tensorflow` (direct, or through keras) runs
 with the process's stderr captured; the known noise lines are dropped and anything else is
-written back. TensorFlow's own INFO and WARNING logs are hidden (TF_CPP_MIN_LOG_LEVEL=2).
-Set TF_CPP_MIN_LOG_LEVEL yourself (`TF_CPP_MIN_LOG_LEVEL=0 dvc repro`) for TensorFlow's full
-logs: then nothing is filtered.
+written back. TensorFlow's own INFO and WARNING logs are hidden (TF_CPP_MIN_LOG_LEVEL=2, unless
+it is set already). `CIFAR10_VERBOSE=1 dvc repro` turns all of this off: every log line shows.
 """
 
 import contextlib
@@ -66,6 +65,6 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         return spec
 
 
-if "TF_CPP_MIN_LOG_LEVEL" not in os.environ and "tensorflow" not in sys.modules:
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+if os.environ.get("CIFAR10_VERBOSE", "0") in ("", "0") and "tensorflow" not in sys.modules:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.meta_path.insert(0, _QuietTensorFlowImport())

@@ -167,6 +167,9 @@ def image_header(path):
     without decoding any pixels; None for a format Pillow cannot parse."""
     from PIL import Image, UnidentifiedImageError
 
+    # Pillow's own decompression-bomb guard would refuse the header with a message of its own;
+    # the caller applies MAX_PIXELS with the image's size in the message.
+    guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -175,10 +178,10 @@ def image_header(path):
             if image.format in ("JPEG", "MPO", "TIFF", "WEBP"):
                 orientation = int(image.getexif().get(0x0112, 1) or 1)
             return width, height, image.format, orientation if 1 <= orientation <= 8 else 1
-    except Image.DecompressionBombError as err:
-        raise ImageError(f"image too large: {err}; the limit is {MAX_PIXELS:,} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = guard
 
 
 def orient(image, orientation):

@@ -51,6 +51,18 @@ def _umask():
     return mask
 
 
+def check_output(final, is_dir=False):
+    """Raise OutputError if `final` cannot take the output: a folder where a file is to be
+    written, or the reverse. Stages call it at start, before hours of work."""
+    final = Path(final)
+    if final.is_dir() and not final.is_symlink() and not is_dir:
+        raise OutputError(f"{final} is a folder, but a file is to be written there; "
+                          "refusing to replace a folder with a file (give the path of a file)")
+    if final.is_file() and not final.is_symlink() and is_dir:
+        raise OutputError(f"{final} is a file, but a folder is to be written there; "
+                          "move the file away or give another path")
+
+
 @contextlib.contextmanager
 def atomic_path(final, is_dir=False):
     """Yield a temporary path beside `final`; on success swap it in for `final`, else delete it.
@@ -62,12 +74,7 @@ def atomic_path(final, is_dir=False):
     is an existing folder (or the reverse) is refused: that is a wrong path, not stale output.
     """
     final = Path(final)
-    if final.is_dir() and not final.is_symlink() and not is_dir:
-        raise OutputError(f"{final} is a folder, but a file is to be written there; "
-                          "refusing to replace a folder with a file (give the path of a file)")
-    if final.is_file() and not final.is_symlink() and is_dir:
-        raise OutputError(f"{final} is a file, but a folder is to be written there; "
-                          "move the file away or give another path")
+    check_output(final, is_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent))

@@ -34,6 +34,8 @@ def run(name, build_model, args, cfg, provenance):
     the inputs the metrics should name (the weights' sha256, say), also part of the identity.
     """
     shared = cfg["shared"]
+    for path in (args.model, args.history, args.metrics):
+        outputs.check_output(path)
     arrays = data.load_prepared(args.data)
     identity = {"params": cfg, "code": code_digest(), "inputs": provenance}
     state = args.state / name

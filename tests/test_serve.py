@@ -1,0 +1,75 @@
+"""scripts/serve.py on its own: what it serves, and what it refuses (no listings, no traversal,
+no odd paths, no half-written exports)."""
+
+import http.client
+import json
+import threading
+
+import pytest
+
+import serve
+
+
+@pytest.fixture
+def server(tmp_path):
+    """The demo server over an exports folder with one model and one export still being written."""
+    exports = tmp_path / "exports"
+    for name in ("cnn", ".cnn.4242.x1y2.tmp"):
+        (exports / name / "tfjs").mkdir(parents=True)
+        (exports / name / "tfjs" / "model.json").write_text("{}")
+        (exports / name / "metadata.json").write_text(json.dumps(
+            {"classes": ["a", "b"], "artifacts": {"tfjs": {"file": "tfjs/model.json"}}}))
+    (tmp_path / "secret.txt").write_text("not for the web")  # beside the exports: must stay private
+    httpd = serve.make_server("127.0.0.1", 0, exports, quiet=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def get(port, raw_path):
+    """GET a path exactly as written (no client-side normalisation of `..` or escapes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.putrequest("GET", raw_path, skip_accept_encoding=True)
+    conn.endheaders()
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response.status, body
+
+
+def test_serves_the_page_and_a_model(server):
+    status, body = get(server, "/")
+    assert status == 200 and b"<html" in body.lower()
+    assert get(server, "/models/cnn/tfjs/model.json") == (200, b"{}")
+
+
+def test_index_lists_finished_exports_only(server):
+    status, body = get(server, "/models/index.json")
+    assert status == 200 and [m["name"] for m in json.loads(body)] == ["cnn"]
+
+
+@pytest.mark.parametrize("path", ["/models/", "/models/cnn/", "/models/cnn/tfjs/", "/vendor/tfjs/",
+                                  "/vendor/tfjs-backend-wasm/"])
+def test_no_directory_listings(server, path):
+    status, body = get(server, path)
+    assert status == 404 and b"Directory listing" not in body
+
+
+@pytest.mark.parametrize("path", [
+    "/models/../secret.txt",             # resolves to a file that exists beside the exports
+    "/models/..%2fsecret.txt",
+    "/models/%2e%2e/secret.txt",
+    "/models/.cnn.4242.x1y2.tmp/tfjs/model.json",  # an export still being written
+])
+def test_nothing_outside_a_route_or_hidden_is_served(server, path):
+    status, body = get(server, path)
+    assert status == 404 and b"not for the web" not in body and body != b"{}"
+
+
+@pytest.mark.parametrize("path", ["/models/cnn/tfjs/model.json%00.png", "/%00", "/models/cnn%5c..%5csecret.txt"])
+def test_odd_paths_get_400_not_a_traceback(server, path):
+    status, _ = get(server, path)
+    assert status == 400
+    assert get(server, "/models/cnn/tfjs/model.json")[0] == 200  # the server is still up
