@@ -10,7 +10,9 @@ import yaml
 import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
-MIRROR = REPO.parent / "shared" / "data" / "cifar-10-python.tar.gz"
+SHARED = REPO.parent / "shared"
+MIRROR = SHARED / "data" / "cifar-10-python.tar.gz"
+STAND_IN_WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_no_top.weights.h5"
 # Tools (python, dvc) come from the interpreter running the tests, so stage commands in
 # dvc.yaml that say `python` run in the same environment.
 BIN = str(Path(sys.executable).parent)
@@ -32,6 +34,17 @@ def run(args, cwd, check=True, **env):
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def require_shared(*paths):
+    """Skip without the offline mirror (a developer machine); under CI, where ../shared is
+    always beside the clone, its absence is a failure, never a silent skip."""
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        message = f"needs the offline inputs in ../shared: {', '.join(missing)}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 def script(name):

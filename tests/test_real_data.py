@@ -4,16 +4,14 @@ import numpy as np
 import pytest
 
 from cifar import data
-from conftest import MIRROR
+from conftest import MIRROR, require_shared
 
-pytestmark = [
-    pytest.mark.realdata,
-    pytest.mark.skipif(not MIRROR.is_file(), reason=f"no offline mirror at {MIRROR}"),
-]
+pytestmark = pytest.mark.realdata
 
 
 @pytest.fixture(scope="module")
 def real():
+    require_shared(MIRROR)
     sha = data.read_sha256_file(MIRROR.with_name("SHA256SUMS"), MIRROR.name)
     return sha, data.read(MIRROR, sha)
 

@@ -235,3 +235,24 @@ def test_a_model_that_never_gives_a_finite_loss_is_a_clear_error(arrays, tmp_pat
 
     with pytest.raises(training.TrainingError, match="training produced no model"):
         training.fit(broken, arrays, {**TRAIN, "epochs": 2}, AUGMENT, 1, tmp_path / "s")
+
+
+@pytest.mark.parametrize("torn", ["weights", "metadata", "first"])
+def test_a_backup_torn_by_a_kill_falls_back_to_the_previous_one(arrays, tmp_path, capsys, torn):
+    """A kill while BackupAndRestore writes: the weights half-written, the metadata half-written,
+    or the very first backup half-written. Training resumes from the last whole backup (or starts
+    over), never from weights and an epoch that do not belong together."""
+    state = tmp_path / "state"
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(tiny_cnn, arrays, TRAIN, AUGMENT, 1, state, [StopAfter(1 if torn == "first" else 2)])
+    backup = state / "backup"
+    if torn == "metadata":
+        (backup / "training_metadata.json").write_text('{"epo')
+    else:
+        (backup / "latest.weights.h5").write_bytes((backup / "latest.weights.h5").read_bytes()[:1000])
+    if torn == "first":
+        (backup / "training_metadata.json").unlink()
+    epochs = Epochs()
+    _, rows, _ = training.fit(tiny_cnn, arrays, TRAIN, AUGMENT, 1, state, [epochs])
+    assert epochs.seen == ([1, 2, 3, 4] if torn == "first" else [2, 3, 4])
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]

@@ -201,12 +201,50 @@ class ResumeState:
             return done["rows"], done["summary"]
         return None
 
+    def _backup_epoch(self):
+        """The epoch BackupAndRestore will resume at, after making its files agree.
+
+        It writes (with double_checkpoint) the previous weights and metadata to .bkp copies,
+        then the new weights, then the new metadata; a kill can land between any two. Keras falls
+        back to the .bkp files only when the weights will not load; unreadable metadata, or
+        weights with no metadata, would resume at the wrong epoch. Those cases fall back to the
+        .bkp pair here, or, with none, to a fresh start.
+        """
+        weights, meta = self.backup / "latest.weights.h5", self.backup / "training_metadata.json"
+        saved_weights, saved_meta = Path(f"{weights}.bkp"), Path(f"{meta}.bkp")
+
+        def epoch_in(path):
+            try:
+                return int(json.loads(path.read_text())["epoch"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+
+        def readable(path):
+            import h5py
+
+            try:
+                with h5py.File(path, "r") as f:
+                    f.visit(lambda name: None)
+                return True
+            except (OSError, ValueError, RuntimeError):
+                return False
+
+        epoch = epoch_in(meta)
+        if epoch is not None and readable(weights):
+            return epoch
+        saved = epoch_in(saved_meta)
+        if saved is not None and readable(saved_weights):
+            shutil.copyfile(saved_weights, weights)
+            shutil.copyfile(saved_meta, meta)
+            return saved
+        shutil.rmtree(self.backup, ignore_errors=True)
+        return 0
+
     def start_epoch(self):
         """The first epoch still to run. Leftovers of an attempt that left no backup (killed in
         its first epoch, or after Keras removed the backup) are cleared so nothing is appended
         to them; a history longer than the backup (killed between the two writes) is cut."""
-        meta = self.backup / "training_metadata.json"
-        epoch = int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
+        epoch = self._backup_epoch() if self.backup.exists() else 0
         if epoch == 0:
             for leftover in (self.best, self.history, self.result):
                 leftover.unlink(missing_ok=True)
@@ -278,7 +316,8 @@ def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_call
         keras.callbacks.CSVLogger(state.history, append=True),
         ResumeMonitors(state.history, [plateau, early, checkpoint]),
         # Last, so the backup holds the learning rate after this epoch's plateau cut.
-        keras.callbacks.BackupAndRestore(state.backup),
+        # double_checkpoint: a kill while the backup is written leaves the previous one usable.
+        keras.callbacks.BackupAndRestore(state.backup, double_checkpoint=True),
         *extra_callbacks,
     ]
     # Build before fit: BackupAndRestore restores into a built model.
