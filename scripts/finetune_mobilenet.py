@@ -36,7 +36,9 @@ def main():
     stage.run(
         "mobilenet",
         lambda: models.build_mobilenet(weights, tune["input_size"], tune["trainable_layers"], tune["dropout"]),
-        args, cfg, provenance={"weights": source},
+        # The weights count by content (source's sha256), not by the path that named them.
+        args, {**cfg, "finetune_mobilenet": {k: v for k, v in tune.items() if k != "weights"}},
+        provenance={"weights": source},
     )
 
 

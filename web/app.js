@@ -1,9 +1,12 @@
 // The demo page: load a TF.js graph model on the WASM backend and classify the image the user
-// picks or drops. Preprocessing matches scripts/predict.py: composite on white, take the
-// largest centred square, scale it to 32x32; the model does its own 0-255 scaling.
+// picks or drops. Preprocessing matches scripts/predict.py: composite on white, turn upright as
+// its EXIF orientation says (the browser does this when it decodes), take the largest centred
+// square, scale it to 32x32; the model does its own 0-255 scaling.
 "use strict";
 
 const SIDE = 32;
+// As scripts/cifar/inference.py's MAX_PIXELS: larger images are refused before they are drawn.
+const MAX_PIXELS = 40000000;
 const els = Object.fromEntries(
   ["model", "status", "drop", "file", "result", "preview", "filename", "input", "top3", "error"]
     .map((id) => [id, document.getElementById(id)]),
@@ -92,6 +95,13 @@ async function handleFile(file) {
   } catch {
     URL.revokeObjectURL(url);
     showError(`${file.name} is not an image this browser can read.`);
+    return;
+  }
+  const pixels = image.naturalWidth * image.naturalHeight;
+  if (pixels > MAX_PIXELS) {
+    URL.revokeObjectURL(url);
+    showError(`image too large: ${image.naturalWidth}x${image.naturalHeight} is ${pixels.toLocaleString("en")} pixels, `
+      + `over the limit of ${MAX_PIXELS.toLocaleString("en")}; scale it down first.`);
     return;
   }
   if (els.preview.src.startsWith("blob:")) URL.revokeObjectURL(els.preview.src);

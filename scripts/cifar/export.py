@@ -9,6 +9,7 @@ uint8 probabilities (probability = value / 256).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,25 @@ def _representative(images):
     return generate
 
 
+# What the TF-Lite converter prints on every conversion, as C++ log lines: not news to a user.
+CONVERTER_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|Ignored output_format|Ignored drop_control_dependency"
+    r"|MLIR V1 optimization pass is not enabled|^fully_quantize: |^Estimated count of arithmetic ops"
+)
+
+
+def quiet_converter():
+    """filtered_stderr for the converter's routine lines, unless CIFAR10_VERBOSE is set."""
+    import contextlib
+    import os
+
+    import cifar
+
+    if os.environ.get("CIFAR10_VERBOSE", "0") not in ("", "0"):
+        return contextlib.nullcontext()
+    return cifar.filtered_stderr(CONVERTER_NOISE)
+
+
 def tflite(saved_model_dir, kind, calibration_images=None):
     """Convert a SavedModel to TF-Lite bytes.
 
@@ -118,7 +138,8 @@ def tflite(saved_model_dir, kind, calibration_images=None):
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
     try:
-        return converter.convert()
+        with quiet_converter():
+            return converter.convert()
     except Exception as err:  # the converter raises many types; all mean the same here
         raise ExportError(f"TF-Lite {kind} conversion of {saved_model_dir} failed: {err}") from err
 
