@@ -98,7 +98,7 @@ def main():
             lambda: augment.train_dataset(x, y, batch_size, seed, aug, augment=False), len(x), args.repeats
         ),
     }
-    onehot = keras.utils.to_categorical(y, 10)
+    onehot = keras.utils.to_categorical(y, data.NUM_CLASSES)
     training = {  # .repeat(): enough batches for the warm-up and the timed steps
         "tf_data_opencv": training_images_per_second(
             augment.train_dataset(x, onehot, batch_size, seed, aug).repeat(), args.train_steps, batch_size),

@@ -1,19 +1,20 @@
-"""Stage `evaluate`: measure each trained model on the training and test sets, and compare them.
+"""Stage `evaluate`: measure every model of the registry on the training and test sets, compare them.
 
-Usage: python scripts/evaluate.py --data data/prepared/cifar10.npz \
-           --models models/cnn.keras models/mobilenet.keras \
-           --train-metrics reports/metrics/train_cnn.json reports/metrics/finetune_mobilenet.json \
-           --histories reports/history/cnn.csv reports/history/mobilenet.csv \
-           --metrics reports/metrics/evaluate.json --tables reports/eval \
+Usage: python scripts/evaluate.py --data data/prepared/cifar10.npz --models models/trained \
+           --histories reports/history --train-metrics reports/metrics/train \
+           --metrics reports/metrics/evaluate.json --plots reports/eval \
            --figures reports/figures/evaluate --summary reports/summary.md
 
-For each model: loss and accuracy on the training and test sets (printed in percent, as the
-seed did), scikit-learn's per-class precision/recall/F1, the confusion matrix (as DVC plot data
-and a heatmap), per-class accuracy, the seed's training-curve figure and a gallery of
-misclassified test images. reports/summary.md compares the models; the stage writes it.
+The models are the registry's (params.yaml `models`): NAME is read from models/trained/NAME.keras,
+reports/history/NAME.csv and reports/metrics/train/NAME.json. For each: loss and accuracy on the
+training and test sets (printed in percent, as the seed did), scikit-learn's per-class
+precision/recall/F1, the confusion matrix (DVC plot data and a heatmap), per-class accuracy,
+the seed's training-curve figure and a gallery of misclassified test images. Across models:
+reports/summary.md and a chart of test accuracy against training time.
 """
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -22,8 +23,7 @@ import numpy as np
 
 from cifar import data, evaluation, outputs, params, training
 
-# Which stage makes each model, for error messages.
-MADE_BY = {"cnn": "train_cnn", "mobilenet": "finetune_mobilenet"}
+PLOT_DIRS = ("accuracy", "loss", "lr", "confusion", "per_class")
 
 
 def evaluate_model(name, model, arrays, names, batch_size):
@@ -50,59 +50,68 @@ def evaluate_model(name, model, arrays, names, batch_size):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--models", required=True, type=Path, nargs="+")
-    parser.add_argument("--train-metrics", required=True, type=Path, nargs="+")
-    parser.add_argument("--histories", required=True, type=Path, nargs="+")
+    parser.add_argument("--models", required=True, type=Path, help="folder of NAME.keras")
+    parser.add_argument("--histories", required=True, type=Path, help="folder of NAME.csv")
+    parser.add_argument("--train-metrics", required=True, type=Path, help="folder of NAME.json")
     parser.add_argument("--metrics", required=True, type=Path)
-    parser.add_argument("--tables", required=True, type=Path)
+    parser.add_argument("--plots", required=True, type=Path, help="folder for the DVC plot data")
     parser.add_argument("--figures", required=True, type=Path)
     parser.add_argument("--summary", required=True, type=Path)
     args = parser.parse_args()
-    if not len(args.models) == len(args.train_metrics) == len(args.histories):
-        parser.error("--models, --train-metrics and --histories need one entry per model, in the same order")
-    cfg = params.load(["evaluate"])["evaluate"]
+    loaded_params = params.load(["models", "evaluate"])
+    registry, cfg = loaded_params["models"], loaded_params["evaluate"]
 
     # Every input is checked before the slow part starts.
-    loaded = [evaluation.load_model(path, MADE_BY.get(path.stem, "the training")) for path in args.models]
-    for path, metrics_path, history_path in zip(args.models, args.train_metrics, args.histories):
-        stage = MADE_BY.get(path.stem, "the training")
-        for needed in (metrics_path, history_path):
+    for path in (args.metrics, args.summary):
+        outputs.check_output(path)
+    loaded = {name: evaluation.load_model(args.models / f"{name}.keras", entry["stage"])
+              for name, entry in registry.items()}
+    for name, entry in registry.items():
+        for needed in (args.histories / f"{name}.csv", args.train_metrics / f"{name}.json"):
             if not needed.is_file():
-                raise FileNotFoundError(f"{needed} not found: it is written by the '{stage}' stage")
+                raise FileNotFoundError(f"{needed} not found: it is written by the '{entry['stage']}' stage "
+                                        f"(models.{name} in params.yaml); run `dvc repro {entry['stage']}`")
     arrays = data.load_prepared(args.data)
     names = [str(n) for n in arrays["class_names"]]
-    results, summary_rows, class_rows = {}, [], {n: [n] for n in names}
-    with outputs.atomic_path(args.tables, is_dir=True) as tables, \
-            outputs.atomic_path(args.figures, is_dir=True) as figures:
-        for model, model_path, train_metrics_path, history_path in zip(
-                loaded, args.models, args.train_metrics, args.histories):
-            name = model_path.stem
-            metrics, predicted, probabilities, matrix = evaluate_model(
-                name, model, arrays, names, cfg["batch_size"])
-            results[name] = metrics
-            for n in names:
-                class_rows[n].append(round(metrics["per_class"][n]["accuracy"], 4))
+    results, summary_rows = {}, []
+    with outputs.atomic_path(args.figures, is_dir=True) as figures:
+        figures.mkdir(parents=True, exist_ok=True)
+        plot_dirs = {}
+        with contextlib.ExitStack() as stack:
+            for kind in PLOT_DIRS:
+                plot_dirs[kind] = stack.enter_context(outputs.atomic_path(args.plots / kind, is_dir=True))
+                plot_dirs[kind].mkdir(parents=True, exist_ok=True)
+            for name, model in loaded.items():
+                label = registry[name]["label"]
+                metrics, predicted, probabilities, matrix = evaluate_model(
+                    name, model, arrays, names, cfg["batch_size"])
+                results[name] = metrics
+                history = training.read_history(args.histories / f"{name}.csv")  # epochs 1-based
+                write_plot_data(plot_dirs, name, history, arrays["y_test"], predicted, names, metrics)
+                evaluation.save_figure(evaluation.training_curves(history, f"{label}: training curves"),
+                                       figures / f"{name}_training_curves.png")
+                evaluation.save_figure(
+                    evaluation.confusion_heatmap(matrix, names, f"{label}: confusion matrix (test set)"),
+                    figures / f"{name}_confusion_matrix.png")
+                evaluation.save_figure(
+                    evaluation.misclassified_gallery(arrays["x_test"], arrays["y_test"], predicted, probabilities,
+                                                     names, cfg["misclassified_images"], label),
+                    figures / f"{name}_misclassified.png")
 
-            evaluation.write_predictions(tables / f"{name}_predictions.csv", arrays["y_test"], predicted, names)
-            history = training.read_history(history_path)  # epochs 1-based, as written
-            evaluation.save_figure(evaluation.training_curves(history, f"{name}: training curves"),
-                                   figures / f"{name}_training_curves.png")
-            evaluation.save_figure(evaluation.confusion_heatmap(matrix, names, f"{name}: confusion matrix (test set)"),
-                                   figures / f"{name}_confusion_matrix.png")
-            evaluation.save_figure(
-                evaluation.misclassified_gallery(arrays["x_test"], arrays["y_test"], predicted, probabilities,
-                                                 names, cfg["misclassified_images"], name),
-                figures / f"{name}_misclassified.png")
-
-            trained = json.loads(train_metrics_path.read_text())[name]
-            summary_rows.append({
-                "model": name, "test_accuracy": metrics["test"]["accuracy"],
-                "train_accuracy": metrics["train"]["accuracy"], "test_loss": metrics["test"]["loss"],
-                "train_loss": metrics["train"]["loss"], "size_mb": model_path.stat().st_size / 1e6,
-                **{k: trained[k] for k in ("params", "best_val_accuracy", "best_epoch", "epochs_run",
-                                           "wall_time_s", "train_img_per_s")},
-            })
-        evaluation.write_rows(tables / "per_class_accuracy.csv", ["class", *results], class_rows.values())
+                trained = json.loads((args.train_metrics / f"{name}.json").read_text())[name]
+                summary_rows.append({
+                    "model": name, "label": label, "test_accuracy": metrics["test"]["accuracy"],
+                    "train_accuracy": metrics["train"]["accuracy"], "test_loss": metrics["test"]["loss"],
+                    "train_loss": metrics["train"]["loss"],
+                    "size_mb": (args.models / f"{name}.keras").stat().st_size / 1e6,
+                    **{k: trained[k] for k in ("params", "best_val_accuracy", "best_epoch", "epochs_run",
+                                               "wall_time_s", "train_img_per_s")},
+                })
+        evaluation.save_figure(evaluation.accuracy_against_time(summary_rows),
+                               figures / "accuracy_vs_training_time.png")
+    evaluation.write_rows(args.plots / "accuracy_vs_time.csv", ["model", "train_minutes", "test_accuracy"],
+                          [(r["model"], round(r["wall_time_s"] / 60, 2), round(r["test_accuracy"], 4))
+                           for r in summary_rows])
 
     outputs.write_json(args.metrics, {
         **results,
@@ -112,12 +121,26 @@ def main():
     with outputs.atomic_path(args.summary) as tmp:
         tmp.write_text(
             "# Model comparison\n\n"
-            "Written by the `evaluate` stage from `reports/metrics/*.json`; do not edit by hand.\n"
+            "Written by the `evaluate` stage from `reports/metrics/`; do not edit by hand.\n"
             f"Test set: {len(arrays['y_test']):,} images; training set: {len(arrays['y_train']):,} images "
             f"(archive sha256 `{str(arrays['archive_sha256'])[:12]}...`).\n\n"
             + evaluation.summary_markdown(summary_rows)
+            + "\n![test accuracy against training time](figures/evaluate/accuracy_vs_training_time.png)\n"
         )
-    print(f"Wrote {args.metrics}, {args.tables}/, {args.figures}/ and {args.summary}")
+    print(f"Wrote {args.metrics}, {args.plots}/, {args.figures}/ and {args.summary}")
+
+
+def write_plot_data(dirs, name, history, y_true, predicted, names, metrics):
+    """NAME.csv in each DVC plot folder: curves, confusion pairs, per-class accuracy."""
+    epochs = [int(r["epoch"]) for r in history]
+    evaluation.write_rows(dirs["accuracy"] / f"{name}.csv", ["epoch", "train", "val"],
+                          [(e, r["accuracy"], r["val_accuracy"]) for e, r in zip(epochs, history)])
+    evaluation.write_rows(dirs["loss"] / f"{name}.csv", ["epoch", "train", "val"],
+                          [(e, r["loss"], r["val_loss"]) for e, r in zip(epochs, history)])
+    evaluation.write_rows(dirs["lr"] / f"{name}.csv", ["epoch", "lr"], [(e, r["lr"]) for e, r in zip(epochs, history)])
+    evaluation.write_predictions(dirs["confusion"] / f"{name}.csv", y_true, predicted, names)
+    evaluation.write_rows(dirs["per_class"] / f"{name}.csv", ["class", "accuracy"],
+                          [(n, round(metrics["per_class"][n]["accuracy"], 4)) for n in names])
 
 
 if __name__ == "__main__":

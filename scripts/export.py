@@ -1,7 +1,7 @@
 """Stage `export`: one trained model as SavedModel, TF-Lite (float32, dynamic-range, int8) and TF.js.
 
-Usage: python scripts/export.py --model models/cnn.keras --data data/prepared/cifar10.npz \
-           --out models/export/cnn
+Usage: python scripts/export.py --name cnn --model models/trained/cnn.keras \
+           --data data/prepared/cifar10.npz --out models/export/cnn
 
 Reads `shared.seed` and `export` (int8_calibration_images, tfjs_quantization). Writes, into
 one folder that appears only when every conversion has succeeded:
@@ -27,10 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from cifar import data, export, inference, outputs, params
-
-# Which stage writes each model, for the error when it is missing.
-MADE_BY = {"cnn": "train_cnn", "mobilenet": "finetune_mobilenet"}
-
 
 def calibration_sample(x_train, count, seed):
     rng = np.random.default_rng(seed)
@@ -96,6 +92,7 @@ def export_model(name, model, arrays, cfg, out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="the model's name in the registry (params.yaml models)")
     parser.add_argument("--model", required=True, type=Path)
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
@@ -103,9 +100,10 @@ def main():
     cfg = params.load(["shared", "export"])
     settings = dict(cfg["export"], seed=cfg["shared"]["seed"])
 
-    name = args.model.stem
+    name = args.name
+    entry, _ = params.model_entry(name)
     if not args.model.is_file():
-        stage = MADE_BY.get(name, "train_cnn or finetune_mobilenet")
+        stage = entry["stage"]
         raise FileNotFoundError(f"{args.model} not found: there is no trained '{name}' model to export. "
                                 f"It is written by the '{stage}' stage; run `dvc repro {stage}` "
                                 f"(or `make export`, which runs every stage it needs)")
@@ -116,6 +114,7 @@ def main():
         artifacts = export_model(name, model, arrays, settings, tmp)
         outputs.write_json(tmp / "metadata.json", {
             "model": name,
+            "label": entry["label"],
             "source": {"file": str(args.model), "sha256": outputs.sha256_of(args.model)},
             "classes": [str(c) for c in arrays["class_names"]],
             "input": "RGB pixels 0-255, 32x32, NHWC; scaling is inside every model",

@@ -1,8 +1,8 @@
 """Stage `finetune_mobilenet`: fine-tune MobileNetV2 (last N layers) on the prepared data.
 
-Usage: python scripts/finetune_mobilenet.py --weights models/pretrained \
-           --data data/prepared/cifar10.npz --model models/mobilenet.keras \
-           --history reports/history/mobilenet.csv --metrics reports/metrics/finetune_mobilenet.json \
+Usage: python scripts/finetune_mobilenet.py --name mobilenet --weights models/pretrained \
+           --data data/prepared/cifar10.npz --model models/trained/mobilenet.keras \
+           --history reports/history/mobilenet.csv --metrics reports/metrics/train/mobilenet.json \
            --state models/.resume
 
 Reads `shared` (seed, augment, train: the same compile settings and callbacks as the CNN) and
@@ -28,16 +28,17 @@ def weights_argument(folder):
 
 def main():
     parser = stage.arguments(__doc__.splitlines()[0])
+    parser.add_argument("--name", default="mobilenet", help="the model's name in the registry (default: mobilenet)")
     parser.add_argument("--weights", required=True, type=Path, help="folder from `fetch_weights`")
     args = parser.parse_args()
-    cfg = params.load(["shared", "finetune_mobilenet"])
-    tune = cfg["finetune_mobilenet"]
+    entry, tune = params.model_entry(args.name)
+    cfg = params.load(["shared"])
     weights, source = weights_argument(args.weights)
     stage.run(
-        "mobilenet",
-        lambda: models.build_mobilenet(weights, tune["input_size"], tune["trainable_layers"], tune["dropout"]),
+        args.name,
+        lambda: models.build(entry["builder"], tune, entry["params"], weights=weights),
         # The weights count by content (source's sha256), not by the path that named them.
-        args, {**cfg, "finetune_mobilenet": {k: v for k, v in tune.items() if k != "weights"}},
+        args, {**cfg, entry["params"]: {k: v for k, v in tune.items() if k != "weights"}, "registry": entry},
         provenance={"weights": source},
     )
 

@@ -1,6 +1,6 @@
 """Stage `parity`: run every exported artifact of one model on the test set, against Keras.
 
-Usage: python scripts/parity.py --model models/cnn.keras --export models/export/cnn \
+Usage: python scripts/parity.py --name cnn --model models/trained/cnn.keras --export models/export/cnn \
            --data data/prepared/cifar10.npz --metrics reports/metrics/export/cnn.json
 
 Each artifact runs where its users run it: the SavedModel in TensorFlow, the .tflite files in
@@ -94,6 +94,7 @@ def targets(results):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="the model's name in the registry (params.yaml models)")
     parser.add_argument("--model", required=True, type=Path)
     parser.add_argument("--export", required=True, type=Path)
     parser.add_argument("--data", required=True, type=Path)
@@ -102,7 +103,8 @@ def main():
     cfg = params.load(["parity"])["parity"]
     batch, runs = cfg["batch_size"], cfg["latency_runs"]
 
-    name = args.model.stem
+    name = args.name
+    params.model_entry(name)  # a name the registry does not know stops here
     meta_path = args.export / "metadata.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: it is written by the 'export@{name}' stage; "

@@ -1,8 +1,8 @@
 """Classify image files with a trained or exported model: the top 3 classes of each.
 
-Usage: python scripts/predict.py --model ARTIFACT [--json] [--top K] IMAGE [IMAGE ...]
+Usage: python scripts/predict.py [--model ARTIFACT] [--json] [--top K] IMAGE [IMAGE ...]
 
-ARTIFACT is a .keras file (models/cnn.keras), a SavedModel folder
+ARTIFACT is a .keras file (models/trained/cnn.keras), a SavedModel folder
 (models/export/cnn/saved_model) or a .tflite file (models/export/cnn/cnn_int8.tflite). IMAGE is
 any file OpenCV reads (PNG, JPEG, BMP, TIFF, WebP, ...) of up to --max-pixels (40 megapixels,
 checked from the header before decoding): 16-bit and floating-point images become 8-bit,
@@ -26,7 +26,8 @@ from cifar import inference
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, type=Path, help=".keras file, SavedModel folder or .tflite file")
+    parser.add_argument("--model", type=Path, help=".keras file, SavedModel folder or .tflite file "
+                        "(default: the most accurate model in reports/metrics/evaluate.json)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
     parser.add_argument("--max-pixels", type=int, default=inference.MAX_PIXELS,
@@ -37,6 +38,10 @@ def main(argv=None):
         parser.error("--top must be at least 1")
 
     try:
+        if args.model is None:
+            best, accuracy = inference.most_accurate()
+            args.model = Path("models/trained") / f"{best}.keras"
+            print(f"Using {args.model}, the most accurate model ({accuracy:.2%} test accuracy)", file=sys.stderr)
         predictor = inference.load(args.model)
     except inference.ModelError as err:
         print(f"predict: error: {err}", file=sys.stderr)

@@ -5,7 +5,8 @@ Usage: python scripts/serve.py [--host 127.0.0.1] [--port 8000] [--exports model
     /                        web/ (index.html, app.js, style.css)
     /vendor/tfjs/            node_modules/@tensorflow/tfjs/dist/ (tf.min.js)
     /vendor/tfjs-backend-wasm/  node_modules/@tensorflow/tfjs-backend-wasm/dist/ (.js, .wasm)
-    /models/index.json       the exported models that have a TF.js version, with their classes
+    /models/index.json       the exported models that have a TF.js version, with their classes,
+                             the most accurate first (from the parity metrics)
     /models/<name>/          models/export/<name>/ (tfjs/model.json and its weight shards)
 
 Nothing is fetched from a CDN: `make setup` installs the npm packages, `make export` the models.
@@ -25,9 +26,18 @@ TYPES = {".wasm": "application/wasm", ".js": "text/javascript", ".mjs": "text/ja
          ".html": "text/html; charset=utf-8"}
 
 
-def model_index(exports):
-    """[{name, classes, url, quantization}] for every export folder with a TF.js model.
-    Hidden folders (an export still being written, `.cnn.1234.x.tmp`) are not models."""
+def test_accuracy(metrics_dir, name):
+    """The model's test accuracy as the parity stage measured it, or None."""
+    try:
+        return json.loads((Path(metrics_dir) / f"{name}.json").read_text())["artifacts"]["tfjs"]["accuracy"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def model_index(exports, metrics_dir=None):
+    """[{name, label, classes, url, quantization, accuracy}] for every export folder with a TF.js
+    model, the most accurate first (the page loads the first). Hidden folders (an export still
+    being written, `.cnn.1234.x.tmp`) are not models."""
     found = []
     for meta in sorted(Path(exports).glob("*/metadata.json")):
         if meta.parent.name.startswith("."):
@@ -35,18 +45,20 @@ def model_index(exports):
         info = json.loads(meta.read_text())
         tfjs = info.get("artifacts", {}).get("tfjs")
         if tfjs and (meta.parent / tfjs["file"]).is_file():
-            found.append({"name": meta.parent.name, "classes": info["classes"],
-                          "url": f"models/{meta.parent.name}/{tfjs['file']}",
-                          "quantization": tfjs.get("quantization", "none")})
-    return found
+            name = meta.parent.name
+            found.append({"name": name, "label": info.get("label", name), "classes": info["classes"],
+                          "url": f"models/{name}/{tfjs['file']}", "quantization": tfjs.get("quantization", "none"),
+                          "accuracy": test_accuracy(metrics_dir, name) if metrics_dir else None})
+    return sorted(found, key=lambda m: -(m["accuracy"] or 0))
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **TYPES}
 
-    def __init__(self, *args, routes, exports, **kwargs):
+    def __init__(self, *args, routes, exports, metrics, **kwargs):
         self.routes = routes
         self.exports = exports
+        self.metrics = metrics
         super().__init__(*args, directory=str(routes["/"]), **kwargs)
 
     def send_head(self):
@@ -72,7 +84,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self):
         if urlsplit(self.path).path == "/models/index.json":
-            body = json.dumps(model_index(self.exports)).encode()
+            body = json.dumps(model_index(self.exports, self.metrics)).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -101,7 +113,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             super().log_message(format, *args)
 
 
-def make_server(host, port, exports, quiet=False):
+def make_server(host, port, exports, quiet=False, metrics=None):
     exports = Path(exports).resolve()
     routes = {
         "/": REPO / "web",
@@ -114,7 +126,8 @@ def make_server(host, port, exports, quiet=False):
             hint = "run `make setup` (npm packages)" if "node_modules" in str(folder) else (
                 "run `make export`" if folder == exports else "")
             raise FileNotFoundError(f"{folder} not found (served at {prefix}); {hint}".rstrip("; "))
-    server = http.server.ThreadingHTTPServer((host, port), functools.partial(Handler, routes=routes, exports=exports))
+    server = http.server.ThreadingHTTPServer((host, port), functools.partial(Handler, routes=routes, exports=exports,
+                                                                                 metrics=metrics))
     server.quiet = quiet
     return server
 
@@ -124,10 +137,12 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--exports", type=Path, default=Path("models/export"))
+    parser.add_argument("--metrics", type=Path, default=Path("reports/metrics/export"),
+                        help="parity metrics: the page offers the most accurate model first")
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     args = parser.parse_args()
-    server = make_server(args.host, args.port, args.exports, args.quiet)
-    models = model_index(args.exports)
+    server = make_server(args.host, args.port, args.exports, args.quiet, args.metrics)
+    models = model_index(args.exports, args.metrics)
     if not models:
         print(f"serve: warning: no TF.js model under {args.exports}; run `make export` first", file=sys.stderr)
     host, port = server.server_address[:2]

@@ -1,26 +1,29 @@
-"""Stage `train_cnn`: train the seed's CNN on the prepared data, resumable after interruption.
+"""Stage `train_cnn`: train a CNN of the model registry on the prepared data, resumable.
 
-Usage: python scripts/train_cnn.py --data data/prepared/cifar10.npz --model models/cnn.keras \
-           --history reports/history/cnn.csv --metrics reports/metrics/train_cnn.json \
-           --state models/.resume
+Usage: python scripts/train_cnn.py --name cnn --data data/prepared/cifar10.npz \
+           --model models/trained/cnn.keras --history reports/history/cnn.csv \
+           --metrics reports/metrics/train/cnn.json --state models/.resume
 
-Reads `shared` (seed, augment, train) and `train_cnn` (the architecture). Writes the model with
-the best val_accuracy, the per-epoch history and the training metrics. If a previous run was
-killed, rerunning continues from its last finished epoch.
+`--name` picks the registry entry (params.yaml `models`): its builder and params section make
+the model; `shared` (seed, augment, train) sets the training. The seed's CNN is `cnn`; any model
+whose builder needs nothing but its params section trains with this script too. Writes the
+model with the best val_accuracy, the per-epoch history and the training metrics. If a previous
+run was killed, rerunning continues from its last finished epoch.
 """
 
 from cifar import models, params, stage
 
 
 def main():
-    args = stage.arguments(__doc__.splitlines()[0]).parse_args()
-    cfg = params.load(["shared", "train_cnn"])
-    arch = cfg["train_cnn"]
+    parser = stage.arguments(__doc__.splitlines()[0])
+    parser.add_argument("--name", default="cnn", help="the model's name in the registry (default: cnn)")
+    args = parser.parse_args()
+    entry, section = params.model_entry(args.name)
+    cfg = params.load(["shared", entry["params"]])
     stage.run(
-        "cnn",
-        lambda: models.build_cnn(arch["filters"], arch["kernel_size"], arch["block_dropout"],
-                                 arch["dense_units"], arch["dense_dropout"]),
-        args, cfg, provenance={},
+        args.name,
+        lambda: models.build(entry["builder"], section, entry["params"]),
+        args, {**cfg, "registry": entry}, provenance={},
     )
 
 

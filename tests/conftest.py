@@ -114,7 +114,7 @@ def mobilenet_weights(folder):
     return path
 
 
-def tiny_pipeline(root, epochs, export_models=("cnn", "mobilenet")):
+def tiny_pipeline(root, epochs):
     """A repository copy in `root` after `dvc repro` on a synthetic archive with a test-written
     weights file. Returns (repo, env for the offline inputs, output of dvc repro)."""
     archive = synthetic.write_archive(root / "cifar-10-python.tar.gz")
@@ -122,7 +122,6 @@ def tiny_pipeline(root, epochs, export_models=("cnn", "mobilenet")):
     repo = copy_repo(root / "repo")
     set_param(repo, "shared.train.epochs", epochs)
     set_param(repo, "finetune_mobilenet.weights", str(mobilenet_weights(root)))
-    set_param(repo, "export.models", list(export_models))
     set_param(repo, "export.int8_calibration_images", 32)
     set_param(repo, "parity.latency_runs", 3)
     first = run(["dvc", "repro"], cwd=repo, **env)

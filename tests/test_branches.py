@@ -12,9 +12,9 @@ GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    """A tiny pipeline run and committed on main; only the CNN is exported (export.models)."""
-    repo, env, first = tiny_pipeline(tmp_path_factory.mktemp("branches"), epochs=1, export_models=["cnn"])
-    assert "export@cnn" in first and "export@mobilenet" not in first
+    """A tiny pipeline run and committed on main."""
+    repo, env, first = tiny_pipeline(tmp_path_factory.mktemp("branches"), epochs=1)
+    assert "export@cnn" in first and "export@mobilenet" in first
     run([*GIT, "add", "-A"], cwd=repo)
     run([*GIT, "commit", "-qm", "tiny run"], cwd=repo)
     return repo, env
@@ -33,7 +33,7 @@ def test_diff_across_branches_and_experiments(repo, tmp_path):
     assert (changed["old"], changed["new"]) == (0.2, 0.5)
 
     metrics = json.loads(run(["dvc", "metrics", "diff", "main", "more-dropout", "--all", "--json"], cwd=repo).stdout)
-    tuned = metrics["reports/metrics/finetune_mobilenet.json"]
+    tuned = metrics["reports/metrics/train/mobilenet.json"]
     assert set(tuned["mobilenet.best_val_accuracy"]) >= {"old", "new"}
     evaluated = metrics["reports/metrics/evaluate.json"]
     assert {"old", "new"} <= set(evaluated["mobilenet.test.accuracy"])
@@ -44,14 +44,15 @@ def test_diff_across_branches_and_experiments(repo, tmp_path):
     out = tmp_path / "plots"
     run(["dvc", "plots", "diff", "main", "more-dropout", "-o", str(out)], cwd=repo)
     html = (out / "index.html").read_text()
-    assert "Accuracy per epoch" in html and "Per-class test accuracy" in html
+    assert "accuracy per epoch" in html and "per-class test accuracy" in html
+    assert "reports/eval/confusion/cnn.csv" in html and "reports/eval/confusion/mobilenet.csv" in html
 
     # Offline viewing: the template inlines vega from node_modules instead of the CDN.
     template = tmp_path / "template.html"
     run(["python", script("plots_template"), "--out", str(template)], cwd=REPO)
     run(["dvc", "plots", "show", "--html-template", str(template), "-o", str(tmp_path / "offline")], cwd=repo)
     offline = (tmp_path / "offline" / "index.html").read_text()
-    assert "cdn.jsdelivr" not in offline and "vegaEmbed" in offline and "Accuracy per epoch" in offline
+    assert "cdn.jsdelivr" not in offline and "vegaEmbed" in offline and "accuracy per epoch" in offline
 
     run(["dvc", "exp", "run", "-S", "finetune_mobilenet.trainable_layers=10"], cwd=repo, **env)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], cwd=repo).stdout)

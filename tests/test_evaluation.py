@@ -19,11 +19,22 @@ def test_per_class_report_matches_hand_counts():
 
 
 def test_summary_table():
-    row = {"model": "cnn", "test_accuracy": 0.8673, "train_accuracy": 0.9241, "test_loss": 0.4,
+    row = {"model": "cnn", "label": "seed CNN", "test_accuracy": 0.8673, "train_accuracy": 0.9241, "test_loss": 0.4,
            "train_loss": 0.2, "params": 509322, "size_mb": 6.1, "best_val_accuracy": 0.8712,
            "best_epoch": 23, "epochs_run": 25, "wall_time_s": 3600, "train_img_per_s": 274.4}
     table = evaluation.summary_markdown([row])
-    assert "| cnn | 86.73% | 92.41% | 0.4000 | 0.2000 | 509,322 | 6.1 MB | 87.12% (23) | 25 | 60.0 min | 274 |" in table
+    assert "| cnn | seed CNN | 86.73% | 92.41% | 0.4000 | 0.2000 | 509,322 | 6.1 MB | 87.12% (23) | 25 | 60.0 min | 274 |" in table
+
+
+def test_accuracy_against_time_puts_each_model_where_its_numbers_say(tmp_path):
+    rows = [{"model": "cnn", "label": "seed CNN", "test_accuracy": 0.81, "wall_time_s": 5900},
+            {"model": "fast", "label": "fast", "test_accuracy": 0.94, "wall_time_s": 4800}]
+    fig = evaluation.accuracy_against_time(rows)
+    points = [tuple(c.get_offsets()[0]) for c in fig.axes[0].collections]
+    assert points == [(5900 / 60, 81.0), (80.0, 94.0)]
+    assert [t.get_text() for t in fig.axes[0].texts] == ["seed CNN\n81.00%", "fast\n94.00%"]
+    evaluation.save_figure(fig, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").stat().st_size > 5_000
 
 
 def test_training_curves_count_epochs_from_one(tmp_path):
@@ -59,14 +70,14 @@ def test_evaluate_stage_with_corrupt_model_writes_nothing(workdir, archive):
     data.save_prepared(workdir / "cifar10.npz", {
         "x_train": x_train, "y_train": y_train, "x_val": x_test, "y_val": y_test, "x_test": x_test,
         "y_test": y_test, "class_names": np.array(names), "archive_sha256": np.array(sha)})
-    keras.saving.save_model(models.build_cnn(filters=(4, 4, 4), dense_units=8), workdir / "cnn.keras")
-    (workdir / "mobilenet.keras").write_bytes(b"\x00" * 100)
-    proc = run(["python", script("evaluate"), "--data", "cifar10.npz",
-                "--models", "cnn.keras", "mobilenet.keras",
-                "--train-metrics", "a.json", "b.json", "--histories", "a.csv", "b.csv",
-                "--metrics", "out/evaluate.json", "--tables", "out/eval", "--figures", "out/figures",
+    (workdir / "trained").mkdir()
+    keras.saving.save_model(models.build_cnn(filters=(4, 4, 4), dense_units=8), workdir / "trained" / "cnn.keras")
+    (workdir / "trained" / "mobilenet.keras").write_bytes(b"\x00" * 100)
+    proc = run(["python", script("evaluate"), "--data", "cifar10.npz", "--models", "trained",
+                "--train-metrics", "train", "--histories", "history",
+                "--metrics", "out/evaluate.json", "--plots", "out/eval", "--figures", "out/figures",
                 "--summary", "out/summary.md"], cwd=workdir, check=False)
     assert proc.returncode != 0
-    assert "evaluate: error: mobilenet.keras is not a readable Keras model" in proc.stderr
+    assert "evaluate: error: trained/mobilenet.keras is not a readable Keras model" in proc.stderr
     assert "'finetune_mobilenet' stage" in proc.stderr
     assert not (workdir / "out").exists()

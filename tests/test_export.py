@@ -11,7 +11,7 @@ from conftest import REPO, run, script
 
 import export as export_stage  # scripts/export.py
 import parity
-from cifar import export, inference, outputs
+from cifar import data, export, inference, outputs
 
 
 def small_cnn(seed=0):
@@ -69,7 +69,7 @@ def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "small"
     out.mkdir()
     arrays = {"x_train": images(200, seed=2), "x_test": images(40, seed=3),
-              "class_names": np.array(inference.CIFAR10_CLASSES)}
+              "class_names": np.array(data.CLASS_NAMES)}
     model = small_cnn()
     artifacts = export_stage.export_model(
         "small", model, arrays, {"int8_calibration_images": 100, "tfjs_quantization": "float16", "seed": 0}, out)
@@ -123,9 +123,9 @@ def test_a_failing_conversion_leaves_no_export_folder(tmp_path, monkeypatch):
     model_path = tmp_path / "models" / "cnn.keras"
     model_path.parent.mkdir()
     small_cnn().save(model_path)
-    data = tmp_path / "cifar10.npz"
-    np.savez(data, x_train=images(50), y_train=np.zeros(50, np.uint8), x_test=images(10),
-             y_test=np.zeros(10, np.uint8), class_names=np.array(inference.CIFAR10_CLASSES))
+    prepared = tmp_path / "cifar10.npz"
+    np.savez(prepared, x_train=images(50), y_train=np.zeros(50, np.uint8), x_test=images(10),
+             y_test=np.zeros(10, np.uint8), class_names=np.array(data.CLASS_NAMES))
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     monkeypatch.chdir(tmp_path)
 
@@ -134,7 +134,8 @@ def test_a_failing_conversion_leaves_no_export_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(export, "tfjs", broken)
     out = tmp_path / "models" / "export" / "cnn"
-    monkeypatch.setattr(sys, "argv", ["export.py", "--model", str(model_path), "--data", str(data), "--out", str(out)])
+    monkeypatch.setattr(sys, "argv", ["export.py", "--name", "cnn", "--model", str(model_path),
+                                      "--data", str(prepared), "--out", str(out)])
     with pytest.raises(export.ExportError, match="simulated"):
         export_stage.main()
     assert not out.exists()
@@ -143,10 +144,10 @@ def test_a_failing_conversion_leaves_no_export_folder(tmp_path, monkeypatch):
 
 def test_export_before_training_names_the_model_and_its_stage(workdir):
     out = workdir / "models" / "export" / "mobilenet"
-    proc = run(["python", script("export"), "--model", "models/mobilenet.keras", "--data", "data/prepared/cifar10.npz",
+    proc = run(["python", script("export"), "--name", "mobilenet", "--model", "models/trained/mobilenet.keras", "--data", "data/prepared/cifar10.npz",
                 "--out", str(out)], cwd=workdir, check=False)
     assert proc.returncode != 0
-    assert "models/mobilenet.keras not found" in proc.stderr and "finetune_mobilenet" in proc.stderr
+    assert "models/trained/mobilenet.keras not found" in proc.stderr and "finetune_mobilenet" in proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
 
 
@@ -173,7 +174,7 @@ def test_pipeline_exports_and_checks_every_model(pipeline):
     for name in ("cnn", "mobilenet"):
         folder = repo / "models" / "export" / name
         meta = json.loads((folder / "metadata.json").read_text())
-        assert meta["classes"][3] == "cat" and meta["source"]["sha256"] == outputs.sha256_of(repo / "models" / f"{name}.keras")
+        assert meta["classes"][3] == "cat" and meta["source"]["sha256"] == outputs.sha256_of(repo / "models" / "trained" / f"{name}.keras")
         for artifact in meta["artifacts"].values():
             assert (folder / artifact["file"]).exists()
         metrics = json.loads((repo / "reports" / "metrics" / "export" / f"{name}.json").read_text())

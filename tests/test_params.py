@@ -1,4 +1,5 @@
 import copy
+import re
 import shutil
 
 import pytest
@@ -114,3 +115,31 @@ def test_stage_with_bad_params_exits_nonzero_and_writes_nothing(workdir, archive
     assert proc.returncode != 0
     assert "prepare.val_fraction = 1.5 is not allowed; expected a number in (0, 1)" in proc.stderr
     assert not (workdir / "out").exists() and not (workdir / "metrics").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda v: v.update(models={}), "'models' must map each model's name to its entry"),
+    (lambda v: v["models"].update(CNN2=v["models"]["cnn"]), "models.CNN2 is not a valid model name"),
+    (lambda v: v["models"]["cnn"].pop("label"), "models.cnn must have exactly the keys stage, builder, params, label"),
+    (lambda v: v["models"]["cnn"].update(builder="build_cnn"), "models.cnn.builder = 'build_cnn' is not allowed; expected module:function"),
+    (lambda v: v["models"]["cnn"].update(params="nowhere"), "models.cnn.params names section 'nowhere', which is missing"),
+])
+def test_the_model_registry_is_checked(params_file, change, message):
+    edit(params_file, change)
+    with pytest.raises(params.ParamsError, match=re.escape(message)):
+        params.load(["shared"], params_file)
+
+
+def test_a_registered_models_own_section_is_accepted_and_others_are_not(params_file):
+    def add_toy(values):
+        values["models"]["toy"] = {"stage": "train_toy", "builder": "cifar.toy:build", "params": "toy", "label": "toy"}
+        values["toy"] = {"filters": 4}
+
+    edit(params_file, add_toy)
+    entry, section = params.model_entry("toy", params_file)
+    assert entry["stage"] == "train_toy" and section == {"filters": 4}
+    with pytest.raises(params.ParamsError, match="no model 'nope' in the models registry; registered: cnn, mobilenet, toy"):
+        params.model_entry("nope", params_file)
+    edit(params_file, lambda v: v.update(stray={"a": 1}))
+    with pytest.raises(params.ParamsError, match="unknown section 'stray'"):
+        params.load(["shared"], params_file)

@@ -26,13 +26,13 @@ def test_repro_runs_every_stage_and_leaves_status_clean(pipeline):
     assert (repo / "reports" / "figures" / "augment_preview.png").stat().st_size > 10_000
     counts = json.loads((repo / "reports" / "metrics" / "prepare.json").read_text())["counts"]
     assert counts == {"train": 160, "val": 40, "test": 40}
-    for name, stage in (("cnn", "train_cnn"), ("mobilenet", "finetune_mobilenet")):
-        assert (repo / "models" / f"{name}.keras").is_file()
-        metrics = json.loads((repo / "reports" / "metrics" / f"{stage}.json").read_text())
+    for name in ("cnn", "mobilenet"):
+        assert (repo / "models" / "trained" / f"{name}.keras").is_file()
+        metrics = json.loads((repo / "reports" / "metrics" / "train" / f"{name}.json").read_text())
         assert metrics[name]["epochs_run"] == 2
         history = (repo / "reports" / "history" / f"{name}.csv").read_text().splitlines()
         assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,lr" and len(history) == 3
-    weights = json.loads((repo / "reports" / "metrics" / "finetune_mobilenet.json").read_text())["weights"]
+    weights = json.loads((repo / "reports" / "metrics" / "train" / "mobilenet.json").read_text())["weights"]
     assert weights["file"] == "mobilenet_v2_no_top.weights.h5"
     assert weights["sha256"] == synthetic.sha256(repo.parent / "mobilenet_v2_test.weights.h5")
     # No path of this machine in the metrics and reports (the weights' origin is a kind, not a path).
@@ -48,12 +48,12 @@ def test_evaluate_outputs(pipeline):
     metrics = json.loads((repo / "reports" / "metrics" / "evaluate.json").read_text())
     for name in ("cnn", "mobilenet"):
         assert set(metrics[name]["per_class"]["cat"]) == {"precision", "recall", "f1", "accuracy"}
-        predictions = (repo / "reports" / "eval" / f"{name}_predictions.csv").read_text().splitlines()
+        predictions = (repo / "reports" / "eval" / "confusion" / f"{name}.csv").read_text().splitlines()
         assert predictions[0] == "actual,predicted" and len(predictions) == 41
         # The reported accuracy is the one the written predictions give, and the model's own.
         pairs = [line.split(",") for line in predictions[1:]]
         assert metrics[name]["test"]["accuracy"] == pytest.approx(sum(a == p for a, p in pairs) / 40)
-        model = keras.saving.load_model(repo / "models" / f"{name}.keras", compile=False)
+        model = keras.saving.load_model(repo / "models" / "trained" / f"{name}.keras", compile=False)
         arrays = data.load_prepared(repo / "data" / "prepared" / "cifar10.npz")
         predicted = model.predict(arrays["x_test"].astype("float32"), verbose=0).argmax(axis=1)
         names = arrays["class_names"].tolist()
@@ -64,8 +64,13 @@ def test_evaluate_outputs(pipeline):
                 model.predict(arrays["x_train"].astype("float32"), verbose=0)).numpy().mean()), rel=1e-4)
         for figure in ("training_curves", "confusion_matrix", "misclassified"):
             assert (repo / "reports" / "figures" / "evaluate" / f"{name}_{figure}.png").stat().st_size > 5_000
-    per_class = (repo / "reports" / "eval" / "per_class_accuracy.csv").read_text().splitlines()
-    assert per_class[0] == "class,cnn,mobilenet" and len(per_class) == 11
+        per_class = (repo / "reports" / "eval" / "per_class" / f"{name}.csv").read_text().splitlines()
+        assert per_class[0] == "class,accuracy" and len(per_class) == 11
+        curves = (repo / "reports" / "eval" / "accuracy" / f"{name}.csv").read_text().splitlines()
+        assert curves[0] == "epoch,train,val" and len(curves) == 3
+    assert (repo / "reports" / "figures" / "evaluate" / "accuracy_vs_training_time.png").stat().st_size > 5_000
+    timing = (repo / "reports" / "eval" / "accuracy_vs_time.csv").read_text().splitlines()
+    assert timing[0] == "model,train_minutes,test_accuracy" and [t.split(",")[0] for t in timing[1:]] == ["cnn", "mobilenet"]
     summary = (repo / "reports" / "summary.md").read_text()
     assert "| cnn |" in summary and "| mobilenet |" in summary and "| 509,322 |" in summary
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], cwd=repo, **env).stdout)

@@ -10,7 +10,7 @@ from conftest import REPO, run, script
 from test_export import small_cnn
 
 import predict
-from cifar import export, inference
+from cifar import data, export, inference
 
 PHOTO = REPO / "tests" / "data" / "chelsea_cat.jpg"  # a real 451x300 photograph (see README there)
 
@@ -96,7 +96,7 @@ def test_predict_prints_top3_for_good_files_and_an_error_line_for_each_bad_one(m
     assert len(err.strip().splitlines()) == 3
     # The printed top-1 is the model's own prediction on the same pixels.
     pixels, _ = inference.read_image(PHOTO)
-    expected = inference.CIFAR10_CLASSES[int(model.predict(pixels[None].astype(np.float32), verbose=0).argmax())]
+    expected = data.CLASS_NAMES[int(model.predict(pixels[None].astype(np.float32), verbose=0).argmax())]
     block = out.split(str(PHOTO), 1)[1].splitlines()
     assert block[1].split()[0] == expected and len(block) >= 4
 

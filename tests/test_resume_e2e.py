@@ -56,7 +56,7 @@ def test_a_killed_repro_resumes_to_the_uninterrupted_history(repo):
         time.sleep(0.01)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stdout.read()
-    assert epoch == 2 and not (repo / "models" / "cnn.keras").exists()
+    assert epoch == 2 and not (repo / "models" / "trained" / "cnn.keras").exists()
 
     again = run(["dvc", "repro", "train_cnn"], cwd=repo, **env)
     assert "Resuming at epoch 3: replayed 2 finished epochs" in again.stdout, again.stdout

@@ -74,9 +74,9 @@ def wait_for(driver, script, timeout=60):
 def keras_top1(repo, name, pixels):
     import keras
 
-    model = keras.saving.load_model(repo / "models" / f"{name}.keras", compile=False)
+    model = keras.saving.load_model(repo / "models" / "trained" / f"{name}.keras", compile=False)
     probabilities = model.predict(pixels[None].astype(np.float32), verbose=0)[0]
-    return inference.CIFAR10_CLASSES[int(probabilities.argmax())], probabilities
+    return data.CLASS_NAMES[int(probabilities.argmax())], probabilities
 
 
 def test_server_serves_the_page_tfjs_and_models_locally(server):
@@ -111,9 +111,9 @@ def test_page_top1_equals_the_keras_prediction(browser, server, tmp_path):
     assert "wasm backend" in browser.find_element("id", "status").text
     browser.find_element("id", "file").send_keys(str(path))
     for name in ("cnn", "mobilenet"):
-        if name != "cnn":  # switching the model re-classifies the image on show
-            browser.execute_script(f"const s = document.getElementById('model'); s.value = '{name}';"
-                                   "s.dispatchEvent(new Event('change'));")
+        # Selecting a model (re)loads it and re-classifies the image on show.
+        browser.execute_script(f"const s = document.getElementById('model'); s.value = '{name}';"
+                               "s.dispatchEvent(new Event('change'));")
         wait_for(browser, f"const r = document.getElementById('result'); "
                           f"return r.dataset.state === 'done' && r.dataset.model === '{name}'")
         expected, probabilities = keras_top1(repo, name, image)

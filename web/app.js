@@ -132,7 +132,9 @@ async function init() {
     status("No TF.js model is exported yet: run `make export`, then reload.", "error");
     return;
   }
-  els.model.replaceChildren(...models.map((m) => new Option(m.name, m.name)));
+  // The server lists the most accurate model first; it is the one loaded.
+  const optionText = (m) => (m.accuracy ? `${m.label} (${(m.accuracy * 100).toFixed(1)}%)` : m.label);
+  els.model.replaceChildren(...models.map((m) => new Option(optionText(m), m.name)));
   els.model.addEventListener("change", () => loadModel(els.model.value));
   els.file.addEventListener("change", () => handleFile(els.file.files[0]));
   for (const type of ["dragenter", "dragover"]) {

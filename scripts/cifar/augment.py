@@ -17,7 +17,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-SIZE = 32
+from cifar.data import SIDE as SIZE
+
 # OpenCV's own thread pool only adds overhead on 32x32 images; tf.data runs batches in parallel.
 cv2.setNumThreads(1)
 

@@ -25,8 +25,11 @@ ARCHIVE_NAME = "cifar-10-python.tar.gz"
 MEMBER_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_BATCH = "test_batch"
-NUM_CLASSES = 10
-IMAGE_SHAPE = (32, 32, 3)
+# What every model takes and gives, named once: the other modules import these.
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+NUM_CLASSES = len(CLASS_NAMES)
+SIDE = 32  # px: CIFAR-10 images are SIDE x SIDE RGB
+IMAGE_SHAPE = (SIDE, SIDE, 3)
 
 
 class ArchiveError(StageError, ValueError):

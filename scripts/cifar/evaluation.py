@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar.data import NUM_CLASSES
+
 
 def load_model(path, stage):
     """Load a .keras model, with an error that names the file and the stage that makes it."""
@@ -31,7 +33,7 @@ def loss_and_accuracy(model, x, y, batch_size):
     """Keras' own evaluate() with the compiled loss; y are integer labels."""
     import keras
 
-    loss, accuracy = model.evaluate(x.astype(np.float32), keras.utils.to_categorical(y, 10),
+    loss, accuracy = model.evaluate(x.astype(np.float32), keras.utils.to_categorical(y, NUM_CLASSES),
                                     batch_size=batch_size, verbose=0)
     return float(loss), float(accuracy)
 
@@ -138,14 +140,31 @@ def save_figure(fig, path):
     _figure().close(fig)
 
 
+def accuracy_against_time(rows):
+    """Test accuracy against training time, one labelled point per model."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        minutes = r["wall_time_s"] / 60
+        ax.scatter(minutes, r["test_accuracy"] * 100, s=60)
+        ax.annotate(f"{r['label']}\n{r['test_accuracy']:.2%}", (minutes, r["test_accuracy"] * 100),
+                    textcoords="offset points", xytext=(8, -4), fontsize=9)
+    ax.set(xlabel="training time (minutes, this machine)", ylabel="test accuracy (%)",
+           title="Test accuracy against training time")
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.35, y=0.15)
+    fig.tight_layout()
+    return fig
+
+
 def summary_markdown(rows):
     """The comparison table of reports/summary.md from one dict per model."""
-    header = ("| model | test accuracy | train accuracy | test loss | train loss | parameters "
+    header = ("| model | | test accuracy | train accuracy | test loss | train loss | parameters "
               "| model size | best val accuracy (epoch) | epochs | training time | training img/s |")
-    lines = [header, "|" + "---|" * 11]
+    lines = [header, "|" + "---|" * 12]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['test_accuracy']:.2%} | {r['train_accuracy']:.2%} | {r['test_loss']:.4f} "
+            f"| {r['model']} | {r.get('label', '')} | {r['test_accuracy']:.2%} | {r['train_accuracy']:.2%} | {r['test_loss']:.4f} "
             f"| {r['train_loss']:.4f} | {r['params']:,} | {r['size_mb']:.1f} MB "
             f"| {r['best_val_accuracy']:.2%} ({r['best_epoch']}) | {r['epochs_run']} "
             f"| {r['wall_time_s'] / 60:.1f} min | {r['train_img_per_s']:.0f} |"

@@ -15,14 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar.data import CLASS_NAMES, SIDE
 from cifar.outputs import StageError
 
-SIDE = 32
 # Images with more pixels are refused from their header, before decoding: 40 megapixels is
 # more than a phone camera's photo, and decodes to 120 MB at 8 bits (240 MB at 16).
 MAX_PIXELS = 40_000_000
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck")
 
 
 class ModelError(StageError, ValueError):
@@ -134,6 +132,22 @@ def load(path):
         raise ModelError(f"{path}: not a readable {kind} ({type(err).__name__}: {first})") from None
 
 
+def most_accurate(metrics="reports/metrics/evaluate.json"):
+    """(name, test accuracy) of the registry model with the highest test accuracy, as the
+    evaluate stage measured it; ModelError if there is no such measurement yet."""
+    path = Path(metrics)
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ModelError(f"{path} not found or unreadable: no model has been evaluated yet; run "
+                         "`dvc repro evaluate` (or `make repro`), or give --model") from None
+    scored = {k: v["test"]["accuracy"] for k, v in results.items() if isinstance(v, dict) and "test" in v}
+    if not scored:
+        raise ModelError(f"{path} holds no model's test accuracy; run `dvc repro evaluate`, or give --model")
+    best = max(scored, key=scored.get)
+    return best, scored[best]
+
+
 def class_names(model_path):
     """Class names from the metadata.json the export stage writes beside its artifacts, if any."""
     path = Path(model_path)
@@ -141,7 +155,7 @@ def class_names(model_path):
         meta = folder / "metadata.json"
         if meta.is_file():
             return tuple(json.loads(meta.read_text())["classes"])
-    return CIFAR10_CLASSES
+    return CLASS_NAMES
 
 
 def predict_batches(predictor, images, batch_size):

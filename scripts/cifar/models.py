@@ -6,8 +6,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-NUM_CLASSES = 10
-INPUT_SHAPE = (32, 32, 3)
+from cifar.data import IMAGE_SHAPE as INPUT_SHAPE
+from cifar.data import NUM_CLASSES
+
 
 
 def build_cnn(filters=(64, 128, 256), kernel_size=3, block_dropout=(0.25, 0.25),
@@ -62,3 +63,37 @@ def build_mobilenet(weights="imagenet", input_size=32, trainable_layers=20, drop
     x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="mobilenet_v2")
+
+
+def cnn_from(section):
+    """build_cnn from its params section (train_cnn)."""
+    return build_cnn(section["filters"], section["kernel_size"], section["block_dropout"],
+                     section["dense_units"], section["dense_dropout"])
+
+
+def mobilenet_from(section, weights=None):
+    """build_mobilenet from its params section (finetune_mobilenet) and the weights file that
+    fetch_weights placed (`weights`: a path, or None for random initialisation)."""
+    return build_mobilenet(weights, section["input_size"], section["trainable_layers"], section["dropout"])
+
+
+def build(builder, section, section_name, **inputs):
+    """The uncompiled model of a registry entry. `builder` is "module:function" (the registry's
+    `builder`, e.g. cifar.models:cnn_from): function(section, **inputs) returns the model. A new
+    model's builder can live in a module of its own, so only its stage depends on it. A missing
+    key of its section is a ParamsError."""
+    import importlib
+
+    from cifar.params import ParamsError
+
+    module_name, _, function = builder.partition(":")
+    try:
+        make = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError) as err:
+        raise ParamsError(f"builder '{builder}' not found ({err}); expected module:function, "
+                          "e.g. cifar.models:cnn_from") from None
+    try:
+        return make(section, **inputs)
+    except KeyError as err:
+        raise ParamsError(f"params.yaml: section '{section_name}' lacks the key {err.args[0]!r}, "
+                          f"which the builder {builder} needs") from None

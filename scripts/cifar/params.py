@@ -109,14 +109,32 @@ def _weights(value):
     return "'imagenet', 'none', or the path of a Keras weights file ending in .h5"
 
 
-def _model_list(value):
-    allowed = "a non-empty list of distinct model names from: cnn, mobilenet"
-    if not (isinstance(value, list) and value and len(set(value)) == len(value)):
-        return allowed
-    return None if all(v in ("cnn", "mobilenet") for v in value) else allowed
+REGISTRY_KEYS = ("stage", "builder", "params", "label")
+NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+BUILDER = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+def _registry(value, path):
+    """Check the `models` section: {name: {stage, builder, params, label}}; raise ParamsError."""
+    if not isinstance(value, dict) or not value:
+        raise ParamsError(f"{path}: 'models' must map each model's name to its entry, got {value!r}")
+    for name, entry in value.items():
+        if not (isinstance(name, str) and NAME.fullmatch(name)):
+            raise ParamsError(f"{path}: models.{name} is not a valid model name; expected lowercase letters, "
+                              "digits and _ (it names files: models/trained/NAME.keras)")
+        if not isinstance(entry, dict) or set(entry) != set(REGISTRY_KEYS):
+            got = sorted(entry) if isinstance(entry, dict) else entry
+            raise ParamsError(f"{path}: models.{name} must have exactly the keys {', '.join(REGISTRY_KEYS)}; got {got}")
+        for key in REGISTRY_KEYS:
+            if not (isinstance(entry[key], str) and entry[key].strip()):
+                raise ParamsError(f"{path}: models.{name}.{key} = {entry[key]!r} is not allowed; expected a non-empty string")
+        if not BUILDER.fullmatch(entry["builder"]):
+            raise ParamsError(f"{path}: models.{name}.builder = {entry['builder']!r} is not allowed; expected "
+                              "module:function, e.g. cifar.models:cnn_from")
 
 
 SCHEMA = {
+    "models": _registry,  # the model registry, checked as a whole
     "shared": {
         "seed": _number(int, 0, 2**31 - 1),
         "augment": {
@@ -168,7 +186,6 @@ SCHEMA = {
         "misclassified_images": _number(int, 0, 120),
     },
     "export": {
-        "models": _model_list,
         "int8_calibration_images": _number(int, 1, 50_000),
         "tfjs_quantization": _choice("none", "float16", "uint8"),
     },
@@ -214,13 +231,36 @@ def load(sections, path="params.yaml"):
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: must be a mapping of sections, got {params!r}")
-    unknown = sorted(set(params) - set(SCHEMA))
+    if "models" not in params:
+        raise ParamsError(f"{path}: missing section 'models' (the model registry)")
+    _registry(params["models"], path)
+    # A registered model's params section may be one SCHEMA does not know (a new model's):
+    # then it must be a mapping, and its builder reads what it needs from it.
+    model_sections = {entry["params"] for entry in params["models"].values()}
+    unknown = sorted(set(params) - set(SCHEMA) - model_sections)
     if unknown:
         raise ParamsError(
-            f"{path}: unknown section '{unknown[0]}'; allowed sections: {', '.join(SCHEMA)}"
+            f"{path}: unknown section '{unknown[0]}'; allowed sections: {', '.join(SCHEMA)}, "
+            "and the params sections the models registry names"
         )
+    for name, entry in params["models"].items():
+        if entry["params"] not in params:
+            raise ParamsError(f"{path}: models.{name}.params names section '{entry['params']}', which is missing")
     for section in sections:
         if section not in params:
             raise ParamsError(f"{path}: missing section '{section}'")
-        _validate(params[section], SCHEMA[section], section, path)
+        rule = SCHEMA.get(section)
+        if isinstance(rule, dict):
+            _validate(params[section], rule, section, path)
+        elif rule is None and not isinstance(params[section], dict):
+            raise ParamsError(f"{path}: '{section}' must be a mapping of keys, got {params[section]!r}")
     return {section: params[section] for section in sections}
+
+
+def model_entry(name, path="params.yaml"):
+    """(registry entry, its params section) for the model `name`."""
+    loaded = load(["models"], path)["models"]
+    if name not in loaded:
+        raise ParamsError(f"{path}: no model '{name}' in the models registry; registered: {', '.join(loaded)}")
+    entry = loaded[name]
+    return entry, load([entry["params"]], path)[entry["params"]]

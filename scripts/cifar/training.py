@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from cifar import augment
+from cifar.data import IMAGE_SHAPE, NUM_CLASSES
 from cifar.outputs import StageError
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
@@ -289,8 +290,8 @@ def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_call
             metrics=["accuracy"],
         )
 
-    y_train = keras.utils.to_categorical(arrays["y_train"], 10)
-    y_val = keras.utils.to_categorical(arrays["y_val"], 10)
+    y_train = keras.utils.to_categorical(arrays["y_train"], NUM_CLASSES)
+    y_val = keras.utils.to_categorical(arrays["y_val"], NUM_CLASSES)
     batch, epochs = train_cfg["batch_size"], train_cfg["epochs"]
     train_ds = augment.train_dataset(arrays["x_train"], y_train, batch, seed, augment_cfg, train_cfg["augment"],
                                      epochs=epochs, first_epoch=min(first_epoch, epochs))
@@ -321,7 +322,7 @@ def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_call
         *extra_callbacks,
     ]
     # Build before fit: BackupAndRestore restores into a built model.
-    model.build((None, 32, 32, 3))
+    model.build((None, *IMAGE_SHAPE))
     model.fit(
         train_ds,
         validation_data=val_ds,
