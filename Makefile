@@ -50,7 +50,7 @@ bench: setup ## measure augmentation and CNN training img/s against the seed's I
 	python scripts/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out reports/bench.json
 
 export: setup ## export the trained models (SavedModel, TF-Lite, TF.js) and check each on the test set
-	dvc repro --glob 'parity@*'   # one per model in export.models, with every stage they need
+	dvc repro --glob 'parity@*'   # one per model of the registry, with every stage they need
 	@echo "exports in models/export/; parity in reports/metrics/export/ (dvc metrics show)"
 
 serve: setup ## serve the browser demo (web/) with the exported TF.js models; PORT=8000
