@@ -36,7 +36,7 @@ def main():
     weights, source = weights_argument(args.weights)
     stage.run(
         args.name,
-        lambda: models.build(entry["builder"], tune, entry["params"], weights=weights),
+        lambda arrays: models.build(entry["builder"], tune, entry["params"], weights=weights),
         # The weights count by content (source's sha256), not by the path that named them.
         args, {**cfg, entry["params"]: {k: v for k, v in tune.items() if k != "weights"}, "registry": entry},
         provenance={"weights": source},

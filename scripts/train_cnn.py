@@ -5,7 +5,8 @@ Usage: python scripts/train_cnn.py --name cnn --data data/prepared/cifar10.npz \
            --metrics reports/metrics/train/cnn.json --state models/.resume
 
 `--name` picks the registry entry (params.yaml `models`): its builder and params section make
-the model; `shared` (seed, augment, train) sets the training. The seed's CNN is `cnn`; any model
+the model; `shared` (seed, augment, train) sets the training, unless the section has a `train`
+recipe and an `augment` policy of its own (the fast model's). The seed's CNN is `cnn`; any model
 whose builder needs nothing but its params section trains with this script too. Writes the
 model with the best val_accuracy, the per-epoch history and the training metrics. If a previous
 run was killed, rerunning continues from its last finished epoch.
@@ -20,10 +21,12 @@ def main():
     args = parser.parse_args()
     entry, section = params.model_entry(args.name)
     cfg = params.load(["shared", entry["params"]])
+    # A section with its own `train` recipe and `augment` policy uses them instead of shared's.
     stage.run(
         args.name,
-        lambda: models.build(entry["builder"], section, entry["params"]),
+        lambda arrays: models.build(entry["builder"], section, entry["params"], images=arrays["x_train"]),
         args, {**cfg, "registry": entry}, provenance={},
+        train=section.get("train"), augment=section.get("augment"),
     )
 
 

@@ -138,7 +138,7 @@ def test_a_registered_models_own_section_is_accepted_and_others_are_not(params_f
     edit(params_file, add_toy)
     entry, section = params.model_entry("toy", params_file)
     assert entry["stage"] == "train_toy" and section == {"filters": 4}
-    with pytest.raises(params.ParamsError, match="no model 'nope' in the models registry; registered: cnn, mobilenet, toy"):
+    with pytest.raises(params.ParamsError, match="no model 'nope' in the models registry; registered: .*toy"):
         params.model_entry("nope", params_file)
     edit(params_file, lambda v: v.update(stray={"a": 1}))
     with pytest.raises(params.ParamsError, match="unknown section 'stray'"):

@@ -88,6 +88,25 @@ def augment_batch(images, seed, config):
     return out
 
 
+def flip_translate_batch(images, index, seed, epoch, translate_px):
+    """airbench's augmentation: alternating horizontal flip and random translation.
+
+    Each image is mirrored in every other epoch, starting from a random (seeded) first choice,
+    so over two epochs every image is seen both ways; then it is shifted by up to
+    `translate_px` pixels each way (reflect-padded, cropped back to 32x32). uint8 in and out.
+    """
+    flips = (np.random.default_rng([seed, 3]).random(int(index.max()) + 1 if len(index) else 0)[index] < 0.5)
+    flips ^= bool(epoch % 2)
+    out = np.where(flips[:, None, None, None], images[:, :, ::-1], images)
+    if translate_px:
+        t = translate_px
+        padded = np.pad(out, ((0, 0), (t, t), (t, t), (0, 0)), mode="reflect")
+        offsets = np.random.default_rng([seed, epoch, int(index[0]) if len(index) else 0, 4]).integers(
+            0, 2 * t + 1, (len(out), 2))
+        out = np.stack([padded[i, dy:dy + SIZE, dx:dx + SIZE] for i, (dy, dx) in enumerate(offsets)])
+    return np.ascontiguousarray(out)
+
+
 def steps_per_epoch(n, batch_size):
     """Batches in one pass over `n` images (the last one may be short)."""
     return -(-n // batch_size)
@@ -105,6 +124,8 @@ def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_
     augmentation of each batch. So epochs differ from each other, a rerun with the same seed
     repeats them, and a run resumed at epoch k sees exactly the batches an uninterrupted run
     sees from epoch k on. The stream holds steps_per_epoch(len(x), batch_size) batches per epoch.
+    `config` is the seed's transforms (shared.augment) or {"policy": "flip_translate",
+    "translate_px": N} (flip_translate_batch, the fast model's).
     """
     import functools
 
@@ -118,7 +139,9 @@ def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_
         epoch, step = int(epoch), int(step)
         index = order(epoch)[step * batch_size:(step + 1) * batch_size]
         images = x[index]
-        if augment:
+        if augment and config.get("policy") == "flip_translate":
+            images = flip_translate_batch(images, index, seed, epoch, config["translate_px"])
+        elif augment:
             images = augment_batch(images, [seed, epoch, step, 1], config)
         return images, y[index]
 

@@ -14,6 +14,8 @@ def load_model(path, stage):
     """Load a .keras model, with an error that names the file and the stage that makes it."""
     import keras
 
+    from cifar import layers  # noqa: F401  (registers the custom layers a model may hold)
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: it is written by the '{stage}' stage; run `dvc repro {stage}`")

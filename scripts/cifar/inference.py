@@ -37,6 +37,8 @@ class KerasPredictor:
     def __init__(self, path):
         import keras
 
+        from cifar import layers  # noqa: F401  (registers the custom layers a model may hold)
+
         self.model = keras.saving.load_model(path, compile=False)
 
     def predict(self, images):

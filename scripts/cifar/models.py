@@ -79,7 +79,8 @@ def mobilenet_from(section, weights=None):
 
 def build(builder, section, section_name, **inputs):
     """The uncompiled model of a registry entry. `builder` is "module:function" (the registry's
-    `builder`, e.g. cifar.models:cnn_from): function(section, **inputs) returns the model. A new
+    `builder`, e.g. cifar.models:cnn_from): function(section, **inputs) returns the model; inputs
+    may hold `images`, the training images, passed only to a builder that takes them. A new
     model's builder can live in a module of its own, so only its stage depends on it. A missing
     key of its section is a ParamsError."""
     import importlib
@@ -92,6 +93,10 @@ def build(builder, section, section_name, **inputs):
     except (ImportError, AttributeError) as err:
         raise ParamsError(f"builder '{builder}' not found ({err}); expected module:function, "
                           "e.g. cifar.models:cnn_from") from None
+    import inspect
+
+    if "images" in inputs and "images" not in inspect.signature(make).parameters:
+        inputs = {k: v for k, v in inputs.items() if k != "images"}  # a builder that needs no data
     try:
         return make(section, **inputs)
     except KeyError as err:

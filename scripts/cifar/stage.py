@@ -27,11 +27,13 @@ def code_digest():
     return h.hexdigest()
 
 
-def run(name, build_model, args, cfg, provenance):
-    """Fit `build_model()` and write the model, history and metrics `args` names.
+def run(name, build_model, args, cfg, provenance, train=None, augment=None):
+    """Fit `build_model(arrays)` and write the model, history and metrics `args` names.
 
     `cfg`: every params section the stage read (validated), `shared` among them; `provenance`:
     the inputs the metrics should name (the weights' sha256, say), also part of the identity.
+    `train` / `augment`: a model's own recipe and augmentation, instead of shared.train /
+    shared.augment (the seed's).
     """
     shared = cfg["shared"]
     for path in (args.model, args.history, args.metrics):
@@ -40,7 +42,8 @@ def run(name, build_model, args, cfg, provenance):
     identity = {"params": cfg, "code": code_digest(), "inputs": provenance}
     state = args.state / name
     best_path, rows, summary = training.fit(
-        build_model, arrays, shared["train"], shared["augment"], shared["seed"], state, identity=identity
+        lambda: build_model(arrays), arrays, train or shared["train"], augment or shared["augment"],
+        shared["seed"], state, identity=identity
     )
     training.write_history(rows, args.history)
     with outputs.atomic_path(args.model) as tmp:

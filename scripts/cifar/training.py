@@ -63,7 +63,8 @@ class TrainingError(StageError, RuntimeError):
 
 class EpochTimes(keras.callbacks.Callback):
     """Adds the epoch's seconds to its logs, so the history CSV keeps them across resumes:
-    `train_s` (training phase only) and `epoch_s` (with validation)."""
+    `train_s` (training phase only) and `epoch_s` (with validation); and the learning rate at the
+    epoch's end, where no LearningRateScheduler logs it (a per-step schedule)."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start, self._train = time.perf_counter(), None
@@ -77,6 +78,7 @@ class EpochTimes(keras.callbacks.Callback):
             total = time.perf_counter() - self._start
             logs["train_s"] = self._train if self._train is not None else total
             logs["epoch_s"] = total
+            logs.setdefault("learning_rate", float(np.asarray(self.model.optimizer.learning_rate)))
 
 
 class EpochSeeds(keras.callbacks.Callback):
@@ -131,6 +133,65 @@ class ResumeMonitors(keras.callbacks.Callback):
                     if isinstance(cb, keras.callbacks.ReduceLROnPlateau) and cb.wait >= cb.patience:
                         cb.wait = 0  # it cut the rate here; the cut is in the restored optimizer
         print(f"Resuming at epoch {start + 1}: replayed {len(rows)} finished epochs into the callbacks")
+
+
+class Lookahead(keras.callbacks.Callback):
+    """airbench's lookahead: every `every` steps, and at each epoch's last step (so validation and
+    the backup see the same weights), the slow weights move toward the fast ones,
+    slow = decay * slow + (1 - decay) * fast, and the model continues from them. `decay` grows as
+    final_decay * (step / total_steps)**3: no averaging early, strong averaging at the end. All
+    float weights take part, BatchNormalization's moving statistics included."""
+
+    def __init__(self, every, final_decay, total_steps, steps_per_epoch):
+        super().__init__()
+        self.every, self.final_decay = every, final_decay
+        self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
+
+    def on_train_begin(self, logs=None):
+        self.weights = [w for w in self.model.weights if "float" in str(w.dtype)]
+        self.slow = [w.numpy() for w in self.weights]  # after a resume: the restored weights
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every and batch != self.steps_per_epoch - 1:
+            return
+        decay = self.final_decay * min(step / self.total_steps, 1.0) ** 3
+        for weight, slow in zip(self.weights, self.slow):
+            slow *= decay
+            slow += (1.0 - decay) * weight.numpy()
+            weight.assign(slow)
+
+
+def recipe(train_cfg, steps_per_epoch):
+    """(optimizer, loss, callbacks that belong to the recipe) for `train_cfg`.
+
+    `adam` is the seed's: Adam, cross-entropy, the per-epoch decay, ReduceLROnPlateau and
+    EarlyStopping (their counters are replayed after a resume). `sgd_nesterov` is airbench's: SGD
+    with Nesterov momentum on a warm-up/decay schedule per step, label smoothing, a higher learning
+    rate for biases, coupled L2 weight decay and lookahead.
+    """
+    if train_cfg.get("optimizer", "adam") == "adam":
+        early = keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", mode="max", patience=train_cfg["early_stopping_patience"],
+            restore_best_weights=True,
+        )
+        plateau = keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", mode="min", factor=train_cfg["plateau_factor"],
+            patience=train_cfg["plateau_patience"],
+        )
+        callbacks = [keras.callbacks.LearningRateScheduler(decay_schedule(train_cfg["lr_decay"])), plateau, early]
+        return (keras.optimizers.Adam(learning_rate=train_cfg["learning_rate"]), "categorical_crossentropy",
+                callbacks, [plateau, early])
+    from cifar.layers import BiasScaledSGD, WarmupDecay
+
+    total = train_cfg["epochs"] * steps_per_epoch
+    start, end = train_cfg["lr_start_end"]
+    schedule = WarmupDecay(train_cfg["learning_rate"], total, round(train_cfg["warmup_fraction"] * total), start, end)
+    optimizer = BiasScaledSGD(learning_rate=schedule, momentum=train_cfg["momentum"], nesterov=True,
+                              bias_scale=train_cfg["bias_lr_scale"], l2=train_cfg["weight_decay"])
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg["label_smoothing"])
+    lookahead = Lookahead(train_cfg["lookahead_every"], train_cfg["lookahead_decay"], total, steps_per_epoch)
+    return optimizer, loss, [lookahead], []
 
 
 def read_history(path):
@@ -281,41 +342,29 @@ def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_call
     first_epoch = state.start_epoch()
 
     keras.utils.set_random_seed(seed)
-    strategy = make_strategy(train_cfg["distribute"])
+    batch, epochs = train_cfg["batch_size"], train_cfg["epochs"]
+    steps = augment.steps_per_epoch(len(arrays["y_train"]), batch)
+    strategy = make_strategy(train_cfg.get("distribute", "default"))
     with strategy.scope():
         model = build_model()
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=train_cfg["learning_rate"]),
-            loss="categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        optimizer, loss, recipe_callbacks, monitors = recipe(train_cfg, steps)
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
 
     y_train = keras.utils.to_categorical(arrays["y_train"], NUM_CLASSES)
     y_val = keras.utils.to_categorical(arrays["y_val"], NUM_CLASSES)
-    batch, epochs = train_cfg["batch_size"], train_cfg["epochs"]
-    train_ds = augment.train_dataset(arrays["x_train"], y_train, batch, seed, augment_cfg, train_cfg["augment"],
-                                     epochs=epochs, first_epoch=min(first_epoch, epochs))
+    train_ds = augment.train_dataset(arrays["x_train"], y_train, batch, seed, augment_cfg,
+                                     train_cfg.get("augment", True), epochs=epochs, first_epoch=min(first_epoch, epochs))
     val_ds = augment.eval_dataset(arrays["x_val"], y_val, batch)
 
-    early = keras.callbacks.EarlyStopping(
-        monitor="val_accuracy", mode="max", patience=train_cfg["early_stopping_patience"],
-        restore_best_weights=True,
-    )
-    plateau = keras.callbacks.ReduceLROnPlateau(
-        monitor="val_loss", mode="min", factor=train_cfg["plateau_factor"],
-        patience=train_cfg["plateau_patience"],
-    )
     checkpoint = keras.callbacks.ModelCheckpoint(state.best, monitor="val_accuracy", mode="max", save_best_only=True)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         EpochSeeds(seed),
         EpochTimes(),
-        keras.callbacks.LearningRateScheduler(decay_schedule(train_cfg["lr_decay"])),
-        plateau,
-        early,
+        *recipe_callbacks,
         checkpoint,
         keras.callbacks.CSVLogger(state.history, append=True),
-        ResumeMonitors(state.history, [plateau, early, checkpoint]),
+        ResumeMonitors(state.history, [*monitors, checkpoint]),
         # Last, so the backup holds the learning rate after this epoch's plateau cut.
         # double_checkpoint: a kill while the backup is written leaves the previous one usable.
         keras.callbacks.BackupAndRestore(state.backup, double_checkpoint=True),
@@ -327,7 +376,7 @@ def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_call
         train_ds,
         validation_data=val_ds,
         epochs=epochs,
-        steps_per_epoch=augment.steps_per_epoch(len(y_train), batch),
+        steps_per_epoch=steps,
         callbacks=callbacks,
         shuffle=False,  # the stream is already shuffled, per (seed, epoch)
         verbose=1 if sys.stdout.isatty() else 2,
