@@ -9,13 +9,19 @@ All measurements use the same real CIFAR-10 training images in the same run:
   over whole passes after a warm-up pass, best of `--repeats`;
 - CNN training img/s (the seed's CNN, batch 64) fed by our augmented stream, by the plain
   images, and by the seed's ImageDataGenerator, each timed over `--train-steps` steps after a
-  warm-up, and as a fraction of this CPU's fp32 ceiling (`--peak-gflops`, 0.24 GFLOP per image).
+  warm-up;
+- every model of the registry, trained with its own batch size, recipe and augmentation, in
+  alternating rounds, as img/s and as GFLOP/s (3 x the forward pass's Conv/Dense FLOPs) against
+  the best float32 matrix multiply measured in the same run; and the predicted training-time
+  ratio of the fast model to the seed CNN (its epochs / its img/s against 25 / the seed's).
 """
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
+import cifar  # noqa: F401  (first: it quiets TensorFlow's start-up lines)
 import keras
 import numpy as np
 
@@ -53,10 +59,6 @@ def measure(make_stream, images, repeats):
     return max(images_per_second(make_stream(), images) for _ in range(repeats))
 
 
-# Forward + backward FLOPs of one training image through the seed's CNN (3x the forward pass).
-CNN_GFLOP_PER_IMAGE = 0.24
-
-
 def training_images_per_second(stream, steps, batch_size):
     """Fit the seed's CNN on `stream` for `steps` steps after a warm-up; return img/s."""
     model = models.build_cnn()
@@ -67,6 +69,87 @@ def training_images_per_second(stream, steps, batch_size):
     return steps * batch_size / (time.perf_counter() - start)
 
 
+def forward_flops(model):
+    """FLOPs (2 x multiply-adds) of one image's forward pass through the Conv2D, DepthwiseConv2D
+    and Dense layers, nested models included. A test-time-augmentation wrapper's network counts
+    once: training runs it once."""
+    from cifar.layers import TestTimeAugmentation
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, TestTimeAugmentation):
+            total += forward_flops(layer.net)
+        elif isinstance(layer, keras.Model):
+            total += forward_flops(layer)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            _, h, w, c = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += 2 * h * w * c * kh * kw
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += 2 * h * w * c_out * kh * kw * layer.input.shape[-1] // layer.groups
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return total
+
+
+def matmul_gflops(sizes=(2048, 3072, 4096), repeats=3):
+    """The best float32 matrix-multiply rate of this machine now, NumPy and TensorFlow, GFLOP/s."""
+    import tensorflow as tf
+
+    best = {}
+    for n in sizes:
+        a, b = (np.random.default_rng(n).random((n, n), dtype=np.float32) for _ in range(2))
+        ta, tb = tf.constant(a), tf.constant(b)
+        for name, multiply in (("numpy", lambda: a @ b), ("tensorflow", lambda: tf.matmul(ta, tb).numpy())):
+            multiply()  # warm-up
+            for _ in range(repeats):
+                start = time.perf_counter()
+                multiply()
+                rate = 2 * n**3 / (time.perf_counter() - start) / 1e9
+                best[name] = max(best.get(name, 0.0), rate)
+    return best
+
+
+def registry_models(x_train):
+    """{name: (model compiled with its own recipe, train_cfg, augment_cfg)} for every registered
+    model. MobileNetV2 starts from random weights: the cost of a step does not depend on them."""
+    from cifar import training
+
+    loaded = params.load(["models", "shared"])
+    found = {}
+    for name, entry in loaded["models"].items():
+        section = params.load([entry["params"]])[entry["params"]]
+        train = section.get("train", loaded["shared"]["train"])
+        inputs = {"weights": None} if entry["builder"].endswith(":mobilenet_from") else {}
+        model = models.build(entry["builder"], section, entry["params"], images=x_train, **inputs)
+        optimizer, loss, _, _ = training.recipe(train, augment.steps_per_epoch(len(x_train), train["batch_size"]))
+        model.compile(optimizer=optimizer, loss=loss)
+        found[name] = (model, train, section.get("augment", loaded["shared"]["augment"]))
+    return found
+
+
+def models_training_rates(x, onehot, seed, images_per_round, rounds):
+    """Training img/s of every registered model with its own batch size, recipe and augmented
+    stream, measured in alternating rounds (A, B, C, A, B, C, ...) so that the machine's drift
+    touches all alike; the median round of each."""
+    found = registry_models(x)
+    streams = {}
+    for name, (model, train, aug) in found.items():
+        stream = iter(augment.train_dataset(x, onehot, train["batch_size"], seed, aug, epochs=10_000))
+        model.fit(stream, epochs=1, steps_per_epoch=2, verbose=0)  # tracing, thread pools
+        streams[name] = stream
+    rates = {name: [] for name in found}
+    for _ in range(rounds):
+        for name, (model, train, _) in found.items():
+            steps = max(2, images_per_round // train["batch_size"])
+            start = time.perf_counter()
+            model.fit(streams[name], epochs=1, steps_per_epoch=steps, verbose=0)
+            rates[name].append(steps * train["batch_size"] / (time.perf_counter() - start))
+    return {name: (statistics.median(r), found[name]) for name, r in rates.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archive", required=True, type=Path)
@@ -74,8 +157,9 @@ def main():
     parser.add_argument("--images", type=int, default=10_000, help="images per timed pass")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=150, help="timed CNN training steps per feed")
-    parser.add_argument("--peak-gflops", type=float, default=157.0,
-                        help="fp32 peak of this CPU (default: 2 cores x AVX2 FMA at 2.45 GHz)")
+    parser.add_argument("--model-images", type=int, default=8192,
+                        help="training images per model per round in the all-models comparison")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the all-models comparison")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
     loaded = params.load(["shared", "download"])
@@ -109,26 +193,47 @@ def main():
         "seed_imagedatagenerator": training_images_per_second(
             seed_stream(x, onehot, batch_size, seed, aug), args.train_steps, batch_size),
     }
-    ceiling = args.peak_gflops / CNN_GFLOP_PER_IMAGE
+    # Every registered model, alternating, against the best matmul rate measured in the same run.
+    matmul = matmul_gflops()
+    ceiling_gflops = max(matmul.values())
+    rates = models_training_rates(x, onehot, seed, args.model_images, args.rounds)
+    per_model = {}
+    for name, (rate, (model, train, _)) in rates.items():
+        gflop = 3 * forward_flops(model) / 1e9  # forward + backward, per training image
+        per_model[name] = {
+            "train_img_per_s": round(rate, 1), "batch_size": train["batch_size"], "epochs": train["epochs"],
+            "train_gflop_per_image": round(gflop, 4), "gflops": round(rate * gflop, 1),
+            "fraction_of_matmul": round(rate * gflop / ceiling_gflops, 3),
+        }
     report = {
+        "matmul_gflops": {k: round(v, 1) for k, v in matmul.items()},
+        "models": per_model,
         "augmentation_img_per_s": {k: round(v, 1) for k, v in results.items()},
         "cnn_training_img_per_s": {k: round(v, 1) for k, v in training.items()},
-        "cnn_training_fraction_of_peak": {k: round(v / ceiling, 3) for k, v in training.items()},
         "augmentation_cost_of_training_throughput": round(1 - training["tf_data_opencv"] / training["no_augmentation"], 3),
-        "cnn_ceiling_img_per_s": round(ceiling, 1),
         "speedup_vs_seed": round(results["tf_data_opencv"] / results["seed_imagedatagenerator"], 2),
         "images_per_pass": len(x),
         "batch_size": batch_size,
         "data": {"archive": args.archive.name, "sha256": sha},
         "environment": outputs.hardware(),
     }
+    if "fast" in per_model and "cnn" in per_model:
+        # Same images per epoch: (fast epochs / fast img/s) against (seed epochs / seed img/s).
+        fast, cnn = per_model["fast"], per_model["cnn"]
+        report["predicted_time_ratio_fast_vs_seed"] = round(
+            (fast["epochs"] / fast["train_img_per_s"]) / (cnn["epochs"] / cnn["train_img_per_s"]), 3)
     outputs.write_json(args.out, report)
     for name, rate in report["augmentation_img_per_s"].items():
         print(f"{name:>26}: {rate:10.1f} img/s")
     print(f"{'speed-up vs seed':>26}: {report['speedup_vs_seed']:10.2f}x")
     for name, rate in report["cnn_training_img_per_s"].items():
-        print(f"{'CNN training, ' + name:>40}: {rate:8.1f} img/s "
-              f"({report['cnn_training_fraction_of_peak'][name]:.0%} of the {ceiling:.0f} img/s ceiling)")
+        print(f"{'CNN training, ' + name:>40}: {rate:8.1f} img/s")
+    print(f"best float32 matmul: {report['matmul_gflops']}")
+    for name, m in per_model.items():
+        print(f"{name:>10}: {m['train_img_per_s']:7.1f} img/s x {m['train_gflop_per_image']:.3f} GFLOP = "
+              f"{m['gflops']:5.1f} GFLOP/s, {m['fraction_of_matmul']:.0%} of the matmul rate")
+    if "predicted_time_ratio_fast_vs_seed" in report:
+        print(f"predicted training time, fast / seed CNN: {report['predicted_time_ratio_fast_vs_seed']:.2f}")
 
 
 if __name__ == "__main__":

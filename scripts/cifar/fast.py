@@ -9,7 +9,8 @@ on a single GPU", arXiv 2404.00498), written in Keras from the paper's descripti
 
 BatchNormalization has no learned scale (as airbench: its weight is frozen at 1) and a fast
 moving average. Differences from airbench94, chosen to keep every artifact exportable and the
-code small: the whitening convolution has no bias (airbench trains one for 3 epochs), and the
+code small: GELU is the tanh approximation (TF.js cannot run the exact one's Erfc), the
+whitening convolution has no bias (airbench trains one for 3 epochs), and the
 network trains on the 40,000-image split the pipeline shares. The training recipe (SGD with
 Nesterov momentum, label smoothing, a warm-up/decay schedule, a higher learning rate for BN
 biases, lookahead) is in cifar.training, its settings in params.yaml `train_fast`.
@@ -22,7 +23,7 @@ import numpy as np
 from keras import layers
 
 from cifar.data import IMAGE_SHAPE, NUM_CLASSES
-from cifar.layers import TestTimeAugmentation
+from cifar.layers import TestTimeAugmentation, gelu_tanh
 
 
 def whitening_filters(images, patch, eps=5e-4):
@@ -48,10 +49,10 @@ def conv_group(x, width, momentum, name):
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv1")(x)
     x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
     x = layers.BatchNormalization(name=f"{name}_bn1", **bn)(x)
-    x = layers.Activation("gelu", name=f"{name}_gelu1")(x)
+    x = layers.Activation(gelu_tanh, name=f"{name}_gelu1")(x)
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv2")(x)
     x = layers.BatchNormalization(name=f"{name}_bn2", **bn)(x)
-    return layers.Activation("gelu", name=f"{name}_gelu2")(x)
+    return layers.Activation(gelu_tanh, name=f"{name}_gelu2")(x)
 
 
 def build(section, images):
@@ -64,7 +65,7 @@ def build(section, images):
 
     net_in = keras.Input(IMAGE_SHAPE, name="standardised")
     whiten = layers.Conv2D(kernel.shape[-1], patch, padding="valid", use_bias=False, trainable=False, name="whiten")
-    x = layers.Activation("gelu", name="whiten_gelu")(whiten(net_in))
+    x = layers.Activation(gelu_tanh, name="whiten_gelu")(whiten(net_in))
     for i, width in enumerate(section["widths"], start=1):
         x = conv_group(x, width, section["batchnorm_momentum"], f"group{i}")
     x = layers.GlobalMaxPooling2D(name="pool")(x)  # airbench's max-pool 3 over the final 3x3

@@ -199,6 +199,7 @@ SCHEMA = {
             "label_smoothing": _number(float, 0, 1, hi_open=True),
             "lookahead_every": _number(int, 1, 10_000),
             "lookahead_decay": _number(float, 0, 1),
+            "validate_every": _number(int, 1, 10_000),
             "distribute": _choice("default", "mirrored"),
         },
     },

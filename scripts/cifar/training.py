@@ -78,6 +78,8 @@ class EpochTimes(keras.callbacks.Callback):
             total = time.perf_counter() - self._start
             logs["train_s"] = self._train if self._train is not None else total
             logs["epoch_s"] = total
+            for key in ("val_loss", "val_accuracy"):  # an epoch without validation: NaN, not a missing column
+                logs.setdefault(key, float("nan"))
             logs.setdefault("learning_rate", float(np.asarray(self.model.optimizer.learning_rate)))
 
 
@@ -195,10 +197,12 @@ def recipe(train_cfg, steps_per_epoch):
 
 
 def read_history(path):
-    """Rows of a Keras CSVLogger file as dicts of floats, column `learning_rate` named `lr`."""
+    """Rows of a Keras CSVLogger file as dicts of floats, column `learning_rate` named `lr`; a value
+    Keras wrote as NA (no validation that epoch) is NaN."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return [{("lr" if k == "learning_rate" else k): float(v) for k, v in row.items()} for row in rows]
+    return [{("lr" if k == "learning_rate" else k): float("nan" if v in ("NA", "") else v) for k, v in row.items()}
+            for row in rows]
 
 
 def digest(*arrays):
@@ -372,9 +376,14 @@ def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_call
     ]
     # Build before fit: BackupAndRestore restores into a built model.
     model.build((None, *IMAGE_SHAPE))
+    # The seed's recipe validates every epoch (its callbacks watch val metrics); a recipe with
+    # `validate_every` N validates every Nth epoch and the last (test-time augmentation makes a
+    # validation pass cost a third of a training epoch).
+    every = train_cfg.get("validate_every", 1)
     model.fit(
         train_ds,
         validation_data=val_ds,
+        validation_freq=sorted({*range(every, epochs + 1, every), epochs}),
         epochs=epochs,
         steps_per_epoch=steps,
         callbacks=callbacks,

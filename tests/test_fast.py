@@ -1,0 +1,145 @@
+"""The fast model (cifar/fast.py) and its recipe: whitening, test-time augmentation inside the
+graph, the schedule, the optimizer, lookahead and the flip/translate augmentation."""
+
+import keras
+import numpy as np
+import pytest
+
+import export as export_stage
+from cifar import augment, data, fast, layers, params, training
+from conftest import REPO
+
+SECTION = params.load(["train_fast"], REPO / "params.yaml")["train_fast"]
+
+
+def images(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def small():
+    """The fast model's architecture at a small width (the same code path)."""
+    return fast.build({**SECTION, "widths": [8, 16, 16], "whiten_images": 200}, images(200))
+
+
+def test_whitening_filters_whiten_the_patches():
+    x = images(300, 1).astype(np.float32) / 255.0
+    x[..., 1] = 0.7 * x[..., 0] + 0.3 * x[..., 1]  # correlated channels, as in photographs
+    x = (x - x.mean((0, 1, 2))) / x.std((0, 1, 2))
+    kernel = fast.whitening_filters(x, 2)
+    assert kernel.shape == (2, 2, 3, 24)
+    patches = np.lib.stride_tricks.sliding_window_view(x, (2, 2), axis=(1, 2)).transpose(0, 1, 2, 4, 5, 3).reshape(-1, 12)
+    whitened = (patches - patches.mean(0)) @ kernel.reshape(12, 24)[:, :12]
+    covariance = np.cov(whitened, rowvar=False)
+    np.testing.assert_allclose(covariance, np.eye(12), atol=0.02)
+    np.testing.assert_array_equal(kernel[..., 12:], -kernel[..., :12])  # each direction and its negative
+
+
+def test_the_architecture_is_airbench94s():
+    model = fast.build(SECTION, images(64))
+    assert model.count_params() == 1_973_920  # airbench94's 1.97M, without the whitening bias
+    net = model.get_layer("tta").net
+    assert [layer.filters for layer in net.layers if isinstance(layer, keras.layers.Conv2D)] == [24, 64, 64, 256, 256, 256, 256]
+    assert not net.get_layer("whiten").trainable and not any(
+        bn.scale for bn in net.layers if isinstance(bn, keras.layers.BatchNormalization))
+
+
+def test_test_time_augmentation_is_in_the_graph_and_only_at_inference(small):
+    x = images(4, 2).astype(np.float32)
+    tta = small.get_layer("tta")
+    standardised = small.get_layer("standardise")(small.get_layer("scale_0_1")(x))
+    net = tta.net
+
+    def both(v):
+        return 0.5 * (net(v, training=False) + net(v[:, :, ::-1], training=False))
+
+    padded = np.pad(np.asarray(standardised), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    expected = 0.5 * both(standardised) + 0.25 * both(padded[:, :32, :32]) + 0.25 * both(padded[:, 2:, 2:])
+    np.testing.assert_allclose(tta(standardised, training=False), expected, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.softmax(expected), small.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(tta(standardised, training=True), net(standardised, training=True), atol=1e-5)
+
+
+def test_the_model_saves_loads_and_exports_with_its_augmentation(small, tmp_path):
+    small.save(tmp_path / "fast.keras")
+    loaded = keras.saving.load_model(tmp_path / "fast.keras")
+    x = images(8, 3).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), small.predict(x, verbose=0), atol=1e-6)
+    out = tmp_path / "export"
+    out.mkdir()
+    arrays = {"x_train": images(200, 4), "x_test": images(64, 5), "class_names": np.array(data.CLASS_NAMES)}
+    artifacts = export_stage.export_model(
+        "fast", small, arrays, {"int8_calibration_images": 64, "tfjs_quantization": "none", "seed": 0}, out)
+    from cifar import inference
+
+    reference = small.predict(arrays["x_test"].astype(np.float32), verbose=0)
+    for key in ("tflite_float32", "tflite_int8"):
+        got = inference.load(out / artifacts[key]["file"]).predict(arrays["x_test"])
+        agreement = np.mean(got.argmax(1) == reference.argmax(1))
+        assert agreement >= (0.99 if key == "tflite_float32" else 0.8), (key, agreement)
+
+
+def test_alternating_flip_and_translation():
+    x = np.arange(6 * 32 * 32 * 3, dtype=np.uint8).reshape(6, 32, 32, 3) % 251
+    index = np.arange(6)
+    even = augment.flip_translate_batch(x, index, 7, 0, 0)
+    odd = augment.flip_translate_batch(x, index, 7, 1, 0)
+    for i in range(6):  # each image is mirrored in exactly one of two consecutive epochs
+        mirrored = [np.array_equal(out[i], x[i, :, ::-1]) for out in (even, odd)]
+        assert sorted(mirrored) == [False, True]
+        assert any(np.array_equal(out[i], x[i]) for out in (even, odd))
+    np.testing.assert_array_equal(even, augment.flip_translate_batch(x, index, 7, 0, 0))
+    shifted = augment.flip_translate_batch(x, index, 7, 2, 2)
+    for i in range(6):  # a translation of at most 2 px of the (possibly mirrored) image
+        base = even[i]
+        padded = np.pad(base, ((2, 2), (2, 2), (0, 0)), mode="reflect")
+        assert any(np.array_equal(shifted[i], padded[dy:dy + 32, dx:dx + 32]) for dy in range(5) for dx in range(5))
+
+
+def test_warmup_decay_schedule():
+    schedule = layers.WarmupDecay(1.5, total_steps=400, warmup_steps=92, start=0.2, end=0.07)
+    values = [float(schedule(s)) for s in (0, 46, 92, 246, 400, 500)]
+    assert values == pytest.approx([0.3, 0.9, 1.5, 1.5 * (1 - 0.93 * 154 / 308), 0.105, 0.105], rel=1e-5)
+    again = layers.WarmupDecay.from_config(schedule.get_config())
+    assert float(again(200)) == pytest.approx(float(schedule(200)))
+
+
+def test_bias_scaled_sgd_scales_bias_gradients_and_adds_l2():
+    dense = keras.layers.Dense(1, name="d")
+    dense.build((None, 1))
+    dense.kernel.assign([[2.0]])
+    dense.bias.assign([1.0])
+    optimizer = layers.BiasScaledSGD(learning_rate=0.1, momentum=0.0, bias_scale=10.0, l2=0.5)
+    optimizer.apply([keras.ops.ones((1, 1)), keras.ops.ones((1,))], [dense.kernel, dense.bias])
+    assert float(dense.kernel.numpy()[0, 0]) == pytest.approx(2.0 - 0.1 * (1.0 + 0.5 * 2.0), abs=1e-6)
+    assert float(dense.bias.numpy()[0]) == pytest.approx(1.0 - 0.1 * (10.0 + 0.5 * 1.0), abs=1e-6)
+
+
+def test_lookahead_moves_slow_weights_toward_fast_ones():
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    model.layers[0].kernel.assign([[1.0]])
+    callback = training.Lookahead(every=1, final_decay=0.5, total_steps=10, steps_per_epoch=10)
+    callback.set_model(model)
+    callback.on_train_begin()
+    model.layers[0].kernel.assign([[3.0]])  # a step moved the fast weights
+    model.optimizer.iterations.assign(10)    # the last step: decay = 0.5 * 1**3
+    callback.on_train_batch_end(0)
+    assert float(model.layers[0].kernel.numpy()[0, 0]) == pytest.approx(0.5 * 1.0 + 0.5 * 3.0)
+
+
+def test_the_fast_recipe_trains_and_validates_as_configured(tmp_path):
+    import synthetic
+
+    batch = synthetic.batch(300, seed=0)
+    x = batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
+    y = np.array(batch[b"labels"], np.uint8)
+    arrays = {"x_train": x[:256], "y_train": y[:256], "x_val": x[256:], "y_val": y[256:]}
+    train = {**SECTION["train"], "epochs": 3, "batch_size": 64, "validate_every": 2}
+    section = {**SECTION, "widths": [8, 16, 16], "whiten_images": 256}
+    _, rows, summary = training.fit(lambda: fast.build(section, arrays["x_train"]), arrays, train,
+                                    SECTION["augment"], 1, tmp_path / "state")
+    validated = [not np.isnan(r["val_accuracy"]) for r in rows]
+    assert validated == [False, True, True]  # epoch 2 (every 2nd) and the last
+    assert rows[-1]["loss"] < rows[0]["loss"] and summary["best_epoch"] in (2, 3)
+    assert [r["lr"] for r in rows] == sorted([r["lr"] for r in rows], reverse=True)  # decaying after warm-up
