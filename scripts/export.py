@@ -21,73 +21,14 @@ stage then runs every artifact on the test set.
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
-
-import numpy as np
 
 from cifar import data, export, inference, outputs, params
 
-def calibration_sample(x_train, count, seed):
-    rng = np.random.default_rng(seed)
-    return x_train[rng.permutation(len(x_train))[:min(count, len(x_train))]]
-
-
-def write_tflite(path, payload):
-    path.write_bytes(payload)
-    interpreter = inference.TFLitePredictor(path, threads=1)  # loads: the bytes are a valid model
-    return {"file": path.name, "bytes": len(payload), "sha256": outputs.sha256_of(path),
-            "input": describe(interpreter.input), "output": describe(interpreter.output)}
-
-
-def describe(detail):
-    scale, zero = detail["quantization"]
-    out = {"dtype": np.dtype(detail["dtype"]).name, "shape": [int(d) for d in detail["shape_signature"]]}
-    if scale:
-        out["quantization"] = {"scale": float(scale), "zero_point": int(zero)}
-    return out
-
-
 def export_model(name, model, arrays, cfg, out):
-    """Write every artifact of `model` into the (empty, temporary) folder `out`."""
-    check = arrays["x_test"][:64] if len(arrays["x_test"]) else arrays["x_train"][:64]
-    artifacts = {}
-    diff = export.saved_model(model, out / "saved_model", check)
-    print(f"{name}: SavedModel reloaded; max |difference| from Keras {diff:.1e}")
-    artifacts["saved_model"] = {"file": "saved_model", "bytes": export.size_of(out / "saved_model"),
-                                "input": {"dtype": "float32", "shape": [-1, 32, 32, 3]},
-                                "output": {"dtype": "float32", "shape": [-1, len(arrays["class_names"])]}}
-    for kind in ("float32", "dynamic_range"):
-        payload = export.tflite(out / "saved_model", kind)
-        artifacts[f"tflite_{kind}"] = write_tflite(out / f"{name}_{kind}.tflite", payload)
-
-    # int8: convert a copy in which BatchNormalization after an activation is a per-channel
-    # depthwise convolution (see export.fold_batchnorm_after_activation).
-    folded, count = export.fold_batchnorm_after_activation(model)
-    calibration = calibration_sample(arrays["x_train"], cfg["int8_calibration_images"], cfg["seed"])
-    with tempfile.TemporaryDirectory(prefix="int8-", dir=out) as tmp:
-        source = out / "saved_model"
-        if count:
-            x = check.astype(np.float32)
-            diff = export.max_diff(folded.predict(x, verbose=0), model.predict(x, verbose=0))
-            if diff > export.FLOAT_TOLERANCE:
-                raise export.ExportError(f"{name}: folding BatchNormalization changed the output by {diff:.2e}")
-            source = Path(tmp) / "saved_model"
-            export.saved_model(folded, source, check)
-            print(f"{name}: {count} BatchNormalization layer(s) after an activation folded into "
-                  f"per-channel depthwise convolutions for int8 (max |difference| {diff:.1e})")
-        payload = export.tflite(source, "int8", calibration)
-    artifacts["tflite_int8"] = write_tflite(out / f"{name}_int8.tflite", payload)
-    artifacts["tflite_int8"]["calibration_images"] = len(calibration)
-
-    model_json = export.tfjs(out / "saved_model", out / "tfjs", cfg["tfjs_quantization"])
-    artifacts["tfjs"] = {"file": "tfjs/model.json", "bytes": export.size_of(out / "tfjs"),
-                         "quantization": cfg["tfjs_quantization"],
-                         "input": {"dtype": "float32", "shape": [-1, 32, 32, 3]},
-                         "converted_by": model_json.get("convertedBy")}
-    for key, artifact in artifacts.items():
-        print(f"{name}: {key:<20} {artifact['bytes'] / 1e6:8.2f} MB  {artifact['file']}")
-    return artifacts
+    """Write every artifact of `model` into the (empty, temporary) folder `out`: one per format
+    in cifar.export.FORMATS."""
+    return export.export_all(name, model, arrays, cfg, out)
 
 
 def main():

@@ -24,9 +24,8 @@ import numpy as np
 from cifar import data, export, inference, outputs, params
 
 NODE_SCRIPT = Path(__file__).resolve().parent / "tfjs_predict.mjs"
-FLOAT_AGREEMENT = 0.999
-INT8_SIZE_RATIO = 0.30
-INT8_ACCURACY_DROP_PP = 0.5
+FLOAT_AGREEMENT, INT8_SIZE_RATIO, INT8_ACCURACY_DROP_PP = (
+    export.FLOAT_AGREEMENT, export.INT8_SIZE_RATIO, export.INT8_ACCURACY_DROP_PP)
 
 
 def measure(predictor, x, batch_size, latency_runs):
@@ -73,23 +72,17 @@ def compare(probabilities, reference, labels):
     }
 
 
-def targets(results):
-    float_kinds = [k for k in ("saved_model", "tflite_float32", "tfjs") if k in results]
-    if results.get("tfjs", {}).get("quantization", "none") != "none":
-        float_kinds.remove("tfjs")  # a quantized TF.js model is held to no float target
-    int8, float32 = results["tflite_int8"], results["tflite_float32"]
-    size_ratio = int8["bytes"] / float32["bytes"]
-    drop = (results["keras"]["accuracy"] - int8["accuracy"]) * 100
-    worst = min(float_kinds, key=lambda k: results[k]["agreement"])
-    return {
-        "float_agreement_min": results[worst]["agreement"],
-        "float_agreement_worst": worst,
-        "float_agreement_met": results[worst]["agreement"] >= FLOAT_AGREEMENT,
-        "int8_size_ratio": size_ratio,
-        "int8_size_met": size_ratio <= INT8_SIZE_RATIO,
-        "int8_accuracy_drop_pp": drop,
-        "int8_accuracy_met": drop <= INT8_ACCURACY_DROP_PP,
-    }
+def run_python(path, x, batch_size, latency_runs):
+    """A SavedModel or .tflite file, through cifar.inference's predictor for it."""
+    return measure(inference.load(path), x, batch_size, latency_runs)
+
+
+# Where each format's `runtime` (cifar.export.FORMATS) runs: the runtime its users have.
+RUNTIMES = {"tensorflow": run_python, "tflite": run_python, "node": run_tfjs}
+
+
+def targets(results, artifacts):
+    return export.targets(results, artifacts)
 
 
 def main():
@@ -119,17 +112,15 @@ def main():
     results = {"keras": {**compare(reference, reference, y), "bytes": args.model.stat().st_size, **timing}}
     report(name, "keras", results["keras"])
     for key, artifact in meta["artifacts"].items():
-        path = args.export / artifact["file"]
-        if key == "tfjs":
-            probabilities, timing = run_tfjs(path, x, batch, runs)
-        else:
-            probabilities, timing = measure(inference.load(path), x, batch, runs)
-        results[key] = {**compare(probabilities, reference, y), "bytes": artifact["bytes"], **timing}
-        if key == "tfjs":
-            results[key]["quantization"] = artifact.get("quantization", "none")
+        fmt = export.FORMATS_BY_KEY.get(key)
+        if fmt is None:
+            raise ValueError(f"{meta_path}: unknown artifact '{key}'; rerun `dvc repro --force export@{name}`")
+        probabilities, timing = RUNTIMES[fmt.runtime](args.export / artifact["file"], x, batch, runs)
+        results[key] = {**compare(probabilities, reference, y), "bytes": artifact["bytes"],
+                        "target": artifact.get("target", fmt.target), **timing}
         report(name, key, results[key])
 
-    summary = targets(results)
+    summary = targets(results, meta["artifacts"])
     print(f"{name}: float formats agree with Keras on >= {summary['float_agreement_min'] * 100:.2f}% "
           f"(target {FLOAT_AGREEMENT * 100:.1f}%): {'met' if summary['float_agreement_met'] else 'MISSED'}; "
           f"int8 is {summary['int8_size_ratio'] * 100:.1f}% of float32 (target <= {INT8_SIZE_RATIO * 100:.0f}%): "

@@ -151,21 +151,31 @@ def test_export_before_training_names_the_model_and_its_stage(workdir):
     assert "Traceback" not in proc.stderr and not out.exists()
 
 
-def test_parity_targets():
+def test_parity_targets_come_from_the_formats_table():
+    artifacts = {key: {"target": fmt.target} for key, fmt in export.FORMATS_BY_KEY.items()}
+    assert {k: a["target"] for k, a in artifacts.items()} == {
+        "saved_model": "float", "tflite_float32": "float", "tflite_dynamic_range": "none",
+        "tflite_int8": "int8", "tfjs": "float"}
     results = {
         "keras": {"accuracy": 0.8000},
         "saved_model": {"agreement": 1.0},
         "tflite_float32": {"agreement": 0.9995, "bytes": 1000},
-        "tfjs": {"agreement": 0.9980, "quantization": "none"},
+        "tflite_dynamic_range": {"agreement": 0.90, "bytes": 300},  # held to nothing: not the worst float
+        "tfjs": {"agreement": 0.9980},
         "tflite_int8": {"accuracy": 0.7960, "bytes": 290},
     }
-    met = parity.targets(results)
+    met = parity.targets(results, artifacts)
     assert met["float_agreement_worst"] == "tfjs" and not met["float_agreement_met"]
     assert met["int8_size_met"] and met["int8_accuracy_met"] and abs(met["int8_accuracy_drop_pp"] - 0.4) < 1e-9
-    results["tfjs"]["quantization"] = "uint8"  # quantized TF.js is not held to the float target
+    artifacts["tfjs"]["target"] = "none"  # what export writes for a quantized TF.js model
     results["tflite_int8"].update(accuracy=0.7900, bytes=400)
-    met = parity.targets(results)
+    met = parity.targets(results, artifacts)
     assert met["float_agreement_met"] and not met["int8_size_met"] and not met["int8_accuracy_met"]
+
+
+def test_a_quantized_tfjs_export_is_held_to_no_float_target(exported):
+    out, model, artifacts, arrays = exported  # exported with tfjs_quantization: float16
+    assert artifacts["tfjs"]["target"] == "none" and artifacts["tflite_float32"]["target"] == "float"
 
 
 @pytest.mark.e2e

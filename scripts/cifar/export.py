@@ -167,3 +167,144 @@ def size_of(path):
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# ---- The formats table: what the export stage makes and how the parity stage checks it. -------
+
+
+def describe(detail):
+    """A TF-Lite tensor's dtype, shape and quantization, for metadata.json."""
+    scale, zero = detail["quantization"]
+    out = {"dtype": np.dtype(detail["dtype"]).name, "shape": [int(d) for d in detail["shape_signature"]]}
+    if scale:
+        out["quantization"] = {"scale": float(scale), "zero_point": int(zero)}
+    return out
+
+
+def _write_tflite(path, payload):
+    from cifar import inference
+
+    path.write_bytes(payload)
+    interpreter = inference.TFLitePredictor(path, threads=1)  # loads: the bytes are a valid model
+    return {"file": path.name, "bytes": len(payload), "input": describe(interpreter.input),
+            "output": describe(interpreter.output)}
+
+
+def calibration_sample(x_train, count, seed):
+    """`count` training images drawn at random with `seed`: the int8 calibration set."""
+    rng = np.random.default_rng(seed)
+    return x_train[rng.permutation(len(x_train))[:min(count, len(x_train))]]
+
+
+def _make_saved_model(job):
+    diff = saved_model(job.model, job.out / "saved_model", job.check)
+    print(f"{job.name}: SavedModel reloaded; max |difference| from Keras {diff:.1e}")
+    return {"file": "saved_model", "bytes": size_of(job.out / "saved_model"),
+            "input": {"dtype": "float32", "shape": [-1, *job.model.input_shape[1:]]},
+            "output": {"dtype": "float32", "shape": [-1, job.model.output_shape[-1]]}}
+
+
+def _make_tflite(kind):
+    def make(job):
+        return _write_tflite(job.out / f"{job.name}_{kind}.tflite", tflite(job.out / "saved_model", kind))
+
+    return make
+
+
+def _make_tflite_int8(job):
+    """int8 from a copy in which BatchNormalization after an activation is a per-channel depthwise
+    convolution (fold_batchnorm_after_activation), calibrated on seeded training images."""
+    import tempfile
+
+    folded, count = fold_batchnorm_after_activation(job.model)
+    calibration = calibration_sample(job.arrays["x_train"], job.cfg["int8_calibration_images"], job.cfg["seed"])
+    with tempfile.TemporaryDirectory(prefix="int8-", dir=job.out) as tmp:
+        source = job.out / "saved_model"
+        if count:
+            x = job.check.astype(np.float32)
+            diff = max_diff(folded.predict(x, verbose=0), job.model.predict(x, verbose=0))
+            if diff > FLOAT_TOLERANCE:
+                raise ExportError(f"{job.name}: folding BatchNormalization changed the output by {diff:.2e}")
+            source = Path(tmp) / "saved_model"
+            saved_model(folded, source, job.check)
+            print(f"{job.name}: {count} BatchNormalization layer(s) after an activation folded into "
+                  f"per-channel depthwise convolutions for int8 (max |difference| {diff:.1e})")
+        payload = tflite(source, "int8", calibration)
+    return {**_write_tflite(job.out / f"{job.name}_int8.tflite", payload), "calibration_images": len(calibration)}
+
+
+def _make_tfjs(job):
+    quantization = job.cfg["tfjs_quantization"]
+    model_json = tfjs(job.out / "saved_model", job.out / "tfjs", quantization)
+    return {"file": "tfjs/model.json", "bytes": size_of(job.out / "tfjs"), "quantization": quantization,
+            "input": {"dtype": "float32", "shape": [-1, *job.model.input_shape[1:]]},
+            "converted_by": model_json.get("convertedBy"),
+            # A quantized TF.js model's weights differ from the float ones: no float target.
+            "target": "float" if quantization == "none" else "none"}
+
+
+class Format:
+    """One artifact kind: `make(job)` writes it into job.out and returns its metadata entry;
+    `runtime` is where parity runs it (tensorflow, tflite, node); `target` is what it is held to:
+    "float" (top-1 agreement with Keras >= FLOAT_AGREEMENT), "int8" (size <= INT8_SIZE_RATIO of
+    `size_reference`'s and accuracy drop <= INT8_ACCURACY_DROP_PP) or "none" (reported only)."""
+
+    def __init__(self, key, make, runtime, target, size_reference=None):
+        self.key, self.make, self.runtime, self.target = key, make, runtime, target
+        self.size_reference = size_reference
+
+
+# The order is the order of work: every later format converts the SavedModel.
+FORMATS = (
+    Format("saved_model", _make_saved_model, "tensorflow", "float"),
+    Format("tflite_float32", _make_tflite("float32"), "tflite", "float"),
+    Format("tflite_dynamic_range", _make_tflite("dynamic_range"), "tflite", "none"),
+    Format("tflite_int8", _make_tflite_int8, "tflite", "int8", size_reference="tflite_float32"),
+    Format("tfjs", _make_tfjs, "node", "float"),
+)
+FORMATS_BY_KEY = {f.key: f for f in FORMATS}
+FLOAT_AGREEMENT = 0.999
+INT8_SIZE_RATIO = 0.30
+INT8_ACCURACY_DROP_PP = 0.5
+
+
+class ExportJob:
+    """What every format's `make` reads: the model, its name, the prepared arrays, the export
+    settings (plus the seed) and the folder being written."""
+
+    def __init__(self, name, model, arrays, cfg, out):
+        self.name, self.model, self.arrays, self.cfg, self.out = name, model, arrays, cfg, Path(out)
+        self.check = arrays["x_test"][:64] if len(arrays["x_test"]) else arrays["x_train"][:64]
+
+
+def export_all(name, model, arrays, cfg, out):
+    """Every format of FORMATS, written into the (empty, temporary) folder `out`; their metadata."""
+    from cifar.outputs import sha256_of
+
+    job = ExportJob(name, model, arrays, cfg, out)
+    artifacts = {}
+    for fmt in FORMATS:
+        artifact = {"target": fmt.target, **fmt.make(job)}
+        if (job.out / artifact["file"]).is_file():
+            artifact["sha256"] = sha256_of(job.out / artifact["file"])
+        artifacts[fmt.key] = artifact
+        print(f"{name}: {fmt.key:<20} {artifact['bytes'] / 1e6:8.2f} MB  {artifact['file']}")
+    return artifacts
+
+
+def targets(results, artifacts):
+    """Which targets the parity `results` meet, from each artifact's `target` in metadata.json."""
+    floats = [k for k, a in artifacts.items() if a.get("target") == "float" and k in results]
+    int8 = [k for k, a in artifacts.items() if a.get("target") == "int8" and k in results]
+    summary = {}
+    if floats:
+        worst = min(floats, key=lambda k: results[k]["agreement"])
+        summary.update(float_agreement_min=results[worst]["agreement"], float_agreement_worst=worst,
+                       float_agreement_met=results[worst]["agreement"] >= FLOAT_AGREEMENT)
+    for key in int8:
+        reference = FORMATS_BY_KEY[key].size_reference
+        ratio = results[key]["bytes"] / results[reference]["bytes"]
+        drop = (results["keras"]["accuracy"] - results[key]["accuracy"]) * 100
+        summary.update(int8_size_ratio=ratio, int8_size_met=ratio <= INT8_SIZE_RATIO,
+                       int8_accuracy_drop_pp=drop, int8_accuracy_met=drop <= INT8_ACCURACY_DROP_PP)
+    return summary
