@@ -131,3 +131,11 @@ def test_unaugmented_train_stream_keeps_pixels():
     assert len(seen) == 40
     for label, image in seen.items():
         np.testing.assert_array_equal(image, x[label])
+
+
+def test_drop_remainder_leaves_out_the_short_last_batch():
+    x = np.zeros((50, 32, 32, 3), np.uint8)
+    y = np.arange(50)
+    batches = [len(l) for _, l in augment.train_dataset(x, y, 16, 1, CONFIG, augment=False, epochs=2, drop_remainder=True)]
+    assert batches == [16, 16, 16] * 2 and augment.steps_per_epoch(50, 16, True) == 3
+    assert augment.steps_per_epoch(50, 16) == 4

@@ -107,9 +107,9 @@ def flip_translate_batch(images, index, seed, epoch, translate_px):
     return np.ascontiguousarray(out)
 
 
-def steps_per_epoch(n, batch_size):
-    """Batches in one pass over `n` images (the last one may be short)."""
-    return -(-n // batch_size)
+def steps_per_epoch(n, batch_size, drop_remainder=False):
+    """Batches in one pass over `n` images: the last one may be short, or is left out."""
+    return n // batch_size if drop_remainder else -(-n // batch_size)
 
 
 def epoch_order(n, seed, epoch):
@@ -117,13 +117,15 @@ def epoch_order(n, seed, epoch):
     return np.random.default_rng([seed, epoch, 0]).permutation(n)
 
 
-def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_epoch=0):
+def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_epoch=0, drop_remainder=False):
     """Shuffled, batched, augmented (x float32 0-255, y) stream for epochs first_epoch..epochs-1.
 
     Every draw is a function of (seed, epoch, step): the image order of each epoch and the
     augmentation of each batch. So epochs differ from each other, a rerun with the same seed
     repeats them, and a run resumed at epoch k sees exactly the batches an uninterrupted run
-    sees from epoch k on. The stream holds steps_per_epoch(len(x), batch_size) batches per epoch.
+    sees from epoch k on. The stream holds steps_per_epoch(len(x), batch_size, drop_remainder)
+    batches per epoch; with drop_remainder the images left over (a different few each epoch) are
+    not seen that epoch, so BatchNormalization never normalises a tiny last batch.
     `config` is the seed's transforms (shared.augment) or {"policy": "flip_translate",
     "translate_px": N} (flip_translate_batch, the fast model's).
     """
@@ -132,7 +134,7 @@ def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_
     import tensorflow as tf
 
     n = len(x)
-    steps = steps_per_epoch(n, batch_size)
+    steps = steps_per_epoch(n, batch_size, drop_remainder)
     order = functools.lru_cache(maxsize=2)(lambda epoch: epoch_order(n, seed, epoch))
 
     def load(epoch, step):

@@ -200,6 +200,7 @@ SCHEMA = {
             "lookahead_every": _number(int, 1, 10_000),
             "lookahead_decay": _number(float, 0, 1),
             "validate_every": _number(int, 1, 10_000),
+            "drop_last": _boolean,
             "distribute": _choice("default", "mirrored"),
         },
     },

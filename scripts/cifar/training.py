@@ -347,7 +347,8 @@ def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_call
 
     keras.utils.set_random_seed(seed)
     batch, epochs = train_cfg["batch_size"], train_cfg["epochs"]
-    steps = augment.steps_per_epoch(len(arrays["y_train"]), batch)
+    drop = train_cfg.get("drop_last", False)
+    steps = augment.steps_per_epoch(len(arrays["y_train"]), batch, drop)
     strategy = make_strategy(train_cfg.get("distribute", "default"))
     with strategy.scope():
         model = build_model()
@@ -357,7 +358,8 @@ def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_call
     y_train = keras.utils.to_categorical(arrays["y_train"], NUM_CLASSES)
     y_val = keras.utils.to_categorical(arrays["y_val"], NUM_CLASSES)
     train_ds = augment.train_dataset(arrays["x_train"], y_train, batch, seed, augment_cfg,
-                                     train_cfg.get("augment", True), epochs=epochs, first_epoch=min(first_epoch, epochs))
+                                     train_cfg.get("augment", True), epochs=epochs, first_epoch=min(first_epoch, epochs),
+                                     drop_remainder=drop)
     val_ds = augment.eval_dataset(arrays["x_val"], y_val, batch)
 
     checkpoint = keras.callbacks.ModelCheckpoint(state.best, monitor="val_accuracy", mode="max", save_best_only=True)
