@@ -181,7 +181,7 @@ def test_a_quantized_tfjs_export_is_held_to_no_float_target(exported):
 @pytest.mark.e2e
 def test_pipeline_exports_and_checks_every_model(pipeline):
     repo, env, _ = pipeline
-    for name in ("cnn", "mobilenet"):
+    for name in ("cnn", "mobilenet", "fast"):
         folder = repo / "models" / "export" / name
         meta = json.loads((folder / "metadata.json").read_text())
         assert meta["classes"][3] == "cat" and meta["source"]["sha256"] == outputs.sha256_of(repo / "models" / "trained" / f"{name}.keras")

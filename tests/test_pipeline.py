@@ -19,14 +19,15 @@ def ran_stages(output):
 
 def test_repro_runs_every_stage_and_leaves_status_clean(pipeline):
     repo, env, first = pipeline
-    assert ran_stages(first) == {"download", "prepare", "augment_preview", "train_cnn",
+    assert ran_stages(first) == {"download", "prepare", "augment_preview", "train_cnn", "train_fast",
                                  "fetch_weights", "finetune_mobilenet", "evaluate",
-                                 "export@cnn", "export@mobilenet", "parity@cnn", "parity@mobilenet"}
+                                 "export@cnn", "export@mobilenet", "export@fast",
+                                 "parity@cnn", "parity@mobilenet", "parity@fast"}
     assert (repo / "data" / "prepared" / "cifar10.npz").is_file()
     assert (repo / "reports" / "figures" / "augment_preview.png").stat().st_size > 10_000
     counts = json.loads((repo / "reports" / "metrics" / "prepare.json").read_text())["counts"]
     assert counts == {"train": 160, "val": 40, "test": 40}
-    for name in ("cnn", "mobilenet"):
+    for name in ("cnn", "mobilenet", "fast"):
         assert (repo / "models" / "trained" / f"{name}.keras").is_file()
         metrics = json.loads((repo / "reports" / "metrics" / "train" / f"{name}.json").read_text())
         assert metrics[name]["epochs_run"] == 2
@@ -46,7 +47,7 @@ def test_evaluate_outputs(pipeline):
     repo, env, first = pipeline
     assert re.search(r"cnn: train accuracy \d+\.\d\d% \(loss [\d.]+\), test accuracy \d+\.\d\d%", first)
     metrics = json.loads((repo / "reports" / "metrics" / "evaluate.json").read_text())
-    for name in ("cnn", "mobilenet"):
+    for name in ("cnn", "mobilenet", "fast"):
         assert set(metrics[name]["per_class"]["cat"]) == {"precision", "recall", "f1", "accuracy"}
         predictions = (repo / "reports" / "eval" / "confusion" / f"{name}.csv").read_text().splitlines()
         assert predictions[0] == "actual,predicted" and len(predictions) == 41
@@ -70,7 +71,7 @@ def test_evaluate_outputs(pipeline):
         assert curves[0] == "epoch,train,val" and len(curves) == 3
     assert (repo / "reports" / "figures" / "evaluate" / "accuracy_vs_training_time.png").stat().st_size > 5_000
     timing = (repo / "reports" / "eval" / "accuracy_vs_time.csv").read_text().splitlines()
-    assert timing[0] == "model,train_minutes,test_accuracy" and [t.split(",")[0] for t in timing[1:]] == ["cnn", "mobilenet"]
+    assert timing[0] == "model,train_minutes,test_accuracy" and [t.split(",")[0] for t in timing[1:]] == ["cnn", "mobilenet", "fast"]
     summary = (repo / "reports" / "summary.md").read_text()
     assert "| cnn |" in summary and "| mobilenet |" in summary and "| 509,322 |" in summary
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], cwd=repo, **env).stdout)

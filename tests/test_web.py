@@ -110,7 +110,7 @@ def test_page_top1_equals_the_keras_prediction(browser, server, tmp_path):
     wait_for(browser, "return document.getElementById('status').dataset.state === 'ready'")
     assert "wasm backend" in browser.find_element("id", "status").text
     browser.find_element("id", "file").send_keys(str(path))
-    for name in ("cnn", "mobilenet"):
+    for name in ("cnn", "mobilenet", "fast"):  # fast: test-time augmentation inside the TF.js graph
         # Selecting a model (re)loads it and re-classifies the image on show.
         browser.execute_script(f"const s = document.getElementById('model'); s.value = '{name}';"
                                "s.dispatchEvent(new Event('change'));")
