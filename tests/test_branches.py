@@ -45,7 +45,8 @@ def test_diff_across_branches_and_experiments(repo, tmp_path):
     run(["dvc", "plots", "diff", "main", "more-dropout", "-o", str(out)], cwd=repo)
     html = (out / "index.html").read_text()
     assert "accuracy per epoch" in html and "per-class test accuracy" in html
-    assert "reports/eval/confusion/cnn.csv" in html and "reports/eval/confusion/mobilenet.csv" in html
+    for name in ("cnn", "mobilenet", "fast"):  # one plot per model file of each plot folder
+        assert f"reports_eval_confusion_{name}_csv" in html and f"reports_eval_per_class_{name}_csv" in html
 
     # Offline viewing: the template inlines vega from node_modules instead of the CDN.
     template = tmp_path / "template.html"
