@@ -1,4 +1,5 @@
-"""One training loop for both models: the seed's compile settings and callbacks, resumable.
+"""The fit library: one resumable training loop for every model, with the recipe its params name
+(`recipe`): the seed's (Adam, its callbacks) or airbench's (SGD-Nesterov, lookahead, ...).
 
 Learning rate. The seed combined LearningRateScheduler(lambda e: 1e-3 * 0.95**e) with
 ReduceLROnPlateau(val_loss, factor 0.5, patience 5). A schedule of the epoch alone overwrites
@@ -165,7 +166,8 @@ class Lookahead(keras.callbacks.Callback):
 
 
 def recipe(train_cfg, steps_per_epoch):
-    """(optimizer, loss, callbacks that belong to the recipe) for `train_cfg`.
+    """(optimizer, loss, the recipe's callbacks, those of them whose counters a resume replays)
+    for `train_cfg`.
 
     `adam` is the seed's: Adam, cross-entropy, the per-epoch decay, ReduceLROnPlateau and
     EarlyStopping (their counters are replayed after a resume). `sgd_nesterov` is airbench's: SGD
