@@ -121,6 +121,7 @@ def tiny_pipeline(root, epochs):
     env = {"CIFAR10_ARCHIVE": str(archive), "CIFAR10_SHA256": synthetic.sha256(archive)}
     repo = copy_repo(root / "repo")
     set_param(repo, "shared.train.epochs", epochs)
+    set_param(repo, "train_fast.train.epochs", epochs)
     set_param(repo, "finetune_mobilenet.weights", str(mobilenet_weights(root)))
     set_param(repo, "export.int8_calibration_images", 32)
     set_param(repo, "parity.latency_runs", 3)

@@ -139,3 +139,4 @@ def test_drop_remainder_leaves_out_the_short_last_batch():
     batches = [len(l) for _, l in augment.train_dataset(x, y, 16, 1, CONFIG, augment=False, epochs=2, drop_remainder=True)]
     assert batches == [16, 16, 16] * 2 and augment.steps_per_epoch(50, 16, True) == 3
     assert augment.steps_per_epoch(50, 16) == 4
+    assert augment.steps_per_epoch(50, 64, True) == 1  # fewer images than a batch: still one step

@@ -108,8 +108,9 @@ def flip_translate_batch(images, index, seed, epoch, translate_px):
 
 
 def steps_per_epoch(n, batch_size, drop_remainder=False):
-    """Batches in one pass over `n` images: the last one may be short, or is left out."""
-    return n // batch_size if drop_remainder else -(-n // batch_size)
+    """Batches in one pass over `n` images: the last one may be short, or is left out (unless it
+    is the only one: fewer images than one batch still make one step)."""
+    return n // batch_size if drop_remainder and n >= batch_size else -(-n // batch_size)
 
 
 def epoch_order(n, seed, epoch):
