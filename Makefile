@@ -19,7 +19,7 @@ QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500 -S shared.
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro quick test bench export serve plots dag clean-venv
+.PHONY: help setup repro quick test bench export pull serve plots dag clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ bench: setup ## measure augmentation and CNN training img/s against the seed's I
 export: setup ## export the trained models (SavedModel, TF-Lite, TF.js) and check each on the test set
 	dvc repro --glob 'parity@*'   # one per model of the registry, with every stage they need
 	@echo "exports in models/export/; parity in reports/metrics/export/ (dvc metrics show)"
+
+pull: setup ## fetch every pipeline output (data, models, exports) from the DVC remote instead of recomputing
+	@if [ -z "$$(dvc remote list)" ]; then \
+		echo "make pull: no DVC remote configured; add one with 'dvc remote add -d NAME URL' (README: Sharing results)" >&2; exit 1; fi
+	dvc pull     # every output dvc.lock names; fails naming any the remote lacks
+	dvc status   # "Data and pipelines are up to date.": nothing to recompute
 
 serve: setup ## serve the browser demo (web/) with the exported TF.js models; PORT=8000
 	python scripts/serve.py --port $(PORT)

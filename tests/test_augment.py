@@ -140,3 +140,32 @@ def test_drop_remainder_leaves_out_the_short_last_batch():
     assert batches == [16, 16, 16] * 2 and augment.steps_per_epoch(50, 16, True) == 3
     assert augment.steps_per_epoch(50, 16) == 4
     assert augment.steps_per_epoch(50, 64, True) == 1  # fewer images than a batch: still one step
+
+
+@pytest.mark.parametrize("n,parts", [(40, 2), (41, 2), (7, 3), (64, 4)])
+def test_replicas_share_a_batch_in_consecutive_near_equal_parts(n, parts):
+    shares = [augment.replica_slice(n, part, parts) for part in range(parts)]
+    covered = np.concatenate([np.arange(n)[share] for share in shares])
+    np.testing.assert_array_equal(covered, np.arange(n))
+    sizes = [share.stop - share.start for share in shares]
+    assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("policy", ["seed", "flip_translate"])
+def test_a_batch_split_between_replicas_is_augmented_as_unsplit(policy):
+    """Each replica's share of a batch gets exactly the transforms it gets in the whole batch."""
+    x = np.random.default_rng(4).integers(0, 256, (90, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(90, dtype=np.int64)
+    config = {"policy": "flip_translate", "translate_px": 2} if policy == "flip_translate" else CONFIG
+    whole = list(augment.train_dataset(x, y, 30, 3, config, epochs=2).as_numpy_iterator())
+    halves = [list(augment.train_dataset(x, y, 30, 3, config, epochs=2, replicas=(part, 1, 2)).as_numpy_iterator())
+              for part in (0, 1)]
+    assert len(whole) == len(halves[0]) == len(halves[1]) == 6
+    for (images, labels), (a, la), (b, lb) in zip(whole, *halves):
+        assert len(la) == len(lb) == 15
+        np.testing.assert_array_equal(np.concatenate([la, lb]), labels)
+        np.testing.assert_array_equal(np.concatenate([a, b]), images)
+    # One stream feeding two replicas of a worker yields both shares of each step, in order.
+    both = list(augment.train_dataset(x, y, 30, 3, config, epochs=1, replicas=(0, 2, 2)).as_numpy_iterator())
+    assert len(both) == 6 and [len(labels) for _, labels in both] == [15] * 6
+    np.testing.assert_array_equal(np.concatenate([both[0][1], both[1][1]]), whole[0][1])

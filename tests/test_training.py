@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -134,19 +135,30 @@ sys.path[:0] = [{scripts!r}, {tests!r}]
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import json
 import test_training as t
 arrays = t.arrays.__wrapped__()
-_, rows, summary = t.training.fit(t.tiny_cnn, arrays, {{**t.TRAIN, "epochs": 1, "distribute": "mirrored"}},
-                                  t.AUGMENT, 1, {state!r})
-print("replicas", summary["devices"], "rows", len(rows))
+build = lambda: t.models.build_cnn(filters=(8, 16, 32), dense_units=32, block_dropout=(0, 0), dense_dropout=0)
+runs = {{}}
+for distribute in ("default", "mirrored"):
+    _, rows, summary = t.training.fit(build, arrays, {{**t.TRAIN, "epochs": 2, "distribute": distribute}},
+                                      t.AUGMENT, 1, {state!r} + distribute)
+    runs[distribute] = {{"replicas": summary["devices"], "rows": rows}}
+print(json.dumps(runs))
 """
 
 
-def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+def test_mirrored_strategy_on_two_logical_cpus_trains_as_one_device(tmp_path):
+    """Each replica trains on its half of every batch, augmented as unsplit, with BatchNormalization
+    synchronised: the history is one device's (a model without dropout, whose masks are per replica)."""
     code = MIRRORED.format(scripts=str(REPO / "scripts"), tests=str(REPO / "tests"), state=str(tmp_path / "s"))
     proc = subprocess.run([sys.executable, "-c", code], env=run_env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "replicas 2 rows 1" in proc.stdout
+    runs = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert runs["default"]["replicas"] == 1 and runs["mirrored"]["replicas"] == 2
+    for one, two in zip(runs["default"]["rows"], runs["mirrored"]["rows"], strict=True):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert one[key] == pytest.approx(two[key], abs=1e-4), (key, one, two)
 
 
 def test_resume_state_from_other_data_or_settings_is_discarded(arrays, tmp_path, capsys):
@@ -256,3 +268,15 @@ def test_a_backup_torn_by_a_kill_falls_back_to_the_previous_one(arrays, tmp_path
     _, rows, _ = training.fit(tiny_cnn, arrays, TRAIN, AUGMENT, 1, state, [epochs])
     assert epochs.seen == ([1, 2, 3, 4] if torn == "first" else [2, 3, 4])
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("value,message", [
+    ("", "needs the cluster in the TF_CONFIG environment variable"),
+    ("{not json", "TF_CONFIG is not a cluster and task"),
+    ('{"cluster": {"worker": ["a:1"]}}', "TF_CONFIG is not a cluster and task (KeyError: 'task')"),
+    ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}}', "task worker 2 is not in its cluster"),
+])
+def test_a_bad_tf_config_is_refused_with_an_example(value, message):
+    with pytest.raises(training.StageError) as err:
+        training.cluster_resolver({"TF_CONFIG": value})
+    assert message in str(err.value)

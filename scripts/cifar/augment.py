@@ -68,19 +68,22 @@ def affine_matrices(angles_degrees, shifts, flips):
     return m
 
 
-def augment_batch(images, seed, config):
+def augment_batch(images, seed, config, start=0, total=None):
     """Augment a uint8 batch (N,32,32,3) with a generator seeded by `seed` (an int or a list of
-    ints, as numpy.random.default_rng takes); returns uint8."""
+    ints, as numpy.random.default_rng takes); returns uint8. When the batch is split between
+    replicas, `images` are images start..start+N of a batch of `total`: the draws are the whole
+    batch's, so every image gets the transform it gets unsplit."""
     rng = np.random.default_rng(seed)
-    n = len(images)
+    n = len(images) if total is None else total
     angles = rng.uniform(-config["rotation_degrees"], config["rotation_degrees"], n)
     shift = config["shift_fraction"] * SIZE
     shifts = rng.uniform(-shift, shift, (n, 2))
     flips = rng.random(n) < 0.5 if config["horizontal_flip"] else np.zeros(n, bool)
     sizes = (SIZE * rng.uniform(*config["resolution_scale"], n)).astype(int)
-    matrices = affine_matrices(angles, shifts, flips)
+    part = slice(start, start + len(images))
+    matrices = affine_matrices(angles[part], shifts[part], flips[part])
     out = np.empty_like(images)
-    for image, matrix, size, target in zip(images, matrices, sizes.tolist(), out):
+    for image, matrix, size, target in zip(images, matrices, sizes[part].tolist(), out):
         warped = cv2.warpAffine(
             image, matrix, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
@@ -88,21 +91,24 @@ def augment_batch(images, seed, config):
     return out
 
 
-def flip_translate_batch(images, index, seed, epoch, translate_px):
+def flip_translate_batch(images, index, seed, epoch, translate_px, start=0):
     """airbench's augmentation: alternating horizontal flip and random translation.
 
     Each image is mirrored in every other epoch, starting from a random (seeded) first choice,
     so over two epochs every image is seen both ways; then it is shifted by up to
     `translate_px` pixels each way (reflect-padded, cropped back to 32x32). uint8 in and out.
+    `index`: the batch's image indices; `images` are images start..start+N of it (all of it
+    unless the batch is split between replicas; the draws are the whole batch's).
     """
-    flips = (np.random.default_rng([seed, 3]).random(int(index.max()) + 1 if len(index) else 0)[index] < 0.5)
+    part = slice(start, start + len(images))
+    flips = (np.random.default_rng([seed, 3]).random(int(index.max()) + 1 if len(index) else 0)[index] < 0.5)[part]
     flips ^= bool(epoch % 2)
     out = np.where(flips[:, None, None, None], images[:, :, ::-1], images)
     if translate_px:
         t = translate_px
         padded = np.pad(out, ((0, 0), (t, t), (t, t), (0, 0)), mode="reflect")
         offsets = np.random.default_rng([seed, epoch, int(index[0]) if len(index) else 0, 4]).integers(
-            0, 2 * t + 1, (len(out), 2))
+            0, 2 * t + 1, (len(index), 2))[part]
         out = np.stack([padded[i, dy:dy + SIZE, dx:dx + SIZE] for i, (dy, dx) in enumerate(offsets)])
     return np.ascontiguousarray(out)
 
@@ -118,7 +124,16 @@ def epoch_order(n, seed, epoch):
     return np.random.default_rng([seed, epoch, 0]).permutation(n)
 
 
-def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_epoch=0, drop_remainder=False):
+def replica_slice(n, part, parts):
+    """Images of a batch of `n` that replica `part` of `parts` trains on: consecutive, equal shares
+    (the first n % parts replicas take one more)."""
+    size, extra = divmod(n, parts)
+    start = part * size + min(part, extra)
+    return slice(start, start + size + (part < extra))
+
+
+def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_epoch=0, drop_remainder=False,
+                  replicas=None):
     """Shuffled, batched, augmented (x float32 0-255, y) stream for epochs first_epoch..epochs-1.
 
     Every draw is a function of (seed, epoch, step): the image order of each epoch and the
@@ -129,6 +144,11 @@ def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_
     not seen that epoch, so BatchNormalization never normalises a tiny last batch.
     `config` is the seed's transforms (shared.augment) or {"policy": "flip_translate",
     "translate_px": N} (flip_translate_batch, the fast model's).
+
+    `replicas` = (first, count, total): training split between `total` replicas (several
+    workers), this stream feeding replicas first..first+count-1. Each step then yields `count`
+    elements, each replica's share of the same global batch (`replica_slice`), augmented exactly
+    as in the unsplit batch; `batch_size` stays the global batch.
     """
     import functools
 
@@ -137,25 +157,28 @@ def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_
     n = len(x)
     steps = steps_per_epoch(n, batch_size, drop_remainder)
     order = functools.lru_cache(maxsize=2)(lambda epoch: epoch_order(n, seed, epoch))
+    first, count, total = replicas or (0, 1, 1)
 
-    def load(epoch, step):
-        epoch, step = int(epoch), int(step)
+    def load(epoch, step, part):
+        epoch, step, part = int(epoch), int(step), int(part)
         index = order(epoch)[step * batch_size:(step + 1) * batch_size]
-        images = x[index]
+        share = replica_slice(len(index), part, total)
+        images = x[index[share]]
         if augment and config.get("policy") == "flip_translate":
-            images = flip_translate_batch(images, index, seed, epoch, config["translate_px"])
+            images = flip_translate_batch(images, index, seed, epoch, config["translate_px"], start=share.start)
         elif augment:
-            images = augment_batch(images, [seed, epoch, step, 1], config)
-        return images, y[index]
+            images = augment_batch(images, [seed, epoch, step, 1], config, start=share.start, total=len(index))
+        return images, y[index[share]]
 
-    def to_batch(epoch, step):
-        images, labels = tf.numpy_function(load, [epoch, step], [tf.uint8, tf.as_dtype(y.dtype)])
+    def to_batch(epoch, step, part):
+        images, labels = tf.numpy_function(load, [epoch, step, part], [tf.uint8, tf.as_dtype(y.dtype)])
         images.set_shape((None, SIZE, SIZE, 3))
         labels.set_shape((None, *y.shape[1:]))
         return tf.cast(images, tf.float32), labels
 
     ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(
-        lambda epoch: tf.data.Dataset.range(steps).map(lambda step: (epoch, step)))
+        lambda epoch: tf.data.Dataset.range(steps).flat_map(
+            lambda step: tf.data.Dataset.range(first, first + count).map(lambda part: (epoch, step, part))))
     ds = ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 

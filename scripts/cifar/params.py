@@ -152,7 +152,7 @@ SCHEMA = {
             "plateau_factor": _number(float, 0, 1, lo_open=True, hi_open=True),
             "plateau_patience": _number(int, 0),
             "augment": _boolean,
-            "distribute": _choice("default", "mirrored"),
+            "distribute": _choice("default", "mirrored", "multi_worker"),
         },
     },
     "download": {
@@ -201,7 +201,7 @@ SCHEMA = {
             "lookahead_decay": _number(float, 0, 1),
             "validate_every": _number(int, 1, 10_000),
             "drop_last": _boolean,
-            "distribute": _choice("default", "mirrored"),
+            "distribute": _choice("default", "mirrored", "multi_worker"),
         },
     },
     "finetune_mobilenet": {

@@ -36,15 +36,23 @@ def run(name, build_model, args, cfg, provenance, train=None, augment=None):
     shared.augment (the seed's).
     """
     shared = cfg["shared"]
-    for path in (args.model, args.history, args.metrics):
-        outputs.check_output(path)
+    train, augment = train or shared["train"], augment or shared["augment"]
+    # First: the multi-worker strategy must be made before any other TensorFlow work.
+    strategy = training.make_strategy(train.get("distribute", "default"))
+    chief, task = training.worker_role(strategy)
+    if chief:
+        for path in (args.model, args.history, args.metrics):
+            outputs.check_output(path)
     arrays = data.load_prepared(args.data)
     identity = {"params": cfg, "code": code_digest(), "inputs": provenance}
-    state = args.state / name
+    state = args.state / name  # the chief's; the other workers keep theirs in a temporary folder
     best_path, rows, summary = training.fit(
-        lambda: build_model(arrays), arrays, train or shared["train"], augment or shared["augment"],
-        shared["seed"], state, identity=identity
+        lambda: build_model(arrays), arrays, train, augment, shared["seed"], state, identity=identity,
+        strategy=strategy,
     )
+    if not chief:
+        print(f"{name}: {task} finished its share of training; the chief writes the model and the metrics")
+        return
     training.write_history(rows, args.history)
     with outputs.atomic_path(args.model) as tmp:
         shutil.copyfile(best_path, tmp)

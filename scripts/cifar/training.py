@@ -22,9 +22,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,12 +52,104 @@ def decay_schedule(decay):
 
 def make_strategy(name):
     """`default`: the current device. `mirrored`: MirroredStrategy over all GPUs, else all
-    logical CPUs (so it can be tested on a CPU split into logical devices)."""
+    logical CPUs (so it can be tested on a CPU split into logical devices). `multi_worker`:
+    MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (every worker runs the same
+    command; each worker's GPUs, or its CPU, are its replicas). Make it before any other
+    TensorFlow work: the multi-worker strategy must configure the runtime first."""
     if name == "default":
         return tf.distribute.get_strategy()
+    if name == "multi_worker":
+        return _MultiWorkerStrategy(cluster_resolver=cluster_resolver())
     devices = [d.name for d in tf.config.list_logical_devices("GPU")]
     devices = devices or [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices)
+
+
+class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy whose reduce() takes what Keras 3's fit gives it
+    (keras-team/keras#20585): a nested (images, labels) batch in one call, reduced one tensor at
+    a time as MirroredStrategy does; and scalar logs with axis=0, reduced across replicas."""
+
+    def reduce(self, reduce_op, value, axis):
+        parent = super()
+
+        def one(v):
+            rank = (v.values[0] if isinstance(v, tf.distribute.DistributedValues) else tf.convert_to_tensor(v)).shape.rank
+            return parent.reduce(reduce_op, v, None if rank == 0 else axis)
+
+        return tf.nest.map_structure(one, value)
+
+
+def cluster_resolver(environ=None):
+    """TF_CONFIG's cluster and this process's task, checked, as TensorFlow's resolver."""
+    raw = (os.environ if environ is None else environ).get("TF_CONFIG", "")
+    example = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}')
+    if not raw.strip():
+        raise StageError(f"distribute: multi_worker needs the cluster in the TF_CONFIG environment variable, e.g. "
+                         f"TF_CONFIG='{example}' (index 0 on the first host, 1 on the second; README: Training on a cluster)")
+    try:
+        config = json.loads(raw)
+        cluster, task = config["cluster"], config["task"]
+        kind, index = task["type"], task["index"]
+        hosts = cluster[kind]
+    except (ValueError, KeyError, TypeError) as err:
+        raise StageError(f"TF_CONFIG is not a cluster and task ({type(err).__name__}: {err}); it should look like "
+                         f"'{example}'") from None
+    workers = cluster.get("worker", []) + cluster.get("chief", [])
+    if not isinstance(index, int) or not 0 <= index < len(hosts) or not workers:
+        raise StageError(f"TF_CONFIG's task {kind} {index} is not in its cluster ({kind}: {hosts})")
+    return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+
+
+def worker_role(strategy):
+    """(is this process the chief, its task name such as "worker-1", or None for a run of one
+    process): the chief writes the outputs, the other workers nothing."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    kind = getattr(resolver, "task_type", None)
+    if not kind:
+        return True, None
+    index = resolver.task_id or 0
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return kind == "chief" or (kind == "worker" and index == 0 and not has_chief), f"{kind}-{index}"
+
+
+def from_chief(strategy, values):
+    """The int64 array `values` as the chief holds it, on every worker: a cross-worker sum to
+    which only the chief's first replica adds anything (the others pass zeros of the same shape)."""
+    values = np.ascontiguousarray(values, np.int64)
+
+    @tf.function
+    def share():
+        context = tf.distribute.get_replica_context()
+        mine = tf.constant(values)
+        mine = tf.where(context.replica_id_in_sync_group == 0, mine, tf.zeros_like(mine))
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, mine)
+
+    return strategy.experimental_local_results(strategy.run(share))[0].numpy()
+
+
+def bytes_from_chief(strategy, payload, chief):
+    """`payload` (bytes, given on the chief; the others pass b"") on every worker."""
+    size = int(from_chief(strategy, [len(payload) if chief else 0])[0])
+    words = np.zeros(-(-size // 8), np.int64)
+    if chief:
+        words.view(np.uint8)[:size] = np.frombuffer(payload, np.uint8)
+    return from_chief(strategy, words).view(np.uint8)[:size].tobytes()
+
+
+def distributed_train_dataset(strategy, make_dataset):
+    """`make_dataset(replicas)` for `strategy`: one stream per worker feeding its replicas their
+    shares of each global batch (`augment.train_dataset`'s `replicas`), or the plain stream
+    with one replica."""
+    total = strategy.num_replicas_in_sync
+    if total == 1:
+        return make_dataset(None)
+
+    def for_worker(context):
+        here = total // context.num_input_pipelines
+        return make_dataset((context.input_pipeline_id * here, here, total))
+
+    return strategy.distribute_datasets_from_function(for_worker)
 
 
 class TrainingError(StageError, RuntimeError):
@@ -262,9 +356,9 @@ class ResumeState:
         shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
         return f"other settings or inputs (changed: {shown})"
 
-    def finished(self):
+    def finished(self, need_model=True):
         """(history rows, summary) of a run that completed but whose outputs were not written."""
-        if self.result.is_file() and self.best.is_file():
+        if self.result.is_file() and (self.best.is_file() or not need_model):
             done = json.loads(self.result.read_text())
             return done["rows"], done["summary"]
         return None
@@ -322,46 +416,113 @@ class ResumeState:
                 self.history.write_text("".join(lines[: epoch + 1]))
         return epoch
 
+    def pack(self):
+        """The state as a tar archive (bytes), without the best model: what another worker needs
+        to continue exactly where this one is."""
+        import io
+        import tarfile
+
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for path in sorted(self.folder.rglob("*")):
+                if path.is_file() and path != self.best:
+                    tar.add(path, arcname=path.relative_to(self.folder).as_posix())
+        return buffer.getvalue()
+
+    def unpack(self, payload, who):
+        """Replace this state with the chief's `pack()`, after checking that the chief's run is
+        this one (same settings, data and code)."""
+        import io
+        import tarfile
+
+        with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
+            theirs = json.loads(tar.extractfile("identity.json").read())
+            if theirs != self.identity:
+                before, now = _flatten(theirs), _flatten(self.identity)
+                changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+                raise StageError(f"{who} runs another training than the chief (differs in: {', '.join(changed[:4])}); "
+                                 "start every worker from the same commit, params.yaml and data")
+            shutil.rmtree(self.folder)
+            self.folder.mkdir(parents=True)
+            tar.extractall(self.folder, filter="data")
+
     def finish(self, rows, summary):
         tmp = self.result.with_suffix(".tmp")
         tmp.write_text(json.dumps({"rows": rows, "summary": summary}))
         tmp.replace(self.result)
 
 
-def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_callbacks=(), identity=None):
+def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_callbacks=(), identity=None,
+        strategy=None):
     """Compile and fit the model from `build_model()` on the prepared arrays.
 
     `identity`: what else determines the run beyond the settings and arrays given here (the
     stage's other params, its code, the pretrained weights); resume state is only continued
     when all of it matches. `extra_callbacks` run after the pipeline's own (TensorBoard, say).
+    `strategy`: made by the caller before any TensorFlow work (make_strategy), else here from
+    train_cfg's `distribute`.
 
     Returns (best_model_path, history_rows, summary). The best model (highest val_accuracy)
     is the ModelCheckpoint file in `state_dir`; the caller moves it into place.
+
+    Several workers (multi_worker): the chief keeps the resume state in `state_dir`; every other
+    worker keeps its checkpoints in a temporary folder, removed when it returns (with
+    best_model_path None), and at the start takes over the chief's state, so a restarted worker
+    continues from the chief's last finished epoch with nothing of its own.
     """
+    if strategy is None:
+        strategy = make_strategy(train_cfg.get("distribute", "default"))
+    chief, task = worker_role(strategy)
+    if chief:
+        return _fit(build_model, arrays, train_cfg, augment_cfg, seed, Path(state_dir), extra_callbacks, identity,
+                    strategy, task)
+    with tempfile.TemporaryDirectory(prefix=f"cifar10-{task}-") as scratch:
+        _, rows, summary = _fit(build_model, arrays, train_cfg, augment_cfg, seed, Path(scratch) / "state",
+                                extra_callbacks, identity, strategy, task)
+    return None, rows, summary
+
+
+def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_callbacks, identity, strategy, task):
+    chief = task is None or worker_role(strategy)[0]
     data_digest = digest(arrays["x_train"], arrays["y_train"], arrays["x_val"], arrays["y_val"])
     state = ResumeState(state_dir, {"train": train_cfg, "augment": augment_cfg, "seed": seed,
                                     "data": data_digest, **(identity or {})})
-    done = state.finished()
+    if chief:
+        done = state.finished()
+        first_epoch = None if done else state.start_epoch()
+    if task:  # several workers: the chief's state is everyone's
+        received = bytes_from_chief(strategy, state.pack() if chief else b"", chief)
+        if not chief:
+            state.unpack(received, task)
+            done = state.finished(need_model=False)
+            first_epoch = None if done else state.start_epoch()
     if done:
         print(f"Training finished in an earlier attempt whose outputs were not written; reusing {state.folder}")
         return state.best, *done
-    first_epoch = state.start_epoch()
 
     keras.utils.set_random_seed(seed)
     batch, epochs = train_cfg["batch_size"], train_cfg["epochs"]
     drop = train_cfg.get("drop_last", False)
     steps = augment.steps_per_epoch(len(arrays["y_train"]), batch, drop)
-    strategy = make_strategy(train_cfg.get("distribute", "default"))
+    if batch < strategy.num_replicas_in_sync:
+        raise StageError(f"batch_size {batch} is smaller than the {strategy.num_replicas_in_sync} replicas it is split "
+                         "between; raise it (it is the global batch)")
     with strategy.scope():
         model = build_model()
+        if strategy.num_replicas_in_sync > 1:
+            # Normalise by the statistics of the global batch, as one process would, not by
+            # each replica's share of it.
+            for layer in model._flatten_layers():
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
         optimizer, loss, recipe_callbacks, monitors = recipe(train_cfg, steps)
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
 
     y_train = keras.utils.to_categorical(arrays["y_train"], NUM_CLASSES)
     y_val = keras.utils.to_categorical(arrays["y_val"], NUM_CLASSES)
-    train_ds = augment.train_dataset(arrays["x_train"], y_train, batch, seed, augment_cfg,
-                                     train_cfg.get("augment", True), epochs=epochs, first_epoch=min(first_epoch, epochs),
-                                     drop_remainder=drop)
+    train_ds = distributed_train_dataset(strategy, lambda replicas: augment.train_dataset(
+        arrays["x_train"], y_train, batch, seed, augment_cfg, train_cfg.get("augment", True), epochs=epochs,
+        first_epoch=min(first_epoch, epochs), drop_remainder=drop, replicas=replicas))
     val_ds = augment.eval_dataset(arrays["x_val"], y_val, batch)
 
     checkpoint = keras.callbacks.ModelCheckpoint(state.best, monitor="val_accuracy", mode="max", save_best_only=True)
@@ -384,19 +545,24 @@ def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_call
     # `validate_every` N validates every Nth epoch and the last (test-time augmentation makes a
     # validation pass cost a third of a training epoch).
     every = train_cfg.get("validate_every", 1)
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        validation_freq=sorted({*range(every, epochs + 1, every), epochs}),
-        epochs=epochs,
-        steps_per_epoch=steps,
-        callbacks=callbacks,
-        shuffle=False,  # the stream is already shuffled, per (seed, epoch)
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
+    try:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            validation_freq=sorted({*range(every, epochs + 1, every), epochs}),
+            epochs=epochs,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            shuffle=False,  # the stream is already shuffled, per (seed, epoch)
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+    except tf.errors.UnavailableError as err:  # multi_worker: a peer died; collectives were aborted
+        raise TrainingError(
+            f"a worker of the cluster stopped answering ({err.message.splitlines()[0]}); start every worker "
+            "again with the same command: training continues from the last finished epoch") from None
     rows = read_history(state.history) if state.history.is_file() else []
     finite = [r for r in rows if np.isfinite(r["loss"]) and np.isfinite(r["val_loss"])]
-    if not finite or not state.best.is_file():
+    if not finite or (chief and not state.best.is_file()):  # other workers keep no model
         raise TrainingError(
             "training produced no model: no epoch ended with a finite loss (NaN from the first "
             "batches on); lower shared.train.learning_rate or check the data and the model's input scaling"
