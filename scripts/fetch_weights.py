@@ -22,7 +22,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from cifar import data, outputs, params
+from cifar import data, mobilenet, outputs
 
 IMAGENET_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
@@ -66,7 +66,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
-    weights = params.load(["finetune_mobilenet"])["finetune_mobilenet"]["weights"]
+    weights = mobilenet.section()["weights"]
 
     path, expected, origin = locate(weights)
     with outputs.atomic_path(args.out, is_dir=True) as tmp:

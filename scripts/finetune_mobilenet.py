@@ -13,7 +13,7 @@ the `fetch_weights` stage's folder, whose source.json names them.
 import json
 from pathlib import Path
 
-from cifar import models, params, stage
+from cifar import mobilenet, models, params, stage
 
 
 def weights_argument(folder):
@@ -32,6 +32,7 @@ def main():
     parser.add_argument("--weights", required=True, type=Path, help="folder from `fetch_weights`")
     args = parser.parse_args()
     entry, tune = params.model_entry(args.name)
+    params.validate(tune, mobilenet.SCHEMA, entry["params"])
     cfg = params.load(["shared"])
     weights, source = weights_argument(args.weights)
     stage.run(

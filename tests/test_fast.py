@@ -148,3 +148,22 @@ def test_the_fast_recipe_trains_and_validates_as_configured(tmp_path):
     assert validated == [False, True, True]  # epoch 2 (every 2nd) and the last
     assert rows[-1]["loss"] < rows[0]["loss"] and summary["best_epoch"] in (2, 3)
     assert [r["lr"] for r in rows] == sorted([r["lr"] for r in rows], reverse=True)  # decaying after warm-up
+
+
+def test_convolutions_start_with_dirac_filters():
+    """airbench's init: each 3x3 conv's first in_channels filters pass their channel through."""
+    net = fast.build({**SECTION, "widths": [8, 16, 16], "whiten_images": 200}, images(200)).get_layer("tta").net
+    first = net.get_layer("group1_conv1").kernel.numpy()  # 24 -> 8: all 8 filters are deltas
+    np.testing.assert_array_equal(first[1, 1, :8, :], np.eye(8))
+    assert not first[0].any() and not first[1, 1, 8:, :].any()
+    widen = net.get_layer("group2_conv1").kernel.numpy()  # 8 -> 16: the first 8 are deltas
+    np.testing.assert_array_equal(widen[1, 1, :, :8], np.eye(8))
+    assert np.abs(widen[..., 8:]).min() >= 0 and np.abs(widen[..., 8:]).sum() > 0
+
+
+def test_weight_decay_is_airbenchs_per_step_share_of_each_weight():
+    """PyTorch's SGD with weight_decay = wd / lr removes schedule x wd of each weight per step;
+    Keras' batch-mean loss at rate lr_peak x schedule gets it as L2 = wd / lr_peak."""
+    train = SECTION["train"]
+    optimizer, *_ = training.recipe(train, steps_per_epoch=39)
+    assert optimizer.l2 * train["learning_rate"] == pytest.approx(0.0153 * 1024 / (1024 * (1 + 1 / (1 - 0.85))), rel=1e-4)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from cifar import models
+from cifar import mobilenet, models
 
 
 def test_cnn_layers_filters_and_params():
@@ -55,7 +55,7 @@ def _backbone(model):
 
 def test_mobilenet_loads_a_weights_file_and_freezes_all_but_last_n(weights_file):
     path, expected = weights_file
-    model = models.build_mobilenet(weights=str(path), input_size=32, trainable_layers=20)
+    model = mobilenet.build_mobilenet(weights=str(path), input_size=32, trainable_layers=20)
     base = _backbone(model)
     for got, want in zip(base.get_weights(), expected):
         np.testing.assert_array_equal(got, want)
@@ -68,7 +68,7 @@ def test_mobilenet_loads_a_weights_file_and_freezes_all_but_last_n(weights_file)
 
 
 def test_mobilenet_preprocesses_to_minus_one_one_and_upscales():
-    model = models.build_mobilenet(weights=None, input_size=96, trainable_layers=5)
+    model = mobilenet.build_mobilenet(weights=None, input_size=96, trainable_layers=5)
     scale = model.get_layer("scale_minus1_1")
     assert scale.scale == pytest.approx(1 / 127.5) and scale.offset == -1.0
     assert model.get_layer("upscale").output.shape[1:3] == (96, 96)
@@ -77,7 +77,7 @@ def test_mobilenet_preprocesses_to_minus_one_one_and_upscales():
 
 
 def test_frozen_batchnorm_stays_in_inference_mode():
-    model = models.build_mobilenet(weights=None, input_size=32, trainable_layers=3)
+    model = mobilenet.build_mobilenet(weights=None, input_size=32, trainable_layers=3)
     base = _backbone(model)
     frozen_bn = next(l for l in base.layers if isinstance(l, layers.BatchNormalization) and not l.trainable)
     before = [w.copy() for w in frozen_bn.get_weights()]

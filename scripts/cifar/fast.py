@@ -5,6 +5,7 @@ on a single GPU", arXiv 2404.00498), written in Keras from the paper's descripti
     -> 2x2 convolution, frozen, initialised to whiten 2x2 patches (eigenvectors of the training
        images' patch covariance, each with its negative: 2 x 12 = 24 channels), GELU
     -> 3 conv groups (widths 64, 256, 256): conv 3x3 -> max-pool 2 -> BN -> GELU -> conv 3x3 -> BN -> GELU
+       (each conv's first in_channels filters start as the identity, airbench's Dirac init)
     -> max-pool 3 -> dense (no bias) -> x 1/9 (logit scale) -> test-time augmentation -> softmax
 
 BatchNormalization has no learned scale (as airbench: its weight is frozen at 1) and a fast
@@ -44,6 +45,18 @@ def whitening_filters(images, patch, eps=5e-4):
     return filters.transpose(1, 2, 3, 0).astype(np.float32)
 
 
+def dirac_init(conv):
+    """airbench's initialisation: the first `in_channels` filters of a 3x3 convolution pass their
+    input channel through unchanged (a Dirac delta at the centre); the others keep their random
+    start. So a group's second convolution (as wide as its input) starts as the identity."""
+    kernel = conv.kernel.numpy()
+    k, _, c_in, c_out = kernel.shape
+    n = min(c_in, c_out)
+    kernel[..., :n] = 0.0
+    kernel[k // 2, k // 2, np.arange(n), np.arange(n)] = 1.0
+    conv.kernel.assign(kernel)
+
+
 def conv_group(x, width, momentum, name):
     bn = dict(momentum=momentum, epsilon=1e-5, scale=False)
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv1")(x)
@@ -73,6 +86,9 @@ def build(section, images):
     logits = layers.Rescaling(section["logit_scale"], name="logit_scale")(x)
     net = keras.Model(net_in, logits, name="fast_net")
     whiten.set_weights([kernel])
+    for layer in net.layers:
+        if layer.name.startswith("group") and isinstance(layer, layers.Conv2D):
+            dirac_init(layer)
 
     inputs = keras.Input(IMAGE_SHAPE, name="image")
     x = layers.Rescaling(1.0 / 255, name="scale_0_1")(inputs)

@@ -204,12 +204,6 @@ SCHEMA = {
             "distribute": _choice("default", "mirrored", "multi_worker"),
         },
     },
-    "finetune_mobilenet": {
-        "weights": _weights,
-        "input_size": _number(int, 32, 224),
-        "trainable_layers": _number(int, 0),
-        "dropout": _number(float, 0, 1, hi_open=True),
-    },
     "evaluate": {
         "batch_size": _number(int, 1, 65_536),
         "misclassified_images": _number(int, 0, 120),
@@ -223,6 +217,16 @@ SCHEMA = {
         "latency_runs": _number(int, 0, 10_000),
     },
 }
+
+
+# The rules, for a model module that validates its own section (cifar.mobilenet.SCHEMA).
+number, boolean, choice, float_list, weights_file = _number, _boolean, _choice, _float_list, _weights
+
+
+def validate(values, schema, where, path="params.yaml"):
+    """Check `values` (the params section `where`) against `schema`; raise ParamsError naming
+    the key, the value and what is allowed. For a model whose module keeps its own schema."""
+    _validate(values, schema, where, Path(path))
 
 
 def _validate(values, schema, where, path):

@@ -27,18 +27,26 @@ def code_digest():
     return h.hexdigest()
 
 
-def run(name, build_model, args, cfg, provenance, train=None, augment=None):
+def run(name, build_model, args, cfg, provenance, train=None, augment=None, phases=None):
     """Fit `build_model(arrays)` and write the model, history and metrics `args` names.
 
     `cfg`: every params section the stage read (validated), `shared` among them; `provenance`:
     the inputs the metrics should name (the weights' sha256, say), also part of the identity.
     `train` / `augment`: a model's own recipe and augmentation, instead of shared.train /
     shared.augment (the seed's).
+
+    `phases`: a recipe in steps, e.g. a new head on a frozen backbone, then the backbone's top:
+    [(phase name, build(arrays, previous), its train settings)], fitted one after another, each
+    built from the best model of the phase before (`previous`, a .keras path; None for the first,
+    and on workers other than the chief, which then receive the chief's weights). Each phase
+    resumes on its own; the history runs on across phases and the last phase's best model is the
+    stage's model. Default: one phase, `build_model` with `train`.
     """
     shared = cfg["shared"]
-    train, augment = train or shared["train"], augment or shared["augment"]
+    augment = augment or shared["augment"]
+    phases = phases or [(None, lambda arrays, previous: build_model(arrays), train or shared["train"])]
     # First: the multi-worker strategy must be made before any other TensorFlow work.
-    strategy = training.make_strategy(train.get("distribute", "default"))
+    strategy = training.make_strategy(phases[0][2].get("distribute", "default"))
     chief, task = training.worker_role(strategy)
     if chief:
         for path in (args.model, args.history, args.metrics):
@@ -46,16 +54,23 @@ def run(name, build_model, args, cfg, provenance, train=None, augment=None):
     arrays = data.load_prepared(args.data)
     identity = {"params": cfg, "code": code_digest(), "inputs": provenance}
     state = args.state / name  # the chief's; the other workers keep theirs in a temporary folder
-    best_path, rows, summary = training.fit(
-        lambda: build_model(arrays), arrays, train, augment, shared["seed"], state, identity=identity,
-        strategy=strategy,
-    )
+    rows, summaries, previous = [], [], None
+    for phase, build, phase_train in phases:
+        best_path, phase_rows, summary = training.fit(
+            lambda: build(arrays, previous), arrays, phase_train, augment, shared["seed"],
+            state if phase is None else state / phase, strategy=strategy,
+            identity=identity if phase is None else {**identity, "phase": phase},
+        )
+        rows += [{**row, "epoch": len(rows) + i} for i, row in enumerate(phase_rows)]
+        summaries.append((phase, summary))
+        previous = best_path
+    summary = summaries[0][1] if len(phases) == 1 else training.combine_phases(summaries)
     if not chief:
         print(f"{name}: {task} finished its share of training; the chief writes the model and the metrics")
         return
     training.write_history(rows, args.history)
     with outputs.atomic_path(args.model) as tmp:
-        shutil.copyfile(best_path, tmp)
+        shutil.copyfile(previous, tmp)
     outputs.write_json(args.metrics, {
         name: summary,
         "data": {"archive_sha256": str(arrays["archive_sha256"])},

@@ -128,6 +128,17 @@ def from_chief(strategy, values):
     return strategy.experimental_local_results(strategy.run(share))[0].numpy()
 
 
+def weights_from_chief(strategy, model, chief):
+    """Give every worker's model the chief's float weights, bit for bit."""
+    floats = [v for v in model.variables if v.dtype == "float32"]
+    words = np.concatenate([np.asarray(v.numpy()).ravel().view(np.int32) for v in floats] or [np.zeros(0, np.int32)])
+    shared = from_chief(strategy, words if chief else np.zeros_like(words)).astype(np.int32).view(np.float32)
+    for v in floats:
+        size = int(np.prod(v.shape))
+        v.assign(shared[:size].reshape(v.shape))
+        shared = shared[size:]
+
+
 def bytes_from_chief(strategy, payload, chief):
     """`payload` (bytes, given on the chief; the others pass b"") on every worker."""
     size = int(from_chief(strategy, [len(payload) if chief else 0])[0])
@@ -263,8 +274,9 @@ def recipe(train_cfg, steps_per_epoch):
     """(optimizer, loss, the recipe's callbacks, those of them whose counters a resume replays)
     for `train_cfg`.
 
-    `adam` is the seed's: Adam, cross-entropy, the per-epoch decay, ReduceLROnPlateau and
-    EarlyStopping (their counters are replayed after a resume). `sgd_nesterov` is airbench's: SGD
+    `adam` is the seed's: Adam, cross-entropy (label-smoothed if the settings say so), the
+    per-epoch decay, ReduceLROnPlateau and EarlyStopping (their counters are replayed after a
+    resume). `sgd_nesterov` is airbench's: SGD
     with Nesterov momentum on a warm-up/decay schedule per step, label smoothing, a higher learning
     rate for biases, coupled L2 weight decay and lookahead.
     """
@@ -278,15 +290,16 @@ def recipe(train_cfg, steps_per_epoch):
             patience=train_cfg["plateau_patience"],
         )
         callbacks = [keras.callbacks.LearningRateScheduler(decay_schedule(train_cfg["lr_decay"])), plateau, early]
-        return (keras.optimizers.Adam(learning_rate=train_cfg["learning_rate"]), "categorical_crossentropy",
-                callbacks, [plateau, early])
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg.get("label_smoothing", 0.0))
+        return keras.optimizers.Adam(learning_rate=train_cfg["learning_rate"]), loss, callbacks, [plateau, early]
     from cifar.layers import BiasScaledSGD, WarmupDecay
 
     total = train_cfg["epochs"] * steps_per_epoch
     start, end = train_cfg["lr_start_end"]
     schedule = WarmupDecay(train_cfg["learning_rate"], total, round(train_cfg["warmup_fraction"] * total), start, end)
     optimizer = BiasScaledSGD(learning_rate=schedule, momentum=train_cfg["momentum"], nesterov=True,
-                              bias_scale=train_cfg["bias_lr_scale"], l2=train_cfg["weight_decay"])
+                              bias_scale=train_cfg["bias_lr_scale"],
+                              l2=train_cfg["weight_decay"] / train_cfg["learning_rate"])
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg["label_smoothing"])
     lookahead = Lookahead(train_cfg["lookahead_every"], train_cfg["lookahead_decay"], total, steps_per_epoch)
     return optimizer, loss, [lookahead], []
@@ -517,6 +530,8 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
                     layer.synchronized = True
         optimizer, loss, recipe_callbacks, monitors = recipe(train_cfg, steps)
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    if task:  # every worker starts from the chief's weights (a phase's model is built on the chief only)
+        weights_from_chief(strategy, model, chief)
 
     y_train = keras.utils.to_categorical(arrays["y_train"], NUM_CLASSES)
     y_val = keras.utils.to_categorical(arrays["y_val"], NUM_CLASSES)
@@ -584,6 +599,23 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
     }
     state.finish(rows, summary)
     return state.best, rows, summary
+
+
+def combine_phases(summaries):
+    """One summary for a recipe in phases [(name, summary)]: the model is the last phase's best;
+    epochs and times add up; each phase's own summary is kept under `phases`."""
+    last = summaries[-1][1]
+    before = sum(s["epochs_run"] for _, s in summaries[:-1])
+    images = [s["epochs_run"] * s["train_images"] for _, s in summaries]
+    training_s = sum(n / s["train_img_per_s"] for n, (_, s) in zip(images, summaries) if s["train_img_per_s"])
+    return {
+        **last,
+        "best_epoch": before + last["best_epoch"],
+        "epochs_run": before + last["epochs_run"],
+        "wall_time_s": round(sum(s["wall_time_s"] for _, s in summaries), 1),
+        "train_img_per_s": round(sum(images) / training_s, 1) if training_s else 0.0,
+        "phases": {name: summary for name, summary in summaries},
+    }
 
 
 def write_history(rows, path):
