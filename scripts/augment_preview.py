@@ -20,6 +20,11 @@ import numpy as np  # noqa: E402
 
 from cifar import augment, data, outputs, params  # noqa: E402
 
+SCHEMA = {  # params.yaml `augment_preview`
+    "images": params.number(int, 1, 32),
+    "variants": params.number(int, 1, 16),
+}
+
 
 def preview_figure(images, labels, names, variants, seed, config):
     rows = len(images)
@@ -43,7 +48,7 @@ def main():
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
-    cfg = params.load(["shared", "augment_preview"])
+    cfg = params.load(["shared", "augment_preview"], schemas={"augment_preview": SCHEMA})
     seed, preview = cfg["shared"]["seed"], cfg["augment_preview"]
 
     arrays = data.load_prepared(args.data)

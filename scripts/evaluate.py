@@ -24,6 +24,10 @@ import numpy as np
 from cifar import data, evaluation, outputs, params, training
 
 PLOT_DIRS = ("accuracy", "loss", "lr", "confusion", "per_class")
+SCHEMA = {  # params.yaml `evaluate`
+    "batch_size": params.number(int, 1, 65_536),
+    "misclassified_images": params.number(int, 0, 120),
+}
 
 
 def evaluate_model(name, model, arrays, names, batch_size):
@@ -58,7 +62,7 @@ def main():
     parser.add_argument("--figures", required=True, type=Path)
     parser.add_argument("--summary", required=True, type=Path)
     args = parser.parse_args()
-    loaded_params = params.load(["models", "evaluate"])
+    loaded_params = params.load(["models", "evaluate"], schemas={"evaluate": SCHEMA})
     registry, cfg = loaded_params["models"], loaded_params["evaluate"]
 
     # Every input is checked before the slow part starts.

@@ -25,6 +25,11 @@ from pathlib import Path
 
 from cifar import data, export, inference, outputs, params
 
+SCHEMA = {  # params.yaml `export`
+    "int8_calibration_images": params.number(int, 1, 50_000),
+    "tfjs_quantization": params.choice("none", "float16", "uint8"),
+}
+
 def export_model(name, model, arrays, cfg, out):
     """Write every artifact of `model` into the (empty, temporary) folder `out`: one per format
     in cifar.export.FORMATS."""
@@ -38,7 +43,7 @@ def main():
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
-    cfg = params.load(["shared", "export"])
+    cfg = params.load(["shared", "export"], schemas={"export": SCHEMA})
     settings = dict(cfg["export"], seed=cfg["shared"]["seed"])
 
     name = args.name

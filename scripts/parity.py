@@ -24,6 +24,10 @@ import numpy as np
 from cifar import data, export, inference, outputs, params
 
 NODE_SCRIPT = Path(__file__).resolve().parent / "tfjs_predict.mjs"
+SCHEMA = {  # params.yaml `parity`
+    "batch_size": params.number(int, 1, 65_536),
+    "latency_runs": params.number(int, 0, 10_000),
+}
 FLOAT_AGREEMENT, INT8_SIZE_RATIO, INT8_ACCURACY_DROP_PP = (
     export.FLOAT_AGREEMENT, export.INT8_SIZE_RATIO, export.INT8_ACCURACY_DROP_PP)
 
@@ -93,7 +97,7 @@ def main():
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--metrics", required=True, type=Path)
     args = parser.parse_args()
-    cfg = params.load(["parity"])["parity"]
+    cfg = params.load(["parity"], schemas={"parity": SCHEMA})["parity"]
     batch, runs = cfg["batch_size"], cfg["latency_runs"]
 
     name = args.name

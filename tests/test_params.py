@@ -1,4 +1,5 @@
 import copy
+import importlib
 import re
 import shutil
 
@@ -22,8 +23,12 @@ def edit(path, change):
     path.write_text(yaml.safe_dump(values))
 
 
+STAGE_SCHEMAS = {name: importlib.import_module(name).SCHEMA for name in params.STAGE_SECTIONS}
+
+
 def test_repository_params_are_valid():
-    loaded = params.load(list(params.SCHEMA), REPO / "params.yaml")
+    loaded = params.load([*params.SCHEMA, *params.STAGE_SECTIONS], REPO / "params.yaml", schemas=STAGE_SCHEMAS)
+    assert loaded["robustness"]["corruptions"][0] == "gaussian_noise"
     assert loaded["prepare"]["val_fraction"] == 0.2
     assert loaded["shared"]["seed"] == 42
     assert loaded["shared"]["train"]["epochs"] == 25
@@ -42,7 +47,6 @@ def test_repository_params_are_valid():
         ("shared.augment", "resolution_scale", [0.01, 1.2],
          "shared.augment.resolution_scale = [0.01, 1.2] is not allowed; expected a list [low, high] with 0.25 <= low"),
         ("download", "sha256", "abc", "download.sha256 = 'abc' is not allowed; expected a sha256"),
-        ("augment_preview", "images", 0, "augment_preview.images = 0 is not allowed"),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(params_file, section, key, value, message):
@@ -142,4 +146,27 @@ def test_a_registered_models_own_section_is_accepted_and_others_are_not(params_f
         params.model_entry("nope", params_file)
     edit(params_file, lambda v: v.update(stray={"a": 1}))
     with pytest.raises(params.ParamsError, match="unknown section 'stray'"):
+        params.load(["shared"], params_file)
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("augment_preview", "images", 0, "augment_preview.images = 0 is not allowed"),
+    ("robustness", "corruptions", ["snow"], "robustness.corruptions = ['snow'] is not allowed; expected a non-empty list"),
+    ("robustness", "corruptions", [], "robustness.corruptions = [] is not allowed"),
+    ("export", "tfjs_quantization", "int4", "export.tfjs_quantization = 'int4' is not allowed"),
+    ("parity", "latency_runs", -1, "parity.latency_runs = -1 is not allowed"),
+])
+def test_a_stage_checks_its_own_section(params_file, section, key, value, message):
+    """Sections downstream of training keep their schema with their stage (so editing one does
+    not touch params.py, on which every training stage depends)."""
+    edit(params_file, lambda values: values[section].__setitem__(key, value))
+    with pytest.raises(params.ParamsError) as err:
+        params.load([section], params_file, schemas=STAGE_SCHEMAS)
+    assert message in str(err.value)
+
+
+def test_every_stage_section_is_named_and_a_misspelt_one_fails(params_file):
+    assert set(STAGE_SCHEMAS) == {"augment_preview", "evaluate", "robustness", "export", "parity"}
+    edit(params_file, lambda values: values.__setitem__("robustnes", values.pop("robustness")))
+    with pytest.raises(params.ParamsError, match="unknown section 'robustnes'"):
         params.load(["shared"], params_file)

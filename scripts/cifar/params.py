@@ -133,6 +133,12 @@ def _registry(value, path):
                               "module:function, e.g. cifar.models:cnn_from")
 
 
+# Sections of the stages downstream of training. Their schemas live with their stages
+# (e.g. scripts/evaluate.py's SCHEMA, passed to load()), so that changing one touches only that
+# stage: every training stage depends on this file. They are named here so that a misspelt
+# section still fails every stage.
+STAGE_SECTIONS = ("augment_preview", "evaluate", "robustness", "export", "parity")
+
 SCHEMA = {
     "models": _registry,  # the model registry, checked as a whole
     "shared": {
@@ -163,10 +169,6 @@ SCHEMA = {
         "val_fraction": _number(float, 0, 1, lo_open=True, hi_open=True),
         "train_limit": _number(int, 0),
         "test_limit": _number(int, 0),
-    },
-    "augment_preview": {
-        "images": _number(int, 1, 32),
-        "variants": _number(int, 1, 16),
     },
     "train_cnn": {
         "filters": _int_list(3, 1, 4096),
@@ -204,23 +206,20 @@ SCHEMA = {
             "distribute": _choice("default", "mirrored", "multi_worker"),
         },
     },
-    "evaluate": {
-        "batch_size": _number(int, 1, 65_536),
-        "misclassified_images": _number(int, 0, 120),
-    },
-    "export": {
-        "int8_calibration_images": _number(int, 1, 50_000),
-        "tfjs_quantization": _choice("none", "float16", "uint8"),
-    },
-    "parity": {
-        "batch_size": _number(int, 1, 65_536),
-        "latency_runs": _number(int, 0, 10_000),
-    },
 }
 
 
-# The rules, for a model module that validates its own section (cifar.mobilenet.SCHEMA).
+# The rules, for the stages and model modules that keep their own section's schema.
 number, boolean, choice, float_list, weights_file = _number, _boolean, _choice, _float_list, _weights
+
+
+def names_from(allowed):
+    """Rule: a non-empty list of distinct names, each one of `allowed`."""
+    def check(value):
+        ok = isinstance(value, list) and value and len(set(value)) == len(value) and set(value) <= set(allowed)
+        return None if ok else f"a non-empty list of distinct names from: {', '.join(allowed)}"
+
+    return check
 
 
 def validate(values, schema, where, path="params.yaml"):
@@ -250,10 +249,11 @@ def _validate(values, schema, where, path):
             raise ParamsError(f"{path}: {name} = {values[key]!r} is not allowed; expected {allowed}")
 
 
-def load(sections, path="params.yaml"):
+def load(sections, path="params.yaml", schemas=None):
     """Return {section: values} for the sections a stage reads, after validating them.
 
-    Top-level keys are checked against SCHEMA too, so a misspelt section fails every stage.
+    `schemas`: {section: schema} for sections whose schema lives with their stage
+    (STAGE_SECTIONS). Top-level keys are checked too, so a misspelt section fails every stage.
     """
     path = Path(path)
     try:
@@ -270,10 +270,10 @@ def load(sections, path="params.yaml"):
     # A registered model's params section may be one SCHEMA does not know (a new model's):
     # then it must be a mapping, and its builder reads what it needs from it.
     model_sections = {entry["params"] for entry in params["models"].values()}
-    unknown = sorted(set(params) - set(SCHEMA) - model_sections)
+    unknown = sorted(set(params) - set(SCHEMA) - set(STAGE_SECTIONS) - model_sections)
     if unknown:
         raise ParamsError(
-            f"{path}: unknown section '{unknown[0]}'; allowed sections: {', '.join(SCHEMA)}, "
+            f"{path}: unknown section '{unknown[0]}'; allowed sections: {', '.join([*SCHEMA, *STAGE_SECTIONS])}, "
             "and the params sections the models registry names"
         )
     for name, entry in params["models"].items():
@@ -282,7 +282,7 @@ def load(sections, path="params.yaml"):
     for section in sections:
         if section not in params:
             raise ParamsError(f"{path}: missing section '{section}'")
-        rule = SCHEMA.get(section)
+        rule = (schemas or {}).get(section, SCHEMA.get(section))
         if isinstance(rule, dict):
             _validate(params[section], rule, section, path)
         elif rule is None and not isinstance(params[section], dict):

@@ -1,0 +1,200 @@
+"""Common corruptions of 32x32 images at severities 1-5, after CIFAR-10-C (Hendrycks & Dietterich,
+"Benchmarking Neural Network Robustness to Common Corruptions and Perturbations", ICLR 2019).
+
+Each corruption takes a uint8 batch (N, 32, 32, 3), a severity 1-5 and a numpy Generator, and
+returns a uint8 batch. The severity parameters are those of CIFAR-10-C's generation script
+(make_cifar_c.py) for 32 px images. Where it used a tool we do not depend on, the same operation
+is written here with NumPy and OpenCV:
+
+- gaussian_blur: scikit-image's Gaussian filter -> cv2.GaussianBlur with the same sigma (the
+  kernel truncated at 4 sigma and edges repeated, as scikit-image's defaults);
+- motion_blur: ImageMagick's MotionBlur(radius, sigma, angle) -> a one-sided line kernel of
+  radius + 1 taps weighted exp(-d^2 / 2 sigma^2), at a random angle in [-45, 45] degrees,
+  applied with cv2.filter2D, edges replicated;
+- brightness: scikit-image's HSV round trip -> the same V + c in OpenCV's float HSV;
+- jpeg / pixelate: Pillow, as CIFAR-10-C (JPEG qualities 80..40; BOX down- and upscaling);
+- fog: CIFAR-10-C's diamond-square plasma fractal (mapsize 32), as published.
+
+`darken` is ours, not CIFAR-10-C's: brightness lowered by the same amounts brightness raises it,
+for photos darker than CIFAR's. Every draw comes from the Generator, so a corrupted set is a
+function of its seed.
+"""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+
+SEVERITIES = (1, 2, 3, 4, 5)
+
+GAUSSIAN_NOISE = (0.04, 0.06, 0.08, 0.09, 0.10)       # std of the noise, on the [0, 1] scale
+SHOT_NOISE = (500, 250, 100, 75, 50)                  # photons at full intensity (Poisson)
+GAUSSIAN_BLUR = (0.4, 0.6, 0.7, 0.8, 1.0)             # sigma, px
+MOTION_BLUR = ((6, 1.0), (6, 1.5), (6, 2.0), (8, 2.0), (9, 2.5))  # (radius px, sigma px)
+JPEG_QUALITY = (80, 65, 58, 50, 40)
+PIXELATE = (0.95, 0.9, 0.85, 0.75, 0.65)              # side of the downscaled image / 32
+BRIGHTNESS = (0.05, 0.1, 0.15, 0.2, 0.3)              # added to HSV value, on [0, 1]
+CONTRAST = (0.75, 0.5, 0.4, 0.3, 0.15)                # deviations from the image mean scaled by this
+FOG = ((0.2, 3.0), (0.5, 3.0), (0.75, 2.5), (1.0, 2.0), (1.5, 1.75))  # (strength, wibble decay)
+
+
+def _unit(images):
+    return images.astype(np.float32) / 255.0
+
+
+def _to_uint8(x):
+    return np.clip(np.rint(np.asarray(x) * 255.0), 0, 255).astype(np.uint8)
+
+
+def gaussian_noise(images, severity, rng):
+    x = _unit(images)
+    return _to_uint8(x + rng.normal(0.0, GAUSSIAN_NOISE[severity - 1], x.shape))
+
+
+def shot_noise(images, severity, rng):
+    photons = SHOT_NOISE[severity - 1]
+    return _to_uint8(rng.poisson(_unit(images) * photons) / photons)
+
+
+def gaussian_blur(images, severity, rng):
+    sigma = GAUSSIAN_BLUR[severity - 1]
+    size = 2 * int(4 * sigma + 0.5) + 1
+    out = [cv2.GaussianBlur(image, (size, size), sigma, borderType=cv2.BORDER_REPLICATE) for image in _unit(images)]
+    return _to_uint8(np.stack(out)) if out else images.copy()
+
+
+def motion_kernel(radius, sigma, angle_degrees):
+    """ImageMagick's motion blur kernel: taps at distance 0..radius along `angle`, one side only,
+    weighted exp(-d^2 / 2 sigma^2) and summed to 1, drawn into a square by bilinear splatting."""
+    side = 2 * radius + 1
+    kernel = np.zeros((side, side), np.float64)
+    theta = np.deg2rad(angle_degrees)
+    for d in range(radius + 1):
+        weight = np.exp(-d * d / (2.0 * sigma * sigma))
+        x, y = radius + d * np.cos(theta), radius + d * np.sin(theta)
+        x0, y0 = int(np.floor(x)), int(np.floor(y))
+        fx, fy = x - x0, y - y0
+        for dy, wy in ((0, 1 - fy), (1, fy)):
+            for dx, wx in ((0, 1 - fx), (1, fx)):
+                if 0 <= y0 + dy < side and 0 <= x0 + dx < side:
+                    kernel[y0 + dy, x0 + dx] += weight * wy * wx
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def motion_blur(images, severity, rng):
+    radius, sigma = MOTION_BLUR[severity - 1]
+    angles = rng.uniform(-45, 45, len(images))
+    out = [cv2.filter2D(image, -1, motion_kernel(radius, sigma, angle), borderType=cv2.BORDER_REPLICATE)
+           for image, angle in zip(_unit(images), angles)]
+    return _to_uint8(np.stack(out)) if out else images.copy()
+
+
+def jpeg(images, severity, rng):
+    from PIL import Image
+
+    quality = JPEG_QUALITY[severity - 1]
+    out = np.empty_like(images)
+    for image, target in zip(images, out):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+        target[...] = np.asarray(Image.open(buffer).convert("RGB"))
+    return out
+
+
+def pixelate(images, severity, rng):
+    from PIL import Image
+
+    side = images.shape[1]
+    small = int(side * PIXELATE[severity - 1])
+    out = np.empty_like(images)
+    for image, target in zip(images, out):
+        down = Image.fromarray(image).resize((small, small), Image.Resampling.BOX)
+        target[...] = np.asarray(down.resize((side, side), Image.Resampling.BOX))
+    return out
+
+
+def _shift_value(images, amount):
+    out = np.empty_like(images)
+    for image, target in zip(_unit(images), out):
+        hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)  # float: H in degrees, S and V in [0, 1]
+        hsv[..., 2] = np.clip(hsv[..., 2] + amount, 0, 1)
+        target[...] = _to_uint8(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
+    return out
+
+
+def brightness(images, severity, rng):
+    return _shift_value(images, BRIGHTNESS[severity - 1])
+
+
+def darken(images, severity, rng):
+    return _shift_value(images, -BRIGHTNESS[severity - 1])
+
+
+def contrast(images, severity, rng):
+    x = _unit(images)
+    means = x.mean(axis=(1, 2, 3), keepdims=True)
+    return _to_uint8((x - means) * CONTRAST[severity - 1] + means)
+
+
+def plasma_fractal(rng, mapsize=32, wibbledecay=3.0):
+    """CIFAR-10-C's diamond-square height map: (mapsize, mapsize) floats in [0, 1]."""
+    field = np.zeros((mapsize, mapsize))
+    step, wibble = mapsize, 100.0
+
+    def wibbled_mean(array):
+        return array / 4 + wibble * rng.uniform(-wibble, wibble, array.shape)
+
+    while step >= 2:
+        corners = field[0:mapsize:step, 0:mapsize:step]
+        square = corners + np.roll(corners, -1, axis=0)
+        square += np.roll(square, -1, axis=1)
+        field[step // 2:mapsize:step, step // 2:mapsize:step] = wibbled_mean(square)
+        dr = field[step // 2:mapsize:step, step // 2:mapsize:step]
+        ul = field[0:mapsize:step, 0:mapsize:step]
+        field[0:mapsize:step, step // 2:mapsize:step] = wibbled_mean(
+            dr + np.roll(dr, 1, axis=0) + ul + np.roll(ul, -1, axis=1))
+        field[step // 2:mapsize:step, 0:mapsize:step] = wibbled_mean(
+            dr + np.roll(dr, 1, axis=1) + ul + np.roll(ul, -1, axis=0))
+        step //= 2
+        wibble /= wibbledecay
+    field -= field.min()
+    return field / field.max()
+
+
+def fog(images, severity, rng):
+    strength, decay = FOG[severity - 1]
+    x = _unit(images)
+    side = images.shape[1]
+    out = np.empty_like(images)
+    for image, target in zip(x, out):
+        top = image.max()
+        foggy = image + strength * plasma_fractal(rng, 32, decay)[:side, :side, None]
+        target[...] = _to_uint8(foggy * top / (top + strength))
+    return out
+
+
+CORRUPTIONS = {
+    "gaussian_noise": gaussian_noise,
+    "shot_noise": shot_noise,
+    "gaussian_blur": gaussian_blur,
+    "motion_blur": motion_blur,
+    "jpeg": jpeg,
+    "pixelate": pixelate,
+    "brightness": brightness,
+    "darken": darken,
+    "contrast": contrast,
+    "fog": fog,
+}
+
+
+def corrupt(images, name, severity, seed):
+    """`images` (uint8 NHWC) with corruption `name` at `severity`, drawn from (seed, name, severity)."""
+    if name not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}")
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+    key = list(CORRUPTIONS).index(name)
+    rng = np.random.default_rng([seed, key, severity])
+    return CORRUPTIONS[name](images, severity, rng)

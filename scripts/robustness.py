@@ -1,0 +1,118 @@
+"""Stage `robustness`: accuracy of every model of the registry on corrupted test images.
+
+Usage: python scripts/robustness.py --data data/prepared/cifar10.npz --models models/trained \
+           --metrics reports/metrics/robustness.json --plots reports/eval/robustness \
+           --figures reports/figures/robustness
+
+The first `robustness.images` test images (all with 0) are corrupted with each corruption of
+`robustness.corruptions` (cifar.corruptions, after CIFAR-10-C) at severities 1-5, drawn from
+`shared.seed`, on the fly: nothing corrupted is stored. For each model: accuracy on the clean
+subset, per corruption and severity, per corruption, and the mean over all (the CIFAR-10-C
+figure), as DVC metrics; accuracy against severity, one line per corruption, as DVC plot data
+(NAME.csv) and a PNG.
+"""
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cifar import corruptions, data, evaluation, outputs, params
+
+SCHEMA = {  # params.yaml `robustness`
+    "images": params.number(int, 0, 10_000),
+    "corruptions": params.names_from(list(corruptions.CORRUPTIONS)),
+    "batch_size": params.number(int, 1, 65_536),
+}
+
+
+def corrupted_sets(images, names, seed):
+    """{(corruption, severity): uint8 images}, computed once and shared by every model."""
+    return {(name, severity): corruptions.corrupt(images, name, severity, seed)
+            for name in names for severity in corruptions.SEVERITIES}
+
+
+def measure(model, clean, labels, corrupted, batch_size):
+    """Accuracy on the clean images and on each corrupted set; the per-corruption means and the
+    mean over every corruption and severity."""
+
+    def accuracy(images):
+        probabilities = model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
+        return float(np.mean(probabilities.argmax(axis=1) == labels))
+
+    cells = {key: accuracy(images) for key, images in corrupted.items()}
+    names = list(dict.fromkeys(name for name, _ in cells))
+    per_corruption = {name: {f"severity_{s}": cells[name, s] for s in corruptions.SEVERITIES} for name in names}
+    for name in names:
+        per_corruption[name]["mean"] = float(np.mean([cells[name, s] for s in corruptions.SEVERITIES]))
+    return {
+        "clean_accuracy": accuracy(clean),
+        "mean_corruption_accuracy": float(np.mean(list(cells.values()))),
+        "corruptions": per_corruption,
+    }
+
+
+def severity_figure(result, title):
+    plt = evaluation._figure()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    severities = [0, *corruptions.SEVERITIES]
+    for name, cells in result["corruptions"].items():
+        ax.plot(severities, [result["clean_accuracy"] * 100] + [cells[f"severity_{s}"] * 100 for s in corruptions.SEVERITIES],
+                "o-", label=name.replace("_", " "))
+    ax.set(xlabel="severity (0: clean)", ylabel="accuracy (%)", xticks=severities,
+           title=f"{title}: accuracy on corrupted test images (mean {result['mean_corruption_accuracy']:.2%})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--models", required=True, type=Path, help="folder of NAME.keras")
+    parser.add_argument("--metrics", required=True, type=Path)
+    parser.add_argument("--plots", required=True, type=Path, help="folder for the DVC plot data")
+    parser.add_argument("--figures", required=True, type=Path)
+    args = parser.parse_args()
+    loaded_params = params.load(["models", "shared", "robustness"], schemas={"robustness": SCHEMA})
+    registry, cfg, seed = loaded_params["models"], loaded_params["robustness"], loaded_params["shared"]["seed"]
+
+    outputs.check_output(args.metrics)
+    models = {name: evaluation.load_model(args.models / f"{name}.keras", entry["stage"])
+              for name, entry in registry.items()}
+    arrays = data.load_prepared(args.data)
+    count = cfg["images"] or len(arrays["y_test"])
+    clean, labels = arrays["x_test"][:count], arrays["y_test"][:count]
+    corrupted = corrupted_sets(clean, cfg["corruptions"], seed)
+
+    results = {}
+    with contextlib.ExitStack() as stack:
+        plots = stack.enter_context(outputs.atomic_path(args.plots, is_dir=True))
+        figures = stack.enter_context(outputs.atomic_path(args.figures, is_dir=True))
+        plots.mkdir(parents=True, exist_ok=True)
+        figures.mkdir(parents=True, exist_ok=True)
+        for name, model in models.items():
+            result = measure(model, clean, labels, corrupted, cfg["batch_size"])
+            results[name] = result
+            print(f"{name}: clean {result['clean_accuracy']:.2%}, mean over {len(corrupted)} corrupted sets "
+                  f"{result['mean_corruption_accuracy']:.2%} ({count:,} test images)")
+            evaluation.write_rows(plots / f"{name}.csv", ["corruption", "severity", "accuracy"], [
+                (corruption, severity, round(cells[f"severity_{severity}"] if severity else result["clean_accuracy"], 4))
+                for corruption, cells in result["corruptions"].items() for severity in (0, *corruptions.SEVERITIES)])
+            evaluation.save_figure(severity_figure(result, registry[name]["label"]), figures / f"{name}.png")
+    outputs.write_json(args.metrics, {
+        **results,
+        "data": {"archive_sha256": str(arrays["archive_sha256"]), "test_images": int(count), "seed": seed},
+        "environment": outputs.hardware(),
+    })
+    print(f"Wrote {args.metrics}, {args.plots}/ and {args.figures}/")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (outputs.StageError, FileNotFoundError, ValueError) as err:
+        sys.exit(f"robustness: error: {err}")
