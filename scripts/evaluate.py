@@ -23,25 +23,32 @@ import numpy as np
 
 from cifar import data, evaluation, outputs, params, training
 
-PLOT_DIRS = ("accuracy", "loss", "lr", "confusion", "per_class")
+PLOT_DIRS = ("accuracy", "loss", "lr", "confusion", "per_class", "reliability")
 SCHEMA = {  # params.yaml `evaluate`
     "batch_size": params.number(int, 1, 65_536),
     "misclassified_images": params.number(int, 0, 120),
+    "calibration_bins": params.number(int, 2, 100),
 }
 
 
-def evaluate_model(name, model, arrays, names, batch_size):
+def evaluate_model(name, model, arrays, names, batch_size, bins):
+    def predict(x):
+        return model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0)
+
     train_loss, train_acc = evaluation.loss_and_accuracy(model, arrays["x_train"], arrays["y_train"], batch_size)
-    test_loss, test_acc = evaluation.loss_and_accuracy(model, arrays["x_test"], arrays["y_test"], batch_size)
+    probabilities = predict(arrays["x_test"])
+    test_loss, test_acc = evaluation.loss_and_accuracy_of(probabilities, arrays["y_test"])
+    calibration = evaluation.calibration(predict(arrays["x_val"]), arrays["y_val"], probabilities, arrays["y_test"], bins)
     print(f"{name}: train accuracy {train_acc * 100:.2f}% (loss {train_loss:.4f}), "
-          f"test accuracy {test_acc * 100:.2f}% (loss {test_loss:.4f})")
-    probabilities = model.predict(arrays["x_test"].astype(np.float32), batch_size=batch_size, verbose=0)
+          f"test accuracy {test_acc * 100:.2f}% (loss {test_loss:.4f}); ECE {calibration['ece']:.2%}, "
+          f"{calibration['ece_temperature_scaled']:.2%} at temperature {calibration['temperature']:.2f} (fitted on val)")
     predicted = probabilities.argmax(axis=1)
     report, matrix, class_accuracy = evaluation.per_class_report(arrays["y_test"], predicted, names)
     metrics = {
         "train": {"loss": train_loss, "accuracy": train_acc},
         "test": {"loss": test_loss, "accuracy": test_acc},
         "macro_f1": report["macro avg"]["f1-score"],
+        "calibration": calibration,
         "per_class": {
             n: {"precision": report[n]["precision"], "recall": report[n]["recall"],
                 "f1": report[n]["f1-score"], "accuracy": class_accuracy[n]}
@@ -57,6 +64,7 @@ def main():
     parser.add_argument("--models", required=True, type=Path, help="folder of NAME.keras")
     parser.add_argument("--histories", required=True, type=Path, help="folder of NAME.csv")
     parser.add_argument("--train-metrics", required=True, type=Path, help="folder of NAME.json")
+    parser.add_argument("--robustness", required=True, type=Path, help="the robustness stage's metrics (JSON)")
     parser.add_argument("--metrics", required=True, type=Path)
     parser.add_argument("--plots", required=True, type=Path, help="folder for the DVC plot data")
     parser.add_argument("--figures", required=True, type=Path)
@@ -75,6 +83,10 @@ def main():
             if not needed.is_file():
                 raise FileNotFoundError(f"{needed} not found: it is written by the '{entry['stage']}' stage "
                                         f"(models.{name} in params.yaml); run `dvc repro {entry['stage']}`")
+    if not args.robustness.is_file():
+        raise FileNotFoundError(f"{args.robustness} not found: it is written by the 'robustness' stage; "
+                                "run `dvc repro robustness`")
+    robustness = json.loads(args.robustness.read_text())
     arrays = data.load_prepared(args.data)
     names = [str(n) for n in arrays["class_names"]]
     results, summary_rows = {}, []
@@ -88,10 +100,22 @@ def main():
             for name, model in loaded.items():
                 label = registry[name]["label"]
                 metrics, predicted, probabilities, matrix = evaluate_model(
-                    name, model, arrays, names, cfg["batch_size"])
+                    name, model, arrays, names, cfg["batch_size"], cfg["calibration_bins"])
                 results[name] = metrics
                 history = training.read_history(args.histories / f"{name}.csv")  # epochs 1-based
                 write_plot_data(plot_dirs, name, history, arrays["y_test"], predicted, names, metrics)
+                calibrated = metrics["calibration"]
+                bins = evaluation.calibration_bins(probabilities, arrays["y_test"], cfg["calibration_bins"])
+                scaled = evaluation.calibration_bins(
+                    evaluation.with_temperature(probabilities, calibrated["temperature"]), arrays["y_test"],
+                    cfg["calibration_bins"])
+                evaluation.write_rows(plot_dirs["reliability"] / f"{name}.csv", ["confidence", "accuracy", "count"],
+                                      [(round(b["confidence"], 4), round(b["accuracy"], 4), b["count"]) for b in bins])
+                evaluation.save_figure(
+                    evaluation.reliability_diagram(bins, scaled, label, calibrated["ece"],
+                                                   calibrated["ece_temperature_scaled"], calibrated["temperature"],
+                                                   cfg["calibration_bins"]),
+                    figures / f"{name}_reliability.png")
                 evaluation.save_figure(evaluation.training_curves(history, f"{label}: training curves"),
                                        figures / f"{name}_training_curves.png")
                 evaluation.save_figure(
@@ -107,6 +131,9 @@ def main():
                     "model": name, "label": label, "test_accuracy": metrics["test"]["accuracy"],
                     "train_accuracy": metrics["train"]["accuracy"], "test_loss": metrics["test"]["loss"],
                     "train_loss": metrics["train"]["loss"],
+                    "ece": calibrated["ece"], "nll": calibrated["nll"], "temperature": calibrated["temperature"],
+                    "ece_temperature_scaled": calibrated["ece_temperature_scaled"],
+                    **robust_figures(robustness, name),
                     "size_mb": (args.models / f"{name}.keras").stat().st_size / 1e6,
                     **{k: trained[k] for k in ("params", "best_val_accuracy", "best_epoch", "epochs_run",
                                                "wall_time_s", "train_img_per_s")},
@@ -129,9 +156,20 @@ def main():
             f"Test set: {len(arrays['y_test']):,} images; training set: {len(arrays['y_train']):,} images "
             f"(archive sha256 `{str(arrays['archive_sha256'])[:12]}...`).\n\n"
             + evaluation.summary_markdown(summary_rows)
+            + "\n## Robustness and calibration\n\n"
+            + evaluation.quality_markdown(summary_rows, robustness["data"]["test_images"],
+                                          len(robustness[summary_rows[0]["model"]]["corruptions"]))
             + "\n![test accuracy against training time](figures/evaluate/accuracy_vs_training_time.png)\n"
         )
     print(f"Wrote {args.metrics}, {args.plots}/, {args.figures}/ and {args.summary}")
+
+
+def robust_figures(robustness, name):
+    """The robustness stage's two headline figures for `name`."""
+    if name not in robustness:
+        raise ValueError(f"the robustness metrics have no model '{name}': rerun `dvc repro robustness`")
+    return {"clean_subset_accuracy": robustness[name]["clean_accuracy"],
+            "mean_corruption_accuracy": robustness[name]["mean_corruption_accuracy"]}
 
 
 def write_plot_data(dirs, name, history, y_true, predicted, names, metrics):

@@ -6,14 +6,17 @@ Usage: python scripts/finetune_mobilenet.py --name mobilenet --weights models/pr
            --state models/.resume
 
 Reads `shared` (seed, augment, train: the same compile settings and callbacks as the CNN) and
-`finetune_mobilenet` (input size, trainable layers, dropout). The backbone weights come from
-the `fetch_weights` stage's folder, whose source.json names them.
+`finetune_mobilenet` (cifar.mobilenet.SCHEMA): input size, dropout, augmentation, and either the
+seed's one phase (the last `trainable_layers` layers train) or `phases`, e.g. a new head on the
+frozen backbone, then the backbone's top at a lower learning rate, each phase resumable and
+starting from the best model of the one before. The backbone weights come from the
+`fetch_weights` stage's folder, whose source.json names them.
 """
 
 import json
 from pathlib import Path
 
-from cifar import mobilenet, models, params, stage
+from cifar import mobilenet, params, stage
 
 
 def weights_argument(folder):
@@ -35,14 +38,15 @@ def main():
     params.validate(tune, mobilenet.SCHEMA, entry["params"])
     cfg = params.load(["shared"])
     weights, source = weights_argument(args.weights)
+    augment = {"seed": None, "flip_translate": {"policy": "flip_translate", "translate_px": 2}}.get(tune["augment"])
+    train = {**cfg["shared"]["train"], "augment": tune["augment"] != "none"}
     stage.run(
-        args.name,
-        lambda arrays: models.build(entry["builder"], tune, entry["params"], weights=weights),
+        args.name, None,
         # The weights count by content (source's sha256), not by the path that named them.
         args, {**cfg, entry["params"]: {k: v for k, v in tune.items() if k != "weights"}, "registry": entry},
-        provenance={"weights": source},
+        provenance={"weights": source}, augment=augment,
+        phases=mobilenet.phases(tune, weights, train),
     )
-
 
 if __name__ == "__main__":
     stage.main("finetune_mobilenet", main)

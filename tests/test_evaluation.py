@@ -74,10 +74,47 @@ def test_evaluate_stage_with_corrupt_model_writes_nothing(workdir, archive):
     keras.saving.save_model(models.build_cnn(filters=(4, 4, 4), dense_units=8), workdir / "trained" / "cnn.keras")
     (workdir / "trained" / "mobilenet.keras").write_bytes(b"\x00" * 100)
     proc = run(["python", script("evaluate"), "--data", "cifar10.npz", "--models", "trained",
-                "--train-metrics", "train", "--histories", "history",
+                "--train-metrics", "train", "--histories", "history", "--robustness", "robustness.json",
                 "--metrics", "out/evaluate.json", "--plots", "out/eval", "--figures", "out/figures",
                 "--summary", "out/summary.md"], cwd=workdir, check=False)
     assert proc.returncode != 0
     assert "evaluate: error: trained/mobilenet.keras is not a readable Keras model" in proc.stderr
     assert "'finetune_mobilenet' stage" in proc.stderr
     assert not (workdir / "out").exists()
+
+
+def predictor(confidence, accuracy, n=20_000, seed=0):
+    """Synthetic 10-class probabilities whose top probability is `confidence` (an array or a
+    number) and whose top class is right with probability `accuracy` (likewise)."""
+    rng = np.random.default_rng(seed)
+    confidence = np.broadcast_to(confidence, n)
+    top = rng.integers(0, 10, n)
+    probabilities = np.tile(((1 - confidence) / 9)[:, None], (1, 10))
+    probabilities[np.arange(n), top] = confidence
+    right = rng.random(n) < np.broadcast_to(accuracy, n)
+    labels = np.where(right, top, (top + rng.integers(1, 10, n)) % 10)
+    return probabilities, labels
+
+
+def test_ece_of_a_calibrated_predictor_is_about_zero_and_of_an_overconfident_one_large():
+    confidence = np.random.default_rng(1).uniform(0.2, 1.0, 20_000)
+    calibrated = evaluation.expected_calibration_error(*predictor(confidence, confidence), bins=15)
+    assert calibrated < 0.01
+    overconfident = evaluation.expected_calibration_error(*predictor(0.99, 0.6), bins=15)
+    assert overconfident == pytest.approx(0.39, abs=0.01)
+    rows = evaluation.calibration_bins(*predictor(0.99, 0.6), bins=15)
+    assert len(rows) == 1 and rows[0]["bin"] == 14 and rows[0]["count"] == 20_000
+
+
+def test_temperature_scaling_lowers_the_val_nll_and_the_ece_and_keeps_the_predictions():
+    val, y_val = predictor(0.95, 0.7, seed=2)
+    test, y_test = predictor(0.95, 0.7, seed=3)
+    result = evaluation.calibration(val, y_val, test, y_test, bins=15)
+    assert result["temperature"] > 1  # overconfident: softened
+    assert result["val_nll_temperature_scaled"] < result["val_nll"] - 0.1
+    assert result["ece_temperature_scaled"] < result["ece"] / 3 and result["nll_temperature_scaled"] < result["nll"]
+    scaled = evaluation.with_temperature(test, result["temperature"])
+    np.testing.assert_array_equal(scaled.argmax(axis=1), test.argmax(axis=1))
+    np.testing.assert_allclose(scaled.sum(axis=1), 1.0, atol=1e-9)
+    assert evaluation.negative_log_likelihood(test, y_test) == pytest.approx(
+        -np.mean(np.log(test[np.arange(len(y_test)), y_test])), rel=1e-6)

@@ -43,7 +43,9 @@ def weights_file(tmp_path_factory):
     """A MobileNetV2 weights file with known values, written the way Keras writes them."""
     base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
     rng = np.random.default_rng(0)
-    base.set_weights([rng.normal(0, 0.05, w.shape).astype("float32") for w in base.get_weights()])
+    # Random values; BatchNormalization variances positive, as in any real weights file.
+    base.set_weights([(np.abs(rng.normal(0, 0.05, v.shape)) + 0.5 if "moving_variance" in v.path
+                       else rng.normal(0, 0.05, v.shape)).astype("float32") for v in base.weights])
     path = tmp_path_factory.mktemp("weights") / "mobilenet_v2_test.weights.h5"
     base.save_weights(path)
     return path, base.get_weights()
@@ -87,3 +89,59 @@ def test_frozen_batchnorm_stays_in_inference_mode():
     model.fit(x, y, epochs=1, verbose=0)
     for got, want in zip(frozen_bn.get_weights(), before):  # gamma, beta, moving mean, moving var
         np.testing.assert_array_equal(got, want)
+
+
+SECTION = {"weights": "imagenet", "input_size": 32, "trainable_layers": 20, "dropout": 0.2, "train_batchnorm": False,
+           "label_smoothing": 0.1, "augment": "none",
+           "phases": [{"name": "head", "epochs": 1, "learning_rate": 1e-3, "trainable_layers": 0},
+                      {"name": "top", "epochs": 2, "learning_rate": 1e-4, "trainable_layers": 12}]}
+
+
+def test_a_phase_unfreezes_the_top_but_keeps_batchnorm_frozen_and_starts_from_the_last_phase(weights_file, tmp_path):
+    path, expected = weights_file
+    head = mobilenet.phase_model(SECTION, str(path), SECTION["phases"][0], previous=None)
+    assert not any(l.trainable for l in _backbone(head).layers)
+    for got, want in zip(_backbone(head).get_weights(), expected):  # the backbone's weights, untouched
+        np.testing.assert_array_equal(got, want)
+    head.get_layer("probabilities").kernel.assign(np.full((1280, 10), 0.01, np.float32))
+    head.save(tmp_path / "head.keras")
+
+    top = mobilenet.phase_model(SECTION, str(path), SECTION["phases"][1], previous=tmp_path / "head.keras")
+    trained = [l for l in _backbone(top).layers if l.trainable]
+    assert trained and all(not isinstance(l, layers.BatchNormalization) for l in trained)
+    assert {l.name for l in trained} <= {l.name for l in _backbone(top).layers[-12:]}
+    np.testing.assert_array_equal(top.get_layer("probabilities").kernel.numpy(), np.float32(0.01))
+    for got, want in zip(_backbone(top).get_weights(), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_stage_trains_the_phases_one_after_another(weights_file, tmp_path):
+    import argparse
+
+    import synthetic
+    from cifar import data, stage
+
+    path, _ = weights_file
+    batch = synthetic.batch(120, seed=0)
+    x = batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
+    y = np.array(batch[b"labels"], np.uint8)
+    data.save_prepared(tmp_path / "cifar10.npz", {
+        "x_train": x[:80], "y_train": y[:80], "x_val": x[80:100], "y_val": y[80:100], "x_test": x[100:],
+        "y_test": y[100:], "class_names": np.array(data.CLASS_NAMES), "archive_sha256": np.array("0" * 64)})
+    args = argparse.Namespace(data=tmp_path / "cifar10.npz", model=tmp_path / "m.keras", history=tmp_path / "h.csv",
+                              metrics=tmp_path / "m.json", state=tmp_path / "state")
+    train = {"epochs": 25, "batch_size": 40, "learning_rate": 1e-3, "lr_decay": 0.95, "early_stopping_patience": 10,
+             "plateau_factor": 0.5, "plateau_patience": 5, "augment": False, "distribute": "default"}
+    shared = {"seed": 1, "augment": {"resolution_scale": [1, 1], "rotation_degrees": 0, "shift_fraction": 0,
+                                     "horizontal_flip": False}, "train": train}
+    stage.run("mobilenet", None, args, {"shared": shared, "finetune_mobilenet": SECTION}, provenance={},
+              phases=mobilenet.phases(SECTION, str(path), train))
+    rows = args.history.read_text().splitlines()
+    assert rows[0] == "epoch,loss,accuracy,val_loss,val_accuracy,lr" and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+    assert [float(r.split(",")[5]) for r in rows[1:]] == pytest.approx([1e-3, 1e-4, 0.95e-4])
+    import json
+
+    summary = json.loads(args.metrics.read_text())["mobilenet"]
+    assert summary["epochs_run"] == 3 and set(summary["phases"]) == {"head", "top"}
+    assert summary["phases"]["top"]["trainable_params"] > summary["phases"]["head"]["trainable_params"]
+    assert not args.state.exists() or not any(args.state.iterdir())

@@ -170,3 +170,23 @@ def test_every_stage_section_is_named_and_a_misspelt_one_fails(params_file):
     edit(params_file, lambda values: values.__setitem__("robustnes", values.pop("robustness")))
     with pytest.raises(params.ParamsError, match="unknown section 'robustnes'"):
         params.load(["shared"], params_file)
+
+
+@pytest.mark.parametrize("phases, ok", [
+    ([], True),
+    ([{"name": "head", "epochs": 1, "learning_rate": 0.001, "trainable_layers": 0},
+      {"name": "top", "epochs": 2, "learning_rate": 0.0001, "trainable_layers": 40}], True),
+    ([{"name": "head", "epochs": 1, "learning_rate": 0.001, "trainable_layers": 0}] * 2, False),  # names repeat
+    ([{"name": "head", "epochs": 0, "learning_rate": 0.001, "trainable_layers": 0}], False),
+    ([{"name": "head", "epochs": 1, "learning_rate": 0.001}], False),
+    ({"name": "head"}, False),
+])
+def test_mobilenet_checks_its_own_section_and_its_phases(phases, ok):
+    from cifar import mobilenet
+
+    section = mobilenet.section(REPO / "params.yaml")  # the repository's: valid
+    if ok:
+        params.validate({**section, "phases": phases}, mobilenet.SCHEMA, "finetune_mobilenet")
+    else:
+        with pytest.raises(params.ParamsError, match="finetune_mobilenet.phases = .* is not allowed; expected"):
+            params.validate({**section, "phases": phases}, mobilenet.SCHEMA, "finetune_mobilenet")

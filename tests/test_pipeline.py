@@ -20,7 +20,7 @@ def ran_stages(output):
 def test_repro_runs_every_stage_and_leaves_status_clean(pipeline):
     repo, env, first = pipeline
     assert ran_stages(first) == {"download", "prepare", "augment_preview", "train_cnn", "train_fast",
-                                 "fetch_weights", "finetune_mobilenet", "evaluate",
+                                 "fetch_weights", "finetune_mobilenet", "robustness", "evaluate",
                                  "export@cnn", "export@mobilenet", "export@fast",
                                  "parity@cnn", "parity@mobilenet", "parity@fast"}
     assert (repo / "data" / "prepared" / "cifar10.npz").is_file()
@@ -41,6 +41,35 @@ def test_repro_runs_every_stage_and_leaves_status_clean(pipeline):
         if path.is_file() and path.suffix in (".json", ".csv", ".md"):
             assert str(repo.parent) not in path.read_text(errors="replace"), path
     assert not (repo / "models" / ".resume").exists() or not any((repo / "models" / ".resume").iterdir())
+
+
+def test_robustness_and_calibration_for_every_model(pipeline):
+    repo, env, first = pipeline
+    robust = json.loads((repo / "reports" / "metrics" / "robustness.json").read_text())
+    evaluated = json.loads((repo / "reports" / "metrics" / "evaluate.json").read_text())
+    assert robust["data"]["test_images"] == 40  # robustness.images 1000 > the 40 test images: all of them
+    for name in ("cnn", "mobilenet", "fast"):
+        result = robust[name]
+        assert set(result["corruptions"]) == {"gaussian_noise", "shot_noise", "gaussian_blur", "motion_blur", "jpeg",
+                                              "pixelate", "brightness", "darken", "contrast", "fog"}
+        cells = [v for c in result["corruptions"].values() for k, v in c.items() if k.startswith("severity_")]
+        assert len(cells) == 50 and result["mean_corruption_accuracy"] == pytest.approx(sum(cells) / 50)
+        # The clean accuracy of the robustness stage is evaluate's test accuracy (the same images).
+        assert result["clean_accuracy"] == pytest.approx(evaluated[name]["test"]["accuracy"])
+        rows = (repo / "reports" / "eval" / "robustness" / f"{name}.csv").read_text().splitlines()
+        assert rows[0] == "corruption,severity,accuracy" and len(rows) == 1 + 10 * 6
+        assert (repo / "reports" / "figures" / "robustness" / f"{name}.png").stat().st_size > 10_000
+
+        calibration = evaluated[name]["calibration"]
+        assert 0 <= calibration["ece"] <= 1 and calibration["nll"] > 0 and calibration["temperature"] > 0
+        assert calibration["val_nll_temperature_scaled"] <= calibration["val_nll"] + 1e-9
+        reliability = (repo / "reports" / "eval" / "reliability" / f"{name}.csv").read_text().splitlines()
+        assert reliability[0] == "confidence,accuracy,count"
+        assert sum(int(line.split(",")[2]) for line in reliability[1:]) == 40
+        assert (repo / "reports" / "figures" / "evaluate" / f"{name}_reliability.png").is_file()
+    summary = (repo / "reports" / "summary.md").read_text()
+    assert "## Robustness and calibration" in summary and "mean corruption accuracy" in summary
+    assert "Running stage" not in run(["dvc", "repro", "robustness"], cwd=repo, **env).stdout
 
 
 def test_evaluate_outputs(pipeline):
@@ -93,7 +122,7 @@ def test_changing_a_finetune_param_reruns_only_finetune(pipeline):
     repo, env, _ = pipeline
     set_param(repo, "finetune_mobilenet.dropout", 0.3)
     assert ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout) == {
-        "finetune_mobilenet", "evaluate", "export@mobilenet", "parity@mobilenet"}
+        "finetune_mobilenet", "robustness", "evaluate", "export@mobilenet", "parity@mobilenet"}
 
 
 def test_the_same_weights_under_another_path_do_not_retrain(pipeline, tmp_path):
@@ -112,6 +141,6 @@ def test_changing_an_augmentation_param_does_not_rerun_prepare(pipeline):
     repo, env, _ = pipeline
     set_param(repo, "shared.augment.rotation_degrees", 5)
     ran = ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout)
-    assert ran == {"augment_preview", "train_cnn", "finetune_mobilenet", "evaluate",
+    assert ran == {"augment_preview", "train_cnn", "finetune_mobilenet", "robustness", "evaluate",
                    "export@cnn", "export@mobilenet", "parity@cnn", "parity@mobilenet"}
     assert json.loads(run(["dvc", "status", "--json"], cwd=repo, **env).stdout) == {}

@@ -62,7 +62,7 @@ def toy_repo(pipeline, tmp_path_factory):
 
 def test_a_registered_model_goes_through_every_later_stage(toy_repo):
     repo, env, output = toy_repo
-    assert ran_stages(output) == {"train_toy", "evaluate", "export@toy", "parity@toy"}
+    assert ran_stages(output) == {"train_toy", "robustness", "evaluate", "export@toy", "parity@toy"}
     evaluated = json.loads((repo / "reports" / "metrics" / "evaluate.json").read_text())
     assert set(evaluated) >= {"cnn", "mobilenet", "toy"} and "accuracy" in evaluated["toy"]["test"]
     parity = json.loads((repo / "reports" / "metrics" / "export" / "toy.json").read_text())

@@ -92,9 +92,13 @@ def motion_blur(images, severity, rng):
 
 
 def jpeg(images, severity, rng):
+    return jpeg_at_quality(images, JPEG_QUALITY[severity - 1])
+
+
+def jpeg_at_quality(images, quality):
+    """Each image encoded as a JPEG of `quality` (Pillow, as CIFAR-10-C) and decoded again."""
     from PIL import Image
 
-    quality = JPEG_QUALITY[severity - 1]
     out = np.empty_like(images)
     for image, target in zip(images, out):
         buffer = io.BytesIO()

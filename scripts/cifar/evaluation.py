@@ -35,11 +35,99 @@ def loss_and_accuracy(model, x, y, batch_size):
     """Plain categorical cross-entropy and accuracy of the model's predictions; y are integer
     labels. Not the compiled loss: a model trained with label smoothing (the fast one) is then
     measured the same way as the others."""
+    return loss_and_accuracy_of(model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0), y)
+
+
+def loss_and_accuracy_of(probabilities, y):
+    """(cross-entropy, accuracy) of predicted probabilities against integer labels `y`."""
     import keras
 
-    probabilities = model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0)
     loss = keras.losses.categorical_crossentropy(keras.utils.to_categorical(y, NUM_CLASSES), probabilities)
     return float(np.mean(np.asarray(loss))), float(np.mean(probabilities.argmax(axis=1) == y))
+
+
+def calibration_bins(probabilities, y, bins=15):
+    """Reliability table: equal-width confidence bins over (0, 1]; per bin the images in it, their
+    mean confidence (top probability) and their accuracy. Empty bins are left out."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == y
+    index = np.minimum((confidence * bins).astype(int), bins - 1)
+    rows = []
+    for b in range(bins):
+        inside = index == b
+        if inside.any():
+            rows.append({"bin": b, "low": b / bins, "high": (b + 1) / bins, "count": int(inside.sum()),
+                         "confidence": float(confidence[inside].mean()), "accuracy": float(correct[inside].mean())})
+    return rows
+
+
+def expected_calibration_error(probabilities, y, bins=15):
+    """ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins
+    weighted by their share of the images (Guo et al. 2017; 15 bins as is usual)."""
+    rows = calibration_bins(probabilities, y, bins)
+    return float(sum(r["count"] * abs(r["accuracy"] - r["confidence"]) for r in rows) / len(y))
+
+
+def negative_log_likelihood(probabilities, y):
+    """Mean -log p(true class): scikit-learn's log_loss over the 10 classes."""
+    from sklearn.metrics import log_loss
+
+    return float(log_loss(y, probabilities, labels=range(probabilities.shape[1])))
+
+
+def with_temperature(probabilities, temperature):
+    """softmax(log p / T): the model's probabilities at temperature T (T > 1 softens them)."""
+    logits = np.log(np.clip(probabilities.astype(np.float64), 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    scaled = np.exp(logits)
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(probabilities, y):
+    """The temperature that minimises the NLL of softmax(log p / T) on (probabilities, y): one
+    scalar, fitted on the val split (temperature scaling, Guo et al. 2017). Accuracy is unchanged."""
+    from scipy.optimize import minimize_scalar
+
+    found = minimize_scalar(lambda log_t: negative_log_likelihood(with_temperature(probabilities, np.exp(log_t)), y),
+                            bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(found.x))
+
+
+def calibration(val_probabilities, y_val, test_probabilities, y_test, bins=15):
+    """ECE and NLL on the test set, the temperature fitted on val, and both again with it."""
+    temperature = fit_temperature(val_probabilities, y_val)
+    scaled = with_temperature(test_probabilities, temperature)
+    return {
+        "ece": expected_calibration_error(test_probabilities, y_test, bins),
+        "nll": negative_log_likelihood(test_probabilities, y_test),
+        "temperature": temperature,
+        "ece_temperature_scaled": expected_calibration_error(scaled, y_test, bins),
+        "nll_temperature_scaled": negative_log_likelihood(scaled, y_test),
+        "val_nll": negative_log_likelihood(val_probabilities, y_val),
+        "val_nll_temperature_scaled": negative_log_likelihood(with_temperature(val_probabilities, temperature), y_val),
+        "bins": bins,
+    }
+
+
+def reliability_diagram(rows, scaled_rows, title, ece, scaled_ece, temperature, bins=15):
+    """Accuracy against confidence per bin, before and after temperature scaling, with the
+    diagonal of perfect calibration and the share of images per bin."""
+    plt = _figure()
+    fig, (ax, share) = plt.subplots(2, 1, figsize=(6, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
+    ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], "o-", label=f"model (ECE {ece:.2%})")
+    ax.plot([r["confidence"] for r in scaled_rows], [r["accuracy"] for r in scaled_rows], "s-",
+            label=f"temperature {temperature:.2f} (ECE {scaled_ece:.2%})")
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=f"{title}: reliability (test set)")
+    ax.legend(loc="upper left", fontsize=9)
+    ax.grid(alpha=0.3)
+    total = sum(r["count"] for r in rows)
+    share.bar([(r["low"] + r["high"]) / 2 for r in rows], [r["count"] / total for r in rows],
+              width=1 / bins, color="tab:blue", alpha=0.6)
+    share.set(xlabel="confidence (top probability)", ylabel="share of images")
+    share.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def per_class_report(y_true, y_pred, names):
@@ -172,5 +260,24 @@ def summary_markdown(rows):
             f"| {r['train_loss']:.4f} | {r['params']:,} | {r['size_mb']:.1f} MB "
             f"| {r['best_val_accuracy']:.2%} ({r['best_epoch']}) | {r['epochs_run']} "
             f"| {r['wall_time_s'] / 60:.1f} min | {r['train_img_per_s']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def quality_markdown(rows, corrupted_images, corruption_count):
+    """reports/summary.md's second table: robustness to corruptions and calibration, per model."""
+    lines = [
+        f"Corruptions: the mean accuracy over {corruption_count} corruptions x 5 severities of the first {corrupted_images:,} "
+        "test images (the `robustness` stage), beside the clean accuracy on those images. Calibration, on the "
+        "whole test set: expected calibration error (15 bins), negative log-likelihood, and the ECE after "
+        "temperature scaling fitted on the val split.",
+        "",
+        "| model | mean corruption accuracy | clean accuracy (same images) | ECE | NLL | temperature | ECE after temperature |",
+        "|" + "---|" * 7,
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['mean_corruption_accuracy']:.2%} | {r['clean_subset_accuracy']:.2%} | {r['ece']:.2%} "
+            f"| {r['nll']:.3f} | {r['temperature']:.2f} | {r['ece_temperature_scaled']:.2%} |"
         )
     return "\n".join(lines) + "\n"

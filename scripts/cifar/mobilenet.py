@@ -12,11 +12,35 @@ from cifar.data import NUM_CLASSES
 
 # The `finetune_mobilenet` section, checked here rather than in cifar.params, so that changing it
 # touches this model's stage only.
+def _phases(value):
+    """Rule for `phases`: [] (the seed's one phase) or a list of {name, epochs, learning_rate,
+    trainable_layers} with distinct names."""
+    allowed = ("[] or a list of {name, epochs, learning_rate, trainable_layers} mappings with distinct "
+               "lowercase names, epochs >= 1, 0 < learning_rate <= 1, trainable_layers >= 0")
+    if not isinstance(value, list):
+        return allowed
+    names = []
+    for phase in value:
+        if not (isinstance(phase, dict) and set(phase) == {"name", "epochs", "learning_rate", "trainable_layers"}):
+            return allowed
+        if (not isinstance(phase["name"], str) or not phase["name"].isidentifier() or phase["name"] != phase["name"].lower()
+                or params.number(int, 1, 10_000)(phase["epochs"])
+                or params.number(float, 0, 1, lo_open=True)(phase["learning_rate"])
+                or params.number(int, 0)(phase["trainable_layers"])):
+            return allowed
+        names.append(phase["name"])
+    return None if len(set(names)) == len(names) else allowed
+
+
 SCHEMA = {
     "weights": params.weights_file,
     "input_size": params.number(int, 32, 224),
     "trainable_layers": params.number(int, 0),
     "dropout": params.number(float, 0, 1, hi_open=True),
+    "phases": _phases,
+    "train_batchnorm": params.boolean,
+    "label_smoothing": params.number(float, 0, 1, hi_open=True),
+    "augment": params.choice("seed", "flip_translate", "none"),
 }
 
 
@@ -28,18 +52,21 @@ def section(path="params.yaml", name="finetune_mobilenet"):
 
 
 def build_mobilenet(weights="imagenet", input_size=32, trainable_layers=20, dropout=0.2,
-                    num_classes=NUM_CLASSES):
+                    num_classes=NUM_CLASSES, train_batchnorm=True):
     """MobileNetV2 (no top) with a GAP-Dropout-Dense head; only its last `trainable_layers` train.
 
     `weights` is "imagenet" (Keras' cached download), None, or the path of a weights file.
     Frozen layers have trainable=False, which in Keras 3 also keeps a frozen BatchNormalization
     in inference mode: its ImageNet statistics are not overwritten by CIFAR-10 batches, the
-    pitfall the Keras transfer-learning guide warns about. The unfrozen BN layers adapt.
+    pitfall the Keras transfer-learning guide warns about. The unfrozen BN layers adapt, unless
+    `train_batchnorm` is False: then every BatchNormalization stays frozen, as the guide advises
+    when fine-tuning the top of a backbone.
     """
     size = (input_size, input_size, 3)
     base = keras.applications.MobileNetV2(include_top=False, weights=weights, input_shape=size)
-    for layer in base.layers[: max(0, len(base.layers) - trainable_layers)]:
-        layer.trainable = False
+    first_trained = max(0, len(base.layers) - trainable_layers)
+    for i, layer in enumerate(base.layers):
+        layer.trainable = i >= first_trained and (train_batchnorm or not isinstance(layer, layers.BatchNormalization))
 
     inputs = keras.Input(INPUT_SHAPE, name="image")
     x = inputs
@@ -56,5 +83,34 @@ def build_mobilenet(weights="imagenet", input_size=32, trainable_layers=20, drop
 
 def mobilenet_from(section, weights=None):
     """build_mobilenet from its params section (finetune_mobilenet) and the weights file that
-    fetch_weights placed (`weights`: a path, or None for random initialisation)."""
-    return build_mobilenet(weights, section["input_size"], section["trainable_layers"], section["dropout"])
+    fetch_weights placed (`weights`: a path, or None for random initialisation): the model of
+    the section's first phase, or of the seed's one phase."""
+    first = section["phases"][0] if section.get("phases") else {"trainable_layers": section["trainable_layers"]}
+    return phase_model(section, weights, first, previous=None)
+
+
+def phase_model(section, weights, phase, previous):
+    """The model one phase of the recipe trains: the backbone's last `phase["trainable_layers"]`
+    layers unfrozen (BatchNormalization only with `train_batchnorm`), starting from the best model
+    of the phase before (`previous`, a .keras path), else from the backbone `weights`."""
+    batchnorm = section.get("train_batchnorm", True) if section.get("phases") else True
+    model = build_mobilenet(weights if previous is None else None, section["input_size"], phase["trainable_layers"],
+                            section["dropout"], train_batchnorm=batchnorm)
+    if previous is not None:
+        model.load_weights(previous)  # matched by layer, whatever is frozen now
+    return model
+
+
+def phases(section, weights, train):
+    """stage.run's phases for the section: each of `phases` with the shared training settings
+    `train` at its epochs and learning rate (and the section's label smoothing); or, with no
+    phases, the seed's one phase: the last `trainable_layers` layers, `train` as it is."""
+    if not section.get("phases"):
+        return [(None, lambda arrays, previous: mobilenet_from(section, weights), train)]
+    return [
+        (phase["name"],
+         lambda arrays, previous, phase=phase: phase_model(section, weights, phase, previous),
+         {**train, "epochs": phase["epochs"], "learning_rate": phase["learning_rate"],
+          "label_smoothing": section["label_smoothing"]})
+        for phase in section["phases"]
+    ]

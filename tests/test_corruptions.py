@@ -1,0 +1,110 @@
+"""The corruptions of the robustness stage (cifar/corruptions.py, after CIFAR-10-C) behave as specified."""
+
+import numpy as np
+import pytest
+
+from cifar import corruptions
+
+
+def gray(n=64, level=128):
+    return np.full((n, 32, 32, 3), level, np.uint8)
+
+
+def photos(n=16, seed=0):
+    """Smooth, photo-like images: low-frequency colour fields (noise images would hide blurs)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (n, 4, 4, 3), dtype=np.uint8)
+    return np.stack([cv2.resize(image, (32, 32), interpolation=cv2.INTER_CUBIC) for image in small])
+
+
+@pytest.mark.parametrize("severity", corruptions.SEVERITIES)
+def test_gaussian_noise_has_the_stated_standard_deviation(severity):
+    out = corruptions.corrupt(gray(), "gaussian_noise", severity, seed=1)
+    noise = (out.astype(float) - 128) / 255
+    assert noise.mean() == pytest.approx(0, abs=0.002)
+    assert noise.std() == pytest.approx(corruptions.GAUSSIAN_NOISE[severity - 1], rel=0.03)
+
+
+@pytest.mark.parametrize("severity", corruptions.SEVERITIES)
+def test_shot_noise_is_poisson_with_the_stated_photon_count(severity):
+    photons = corruptions.SHOT_NOISE[severity - 1]
+    out = corruptions.corrupt(gray(), "shot_noise", severity, seed=1).astype(float) / 255
+    level = 128 / 255
+    assert out.mean() == pytest.approx(level, abs=0.004)
+    assert out.std() == pytest.approx(np.sqrt(level * photons) / photons, rel=0.05)
+
+
+def test_jpeg_at_quality_100_is_near_identical_and_the_severities_lose_more():
+    x = photos()
+    best = np.abs(corruptions.jpeg_at_quality(x, 100).astype(int) - x).mean()
+    assert best < 2.5  # of 255: chroma subsampling of saturated colours is all that is left
+    errors = [np.abs(corruptions.corrupt(x, "jpeg", s, 0).astype(int) - x).mean() for s in corruptions.SEVERITIES]
+    assert errors == sorted(errors) and errors[0] > best
+
+
+@pytest.mark.parametrize("name", ["gaussian_blur", "motion_blur", "pixelate", "contrast"])
+def test_a_flat_image_is_left_flat_by_smoothing_corruptions(name):
+    for severity in corruptions.SEVERITIES:
+        np.testing.assert_array_equal(corruptions.corrupt(gray(4), name, severity, 0), gray(4))
+
+
+@pytest.mark.parametrize("name", ["gaussian_blur", "pixelate"])
+def test_blurs_grow_with_severity(name):
+    x = np.zeros((1, 32, 32, 3), np.uint8)
+    x[:, ::2] = 255  # stripes: the finest detail there is
+    detail = [np.abs(np.diff(corruptions.corrupt(x, name, s, 0).astype(int), axis=1)).mean()
+              for s in corruptions.SEVERITIES]
+    assert detail[0] < 255 and detail == sorted(detail, reverse=True)
+
+
+def test_motion_blur_kernel_is_a_one_sided_line_summing_to_one_that_lengthens_with_severity():
+    kernel = corruptions.motion_kernel(6, 2.0, 0.0)
+    assert kernel.shape == (13, 13) and kernel.sum() == pytest.approx(1.0)
+    assert kernel[6, 6:].sum() == pytest.approx(1.0) and kernel[6, 6] == kernel.max()  # along +x only
+    spread = []
+    for radius, sigma in corruptions.MOTION_BLUR:
+        k = corruptions.motion_kernel(radius, sigma, 30.0)
+        ys, xs = np.indices(k.shape) - radius
+        spread.append(float((k * (xs**2 + ys**2)).sum()))
+    assert spread == sorted(spread) and spread[0] > 0
+
+
+def test_contrast_keeps_each_image_mean_and_scales_its_spread():
+    x = photos()
+    out = corruptions.corrupt(x, "contrast", 3, 0).astype(float)
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), x.mean(axis=(1, 2, 3)), atol=0.6)
+    assert out.std() / x.astype(float).std() == pytest.approx(corruptions.CONTRAST[2], rel=0.05)
+
+
+@pytest.mark.parametrize("severity", corruptions.SEVERITIES)
+def test_brightness_raises_and_darken_lowers_the_value_by_the_stated_amount(severity):
+    amount = corruptions.BRIGHTNESS[severity - 1] * 255
+    assert corruptions.corrupt(gray(2), "brightness", severity, 0).mean() == pytest.approx(128 + amount, abs=1)
+    assert corruptions.corrupt(gray(2), "darken", severity, 0).mean() == pytest.approx(128 - amount, abs=1)
+
+
+def test_fog_is_a_low_frequency_veil_that_thickens_with_severity():
+    x = photos()
+    field = corruptions.plasma_fractal(np.random.default_rng(0), 32, 3.0)
+    assert field.shape == (32, 32) and field.min() == 0 and field.max() == 1
+    contrast = [corruptions.corrupt(x, "fog", s, 0).astype(float).std() for s in corruptions.SEVERITIES]
+    assert contrast == sorted(contrast, reverse=True)
+
+
+def test_corruptions_are_a_function_of_the_seed():
+    x = photos()
+    for name in corruptions.CORRUPTIONS:
+        a, b = corruptions.corrupt(x, name, 3, 7), corruptions.corrupt(x, name, 3, 7)
+        assert a.dtype == np.uint8 and a.shape == x.shape
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, x), name
+    assert not np.array_equal(corruptions.corrupt(x, "gaussian_noise", 3, 7), corruptions.corrupt(x, "gaussian_noise", 3, 8))
+
+
+def test_unknown_corruptions_and_severities_are_refused():
+    with pytest.raises(ValueError, match="unknown corruption 'snow'"):
+        corruptions.corrupt(gray(1), "snow", 1, 0)
+    with pytest.raises(ValueError, match="severity must be one of"):
+        corruptions.corrupt(gray(1), "fog", 6, 0)
