@@ -19,7 +19,7 @@ QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500 -S shared.
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro quick test bench export pull serve plots dag clean-venv
+.PHONY: help setup repro quick test bench sizes export pull serve plots dag clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ test: setup ## run the test suite
 
 bench: setup ## measure augmentation and CNN training img/s against the seed's ImageDataGenerator path
 	python scripts/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out reports/bench.json
+
+sizes: setup ## MobileNetV2 input size against test accuracy and time, one DVC experiment per size (SIZES="32 96")
+	python scripts/mobilenet_sizes.py $(if $(SIZES),--sizes $(SIZES))
 
 export: setup ## export the trained models (SavedModel, TF-Lite, TF.js) and check each on the test set
 	dvc repro --glob 'parity@*'   # one per model of the registry, with every stage they need

@@ -40,6 +40,7 @@ def main():
     weights, source = weights_argument(args.weights)
     augment = {"seed": None, "flip_translate": {"policy": "flip_translate", "translate_px": 2}}.get(tune["augment"])
     train = {**cfg["shared"]["train"], "augment": tune["augment"] != "none"}
+    before = args.metrics.stat().st_mtime_ns if args.metrics.exists() else None
     stage.run(
         args.name, None,
         # The weights count by content (source's sha256), not by the path that named them.
@@ -47,6 +48,22 @@ def main():
         provenance={"weights": source}, augment=augment,
         phases=mobilenet.phases(tune, weights, train),
     )
+    if args.metrics.exists() and args.metrics.stat().st_mtime_ns != before:  # the chief wrote them
+        add_test_accuracy(args)
+
+
+def add_test_accuracy(args):
+    """The trained model's test accuracy in its training metrics too, so that a sweep of DVC
+    experiments over this stage alone (scripts/mobilenet_sizes.py) compares test accuracies."""
+    from cifar import data, evaluation, outputs
+
+    arrays = data.load_prepared(args.data)
+    model = evaluation.load_model(args.model, "finetune_mobilenet")
+    _, accuracy = evaluation.loss_and_accuracy(model, arrays["x_test"], arrays["y_test"], 256)
+    metrics = json.loads(args.metrics.read_text())
+    metrics[args.name]["test_accuracy"] = accuracy
+    outputs.write_json(args.metrics, metrics)
+    print(f"{args.name}: test accuracy {accuracy:.2%}")
 
 if __name__ == "__main__":
     stage.main("finetune_mobilenet", main)

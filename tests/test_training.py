@@ -280,3 +280,14 @@ def test_a_bad_tf_config_is_refused_with_an_example(value, message):
     with pytest.raises(training.StageError) as err:
         training.cluster_resolver({"TF_CONFIG": value})
     assert message in str(err.value)
+
+
+def test_a_recipe_in_phases_sums_epochs_and_times_and_keeps_the_last_phase_model():
+    head = {"best_val_accuracy": 0.8, "best_epoch": 1, "epochs_run": 1, "wall_time_s": 100.0, "train_img_per_s": 400.0,
+            "train_images": 40_000, "params": 10, "trainable_params": 2}
+    top = {**head, "best_val_accuracy": 0.9, "best_epoch": 2, "epochs_run": 2, "wall_time_s": 300.0, "train_img_per_s": 200.0}
+    summary = training.combine_phases([("head", head), ("top", top)])
+    assert summary["best_val_accuracy"] == 0.9 and summary["best_epoch"] == 3 and summary["epochs_run"] == 3
+    assert summary["wall_time_s"] == 400.0
+    # 120,000 images in 100 + 400 s of training
+    assert summary["train_img_per_s"] == 240.0 and summary["phases"] == {"head": head, "top": top}

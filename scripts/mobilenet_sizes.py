@@ -1,0 +1,110 @@
+"""MobileNetV2's input size against test accuracy and training time: one DVC experiment per size.
+
+Usage: python scripts/mobilenet_sizes.py [--sizes 32 64 96 128 160] [--set KEY=VALUE ...]
+           [--table reports/mobilenet_sizes.csv] [--figure reports/figures/mobilenet_sizes.png]
+
+For each size, one after another (never at the same time: their times are compared), runs
+`dvc exp run --temp finetune_mobilenet -n mobilenet-<S>px -S finetune_mobilenet.input_size=S`
+with the workspace's params otherwise (so every size gets the same recipe and budget; `--set`
+adds -S overrides to all, e.g. a shorter budget). The 32x32 images are upscaled inside the model,
+so each point is a model a user calls the same way. Then reads the experiments' training metrics
+(`dvc exp show --json`) and writes the table (size, test accuracy, best val accuracy, training
+minutes, img/s) and a figure of accuracy against training time, one point per size. The table is
+also a DVC plot (dvc.yaml); `make sizes` runs this script.
+"""
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+METRICS = "reports/metrics/train/mobilenet.json"
+COLUMNS = ["input_size", "test_accuracy", "best_val_accuracy", "train_minutes", "train_img_per_s", "epochs"]
+
+
+def dvc(*args, check=True):
+    proc = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        sys.exit(f"mobilenet_sizes: error: dvc {' '.join(args)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return proc
+
+
+def experiment_metrics(shown, names):
+    """{experiment name: the mobilenet training metrics} from `dvc exp show --json`."""
+    found = {}
+
+    def visit(node):
+        if isinstance(node, dict):
+            name = node.get("name")
+            data = node.get("data") or {}
+            metrics = ((data.get("metrics") or {}).get(METRICS) or {}).get("data")
+            if name in names and metrics and "mobilenet" in metrics:
+                found[name] = metrics["mobilenet"]
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(shown)
+    return found
+
+
+def figure(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot([r["train_minutes"] for r in rows], [r["test_accuracy"] * 100 for r in rows], "o-")
+    for r in rows:
+        ax.annotate(f"{r['input_size']} px\n{r['test_accuracy']:.2%}", (r["train_minutes"], r["test_accuracy"] * 100),
+                    textcoords="offset points", xytext=(6, -12), fontsize=9)
+    ax.set(xlabel="training time (minutes, this machine)", ylabel="test accuracy (%)",
+           title="MobileNetV2: input size (upscaled inside the model) against accuracy and time")
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.2, y=0.15)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 96, 128, 160])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a param for every experiment, as dvc exp run -S takes it (repeatable)")
+    parser.add_argument("--table", type=Path, default=Path("reports/mobilenet_sizes.csv"))
+    parser.add_argument("--figure", type=Path, default=Path("reports/figures/mobilenet_sizes.png"))
+    parser.add_argument("--collect-only", action="store_true", help="only read experiments run before")
+    args = parser.parse_args()
+    names = {f"mobilenet-{size}px": size for size in args.sizes}
+    if not args.collect_only:
+        for name, size in names.items():
+            dvc("exp", "remove", name, check=False)  # a rerun replaces the experiment of that name
+            overrides = [f"-S=finetune_mobilenet.input_size={size}", *(f"-S={s}" for s in args.set)]
+            print(f"{name}: dvc exp run --temp finetune_mobilenet {' '.join(overrides)}", flush=True)
+            dvc("exp", "run", "--temp", "finetune_mobilenet", "-n", name, *overrides)
+    found = experiment_metrics(json.loads(dvc("exp", "show", "--json").stdout), set(names))
+    missing = sorted(set(names) - set(found), key=names.get)
+    if missing:
+        sys.exit(f"mobilenet_sizes: error: no metrics for {', '.join(missing)}; run without --collect-only")
+    rows = [{"input_size": names[name], "test_accuracy": m["test_accuracy"], "best_val_accuracy": m["best_val_accuracy"],
+             "train_minutes": round(m["wall_time_s"] / 60, 2), "train_img_per_s": m["train_img_per_s"],
+             "epochs": m["epochs_run"]} for name, m in sorted(found.items(), key=lambda item: names[item[0]])]
+    args.table.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.table, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    figure(rows, args.figure)
+    for r in rows:
+        print(f"{r['input_size']:>4} px: test {r['test_accuracy']:.2%}, {r['train_minutes']:.1f} min")
+    print(f"Wrote {args.table} and {args.figure}")
+
+
+if __name__ == "__main__":
+    main()
