@@ -23,12 +23,30 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from cifar import data, export, inference, outputs, params
 
 SCHEMA = {  # params.yaml `export`
     "int8_calibration_images": params.number(int, 1, 50_000),
     "tfjs_quantization": params.choice("none", "float16", "uint8"),
+    "temperature": params.choice("none", "val"),
 }
+
+def calibrated(model, arrays):
+    """`model` with the temperature fitted on the val split inside it, and that fit's numbers."""
+    from cifar import evaluation
+
+    y_val = arrays["y_val"]
+    probabilities = model.predict(arrays["x_val"].astype(np.float32), batch_size=256, verbose=0)
+    temperature = evaluation.fit_temperature(probabilities, y_val)
+    return export.with_temperature(model, temperature), {
+        "temperature": temperature, "fitted_on": "val split",
+        "val_nll": evaluation.negative_log_likelihood(probabilities, y_val),
+        "val_nll_temperature_scaled": evaluation.negative_log_likelihood(
+            evaluation.with_temperature(probabilities, temperature), y_val),
+    }
+
 
 def export_model(name, model, arrays, cfg, out):
     """Write every artifact of `model` into the (empty, temporary) folder `out`: one per format
@@ -55,6 +73,11 @@ def main():
                                 f"(or `make export`, which runs every stage it needs)")
     arrays = data.load_prepared(args.data)
     model = inference.load(args.model).model  # a ModelError names the file if it is not a Keras model
+    calibration = None
+    if settings["temperature"] == "val":
+        model, calibration = calibrated(model, arrays)
+        print(f"{name}: temperature {calibration['temperature']:.3f} (fitted on the val split) inside every "
+              f"artifact; val NLL {calibration['val_nll']:.4f} -> {calibration['val_nll_temperature_scaled']:.4f}")
 
     with outputs.atomic_path(args.out, is_dir=True) as tmp:
         artifacts = export_model(name, model, arrays, settings, tmp)
@@ -64,6 +87,8 @@ def main():
             "source": {"file": str(args.model), "sha256": outputs.sha256_of(args.model)},
             "classes": [str(c) for c in arrays["class_names"]],
             "input": "RGB pixels 0-255, 32x32, NHWC; scaling is inside every model",
+            # The calibration inside every artifact: softmax(logits / temperature), or none.
+            "temperature": calibration,
             "artifacts": artifacts,
         })
         os.chmod(tmp, 0o755)  # a temporary folder is private; the export is served and shared

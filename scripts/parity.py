@@ -113,6 +113,10 @@ def main():
         raise ValueError(f"{args.data} has no test images to check against")
 
     reference, timing = measure(inference.load(args.model), x, batch, runs)
+    if meta.get("temperature"):  # the artifacts are calibrated: compare them with Keras calibrated alike
+        from cifar import evaluation
+
+        reference = evaluation.with_temperature(reference, meta["temperature"]["temperature"]).astype(np.float32)
     results = {"keras": {**compare(reference, reference, y), "bytes": args.model.stat().st_size, **timing}}
     report(name, "keras", results["keras"])
     for key, artifact in meta["artifacts"].items():

@@ -63,6 +63,28 @@ def test_folding_leaves_functional_models_alone():
     assert export.fold_batchnorm_after_activation(model) == (model, 0)
 
 
+def test_a_temperature_rescales_the_logits_of_sequential_and_functional_models():
+    import keras
+
+    from cifar import evaluation
+
+    x = images(16).astype(np.float32)
+    cnn = small_cnn()
+    inputs = keras.Input((32, 32, 3))
+    logits = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs)))
+    functional = keras.Model(inputs, keras.layers.Activation("softmax", name="probabilities")(logits))
+    for model in (cnn, functional):
+        scaled = export.with_temperature(model, 0.5)
+        expected = evaluation.with_temperature(model.predict(x, verbose=0), 0.5)
+        np.testing.assert_allclose(scaled.predict(x, verbose=0), expected, atol=1e-5)
+        assert (scaled.predict(x, verbose=0).argmax(1) == model.predict(x, verbose=0).argmax(1)).all()
+    assert isinstance(export.with_temperature(cnn, 2.0), keras.Sequential)
+    assert export.fold_batchnorm_after_activation(export.with_temperature(cnn, 2.0))[1] == 1  # int8 folding still applies
+    no_softmax = keras.Model(inputs, logits)
+    with pytest.raises(export.ExportError, match="is not a softmax"):
+        export.with_temperature(no_softmax, 2.0)
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """small_cnn exported by the stage's own function into a folder."""

@@ -89,6 +89,39 @@ def fold_batchnorm_after_activation(model):
     return folded, len(replace)
 
 
+def with_temperature(model, temperature):
+    """The model with its softmax taken at `temperature`: softmax(logits / T), the calibration
+    evaluate fits on the val split. The final softmax (a Dense layer's activation, or a softmax
+    Activation layer) is replaced by the same logits, a Rescaling by 1/T and a softmax, all
+    operations every format runs, int8 included. A Sequential model stays Sequential (so int8's
+    BatchNormalization folding still applies). Predictions (the arg max) are unchanged."""
+    import keras
+
+    last = model.layers[-1]
+    softmax = keras.activations.softmax
+    tail = [keras.layers.Rescaling(1.0 / temperature, name="temperature"),
+            keras.layers.Activation("softmax", name="calibrated_probabilities")]
+    if isinstance(last, keras.layers.Dense) and last.activation is softmax:
+        logits = keras.layers.Dense(last.units, use_bias=last.use_bias, name="logits_before_temperature")
+        head = [logits, *tail]
+        body = model.layers[:-1]
+    elif isinstance(last, keras.layers.Activation) and last.activation is softmax:
+        logits, head, body = None, tail, model.layers[:-1]
+    else:
+        raise ExportError(f"{model.name}: its last layer ({last.name}, {type(last).__name__}) is not a softmax; "
+                          "a temperature can only rescale the logits of a softmax output")
+    if isinstance(model, keras.Sequential):
+        scaled = keras.Sequential([keras.Input(model.input_shape[1:], name="image"), *body, *head], name=model.name)
+    else:
+        x = last.input
+        for layer in head:
+            x = layer(x)
+        scaled = keras.Model(model.inputs, x, name=model.name)
+    if logits is not None:
+        logits.set_weights(last.get_weights())
+    return scaled
+
+
 def _representative(images):
     def generate():
         for i in range(len(images)):
