@@ -47,7 +47,7 @@ quick: setup ## run the pipeline on a small slice as a DVC experiment (workspace
 test: setup ## run the test suite
 	python -m pytest
 
-bench: setup ## measure augmentation and CNN training img/s against the seed's ImageDataGenerator path
+bench: setup ## measure training img/s of every model (and against the machine's matmul rate), augmentation, speed levers
 	python scripts/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out reports/bench.json
 
 sizes: setup ## MobileNetV2 input size against test accuracy and time, one DVC experiment per size (SIZES="32 96")

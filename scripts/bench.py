@@ -13,11 +13,15 @@ All measurements use the same real CIFAR-10 training images in the same run:
 - every model of the registry, trained with its own batch size, recipe and augmentation, in
   alternating rounds, as img/s and as GFLOP/s (3 x the forward pass's Conv/Dense FLOPs) against
   the best float32 matrix multiply measured in the same run; and the predicted training-time
-  ratio of the fast model to the seed CNN (its epochs / its img/s against 25 / the seed's).
+  ratio of the fast model to the seed CNN (its epochs / its img/s against 25 / the seed's);
+- the usual speed levers for the two CNNs (LEVERS: oneDNN off, intra-op threads = cores with one
+  inter-op thread, steps_per_execution 8, half and double batch), each in a process of its own,
+  alternating with the default, as img/s and as a ratio to the default of the same round.
 """
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -112,14 +116,17 @@ def matmul_gflops(sizes=(2048, 3072, 4096), repeats=3):
     return best
 
 
-def registry_models(x_train):
+def registry_models(x_train, only=None):
     """{name: (model compiled with its own recipe, train_cfg, augment_cfg)} for every registered
-    model. MobileNetV2 starts from random weights: the cost of a step does not depend on them."""
+    model (or the one named `only`). MobileNetV2 starts from random weights: the cost of a step
+    does not depend on them."""
     from cifar import training
 
     loaded = params.load(["models", "shared"])
     found = {}
     for name, entry in loaded["models"].items():
+        if only and name != only:
+            continue
         section = params.load([entry["params"]])[entry["params"]]
         train = section.get("train", loaded["shared"]["train"])
         inputs = {"weights": None} if entry["builder"].endswith(":mobilenet_from") else {}
@@ -150,6 +157,89 @@ def models_training_rates(x, onehot, seed, images_per_round, rounds):
     return {name: (statistics.median(r), found[name]) for name, r in rates.items()}
 
 
+# The usual speed levers, each measured against the default in a process of its own (threading
+# and oneDNN are fixed when TensorFlow starts): (environment, settings for the probe).
+LEVERS = {
+    "default": ({}, {}),
+    "onednn_off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, {}),
+    "threads_intra_cores_inter_1": ({}, {"intra_op": "cores", "inter_op": 1}),
+    "steps_per_execution_8": ({}, {"steps_per_execution": 8}),
+    "half_batch": ({}, {"batch_scale": 0.5}),
+    "double_batch": ({}, {"batch_scale": 2.0}),
+}
+
+
+def probe(args):
+    """One lever's training img/s for one model (run in its own process by `levers`): the
+    model with its recipe and augmentation, after a warm-up, over --model-images images."""
+    import json
+    import os
+
+    import tensorflow as tf
+
+    settings = json.loads(args.probe_settings)
+    cores = os.cpu_count() or 1
+    if "intra_op" in settings:
+        tf.config.threading.set_intra_op_parallelism_threads(cores if settings["intra_op"] == "cores" else settings["intra_op"])
+        tf.config.threading.set_inter_op_parallelism_threads(settings["inter_op"])
+    x, y = load_images(args)
+    onehot = keras.utils.to_categorical(y, data.NUM_CLASSES)
+    model, train, aug = registry_models(x, only=args.probe)[args.probe]
+    batch = max(1, int(train["batch_size"] * settings.get("batch_scale", 1)))
+    if "steps_per_execution" in settings:
+        model.compile(optimizer=model.optimizer, loss=model.loss, steps_per_execution=settings["steps_per_execution"])
+    stream = iter(augment.train_dataset(x, onehot, batch, 0, aug, epochs=10_000))
+    warm = max(2, settings.get("steps_per_execution", 1))
+    model.fit(stream, epochs=1, steps_per_epoch=warm, verbose=0)
+    steps = max(warm, args.model_images // batch // warm * warm)
+    start = time.perf_counter()
+    model.fit(stream, epochs=1, steps_per_epoch=steps, verbose=0)
+    print(json.dumps({"img_per_s": steps * batch / (time.perf_counter() - start), "batch_size": batch}))
+
+
+def levers(args, names, rounds):
+    """Every lever against the default, for each model, in alternating rounds of separate
+    processes; the median of each lever's img/s over the default's in the same round."""
+    import json
+    import os
+    import subprocess
+
+    results = {}
+    for name in names:
+        ratios = {lever: [] for lever in LEVERS if lever != "default"}
+        rates = {lever: [] for lever in LEVERS}
+        for _ in range(rounds):
+            for lever, (env, settings) in LEVERS.items():
+                command = [sys.executable, __file__, "--archive", str(args.archive), "--out", str(args.out),
+                           "--images", str(args.images), "--model-images", str(args.model_images),
+                           "--probe", name, "--probe-settings", json.dumps(settings)]
+                if args.sha256:
+                    command += ["--sha256", args.sha256]
+                proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env})
+                if proc.returncode != 0:
+                    sys.exit(f"bench: error: the {lever} probe of {name} failed:\n{proc.stderr[-2000:]}")
+                rates[lever].append(json.loads(proc.stdout.strip().splitlines()[-1])["img_per_s"])
+            for lever in ratios:
+                ratios[lever].append(rates[lever][-1] / rates["default"][-1])
+        results[name] = {"default_img_per_s": round(statistics.median(rates["default"]), 1), **{
+            lever: {"img_per_s": round(statistics.median(rates[lever]), 1),
+                    "vs_default": round(statistics.median(ratios[lever]), 3)} for lever in ratios}}
+    return results
+
+
+def load_images(args):
+    loaded = params.load(["download"])
+    sha = args.sha256
+    sums = args.archive.with_name("SHA256SUMS")
+    if not sha and sums.is_file():
+        sha = data.read_sha256_file(sums, args.archive.name)
+    if not sha:
+        sha, _ = data.trusted_sha256(loaded["download"]["sha256"])
+    x, y, *_ = data.read(args.archive, sha)
+    args.sha256 = sha
+    return x[: args.images], y[: args.images]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archive", required=True, type=Path)
@@ -160,20 +250,18 @@ def main():
     parser.add_argument("--model-images", type=int, default=8192,
                         help="training images per model per round in the all-models comparison")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the all-models comparison")
+    parser.add_argument("--lever-rounds", type=int, default=2,
+                        help="alternating rounds of the speed levers against the default (0: skip them)")
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--probe", help=argparse.SUPPRESS)  # one lever's measurement, in a process of its own
+    parser.add_argument("--probe-settings", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    loaded = params.load(["shared", "download"])
-    cfg = loaded["shared"]
+    if args.probe:
+        return probe(args)
+    cfg = params.load(["shared"])["shared"]
     aug, batch_size, seed = cfg["augment"], cfg["train"]["batch_size"], cfg["seed"]
-
+    x, y = load_images(args)
     sha = args.sha256
-    sums = args.archive.with_name("SHA256SUMS")
-    if not sha and sums.is_file():
-        sha = data.read_sha256_file(sums, args.archive.name)
-    if not sha:
-        sha, _ = data.trusted_sha256(loaded["download"]["sha256"])
-    x, y, *_ = data.read(args.archive, sha)
-    x, y = x[: args.images], y[: args.images]
 
     results = {
         "seed_imagedatagenerator": measure(lambda: seed_stream(x, y, batch_size, seed, aug), len(x), args.repeats),
@@ -205,9 +293,13 @@ def main():
             "train_gflop_per_image": round(gflop, 4), "gflops": round(rate * gflop, 1),
             "fraction_of_matmul": round(rate * gflop / ceiling_gflops, 3),
         }
+    # The speed levers, for the two CNNs (MobileNetV2's cost is its backbone's).
+    lever_results = levers(args, [n for n in ("cnn", "fast") if n in per_model], args.lever_rounds) \
+        if args.lever_rounds else {}
     report = {
         "matmul_gflops": {k: round(v, 1) for k, v in matmul.items()},
         "models": per_model,
+        "levers": lever_results,
         "augmentation_img_per_s": {k: round(v, 1) for k, v in results.items()},
         "cnn_training_img_per_s": {k: round(v, 1) for k, v in training.items()},
         "augmentation_cost_of_training_throughput": round(1 - training["tf_data_opencv"] / training["no_augmentation"], 3),
@@ -234,6 +326,9 @@ def main():
               f"{m['gflops']:5.1f} GFLOP/s, {m['fraction_of_matmul']:.0%} of the matmul rate")
     if "predicted_time_ratio_fast_vs_seed" in report:
         print(f"predicted training time, fast / seed CNN: {report['predicted_time_ratio_fast_vs_seed']:.2f}")
+    for name, found in lever_results.items():
+        print(f"{name} levers (img/s against the default {found['default_img_per_s']}): " + ", ".join(
+            f"{lever} {m['vs_default']:.2f}x" for lever, m in found.items() if lever != "default_img_per_s"))
 
 
 if __name__ == "__main__":
