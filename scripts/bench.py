@@ -197,19 +197,25 @@ def probe(args):
     print(json.dumps({"img_per_s": steps * batch / (time.perf_counter() - start), "batch_size": batch}))
 
 
-def levers(args, names, rounds):
+def levers(args, names, rounds, chosen=None):
     """Every lever against the default, for each model, in alternating rounds of separate
     processes; the median of each lever's img/s over the default's in the same round."""
     import json
     import os
     import subprocess
 
+    chosen = {"default", *(chosen or LEVERS)}
+    unknown = sorted(chosen - set(LEVERS))
+    if unknown:
+        sys.exit(f"bench: error: unknown lever {unknown[0]!r}; known: {', '.join(LEVERS)}")
     results = {}
     for name in names:
-        ratios = {lever: [] for lever in LEVERS if lever != "default"}
-        rates = {lever: [] for lever in LEVERS}
+        ratios = {lever: [] for lever in LEVERS if lever in chosen and lever != "default"}
+        rates = {lever: [] for lever in LEVERS if lever in chosen}
         for _ in range(rounds):
             for lever, (env, settings) in LEVERS.items():
+                if lever not in chosen:
+                    continue
                 command = [sys.executable, __file__, "--archive", str(args.archive), "--out", str(args.out),
                            "--images", str(args.images), "--model-images", str(args.model_images),
                            "--probe", name, "--probe-settings", json.dumps(settings)]
@@ -252,6 +258,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the all-models comparison")
     parser.add_argument("--lever-rounds", type=int, default=2,
                         help="alternating rounds of the speed levers against the default (0: skip them)")
+    parser.add_argument("--levers", help=f"comma-separated levers to measure (default: all of {', '.join(LEVERS)})")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--probe", help=argparse.SUPPRESS)  # one lever's measurement, in a process of its own
     parser.add_argument("--probe-settings", default="{}", help=argparse.SUPPRESS)
@@ -294,8 +301,8 @@ def main():
             "fraction_of_matmul": round(rate * gflop / ceiling_gflops, 3),
         }
     # The speed levers, for the two CNNs (MobileNetV2's cost is its backbone's).
-    lever_results = levers(args, [n for n in ("cnn", "fast") if n in per_model], args.lever_rounds) \
-        if args.lever_rounds else {}
+    lever_results = levers(args, [n for n in ("cnn", "fast") if n in per_model], args.lever_rounds,
+                           args.levers.split(",") if args.levers else None) if args.lever_rounds else {}
     report = {
         "matmul_gflops": {k: round(v, 1) for k, v in matmul.items()},
         "models": per_model,
