@@ -221,3 +221,34 @@ def test_pipeline_exports_and_checks_every_model(pipeline):
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], cwd=repo, **env).stdout)
     files = next(iter(shown.values()))["data"]
     assert "reports/metrics/export/cnn.json" in files and "reports/metrics/export/mobilenet.json" in files
+
+
+@pytest.mark.e2e
+def test_a_shipped_temperature_is_in_every_artifact_and_checked_by_parity(pipeline, tmp_path):
+    """export.temperature: val puts the val-fitted temperature inside every format; parity holds
+    each to Keras' probabilities at that temperature."""
+    import yaml
+
+    from cifar import evaluation
+
+    repo, env, _ = pipeline
+    values = yaml.safe_load((repo / "params.yaml").read_text())
+    values["export"]["temperature"] = "val"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
+    model, prepared = repo / "models" / "trained" / "cnn.keras", repo / "data" / "prepared" / "cifar10.npz"
+    out, metrics = tmp_path / "export", tmp_path / "parity.json"
+    run(["python", script("export"), "--name", "cnn", "--model", str(model), "--data", str(prepared), "--out", str(out)],
+        cwd=tmp_path)
+    meta = json.loads((out / "metadata.json").read_text())
+    temperature = meta["temperature"]["temperature"]
+    assert meta["temperature"]["fitted_on"] == "val split" and temperature > 0
+    assert meta["temperature"]["val_nll_temperature_scaled"] <= meta["temperature"]["val_nll"] + 1e-9
+    run(["python", script("parity"), "--name", "cnn", "--model", str(model), "--export", str(out), "--data", str(prepared),
+         "--metrics", str(metrics)], cwd=tmp_path)
+    checked = json.loads(metrics.read_text())
+    for key in ("saved_model", "tflite_float32", "tfjs"):
+        assert checked["artifacts"][key]["agreement"] == 1.0 and checked["artifacts"][key]["max_abs_diff"] < 1e-4
+    x = data.load_prepared(prepared)["x_test"]
+    keras_model = inference.load(model)
+    shipped = inference.load(out / "cnn_float32.tflite").predict(x)
+    np.testing.assert_allclose(shipped, evaluation.with_temperature(keras_model.predict(x), temperature), atol=1e-4)
