@@ -291,3 +291,18 @@ def test_a_recipe_in_phases_sums_epochs_and_times_and_keeps_the_last_phase_model
     assert summary["wall_time_s"] == 400.0
     # 120,000 images in 100 + 400 s of training
     assert summary["train_img_per_s"] == 240.0 and summary["phases"] == {"head": head, "top": top}
+
+
+def test_with_validation_every_other_epoch_the_model_kept_is_the_best_validated_one(arrays, tmp_path):
+    """Epochs without validation must not count for the checkpoint: a NaN 'best' is never
+    beaten, and the first epoch's model would be kept (the fast model's first full run)."""
+    from cifar import evaluation, inference
+
+    best, rows, summary = training.fit(tiny_cnn, arrays, {**TRAIN, "epochs": 4, "validate_every": 2}, AUGMENT, 1,
+                                       tmp_path / "state")
+    assert [np.isnan(r["val_accuracy"]) for r in rows] == [True, False, True, False]
+    validated = max((r for r in rows if not np.isnan(r["val_accuracy"])), key=lambda r: r["val_accuracy"])
+    assert summary["best_epoch"] == int(validated["epoch"]) + 1 in (2, 4)
+    model = inference.load(best).model
+    loss, accuracy = evaluation.loss_and_accuracy(model, arrays["x_val"], arrays["y_val"], 32)
+    assert accuracy == pytest.approx(validated["val_accuracy"]) and loss == pytest.approx(validated["val_loss"], rel=1e-4)

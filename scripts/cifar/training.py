@@ -184,9 +184,31 @@ class EpochTimes(keras.callbacks.Callback):
             total = time.perf_counter() - self._start
             logs["train_s"] = self._train if self._train is not None else total
             logs["epoch_s"] = total
-            for key in ("val_loss", "val_accuracy"):  # an epoch without validation: NaN, not a missing column
-                logs.setdefault(key, float("nan"))
             logs.setdefault("learning_rate", float(np.asarray(self.model.optimizer.learning_rate)))
+
+
+class BestValidatedCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint(save_best_only) that leaves out epochs without validation (`validate_every`
+    > 1). Keras 3 saves when the monitored value is missing, and a NaN best is never beaten:
+    either way the model kept was not the best validated one (the fast model's first full run
+    kept its first epoch's)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not np.isfinite(value):
+            return
+        super().on_epoch_end(epoch, logs)
+
+
+class UnvalidatedAsNaN(keras.callbacks.Callback):
+    """An epoch without validation (`validate_every` > 1) gets NaN val_loss and val_accuracy, so
+    the history CSV keeps its columns. It runs after the checkpoint and the monitors: to them such
+    an epoch has no val metrics."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            for key in ("val_loss", "val_accuracy"):
+                logs.setdefault(key, float("nan"))
 
 
 class EpochSeeds(keras.callbacks.Callback):
@@ -232,6 +254,8 @@ class ResumeMonitors(keras.callbacks.Callback):
                 cb._set_monitor_op()
             for row in rows:
                 value = row[cb.monitor]
+                if not np.isfinite(value):  # an epoch without validation: nothing to compare
+                    continue
                 if cb.best is None or cb._is_improvement(value, cb.best):
                     cb.best, cb.wait = value, 0
                     if isinstance(cb, keras.callbacks.EarlyStopping):
@@ -540,13 +564,14 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
         first_epoch=min(first_epoch, epochs), drop_remainder=drop, replicas=replicas))
     val_ds = augment.eval_dataset(arrays["x_val"], y_val, batch)
 
-    checkpoint = keras.callbacks.ModelCheckpoint(state.best, monitor="val_accuracy", mode="max", save_best_only=True)
+    checkpoint = BestValidatedCheckpoint(state.best, monitor="val_accuracy", mode="max", save_best_only=True)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         EpochSeeds(seed),
         EpochTimes(),
         *recipe_callbacks,
         checkpoint,
+        UnvalidatedAsNaN(),
         keras.callbacks.CSVLogger(state.history, append=True),
         ResumeMonitors(state.history, [*monitors, checkpoint]),
         # Last, so the backup holds the learning rate after this epoch's plateau cut.
