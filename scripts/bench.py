@@ -133,7 +133,12 @@ def registry_models(x_train, only=None):
         model = models.build(entry["builder"], section, entry["params"], images=x_train, **inputs)
         optimizer, loss, _, _ = training.recipe(train, augment.steps_per_epoch(len(x_train), train["batch_size"]))
         model.compile(optimizer=optimizer, loss=loss)
-        found[name] = (model, train, section.get("augment", loaded["shared"]["augment"]))
+        aug = section.get("augment", loaded["shared"]["augment"])
+        if isinstance(aug, str):  # MobileNetV2's choice of policy
+            from cifar import mobilenet
+
+            aug, _ = mobilenet.augmentation(section, loaded["shared"]["augment"])
+        found[name] = (model, train, aug)
     return found
 
 
@@ -144,7 +149,7 @@ def models_training_rates(x, onehot, seed, images_per_round, rounds):
     found = registry_models(x)
     streams = {}
     for name, (model, train, aug) in found.items():
-        stream = iter(augment.train_dataset(x, onehot, train["batch_size"], seed, aug, epochs=10_000))
+        stream = augment.train_dataset(x, onehot, train["batch_size"], seed, aug, epochs=10_000)
         model.fit(stream, epochs=1, steps_per_epoch=2, verbose=0)  # tracing, thread pools
         streams[name] = stream
     rates = {name: [] for name in found}
@@ -188,7 +193,7 @@ def probe(args):
     batch = max(1, int(train["batch_size"] * settings.get("batch_scale", 1)))
     if "steps_per_execution" in settings:
         model.compile(optimizer=model.optimizer, loss=model.loss, steps_per_execution=settings["steps_per_execution"])
-    stream = iter(augment.train_dataset(x, onehot, batch, 0, aug, epochs=10_000))
+    stream = augment.train_dataset(x, onehot, batch, 0, aug, epochs=10_000)
     warm = max(2, settings.get("steps_per_execution", 1))
     model.fit(stream, epochs=1, steps_per_epoch=warm, verbose=0)
     steps = max(warm, args.model_images // batch // warm * warm)

@@ -38,8 +38,8 @@ def main():
     params.validate(tune, mobilenet.SCHEMA, entry["params"])
     cfg = params.load(["shared"])
     weights, source = weights_argument(args.weights)
-    augment = {"seed": None, "flip_translate": {"policy": "flip_translate", "translate_px": 2}}.get(tune["augment"])
-    train = {**cfg["shared"]["train"], "augment": tune["augment"] != "none"}
+    augment, enabled = mobilenet.augmentation(tune, cfg["shared"]["augment"])
+    train = {**cfg["shared"]["train"], "augment": enabled}
     before = args.metrics.stat().st_mtime_ns if args.metrics.exists() else None
     stage.run(
         args.name, None,

@@ -101,6 +101,15 @@ def phase_model(section, weights, phase, previous):
     return model
 
 
+def augmentation(section, shared_augment):
+    """(augment config for cifar.augment.train_dataset, whether to augment) for the section's
+    `augment`: the seed's transforms (shared.augment), flip + 2 px shifts, or none."""
+    choice = section.get("augment", "seed")
+    if choice == "flip_translate":
+        return {"policy": "flip_translate", "translate_px": 2}, True
+    return shared_augment, choice != "none"
+
+
 def phases(section, weights, train):
     """stage.run's phases for the section: each of `phases` with the shared training settings
     `train` at its epochs and learning rate (and the section's label smoothing); or, with no
