@@ -84,7 +84,7 @@ def main():
     models = {name: evaluation.load_model(args.models / f"{name}.keras", entry["stage"])
               for name, entry in registry.items()}
     arrays = data.load_prepared(args.data)
-    count = cfg["images"] or len(arrays["y_test"])
+    count = min(cfg["images"] or len(arrays["y_test"]), len(arrays["y_test"]))
     clean, labels = arrays["x_test"][:count], arrays["y_test"][:count]
     corrupted = corrupted_sets(clean, cfg["corruptions"], seed)
 
