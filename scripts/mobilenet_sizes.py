@@ -53,23 +53,13 @@ def experiment_metrics(shown, names):
 
 
 def figure(rows, path):
-    import matplotlib
+    """Test accuracy against training time, one labelled point per size (evaluate's chart)."""
+    from cifar import evaluation
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot([r["train_minutes"] for r in rows], [r["test_accuracy"] * 100 for r in rows], "o-")
-    for r in rows:
-        ax.annotate(f"{r['input_size']} px\n{r['test_accuracy']:.2%}", (r["train_minutes"], r["test_accuracy"] * 100),
-                    textcoords="offset points", xytext=(6, -12), fontsize=9)
-    ax.set(xlabel="training time (minutes, this machine)", ylabel="test accuracy (%)",
-           title="MobileNetV2: input size (upscaled inside the model) against accuracy and time")
-    ax.grid(alpha=0.3)
-    ax.margins(x=0.2, y=0.15)
-    fig.tight_layout()
+    points = [{"label": f"{r['input_size']} px", "test_accuracy": r["test_accuracy"],
+               "wall_time_s": r["train_minutes"] * 60} for r in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    evaluation.save_figure(evaluation.accuracy_against_time(points), path)
 
 
 def main():
