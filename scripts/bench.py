@@ -63,14 +63,35 @@ def measure(make_stream, images, repeats):
     return max(images_per_second(make_stream(), images) for _ in range(repeats))
 
 
+class BatchClock(keras.callbacks.Callback):
+    """The end time of every training batch of a fit() call."""
+
+    def on_train_begin(self, logs=None):
+        self.ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+def steady_images_per_second(model, stream, steps, batch_size, steps_per_execution=1, skip=1):
+    """Training img/s of `model` on `stream` in steady state: one fit() of `steps` steps, timed
+    from the end of its first `skip` batch-callback calls to the end of its last (Keras calls them
+    once per `steps_per_execution` steps). A fit() call's own start-up (its data iterator, the
+    first batches' prefetch) is left out: training runs one long fit(), and for a model with short
+    steps (the seed CNN) that start-up would otherwise weigh as much as the steps themselves."""
+    steps = max(steps, (skip + 1) * steps_per_execution)
+    clock = BatchClock()
+    model.fit(stream, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[clock])
+    images = (len(clock.ends) - skip) * steps_per_execution * batch_size
+    return images / (clock.ends[-1] - clock.ends[skip - 1])
+
+
 def training_images_per_second(stream, steps, batch_size):
     """Fit the seed's CNN on `stream` for `steps` steps after a warm-up; return img/s."""
     model = models.build_cnn()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
     model.fit(stream, epochs=1, steps_per_epoch=max(5, steps // 5), verbose=0)  # tracing, thread pools
-    start = time.perf_counter()
-    model.fit(stream, epochs=1, steps_per_epoch=steps, verbose=0)
-    return steps * batch_size / (time.perf_counter() - start)
+    return steady_images_per_second(model, stream, steps, batch_size)
 
 
 def forward_flops(model):
@@ -155,10 +176,8 @@ def models_training_rates(x, onehot, seed, images_per_round, rounds):
     rates = {name: [] for name in found}
     for _ in range(rounds):
         for name, (model, train, _) in found.items():
-            steps = max(2, images_per_round // train["batch_size"])
-            start = time.perf_counter()
-            model.fit(streams[name], epochs=1, steps_per_epoch=steps, verbose=0)
-            rates[name].append(steps * train["batch_size"] / (time.perf_counter() - start))
+            steps = max(3, images_per_round // train["batch_size"])
+            rates[name].append(steady_images_per_second(model, streams[name], steps, train["batch_size"]))
     return {name: (statistics.median(r), found[name]) for name, r in rates.items()}
 
 
@@ -196,10 +215,9 @@ def probe(args):
     stream = augment.train_dataset(x, onehot, batch, 0, aug, epochs=10_000)
     warm = max(2, settings.get("steps_per_execution", 1))
     model.fit(stream, epochs=1, steps_per_epoch=warm, verbose=0)
-    steps = max(warm, args.model_images // batch // warm * warm)
-    start = time.perf_counter()
-    model.fit(stream, epochs=1, steps_per_epoch=steps, verbose=0)
-    print(json.dumps({"img_per_s": steps * batch / (time.perf_counter() - start), "batch_size": batch}))
+    steps = max(2 * warm, args.model_images // batch // warm * warm)
+    rate = steady_images_per_second(model, stream, steps, batch, settings.get("steps_per_execution", 1))
+    print(json.dumps({"img_per_s": rate, "batch_size": batch}))
 
 
 def levers(args, names, rounds, chosen=None):

@@ -1,20 +1,25 @@
 """The cross-branch workflow users rely on: dvc metrics/params/plots diff and dvc exp."""
 
 import json
+import shutil
 
 import pytest
+import yaml
 
-from conftest import REPO, run, script, set_param, tiny_pipeline
+from conftest import REPO, run, script, set_param
 
 pytestmark = pytest.mark.e2e
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A tiny pipeline run and committed on main."""
-    repo, env, first = tiny_pipeline(tmp_path_factory.mktemp("branches"), epochs=1)
+def repo(pipeline, tmp_path_factory):
+    """The session's tiny pipeline run, copied (its DVC cache with it) and committed on main."""
+    source, env, first = pipeline
     assert "export@cnn" in first and "export@mobilenet" in first
+    repo = tmp_path_factory.mktemp("branches") / "repo"
+    shutil.copytree(source, repo, symlinks=True)
+    assert "up to date" in run(["dvc", "status"], cwd=repo, **env).stdout
     run([*GIT, "add", "-A"], cwd=repo)
     run([*GIT, "commit", "-qm", "tiny run"], cwd=repo)
     return repo, env
@@ -22,6 +27,8 @@ def repo(tmp_path_factory):
 
 def test_diff_across_branches_and_experiments(repo, tmp_path):
     repo, env = repo
+    before = yaml.safe_load((repo / "params.yaml").read_text())["finetune_mobilenet"]["dropout"]
+    assert before != 0.5
     run(["git", "checkout", "-q", "-b", "more-dropout"], cwd=repo)
     set_param(repo, "finetune_mobilenet.dropout", 0.5)
     run(["dvc", "repro"], cwd=repo, **env)
@@ -30,7 +37,7 @@ def test_diff_across_branches_and_experiments(repo, tmp_path):
 
     params = json.loads(run(["dvc", "params", "diff", "main", "more-dropout", "--json"], cwd=repo).stdout)
     changed = params["params.yaml"]["finetune_mobilenet.dropout"]
-    assert (changed["old"], changed["new"]) == (0.2, 0.5)
+    assert (changed["old"], changed["new"]) == (before, 0.5)
 
     metrics = json.loads(run(["dvc", "metrics", "diff", "main", "more-dropout", "--all", "--json"], cwd=repo).stdout)
     tuned = metrics["reports/metrics/train/mobilenet.json"]
