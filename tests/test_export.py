@@ -126,6 +126,18 @@ def test_int8_model_takes_raw_uint8_pixels_and_gives_uint8_probabilities(exporte
     assert int8["bytes"] < artifacts["tflite_float32"]["bytes"]
 
 
+def test_each_tflite_file_says_where_its_bytes_go(exported):
+    _, _, artifacts, _ = exported
+    floats, int8 = artifacts["tflite_float32"]["bytes_by_part"], artifacts["tflite_int8"]["bytes_by_part"]
+    for artifact in (artifacts["tflite_float32"], artifacts["tflite_int8"]):
+        assert sum(artifact["bytes_by_part"].values()) == artifact["bytes"]
+        assert artifact["bytes_by_part"]["tensor_names"] > 0 and artifact["bytes_by_part"]["other"] >= 0
+    assert floats["float32_tensor_data"] > 0 and floats["quantization_params"] == 0
+    # int8 weights are a quarter of the float32 ones; the biases stay 32-bit (int32).
+    assert int8["int8_tensor_data"] * 4 <= floats["float32_tensor_data"] and int8["int32_tensor_data"] > 0
+    assert int8["quantization_params"] > 0
+
+
 def test_tfjs_model_runs_in_node_on_wasm(exported):
     out, model, _, arrays = exported
     x = arrays["x_test"]
