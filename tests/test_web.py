@@ -72,8 +72,17 @@ def wait_for(driver, script, timeout=60):
 
 
 def keras_top1(repo, name, pixels):
+    """The Keras model's top-1 and probabilities, at the temperature its export ships (if any)."""
+    import json
+
+    from cifar import evaluation
+
     model = inference.load(repo / "models" / "trained" / f"{name}.keras").model  # registers our layers
-    probabilities = model.predict(pixels[None].astype(np.float32), verbose=0)[0]
+    probabilities = model.predict(pixels[None].astype(np.float32), verbose=0)
+    meta = json.loads((repo / "models" / "export" / name / "metadata.json").read_text())
+    if meta.get("temperature"):
+        probabilities = evaluation.with_temperature(probabilities, meta["temperature"]["temperature"])
+    probabilities = probabilities[0]
     return data.CLASS_NAMES[int(probabilities.argmax())], probabilities
 
 
