@@ -158,8 +158,9 @@ def test_a_failing_conversion_leaves_no_export_folder(tmp_path, monkeypatch):
     model_path.parent.mkdir()
     small_cnn().save(model_path)
     prepared = tmp_path / "cifar10.npz"
-    np.savez(prepared, x_train=images(50), y_train=np.zeros(50, np.uint8), x_test=images(10),
-             y_test=np.zeros(10, np.uint8), class_names=np.array(data.CLASS_NAMES))
+    np.savez(prepared, x_train=images(50), y_train=np.zeros(50, np.uint8), x_val=images(10),
+             y_val=np.zeros(10, np.uint8), x_test=images(10), y_test=np.zeros(10, np.uint8),
+             class_names=np.array(data.CLASS_NAMES))  # val: the default export fits a temperature on it
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     monkeypatch.chdir(tmp_path)
 
