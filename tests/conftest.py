@@ -131,7 +131,7 @@ def tiny_pipeline(root, epochs):
     set_param(repo, "train_fast.tta", 0)
     set_param(repo, "finetune_mobilenet.weights", str(mobilenet_weights(root)))
     # MobileNetV2's recipe in phases as the default has it, at 32 px and one epoch a phase: the
-    # default's 96 px costs 9x the work in every stage that runs the model.
+    # default's 128 px costs 16x the work in every stage that runs the model.
     set_param(repo, "finetune_mobilenet.input_size", 32)
     set_param(repo, "finetune_mobilenet.phases", [{**phase, "epochs": 1} for phase in default_phases(repo)])
     set_param(repo, "export.int8_calibration_images", 32)
