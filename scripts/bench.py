@@ -150,6 +150,8 @@ def registry_models(x_train, only=None):
             continue
         section = params.load([entry["params"]])[entry["params"]]
         train = section.get("train", loaded["shared"]["train"])
+        if section.get("phases"):  # MobileNetV2's phased recipe: its epochs are the phases' sum
+            train = dict(train, epochs=sum(phase["epochs"] for phase in section["phases"]))
         inputs = {"weights": None} if entry["builder"].endswith(":mobilenet_from") else {}
         model = models.build(entry["builder"], section, entry["params"], images=x_train, **inputs)
         optimizer, loss, _, _ = training.recipe(train, augment.steps_per_epoch(len(x_train), train["batch_size"]))

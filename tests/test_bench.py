@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 
 import synthetic
 from conftest import REPO, run, script
@@ -21,6 +22,8 @@ def test_bench_reports_every_model_the_matmul_fraction_the_time_ratio_and_the_le
     for model in report["models"].values():
         assert model["train_img_per_s"] > 0 and model["fraction_of_matmul"] > 0
     assert max(report["matmul_gflops"].values()) > 1
+    phases = yaml.safe_load((REPO / "params.yaml").read_text())["finetune_mobilenet"]["phases"]
+    assert report["models"]["mobilenet"]["epochs"] == sum(p["epochs"] for p in phases)  # the phased recipe's
     assert report["predicted_time_ratio_fast_vs_seed"] > 0
     for name in ("cnn", "fast"):
         levers = report["levers"][name]

@@ -1,0 +1,102 @@
+"""The artifacts table (scripts/artifacts_table.py): built from the parity results of every
+registered model, and README's copy of it is the one the committed metrics give."""
+
+import json
+
+import pytest
+
+from conftest import REPO, run, script
+
+import artifacts_table  # noqa: E402  (scripts/ is on sys.path via conftest)
+
+
+def parity_result(keras_acc, int8_acc, float_bytes, int8_bytes, size_met, accuracy_met):
+    artifact = {"agreement": 1.0, "max_abs_diff": 0.0, "latency_ms": 1.0, "throughput_img_s": 100.0}
+    return {
+        "model": "toy", "test_images": 20,
+        "artifacts": {
+            "keras": {**artifact, "accuracy": keras_acc, "bytes": 3 * float_bytes},
+            "tflite_float32": {**artifact, "accuracy": keras_acc, "bytes": float_bytes, "target": "float"},
+            "tflite_int8": {**artifact, "accuracy": int8_acc, "agreement": 0.9, "bytes": int8_bytes,
+                            "target": "int8", "latency_ms": 0.25},
+            "tfjs": {**artifact, "accuracy": keras_acc, "agreement": 0.99, "bytes": float_bytes, "target": "float",
+                     "latency_ms": None},
+        },
+        "targets": {"int8_size_met": size_met, "int8_accuracy_met": accuracy_met},
+        "hardware": {"cpu": "Test CPU", "cpu_count": 2},
+    }
+
+
+def write_registry(tmp_path, names):
+    """The repository's params.yaml with a registry of `names` (each reusing the seed CNN's section)."""
+    import yaml
+
+    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values.pop("finetune_mobilenet")  # only sections the registry names (or a stage reads) may be there
+    values["models"] = {name: {"stage": f"train_{name}", "builder": "cifar.models:cnn_from",
+                               "params": "train_cnn", "label": f"the {name} model"} for name in names}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(values, sort_keys=False))
+    return params
+
+
+def test_rows_hold_each_artifacts_numbers_and_which_targets_it_misses(tmp_path):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / "a.json").write_text(json.dumps(parity_result(0.9, 0.88, 1000, 320, False, False)))
+    (metrics / "b.json").write_text(json.dumps(parity_result(0.8, 0.799, 1000, 250, True, True)))
+    table, text = artifacts_table.render(metrics, write_registry(tmp_path, ["b", "a"]))
+    assert [r["name"] for r in table][:1] == ["b"]  # registry order, not file order
+    int8 = {r["name"]: r for r in table if r["key"] == "tflite_int8"}
+    assert int8["a"]["vs_float32"] == 32.0 and int8["a"]["vs_keras_pp"] == -2.0
+    assert int8["a"]["integer_only"] and not any(r["integer_only"] for r in table if r["key"] != "tflite_int8")
+    assert int8["a"]["target"] == "int8: size **missed**, accuracy **missed**"
+    assert int8["b"]["target"] == "int8: size met, accuracy met"
+    tfjs = {r["name"]: r for r in table if r["key"] == "tfjs"}
+    assert tfjs["a"]["target"] == "float: **missed**"  # 99% agreement < 99.9%
+    assert "| the a model | TF-Lite int8 | LiteRT | yes | 88.00% | -2.00 pp | 90.00% | 0.00 MB | 32.0% | 0.25 ms |" in text
+    assert "Test CPU, 2 cores" in text
+
+
+def test_a_model_without_parity_results_is_named_with_the_stage_to_run(tmp_path):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / "a.json").write_text(json.dumps(parity_result(0.9, 0.88, 1000, 320, False, False)))
+    (metrics / "b.json").write_text('{"model": "b"}')
+    with pytest.raises(artifacts_table.TableError, match=r"b\.json is not a parity result.*parity@b"):
+        artifacts_table.render(metrics, write_registry(tmp_path, ["a", "b"]))
+    with pytest.raises(artifacts_table.TableError, match=r"c\.json not found.*dvc repro parity@c"):
+        artifacts_table.render(metrics, write_registry(tmp_path, ["a", "c"]))
+
+
+def test_the_stage_writes_table_plot_and_readme_block_and_nothing_on_error(tmp_path):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / "a.json").write_text(json.dumps(parity_result(0.9, 0.88, 1000, 320, False, False)))
+    params = write_registry(tmp_path, ["a"])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{artifacts_table.BEGIN}\nstale\n{artifacts_table.END}\noutro\n")
+    table, plot = tmp_path / "out" / "artifacts.md", tmp_path / "out" / "artifacts.csv"
+    args = ["python", script("artifacts_table"), "--metrics", str(metrics), "--table", str(table),
+            "--plot", str(plot), "--params", str(params)]
+    run([*args, "--readme", str(readme)], cwd=REPO)
+    text = readme.read_text()
+    assert "stale" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert artifacts_table.block_of(text) in table.read_text()
+    assert plot.read_text().splitlines()[0] == "artifact,test_accuracy,latency_ms,megabytes,throughput_img_s"
+    assert "a/tflite_int8,88.0,0.25," in plot.read_text()
+    # A README without the markers: an error naming them, and no file is touched.
+    table.unlink()
+    readme.write_text("no markers here\n")
+    proc = run([*args, "--readme", str(readme)], cwd=REPO, check=False)
+    assert proc.returncode != 0 and "needs exactly one" in proc.stderr
+    assert not table.exists() and readme.read_text() == "no markers here\n"
+
+
+def test_readme_shows_the_table_the_committed_parity_results_give():
+    _, text = artifacts_table.render(REPO / "reports" / "metrics" / "export", REPO / "params.yaml")
+    readme = (REPO / "README.md").read_text()
+    assert artifacts_table.block_of(readme) == text, (
+        "README's artifacts table is stale: run `python scripts/artifacts_table.py --metrics "
+        "reports/metrics/export --table reports/artifacts.md --readme README.md`")
+    assert (REPO / "reports" / "artifacts.md").read_text().endswith(text)
