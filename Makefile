@@ -19,10 +19,10 @@ QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500 -S shared.
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro quick test bench sizes export pull serve plots dag clean-venv
+.PHONY: help setup repro quick test bench sizes int8-study export pull serve plots dag clean-venv
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or pass PYTHON=/path/to/python3.11"; exit 1; }
@@ -52,6 +52,14 @@ bench: setup ## measure training img/s of every model (and against the machine's
 
 sizes: setup ## MobileNetV2 input size against test accuracy and time, one DVC experiment per size (SIZES="32 96")
 	python scripts/mobilenet_sizes.py $(if $(SIZES),--sizes $(SIZES))
+
+int8-study: setup ## every post-training quantization option of each trained model, measured: reports/int8_study/<model>.json (MODELS="cnn")
+	@names="$(MODELS)"; [ -n "$$names" ] || names=$$(cd scripts && python -c 'from cifar import params; print(*params.load(["models"], "../params.yaml")["models"])'); \
+	for name in $$names; do \
+		[ -f models/trained/$$name.keras ] || { echo "make int8-study: models/trained/$$name.keras not found: train it first (dvc repro, or make pull)" >&2; exit 1; }; \
+		python scripts/int8_study.py --name $$name --model models/trained/$$name.keras \
+			--data data/prepared/cifar10.npz --out reports/int8_study/$$name.json || exit 1; \
+	done
 
 export: setup ## export the trained models (SavedModel, TF-Lite, TF.js) and check each on the test set
 	dvc repro --glob 'parity@*'   # one per model of the registry, with every stage they need

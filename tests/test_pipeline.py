@@ -22,8 +22,11 @@ def test_repro_runs_every_stage_and_leaves_status_clean(pipeline):
     assert ran_stages(first) == {"download", "prepare", "augment_preview", "train_cnn", "train_fast",
                                  "fetch_weights", "finetune_mobilenet", "robustness", "evaluate",
                                  "export@cnn", "export@mobilenet", "export@fast",
-                                 "parity@cnn", "parity@mobilenet", "parity@fast"}
+                                 "parity@cnn", "parity@mobilenet", "parity@fast", "artifacts_table"}
     assert (repo / "data" / "prepared" / "cifar10.npz").is_file()
+    table = (repo / "reports" / "artifacts.md").read_text()
+    for label in ("seed CNN", "MobileNetV2 (ImageNet weights)", "fast CNN (airbench94-style)"):
+        assert f"| {label} | TF-Lite int8 | LiteRT | yes |" in table
     assert (repo / "reports" / "figures" / "augment_preview.png").stat().st_size > 10_000
     counts = json.loads((repo / "reports" / "metrics" / "prepare.json").read_text())["counts"]
     assert counts == {"train": 160, "val": 40, "test": 40}
@@ -122,7 +125,7 @@ def test_changing_a_finetune_param_reruns_only_finetune(pipeline):
     repo, env, _ = pipeline
     set_param(repo, "finetune_mobilenet.dropout", 0.3)
     assert ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout) == {
-        "finetune_mobilenet", "robustness", "evaluate", "export@mobilenet", "parity@mobilenet"}
+        "finetune_mobilenet", "robustness", "evaluate", "export@mobilenet", "parity@mobilenet", "artifacts_table"}
 
 
 def test_the_same_weights_under_another_path_do_not_retrain(pipeline, tmp_path):
@@ -142,5 +145,5 @@ def test_changing_an_augmentation_param_does_not_rerun_prepare(pipeline):
     set_param(repo, "shared.augment.rotation_degrees", 5)
     ran = ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout)
     assert ran == {"augment_preview", "train_cnn", "finetune_mobilenet", "robustness", "evaluate",
-                   "export@cnn", "export@mobilenet", "parity@cnn", "parity@mobilenet"}
+                   "export@cnn", "export@mobilenet", "parity@cnn", "parity@mobilenet", "artifacts_table"}
     assert json.loads(run(["dvc", "status", "--json"], cwd=repo, **env).stdout) == {}

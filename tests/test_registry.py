@@ -62,7 +62,7 @@ def toy_repo(pipeline, tmp_path_factory):
 
 def test_a_registered_model_goes_through_every_later_stage(toy_repo):
     repo, env, output = toy_repo
-    assert ran_stages(output) == {"train_toy", "robustness", "evaluate", "export@toy", "parity@toy"}
+    assert ran_stages(output) == {"train_toy", "robustness", "evaluate", "export@toy", "parity@toy", "artifacts_table"}
     evaluated = json.loads((repo / "reports" / "metrics" / "evaluate.json").read_text())
     assert set(evaluated) >= {"cnn", "mobilenet", "toy"} and "accuracy" in evaluated["toy"]["test"]
     parity = json.loads((repo / "reports" / "metrics" / "export" / "toy.json").read_text())
@@ -72,6 +72,7 @@ def test_a_registered_model_goes_through_every_later_stage(toy_repo):
     for folder in ("accuracy", "loss", "lr", "confusion", "per_class"):
         assert (repo / "reports" / "eval" / folder / "toy.csv").is_file()
     assert "| toy | toy CNN |" in (repo / "reports" / "summary.md").read_text()
+    assert "| toy CNN | TF-Lite int8 | LiteRT | yes |" in (repo / "reports" / "artifacts.md").read_text()
     assert json.loads(run(["dvc", "status", "--json"], cwd=repo, **env).stdout) == {}
 
 
