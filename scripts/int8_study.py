@@ -15,6 +15,7 @@ and keeps the worst in float in the `float_top<K>` variants.
 
 import argparse
 import csv
+import importlib
 import io
 import sys
 import tempfile
@@ -24,7 +25,7 @@ from pathlib import Path
 import cifar  # noqa: F401  (first: it quiets TensorFlow's start-up lines)
 import numpy as np
 
-from cifar import data, evaluation, export, inference, outputs, params
+from cifar import data, export, inference, outputs, params
 
 TOP_K = (1, 3, 10)
 
@@ -186,9 +187,10 @@ def main():
     y_test = y_test.argmax(1) if y_test.ndim == 2 else y_test
     started = time.time()
 
-    probabilities = model.predict(arrays["x_val"].astype(np.float32), batch_size=256, verbose=0)
-    temperature = evaluation.fit_temperature(probabilities, arrays["y_val"])
-    scaled = export.with_temperature(model, temperature) if settings["temperature"] == "val" else model
+    scaled, temperature = model, None
+    if settings["temperature"] == "val":  # as the export stage does (scripts/export.py)
+        scaled, fitted = importlib.import_module("export").calibrated(model, arrays)
+        temperature = fitted["temperature"]
     folded, _ = export.fold_batchnorm_after_activation(scaled)
     keras_top1 = scaled.predict(x_test.astype(np.float32), batch_size=256, verbose=0).argmax(1)
     keras_accuracy = float((keras_top1 == y_test).mean())
@@ -251,7 +253,7 @@ def main():
         r["meets_int8_targets"] = r["size_ratio"] <= export.INT8_SIZE_RATIO and r["accuracy_drop_pp"] <= export.INT8_ACCURACY_DROP_PP
     outputs.write_json(args.out, {
         "model": args.name, "model_sha256": outputs.sha256_of(args.model), "test_images": len(x_test),
-        "keras_accuracy": keras_accuracy, "temperature": temperature if settings["temperature"] == "val" else None,
+        "keras_accuracy": keras_accuracy, "temperature": temperature,
         "calibration_images": len(calibration), "debug_images": len(debug_images),
         "variants": results,
         "debugger_worst_layers": [{"tensor": t, "op": op, "rmse_over_scale": e} for t, op, e in ranking[:20]],
