@@ -9,7 +9,6 @@ next `augment_preview.variants` columns are draws of the training augmentation
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -65,7 +64,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (outputs.StageError, FileNotFoundError) as err:
-        sys.exit(f"augment_preview: error: {err}")
+    outputs.run_stage("augment_preview", main)

@@ -9,7 +9,6 @@ written, and its content hash ends up in dvc.lock as this stage's output.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 from cifar import data, outputs, params
@@ -33,7 +32,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (outputs.StageError, FileNotFoundError) as err:
-        sys.exit(f"download: error: {err}")
+    outputs.run_stage("download", main)

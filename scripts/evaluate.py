@@ -15,14 +15,14 @@ reports/summary.md and a chart of test accuracy against training time.
 
 import argparse
 import contextlib
-import json
-import sys
+import csv
 from pathlib import Path
 
 import numpy as np
 
 from cifar import data, evaluation, outputs, params, training
 
+TRAIN_KEYS = ("params", "best_val_accuracy", "best_epoch", "epochs_run", "wall_time_s", "train_img_per_s")
 PLOT_DIRS = ("accuracy", "loss", "lr", "confusion", "per_class", "reliability")
 SCHEMA = {  # params.yaml `evaluate`
     "batch_size": params.number(int, 1, 65_536),
@@ -78,15 +78,14 @@ def main():
         outputs.check_output(path)
     loaded = {name: evaluation.load_model(args.models / f"{name}.keras", entry["stage"])
               for name, entry in registry.items()}
+    trained, histories = {}, {}
     for name, entry in registry.items():
-        for needed in (args.histories / f"{name}.csv", args.train_metrics / f"{name}.json"):
-            if not needed.is_file():
-                raise FileNotFoundError(f"{needed} not found: it is written by the '{entry['stage']}' stage "
-                                        f"(models.{name} in params.yaml); run `dvc repro {entry['stage']}`")
-    if not args.robustness.is_file():
-        raise FileNotFoundError(f"{args.robustness} not found: it is written by the 'robustness' stage; "
-                                "run `dvc repro robustness`")
-    robustness = json.loads(args.robustness.read_text())
+        trained[name] = outputs.read_json(
+            args.train_metrics / f"{name}.json", entry["stage"],
+            needs=[f"{name}.{k}" for k in TRAIN_KEYS])[name]
+        histories[name] = read_history(args.histories / f"{name}.csv", entry["stage"])
+    robustness = outputs.read_json(args.robustness, "robustness", needs=["data.test_images", *[
+        f"{name}.{key}" for name in registry for key in ("clean_accuracy", "mean_corruption_accuracy", "corruptions")]])
     arrays = data.load_prepared(args.data)
     names = [str(n) for n in arrays["class_names"]]
     results, summary_rows = {}, []
@@ -102,7 +101,7 @@ def main():
                 metrics, predicted, probabilities, matrix = evaluate_model(
                     name, model, arrays, names, cfg["batch_size"], cfg["calibration_bins"])
                 results[name] = metrics
-                history = training.read_history(args.histories / f"{name}.csv")  # epochs 1-based
+                history = histories[name]  # epochs 1-based
                 write_plot_data(plot_dirs, name, history, arrays["y_test"], predicted, names, metrics)
                 calibrated = metrics["calibration"]
                 bins = evaluation.calibration_bins(probabilities, arrays["y_test"], cfg["calibration_bins"])
@@ -126,17 +125,16 @@ def main():
                                                      names, cfg["misclassified_images"], label),
                     figures / f"{name}_misclassified.png")
 
-                trained = json.loads((args.train_metrics / f"{name}.json").read_text())[name]
                 summary_rows.append({
                     "model": name, "label": label, "test_accuracy": metrics["test"]["accuracy"],
                     "train_accuracy": metrics["train"]["accuracy"], "test_loss": metrics["test"]["loss"],
                     "train_loss": metrics["train"]["loss"],
                     "ece": calibrated["ece"], "nll": calibrated["nll"], "temperature": calibrated["temperature"],
                     "ece_temperature_scaled": calibrated["ece_temperature_scaled"],
-                    **robust_figures(robustness, name),
+                    "clean_subset_accuracy": robustness[name]["clean_accuracy"],
+                    "mean_corruption_accuracy": robustness[name]["mean_corruption_accuracy"],
                     "size_mb": (args.models / f"{name}.keras").stat().st_size / 1e6,
-                    **{k: trained[k] for k in ("params", "best_val_accuracy", "best_epoch", "epochs_run",
-                                               "wall_time_s", "train_img_per_s")},
+                    **{k: trained[name][k] for k in TRAIN_KEYS},
                 })
         evaluation.save_figure(evaluation.accuracy_against_time(summary_rows),
                                figures / "accuracy_vs_training_time.png")
@@ -164,12 +162,22 @@ def main():
     print(f"Wrote {args.metrics}, {args.plots}/, {args.figures}/ and {args.summary}")
 
 
-def robust_figures(robustness, name):
-    """The robustness stage's two headline figures for `name`."""
-    if name not in robustness:
-        raise ValueError(f"the robustness metrics have no model '{name}': rerun `dvc repro robustness`")
-    return {"clean_subset_accuracy": robustness[name]["clean_accuracy"],
-            "mean_corruption_accuracy": robustness[name]["mean_corruption_accuracy"]}
+def read_history(path, stage):
+    """A model's per-epoch history, with an error naming the file and its stage if it is damaged."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: it is written by the '{stage}' stage; run `dvc repro {stage}`")
+    try:
+        rows = training.read_history(path)
+        for row in rows:
+            for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+                row[key] = float(row[key])
+    except (KeyError, ValueError, TypeError, csv.Error) as err:
+        raise outputs.StageError(f"{path} is not a history CSV ({type(err).__name__}: {err}); it is written by the "
+                                 f"'{stage}' stage: run `dvc repro --force {stage}`") from None
+    if not rows:
+        raise outputs.StageError(f"{path} has no epochs; it is written by the '{stage}' stage: "
+                                 f"run `dvc repro --force {stage}`")
+    return rows
 
 
 def write_plot_data(dirs, name, history, y_true, predicted, names, metrics):
@@ -186,7 +194,4 @@ def write_plot_data(dirs, name, history, y_true, predicted, names, metrics):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (outputs.StageError, FileNotFoundError, ValueError) as err:
-        sys.exit(f"evaluate: error: {err}")
+    outputs.run_stage("evaluate", main, errors=(ValueError,))

@@ -20,7 +20,6 @@ stage then runs every artifact on the test set.
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +95,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (outputs.StageError, FileNotFoundError) as err:
-        sys.exit(f"export: error: {err}")
+    outputs.run_stage("export", main)

@@ -19,7 +19,6 @@ then retrains only if the bytes differ.
 import argparse
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from cifar import data, mobilenet, outputs
@@ -85,7 +84,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (outputs.StageError, FileNotFoundError) as err:
-        sys.exit(f"fetch_weights: error: {err}")
+    outputs.run_stage("fetch_weights", main)

@@ -40,30 +40,25 @@ def main():
     weights, source = weights_argument(args.weights)
     augment, enabled = mobilenet.augmentation(tune, cfg["shared"]["augment"])
     train = {**cfg["shared"]["train"], "augment": enabled}
-    before = args.metrics.stat().st_mtime_ns if args.metrics.exists() else None
     stage.run(
         args.name, None,
         # The weights count by content (source's sha256), not by the path that named them.
         args, {**cfg, entry["params"]: {k: v for k, v in tune.items() if k != "weights"}, "registry": entry},
         provenance={"weights": source}, augment=augment,
-        phases=mobilenet.phases(tune, weights, train),
+        phases=mobilenet.phases(tune, weights, train), extra_metrics=test_accuracy,
     )
-    if args.metrics.exists() and args.metrics.stat().st_mtime_ns != before:  # the chief wrote them
-        add_test_accuracy(args)
 
 
-def add_test_accuracy(args):
+def test_accuracy(best_model, arrays):
     """The trained model's test accuracy in its training metrics too, so that a sweep of DVC
     experiments over this stage alone (scripts/mobilenet_sizes.py) compares test accuracies."""
-    from cifar import data, evaluation, outputs
+    from cifar import evaluation
 
-    arrays = data.load_prepared(args.data)
-    model = evaluation.load_model(args.model, "finetune_mobilenet")
+    model = evaluation.load_model(best_model, "finetune_mobilenet")
     _, accuracy = evaluation.loss_and_accuracy(model, arrays["x_test"], arrays["y_test"], 256)
-    metrics = json.loads(args.metrics.read_text())
-    metrics[args.name]["test_accuracy"] = accuracy
-    outputs.write_json(args.metrics, metrics)
-    print(f"{args.name}: test accuracy {accuracy:.2%}")
+    print(f"test accuracy {accuracy:.2%}")
+    return {"test_accuracy": accuracy}
+
 
 if __name__ == "__main__":
     stage.main("finetune_mobilenet", main)

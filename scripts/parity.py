@@ -15,7 +15,6 @@ import argparse
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -145,7 +144,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (outputs.StageError, FileNotFoundError, ValueError, RuntimeError) as err:
-        sys.exit(f"parity: error: {err}")
+    outputs.run_stage("parity", main, errors=(ValueError, RuntimeError,))

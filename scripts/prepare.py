@@ -12,7 +12,6 @@ train_test_split(test_size=prepare.val_fraction, random_state=shared.seed). Pixe
 
 import argparse
 import collections
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +72,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (outputs.StageError, FileNotFoundError) as err:
-        sys.exit(f"prepare: error: {err}")
+    outputs.run_stage("prepare", main)

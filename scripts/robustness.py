@@ -14,7 +14,6 @@ figure), as DVC metrics; accuracy against severity, one line per corruption, as 
 
 import argparse
 import contextlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +111,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (outputs.StageError, FileNotFoundError, ValueError) as err:
-        sys.exit(f"robustness: error: {err}")
+    outputs.run_stage("robustness", main, errors=(ValueError,))

@@ -10,30 +10,62 @@ from __future__ import annotations
 import argparse
 import hashlib
 import shutil
-import sys
 from pathlib import Path
 
 from cifar import data, outputs, training
 
 
-def code_digest():
-    """sha256 of the running script and every `cifar` module it has imported: the model's code."""
-    files = {Path(sys.argv[0]).resolve()}
-    files |= {Path(m.__file__).resolve() for name, m in list(sys.modules.items())
-              if (name == "cifar" or name.startswith("cifar.")) and getattr(m, "__file__", None)}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def declared_code(stage, root=REPO):
+    """The code files the dvc.yaml stage `stage` declares as deps (those under scripts/; a
+    folder counts with every file in it), as paths relative to `root`."""
+    from ruamel.yaml import YAML, YAMLError
+
+    dvc_yaml = root / "dvc.yaml"
+    try:
+        stages = YAML(typ="safe").load(dvc_yaml.read_text())["stages"]
+    except (OSError, YAMLError, KeyError, TypeError) as err:
+        raise outputs.StageError(f"{dvc_yaml} cannot be read ({type(err).__name__}: {err}); the resume state "
+                                 "is stamped with the code the stage declares there") from None
+    base = stage.split("@", 1)[0]
+    if base not in stages:
+        raise outputs.StageError(f"{dvc_yaml} has no stage '{stage}' (a models.NAME.stage in params.yaml names it); "
+                                 "the resume state is stamped with the code that stage declares as deps")
+    entry = stages[base].get("do", stages[base])
+    files = set()
+    for dep in entry.get("deps", []):
+        if not str(dep).startswith("scripts/"):
+            continue
+        path = root / dep
+        if path.is_dir():
+            files |= {p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+        elif path.is_file():
+            files.add(path)
+        else:
+            raise outputs.StageError(f"{dvc_yaml}: stage '{stage}' declares {dep}, which does not exist")
+    return sorted(p.relative_to(root).as_posix() for p in files)
+
+
+def code_digest(stage, root=REPO):
+    """sha256 of the code the stage declares in dvc.yaml: what DVC reruns the stage for is
+    exactly what a resume is refused for (an edit to the model's module, say)."""
     h = hashlib.sha256()
-    for path in sorted(files):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for rel in declared_code(stage, root):
+        h.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
     return h.hexdigest()
 
 
-def run(name, build_model, args, cfg, provenance, train=None, augment=None, phases=None):
+def run(name, build_model, args, cfg, provenance, train=None, augment=None, phases=None, extra_metrics=None):
     """Fit `build_model(arrays)` and write the model, history and metrics `args` names.
 
-    `cfg`: every params section the stage read (validated), `shared` among them; `provenance`:
-    the inputs the metrics should name (the weights' sha256, say), also part of the identity.
-    `train` / `augment`: a model's own recipe and augmentation, instead of shared.train /
-    shared.augment (the seed's).
+    `cfg`: every params section the stage read (validated), `shared` and `registry` (the model's
+    entry, whose `stage` names the dvc.yaml stage) among them; `provenance`: the inputs the
+    metrics should name (the weights' sha256, say), also part of the identity. `train` /
+    `augment`: a model's own recipe and augmentation, instead of shared.train / shared.augment
+    (the seed's). `extra_metrics(best_model_path, arrays)`: more figures for the model's metrics
+    (its test accuracy, say), measured before anything is written.
 
     `phases`: a recipe in steps, e.g. a new head on a frozen backbone, then the backbone's top:
     [(phase name, build(arrays, previous), its train settings)], fitted one after another, each
@@ -41,6 +73,11 @@ def run(name, build_model, args, cfg, provenance, train=None, augment=None, phas
     and on workers other than the chief, which then receive the chief's weights). Each phase
     resumes on its own; the history runs on across phases and the last phase's best model is the
     stage's model. Default: one phase, `build_model` with `train`.
+
+    The history, model and metrics are swapped in together, and only then is the resume state
+    deleted: a kill at any point before leaves the old outputs and a state that the rerun reuses.
+    A loss that became NaN stops training (TerminateOnNaN) and fails the stage, naming the epoch,
+    unless `args.keep_checkpoint_on_nan`: then the best model of the epochs before it is the output.
     """
     shared = cfg["shared"]
     augment = augment or shared["augment"]
@@ -52,7 +89,7 @@ def run(name, build_model, args, cfg, provenance, train=None, augment=None, phas
         for path in (args.model, args.history, args.metrics):
             outputs.check_output(path)
     arrays = data.load_prepared(args.data)
-    identity = {"params": cfg, "code": code_digest(), "inputs": provenance}
+    identity = {"params": cfg, "code": code_digest(cfg["registry"]["stage"]), "inputs": provenance}
     state = args.state / name  # the chief's; the other workers keep theirs in a temporary folder
     rows, summaries, previous = [], [], None
     for phase, build, phase_train in phases:
@@ -61,6 +98,7 @@ def run(name, build_model, args, cfg, provenance, train=None, augment=None, phas
             state if phase is None else state / phase, strategy=strategy,
             identity=identity if phase is None else {**identity, "phase": phase},
         )
+        check_finite(name, phase, summary, len(rows), args.keep_checkpoint_on_nan)
         rows += [{**row, "epoch": len(rows) + i} for i, row in enumerate(phase_rows)]
         summaries.append((phase, summary))
         previous = best_path
@@ -68,21 +106,39 @@ def run(name, build_model, args, cfg, provenance, train=None, augment=None, phas
     if not chief:
         print(f"{name}: {task} finished its share of training; the chief writes the model and the metrics")
         return
-    training.write_history(rows, args.history)
-    with outputs.atomic_path(args.model) as tmp:
-        shutil.copyfile(previous, tmp)
-    outputs.write_json(args.metrics, {
-        name: summary,
-        "data": {"archive_sha256": str(arrays["archive_sha256"])},
-        **provenance,
-        "environment": outputs.hardware(),
-    })
-    shutil.rmtree(state, ignore_errors=True)
+    extra = extra_metrics(previous, arrays) if extra_metrics else {}
+    with outputs.stage_outputs():
+        training.write_history(rows, args.history)
+        with outputs.atomic_path(args.model) as tmp:
+            shutil.copyfile(previous, tmp)
+        outputs.write_json(args.metrics, {
+            name: {**summary, **extra},
+            "data": {"archive_sha256": str(arrays["archive_sha256"])},
+            **provenance,
+            "environment": outputs.hardware(),
+        })
+    shutil.rmtree(state, ignore_errors=True)  # last: until the outputs are in place, a rerun reuses it
     print(
         f"{name}: best val accuracy {summary['best_val_accuracy']:.2%} at epoch {summary['best_epoch']}, "
         f"{summary['epochs_run']} epochs in {summary['wall_time_s']:.0f} s, "
         f"{summary['train_img_per_s']} training img/s"
     )
+
+
+def check_finite(name, phase, summary, epochs_before, keep_checkpoint):
+    """Fail with one line when the loss became NaN in this phase, unless the user asked for the
+    best model of the epochs before it."""
+    epoch = summary.get("nan_epoch")
+    if epoch is None:
+        return
+    where = f" (phase '{phase}')" if phase else ""
+    if not keep_checkpoint:
+        raise training.TrainingError(
+            f"{name}: the loss became NaN in epoch {epochs_before + epoch}{where}, and training stopped; lower the "
+            "learning rate, or, to publish the best model of the epochs before it, rerun the stage's command "
+            "(dvc.yaml) with --keep-checkpoint-on-nan")
+    print(f"{name}: the loss became NaN in epoch {epochs_before + epoch}{where}; keeping the best model of the "
+          "epochs before it (--keep-checkpoint-on-nan)")
 
 
 def arguments(description):
@@ -94,12 +150,12 @@ def arguments(description):
     parser.add_argument("--metrics", required=True, type=Path, help="training metrics JSON")
     parser.add_argument("--state", required=True, type=Path,
                         help="folder for the resume state (kept only while training is unfinished)")
+    parser.add_argument("--keep-checkpoint-on-nan", action="store_true",
+                        help="if the loss becomes NaN, publish the best model of the epochs before it "
+                             "instead of failing")
     return parser
 
 
 def main(stage, body):
     """Run a stage's `body()`; expected failures become one `stage: error: ...` line, exit 1."""
-    try:
-        body()
-    except (outputs.StageError, FileNotFoundError) as err:
-        sys.exit(f"{stage}: error: {err}")
+    outputs.run_stage(stage, body)

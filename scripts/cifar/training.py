@@ -193,11 +193,20 @@ class BestValidatedCheckpoint(keras.callbacks.ModelCheckpoint):
     either way the model kept was not the best validated one (the fast model's first full run
     kept its first epoch's)."""
 
+    def __init__(self, filepath, **kwargs):
+        # Keras writes the file in place; a kill during the write would leave a truncated best
+        # model. It writes a partial file instead, renamed over `filepath` once complete.
+        self.final = Path(filepath)
+        super().__init__(str(self.final.with_name(self.final.stem + ".partial.keras")), **kwargs)
+
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is None or not np.isfinite(value):
             return
         super().on_epoch_end(epoch, logs)
+        partial = Path(self.filepath)
+        if partial.is_file():
+            os.replace(partial, self.final)
 
 
 class UnvalidatedAsNaN(keras.callbacks.Callback):
@@ -281,7 +290,14 @@ class Lookahead(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.weights = [w for w in self.model.weights if "float" in str(w.dtype)]
-        self.slow = [w.numpy() for w in self.weights]  # after a resume: the restored weights
+        self.slow = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Not in on_train_begin: Keras calls on_train_begin in list order, and BackupAndRestore,
+        # which comes later, restores a resumed run's weights there. By the first epoch's begin
+        # every on_train_begin has run, so the slow copy holds the restored weights.
+        if self.slow is None:
+            self.slow = [w.numpy() for w in self.weights]
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
@@ -348,6 +364,17 @@ def digest(*arrays):
     return h.hexdigest()
 
 
+def _whole_zip(path):
+    """Whether `path` is a complete zip file (a .keras model), every member's checksum intact."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def _flatten(tree, prefix=""):
     if not isinstance(tree, dict):
         return {prefix: tree}
@@ -395,10 +422,13 @@ class ResumeState:
 
     def finished(self, need_model=True):
         """(history rows, summary) of a run that completed but whose outputs were not written."""
-        if self.result.is_file() and (self.best.is_file() or not need_model):
-            done = json.loads(self.result.read_text())
-            return done["rows"], done["summary"]
-        return None
+        if not self.result.is_file():
+            return None
+        if need_model and not _whole_zip(self.best):
+            print(f"The finished run in {self.folder} left an incomplete best model; training again")
+            return None
+        done = json.loads(self.result.read_text())
+        return done["rows"], done["summary"]
 
     def _backup_epoch(self):
         """The epoch BackupAndRestore will resume at, after making its files agree.
@@ -622,6 +652,9 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
         "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         "devices": strategy.num_replicas_in_sync,
     }
+    nan = [int(r["epoch"]) + 1 for r in rows if not np.isfinite(r["loss"])]
+    if nan:  # TerminateOnNaN stopped the run: the caller decides whether the checkpoint may stand
+        summary["nan_epoch"] = nan[0]
     state.finish(rows, summary)
     return state.best, rows, summary
 
