@@ -306,3 +306,101 @@ def test_with_validation_every_other_epoch_the_model_kept_is_the_best_validated_
     model = inference.load(best).model
     loss, accuracy = evaluation.loss_and_accuracy(model, arrays["x_val"], arrays["y_val"], 32)
     assert accuracy == pytest.approx(validated["val_accuracy"]) and loss == pytest.approx(validated["val_loss"], rel=1e-4)
+
+
+FAST_TRAIN = {"optimizer": "sgd_nesterov", "epochs": 4, "batch_size": 32, "learning_rate": 0.05,
+              "lr_start_end": [0.2, 0.07], "warmup_fraction": 0.25, "momentum": 0.85, "weight_decay": 0.0005,
+              "bias_lr_scale": 4, "label_smoothing": 0.2, "lookahead_every": 2, "lookahead_decay": 0.95,
+              "validate_every": 1, "drop_last": True, "distribute": "default"}
+FAST_AUGMENT = {"policy": "flip_translate", "translate_px": 2}
+
+
+def test_a_resumed_lookahead_run_equals_an_uninterrupted_one(arrays, tmp_path):
+    """airbench's recipe: after a resume, lookahead's slow weights are the restored ones, not the
+    fresh initial weights of the model built for the rerun (they would be blended back in)."""
+    straight = training.fit(tiny_cnn, arrays, FAST_TRAIN, FAST_AUGMENT, 5, tmp_path / "a")[1]
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(tiny_cnn, arrays, FAST_TRAIN, FAST_AUGMENT, 5, tmp_path / "b", [StopAfter(2)])
+    resumed = training.fit(tiny_cnn, arrays, FAST_TRAIN, FAST_AUGMENT, 5, tmp_path / "b")[1]
+    assert len(resumed) == len(straight) == 4
+    for a, b in zip(straight, resumed):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+            assert a[key] == pytest.approx(b[key], abs=1e-4), (key, a, b)
+
+
+def frozen_dense():
+    """A model without BatchNormalization: at a learning rate of 1e-12 no float32 weight moves,
+    so val_loss and val_accuracy repeat exactly and every epoch after the first is a plateau."""
+    return keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
+                             keras.layers.Dense(10, activation="softmax")])
+
+
+def test_a_resume_replays_the_counters_into_a_real_plateau_cut_and_early_stop(arrays, tmp_path):
+    """Killed after epoch 2 of a plateau: the replayed counters make the cut come at epoch 3 and
+    the early stop at epoch 4, as in the uninterrupted run (without the replay: epoch 6)."""
+    cfg = {**TRAIN, "epochs": 8, "learning_rate": 1e-12, "plateau_patience": 2, "early_stopping_patience": 3}
+    _, straight, summary = training.fit(frozen_dense, arrays, cfg, AUGMENT, 1, tmp_path / "a")
+    rates = [1e-12 * 0.95**e for e in range(4)]
+    rates[3] *= 0.5  # cut at the end of epoch 3, after two epochs without a val_loss gain
+    assert summary["epochs_run"] == 4 and [r["lr"] for r in straight] == pytest.approx(rates, rel=1e-5)
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(frozen_dense, arrays, cfg, AUGMENT, 1, tmp_path / "b", [StopAfter(2)])
+    _, resumed, summary = training.fit(frozen_dense, arrays, cfg, AUGMENT, 1, tmp_path / "b")
+    assert summary["epochs_run"] == 4 and [r["lr"] for r in resumed] == pytest.approx(rates, rel=1e-5)
+
+
+class NaNAfter(keras.layers.Layer):
+    """Passes its input through for `steps` training steps, then turns it into NaN."""
+
+    def __init__(self, steps, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = steps
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
+
+    def call(self, x, training=False):
+        if training:
+            self.count.assign_add(1.0)
+        return x * keras.ops.where(self.count > self.steps, float("nan"), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "steps": self.steps}
+
+
+def test_a_loss_that_becomes_nan_mid_run_is_recorded_with_its_epoch(arrays, tmp_path):
+    """TerminateOnNaN stops in epoch 2 (3 steps of 32 images an epoch); the summary names it, so
+    the stage can fail instead of publishing the checkpoint of epoch 1 as if all went well."""
+    def model():
+        return keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255), NaNAfter(4),
+                                 keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+
+    best, rows, summary = training.fit(model, arrays, {**TRAIN, "epochs": 4, "augment": False}, AUGMENT, 1,
+                                       tmp_path / "s")
+    assert summary["nan_epoch"] == 2 and len(rows) == 2 and summary["best_epoch"] == 1 and best.is_file()
+
+
+def test_the_best_model_is_written_beside_and_renamed_never_written_in_place(arrays, tmp_path, monkeypatch):
+    saved = []
+    real_save = keras.Model.save
+
+    def save(self, filepath, *args, **kwargs):
+        saved.append(str(filepath))
+        return real_save(self, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save", save)
+    best, _, _ = training.fit(tiny_cnn, arrays, {**TRAIN, "epochs": 2}, AUGMENT, 1, tmp_path / "s")
+    assert saved and str(best) not in saved and best.is_file()
+    assert not (tmp_path / "s" / "best.partial.keras").exists()
+
+
+def test_a_finished_run_with_a_truncated_best_model_is_not_reused(arrays, tmp_path, capsys):
+    state = tmp_path / "state"
+    cfg = {**TRAIN, "epochs": 2}
+    best, _, _ = training.fit(tiny_cnn, arrays, cfg, AUGMENT, 1, state)
+    best.write_bytes(best.read_bytes()[:2000])  # a kill in the middle of the write
+    epochs = Epochs()
+    best, rows, _ = training.fit(tiny_cnn, arrays, cfg, AUGMENT, 1, state, [epochs])
+    assert "incomplete best model" in capsys.readouterr().out
+    assert epochs.seen == [1, 2] and len(rows) == 2
+    from cifar import evaluation
+
+    evaluation.load_model(best, "train_cnn")
