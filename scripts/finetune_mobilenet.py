@@ -13,19 +13,14 @@ starting from the best model of the one before. The backbone weights come from t
 `fetch_weights` stage's folder, whose source.json names them.
 """
 
-import json
 from pathlib import Path
 
-from cifar import mobilenet, params, stage
+from cifar import mobilenet, outputs, params, stage
 
 
 def weights_argument(folder):
     """What MobileNetV2(weights=...) takes for the folder `fetch_weights` wrote, and its source."""
-    source_file = folder / "source.json"
-    if not source_file.is_file():
-        raise FileNotFoundError(f"{source_file} not found: it is written by the 'fetch_weights' stage; "
-                                "run `dvc repro fetch_weights`")
-    source = json.loads(source_file.read_text())
+    source = outputs.read_json(folder / "source.json", "fetch_weights", needs=["file", "sha256"])
     return (str(folder / source["file"]) if source["file"] else None), source
 
 

@@ -16,6 +16,7 @@ exit status is 1 if any file failed, 2 if the model could not be loaded.
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,10 +44,15 @@ def main(argv=None):
             args.model = Path("models/trained") / f"{best}.keras"
             print(f"Using {args.model}, the most accurate model ({accuracy:.2%} test accuracy)", file=sys.stderr)
         predictor = inference.load(args.model)
+        names = inference.class_names(args.model)
+        inference.check_takes_images(predictor, args.model, len(names))
     except inference.ModelError as err:
         print(f"predict: error: {err}", file=sys.stderr)
         return 2
-    names = inference.class_names(args.model)
+    # OpenCV's own cap follows --max-pixels. OpenCV reads it once, so only before cv2 is imported
+    # (the first image read imports it).
+    if "cv2" not in sys.modules:
+        os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(args.max_pixels)
 
     results = []
     for path in args.images:

@@ -34,21 +34,30 @@ def test_accuracy(metrics_dir, name):
         return None
 
 
-def model_index(exports, metrics_dir=None):
+def model_index(exports, metrics_dir=None, warn=None):
     """[{name, label, classes, url, quantization, accuracy}] for every export folder with a TF.js
     model, the most accurate first (the page loads the first). Hidden folders (an export still
-    being written, `.cnn.1234.x.tmp`) are not models."""
+    being written, `.cnn.1234.x.tmp`) are not models. An export whose metadata.json is corrupt or
+    from an older export is skipped, with one line to `warn` (default: stderr), and the rest are served."""
+    warn = warn or (lambda line: print(line, file=sys.stderr))
     found = []
     for meta in sorted(Path(exports).glob("*/metadata.json")):
         if meta.parent.name.startswith("."):
             continue
-        info = json.loads(meta.read_text())
-        tfjs = info.get("artifacts", {}).get("tfjs")
-        if tfjs and (meta.parent / tfjs["file"]).is_file():
-            name = meta.parent.name
-            found.append({"name": name, "label": info.get("label", name), "classes": info["classes"],
-                          "url": f"models/{name}/{tfjs['file']}", "quantization": tfjs.get("quantization", "none"),
-                          "accuracy": test_accuracy(metrics_dir, name) if metrics_dir else None})
+        name = meta.parent.name
+        try:
+            info = json.loads(meta.read_text())
+            tfjs = info.get("artifacts", {}).get("tfjs")
+            if not tfjs or not (meta.parent / tfjs["file"]).is_file():
+                continue
+            entry = {"name": name, "label": str(info.get("label", name)), "classes": list(info["classes"]),
+                     "url": f"models/{name}/{tfjs['file']}", "quantization": tfjs.get("quantization", "none")}
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
+            warn(f"serve: warning: skipping {meta.parent}: its metadata.json is not an export's "
+                 f"({type(err).__name__}: {err}); rerun `dvc repro --force export@{name}`")
+            continue
+        entry["accuracy"] = test_accuracy(metrics_dir, name) if metrics_dir else None
+        found.append(entry)
     return sorted(found, key=lambda m: -(m["accuracy"] or 0))
 
 

@@ -22,7 +22,7 @@ def run_env(**extra):
     env = dict(os.environ, PATH=BIN + os.pathsep + os.environ["PATH"])
     # The stages' own defaults apply: no inherited offline inputs or log settings.
     for name in ("CIFAR10_ARCHIVE", "CIFAR10_SHA256", "MOBILENET_WEIGHTS", "MOBILENET_WEIGHTS_SHA256",
-                 "TF_CPP_MIN_LOG_LEVEL", "CIFAR10_VERBOSE"):
+                 "TF_CPP_MIN_LOG_LEVEL", "CIFAR10_VERBOSE", "OPENCV_IO_MAX_IMAGE_PIXELS"):
         env.pop(name, None)
     env.update(extra)
     return env

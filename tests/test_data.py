@@ -254,3 +254,30 @@ def test_download_failure_offline_is_one_clear_line(workdir, tmp_path):
 def test_load_prepared_names_the_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="written by the 'prepare' stage; run `dvc repro prepare`"):
         data.load_prepared(tmp_path / "nope.npz")
+
+
+def test_a_train_limit_too_small_to_split_is_one_line_before_any_output(workdir, archive):
+    path, sha = archive
+    values = yaml.safe_load((workdir / "params.yaml").read_text())
+    values["prepare"]["train_limit"] = 1  # passes the schema; scikit-learn would raise on the split
+    (workdir / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    proc = run_prepare(workdir, path, check=False, CIFAR10_SHA256=sha)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "prepare: error: 1 training images split with prepare.val_fraction 0.2 leave 0 to train on" in proc.stderr
+    assert not (workdir / "prepared").exists() and not (workdir / "metrics").exists()
+
+
+def test_offline_mobilenet_weights_need_a_digest_and_source_json_says_which(workdir, tmp_path):
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"weights")  # fetch_weights copies and hashes; MobileNetV2 reads it later
+    proc = run(["python", script("fetch_weights"), "--out", "pretrained"], cwd=workdir, check=False,
+               MOBILENET_WEIGHTS=str(weights))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "no sha256 was given to check it against" in proc.stderr and not (workdir / "pretrained").exists()
+    proc = run(["python", script("fetch_weights"), "--out", "pretrained"], cwd=workdir, check=False,
+               MOBILENET_WEIGHTS=str(weights), MOBILENET_WEIGHTS_SHA256="f" * 64)
+    assert proc.returncode == 1 and "checksum mismatch" in proc.stderr
+    run(["python", script("fetch_weights"), "--out", "pretrained"], cwd=workdir,
+        MOBILENET_WEIGHTS=str(weights), MOBILENET_WEIGHTS_SHA256=data.sha256_of(weights))
+    source = json.loads((workdir / "pretrained" / "source.json").read_text())
+    assert source["sha256"] == data.sha256_of(weights) and source["sha256_checked_against"] == "MOBILENET_WEIGHTS_SHA256"

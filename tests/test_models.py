@@ -1,3 +1,5 @@
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -115,13 +117,13 @@ def test_a_phase_unfreezes_the_top_but_keeps_batchnorm_frozen_and_starts_from_th
         np.testing.assert_array_equal(got, want)
 
 
-def test_the_stage_trains_the_phases_one_after_another(weights_file, tmp_path):
+def stage_inputs(tmp_path):
+    """Prepared arrays of 120 synthetic images, the stage's paths and the seed's shared settings."""
     import argparse
 
     import synthetic
-    from cifar import data, stage
+    from cifar import data
 
-    path, _ = weights_file
     batch = synthetic.batch(120, seed=0)
     x = batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
     y = np.array(batch[b"labels"], np.uint8)
@@ -129,12 +131,21 @@ def test_the_stage_trains_the_phases_one_after_another(weights_file, tmp_path):
         "x_train": x[:80], "y_train": y[:80], "x_val": x[80:100], "y_val": y[80:100], "x_test": x[100:],
         "y_test": y[100:], "class_names": np.array(data.CLASS_NAMES), "archive_sha256": np.array("0" * 64)})
     args = argparse.Namespace(data=tmp_path / "cifar10.npz", model=tmp_path / "m.keras", history=tmp_path / "h.csv",
-                              metrics=tmp_path / "m.json", state=tmp_path / "state")
+                              metrics=tmp_path / "m.json", state=tmp_path / "state", keep_checkpoint_on_nan=False)
     train = {"epochs": 25, "batch_size": 40, "learning_rate": 1e-3, "lr_decay": 0.95, "early_stopping_patience": 10,
              "plateau_factor": 0.5, "plateau_patience": 5, "augment": False, "distribute": "default"}
     shared = {"seed": 1, "augment": {"resolution_scale": [1, 1], "rotation_degrees": 0, "shift_fraction": 0,
                                      "horizontal_flip": False}, "train": train}
-    stage.run("mobilenet", None, args, {"shared": shared, "finetune_mobilenet": SECTION}, provenance={},
+    return args, shared, train
+
+
+def test_the_stage_trains_the_phases_one_after_another(weights_file, tmp_path):
+    from cifar import stage
+
+    path, _ = weights_file
+    args, shared, train = stage_inputs(tmp_path)
+    stage.run("mobilenet", None, args, {"shared": shared, "finetune_mobilenet": SECTION,
+                                        "registry": {"stage": "finetune_mobilenet"}}, provenance={},
               phases=mobilenet.phases(SECTION, str(path), train))
     rows = args.history.read_text().splitlines()
     assert rows[0] == "epoch,loss,accuracy,val_loss,val_accuracy,lr" and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
@@ -145,3 +156,51 @@ def test_the_stage_trains_the_phases_one_after_another(weights_file, tmp_path):
     assert summary["epochs_run"] == 3 and set(summary["phases"]) == {"head", "top"}
     assert summary["phases"]["top"]["trainable_params"] > summary["phases"]["head"]["trainable_params"]
     assert not args.state.exists() or not any(args.state.iterdir())
+
+
+def tiny_stage_run(tmp_path, **kwargs):
+    from cifar import models, stage
+
+    args, shared, train = stage_inputs(tmp_path)
+    for key, value in kwargs.pop("args", {}).items():
+        setattr(args, key, value)
+    shared["train"] = {**train, **kwargs.pop("train", {})}
+    stage.run("cnn", kwargs.pop("build", lambda arrays: models.build_cnn(filters=(4, 8, 8), dense_units=8)), args,
+              {"shared": shared, "registry": {"stage": "train_cnn"}}, provenance={}, **kwargs)
+    return args
+
+
+def test_a_failure_after_training_keeps_the_resume_state_and_writes_nothing(tmp_path, capsys):
+    """MobileNetV2's test accuracy is measured after training: a kill (here an error) there must
+    not cost the training. No output is written, the state stays, and the rerun reuses it."""
+    def broken(best, arrays):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tiny_stage_run(tmp_path, train={"epochs": 2}, extra_metrics=broken)
+    assert (tmp_path / "state" / "cnn" / "result.json").is_file()
+    assert not any((tmp_path / name).exists() for name in ("m.keras", "h.csv", "m.json"))
+    args = tiny_stage_run(tmp_path, train={"epochs": 2}, extra_metrics=lambda best, arrays: {"test_accuracy": 0.5})
+    assert "Training finished in an earlier attempt" in capsys.readouterr().out
+    assert json.loads(args.metrics.read_text())["cnn"]["test_accuracy"] == 0.5
+    assert not (tmp_path / "state" / "cnn").exists()
+
+
+def nan_in_epoch_two(arrays):
+    from test_training import NaNAfter
+
+    return keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255), NaNAfter(2),
+                             keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+
+
+def test_a_nan_loss_fails_the_stage_naming_the_epoch_unless_asked_to_keep_the_checkpoint(tmp_path, capsys):
+    from cifar import training
+
+    with pytest.raises(training.TrainingError, match=r"the loss became NaN in epoch 2, .*--keep-checkpoint-on-nan"):
+        tiny_stage_run(tmp_path, train={"epochs": 4}, build=nan_in_epoch_two)
+    assert not (tmp_path / "m.keras").exists() and not (tmp_path / "m.json").exists()
+    args = tiny_stage_run(tmp_path, train={"epochs": 4}, build=nan_in_epoch_two,
+                          args={"keep_checkpoint_on_nan": True})
+    assert "keeping the best model of the epochs before it" in capsys.readouterr().out
+    summary = json.loads(args.metrics.read_text())["cnn"]
+    assert summary["nan_epoch"] == 2 and summary["best_epoch"] == 1 and args.model.is_file()

@@ -126,6 +126,10 @@ def test_stage_with_bad_params_exits_nonzero_and_writes_nothing(workdir, archive
     (lambda v: v["models"].update(CNN2=v["models"]["cnn"]), "models.CNN2 is not a valid model name"),
     (lambda v: v["models"]["cnn"].pop("label"), "models.cnn must have exactly the keys stage, builder, params, label"),
     (lambda v: v["models"]["cnn"].update(builder="build_cnn"), "models.cnn.builder = 'build_cnn' is not allowed; expected module:function"),
+    # Only the project's package: params.yaml or a -S must not name any importable function.
+    (lambda v: v["models"]["cnn"].update(builder="os:system"), "models.cnn.builder = 'os:system' is not allowed; "
+     "expected module:function of the project's package (cifar.MODULE:FUNCTION"),
+    (lambda v: v["models"]["cnn"].update(builder="cifarx.evil:run"), "models.cnn.builder = 'cifarx.evil:run' is not allowed"),
     (lambda v: v["models"]["cnn"].update(params="nowhere"), "models.cnn.params names section 'nowhere', which is missing"),
 ])
 def test_the_model_registry_is_checked(params_file, change, message):
@@ -190,3 +194,10 @@ def test_mobilenet_checks_its_own_section_and_its_phases(phases, ok):
     else:
         with pytest.raises(params.ParamsError, match="finetune_mobilenet.phases = .* is not allowed; expected"):
             params.validate({**section, "phases": phases}, mobilenet.SCHEMA, "finetune_mobilenet")
+
+
+def test_build_refuses_a_builder_outside_the_package():
+    from cifar import models
+
+    with pytest.raises(params.ParamsError, match="builder 'os:getcwd' is not allowed"):
+        models.build("os:getcwd", {}, "train_cnn")

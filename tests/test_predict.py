@@ -91,7 +91,7 @@ def test_predict_prints_top3_for_good_files_and_an_error_line_for_each_bad_one(m
     assert "451x300 centre 300x300 cropped, resized to 32x32" in out
     assert "grayscale converted to RGB" in out and "RGBA converted to RGB" in out and "16-bit converted" in out
     assert f"{pictures['empty']}: empty file (0 bytes)" in err
-    assert f"{pictures['text']}: not an image OpenCV can read" in err
+    assert f"{pictures['text']}: not a readable image: its size cannot be read from its header" in err
     assert f"{pictures['missing']}: no such file" in err
     assert len(err.strip().splitlines()) == 3
     # The printed top-1 is the model's own prediction on the same pixels.
@@ -148,7 +148,8 @@ def test_an_image_too_large_is_refused_from_its_header_before_decoding(tmp_path,
         raise AssertionError("the pixels were decoded")
 
     monkeypatch.setattr(cv2, "imread", no_decoding)
-    with pytest.raises(inference.ImageError, match=rf"^image too large: {width}x{height} PNG is {width * height:,} pixels"):
+    # Pillow's own guard stops it first (over 179 megapixels); its count is in the message.
+    with pytest.raises(inference.ImageError, match=rf"^image too large: {width * height:,} pixels by its header"):
         inference.read_image(path)
 
 
@@ -160,7 +161,7 @@ def test_predict_reports_a_too_large_image_and_goes_on(models, tmp_path, capsys)
     status = predict.main(["--model", str(folder / "small.tflite"), str(huge), str(small)])
     out, err = capsys.readouterr()
     assert status == 1 and str(small) in out
-    assert f"predict: error: {huge}: image too large: 50000x50000 PNG" in err
+    assert f"predict: error: {huge}: image too large: 2,500,000,000 pixels" in err
     assert predict.main(["--model", str(folder / "small.tflite"), "--max-pixels", "1000", str(small)]) == 1
     assert "image too large: 64x64" in capsys.readouterr().err
 
@@ -225,3 +226,71 @@ def test_a_corrupt_model_exits_2_with_one_line(tmp_path, artifact):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     kind = "SavedModel" if artifact == "saved_model" else "TF-Lite model"
     assert proc.stderr.strip().startswith(f"predict: error: {tmp_path / artifact}: not a readable {kind}")
+
+
+def test_a_corrupt_or_old_metadata_json_is_one_line_with_exit_2(models, tmp_path, capsys):
+    folder, _ = models
+    export_dir = tmp_path / "export"
+    export_dir.mkdir()
+    (export_dir / "small.tflite").write_bytes((folder / "small.tflite").read_bytes())
+    for text in ('{"classes": ["a", ', '{"label": "no classes: an older export"}'):
+        (export_dir / "metadata.json").write_text(text)
+        assert predict.main(["--model", str(export_dir / "small.tflite"), str(PHOTO)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "metadata.json is not an export's metadata" in err and "dvc repro" in err
+
+
+def test_a_model_that_loads_but_takes_another_input_is_one_line_with_exit_2(tmp_path, capsys):
+    import keras
+
+    other = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    other.save(tmp_path / "other.keras")
+    assert predict.main(["--model", str(tmp_path / "other.keras"), str(PHOTO)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "loads, but does not take 32x32 RGB images" in err
+
+
+def radiance_header_only(path, width, height):
+    """A Radiance .hdr (a format Pillow cannot parse) whose header claims width x height."""
+    path.write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n" + f"-Y {height} +X {width}\n".encode())
+    return path
+
+
+def test_a_large_hdr_is_refused_from_its_header_before_opencv_decodes_it(tmp_path, monkeypatch):
+    """20000x20000 is under OpenCV's own cap of 2**30 pixels: without reading the header, OpenCV
+    would allocate 4.8 GB of float32 before any check."""
+    def no_decode(*args, **kwargs):
+        raise AssertionError("decoded before the size check")
+
+    monkeypatch.setattr(cv2, "imread", no_decode)
+    with pytest.raises(inference.ImageError, match=r"image too large: 20000x20000 HDR is 400,000,000 pixels"):
+        inference.read_image(radiance_header_only(tmp_path / "bomb.hdr", 20000, 20000))
+    assert inference.image_header(radiance_header_only(tmp_path / "small.hdr", 640, 480)) == (640, 480, "HDR", 1)
+
+
+def test_opencv_is_capped_when_the_package_is_imported():
+    code = "import os, cifar; print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'])"
+    proc = run(["python", "-c", code], cwd=REPO / "scripts")
+    assert proc.stdout.strip() == str(inference.MAX_PIXELS)
+
+
+def test_reading_a_header_never_switches_pillows_global_limit(tmp_path, monkeypatch):
+    """Image.MAX_IMAGE_PIXELS is process-wide: toggling it is not thread-safe (the server reads
+    images from several threads)."""
+    import types
+
+    from PIL import Image
+
+    written = []
+
+    class Watched(types.ModuleType):
+        def __setattr__(self, name, value):
+            if name == "MAX_IMAGE_PIXELS":
+                written.append(value)
+            super().__setattr__(name, value)
+
+    monkeypatch.setattr(Image, "__class__", Watched)
+    with pytest.raises(inference.ImageError, match="image too large"):
+        inference.read_image(png_header_only(tmp_path / "huge.png", 50000, 50000))
+    assert inference.image_header(PHOTO)[:2] == (451, 300)
+    assert written == []

@@ -1,5 +1,8 @@
-"""A real `dvc repro`, killed with SIGKILL during epoch 3 and run again, ends with the history of
-an uninterrupted run, to the tolerance the README states (1e-4 on CPU)."""
+"""A real `dvc repro`, killed with SIGKILL in the middle of training and run again, ends with the
+history of an uninterrupted run, to the tolerance the README states (1e-4 on CPU): the seed CNN
+(its plateau and early-stopping counters replayed), the fast model (lookahead's slow weights
+restored) and MobileNetV2 killed in its second phase. A kill followed by an edit of the model's
+own module starts over instead of resuming under the new code."""
 
 import csv
 import json
@@ -11,14 +14,21 @@ import time
 import pytest
 
 import synthetic
-from conftest import copy_repo, run, run_env, set_param
+from conftest import copy_repo, default_phases, mobilenet_weights, run, run_env, set_param
 
 pytestmark = pytest.mark.e2e
 TOLERANCE = 1e-4  # README, "Resume"
+# model: (its stage, the backup whose epoch tells how far training is, the epoch to kill after,
+# the line the rerun prints)
+MODELS = {
+    "cnn": ("train_cnn", "cnn/backup", 2, "Resuming at epoch 3: replayed 2 finished epochs"),
+    "fast": ("train_fast", "fast/backup", 2, "Resuming at epoch 3: replayed 2 finished epochs"),
+    "mobilenet": ("finetune_mobilenet", "mobilenet/top/backup", 1, "Resuming at epoch 2: replayed 1 finished epochs"),
+}
 
 
-def history(repo):
-    with open(repo / "reports" / "history" / "cnn.csv", newline="") as f:
+def history(repo, name):
+    with open(repo / "reports" / "history" / f"{name}.csv", newline="") as f:
         return list(csv.DictReader(f))
 
 
@@ -31,39 +41,69 @@ def repo(tmp_path_factory):
     set_param(repo, "shared.train.epochs", 4)
     set_param(repo, "train_cnn.filters", [8, 16, 32])
     set_param(repo, "train_cnn.dense_units", 32)
+    set_param(repo, "train_fast.widths", [8, 16, 16])
+    set_param(repo, "train_fast.whiten_images", 200)
+    set_param(repo, "train_fast.tta", 0)
+    for key, value in {"epochs": 5, "batch_size": 64, "validate_every": 1}.items():
+        set_param(repo, f"train_fast.train.{key}", value)
+    set_param(repo, "finetune_mobilenet.weights", str(mobilenet_weights(root)))
+    set_param(repo, "finetune_mobilenet.input_size", 32)
+    head, top = default_phases(repo)
+    set_param(repo, "finetune_mobilenet.phases", [{**head, "epochs": 1}, {**top, "epochs": 3}])
     return repo, env
 
 
-def test_a_killed_repro_resumes_to_the_uninterrupted_history(repo):
-    repo, env = repo
-    run(["dvc", "repro", "train_cnn"], cwd=repo, **env)
-    straight = history(repo)
-    assert len(straight) == 4
-
-    backed_up = repo / "models" / ".resume" / "cnn" / "backup" / "training_metadata.json"
-    proc = subprocess.Popen(["dvc", "repro", "--force", "--single-item", "train_cnn"], cwd=repo,
+def kill_after(repo, env, stage, backup, epoch):
+    """Start `dvc repro` of `stage` and SIGKILL it once `backup` holds epoch `epoch` (the next
+    one is running). Returns the epoch the backup held at the kill."""
+    backed_up = repo / "models" / ".resume" / backup / "training_metadata.json"
+    proc = subprocess.Popen(["dvc", "repro", "--force", "--single-item", stage], cwd=repo,
                             env=run_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
-    deadline, epoch = time.monotonic() + 300, 0
+    deadline, seen = time.monotonic() + 300, 0
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            epoch = json.loads(backed_up.read_text())["epoch"]
+            seen = json.loads(backed_up.read_text())["epoch"]
         except (OSError, ValueError, KeyError):
             pass
-        if epoch >= 2:  # epochs 1 and 2 are done and backed up: epoch 3 is running
+        if seen >= epoch:
             os.killpg(proc.pid, signal.SIGKILL)
             break
-        time.sleep(0.01)
+        time.sleep(0.005)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stdout.read()
-    assert epoch == 2 and not (repo / "models" / "trained" / "cnn.keras").exists()
+    return seen
 
-    again = run(["dvc", "repro", "train_cnn"], cwd=repo, **env)
-    assert "Resuming at epoch 3: replayed 2 finished epochs" in again.stdout, again.stdout
-    resumed = history(repo)
-    assert [r["epoch"] for r in resumed] == [r["epoch"] for r in straight] == ["1", "2", "3", "4"]
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_killed_repro_resumes_to_the_uninterrupted_history(repo, name):
+    repo, env = repo
+    stage, backup, epoch, resuming = MODELS[name]
+    run(["dvc", "repro", stage], cwd=repo, **env)
+    straight = history(repo, name)
+
+    assert kill_after(repo, env, stage, backup, epoch) == epoch
+    assert not (repo / "models" / "trained" / f"{name}.keras").exists()
+
+    again = run(["dvc", "repro", stage], cwd=repo, **env)
+    assert resuming in again.stdout, again.stdout
+    resumed = history(repo, name)
+    assert [r["epoch"] for r in resumed] == [r["epoch"] for r in straight]
     for a, b in zip(straight, resumed):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
             assert float(a[key]) == pytest.approx(float(b[key]), abs=TOLERANCE), (key, a, b)
-    assert not (repo / "models" / ".resume" / "cnn").exists()
-    assert run(["dvc", "status", "train_cnn"], cwd=repo, **env).stdout.strip().endswith("up to date.")
+    assert not (repo / "models" / ".resume" / name).exists()
+    assert run(["dvc", "status", stage], cwd=repo, **env).stdout.strip().endswith("up to date.")
+
+
+def test_an_edit_of_the_models_module_between_kill_and_rerun_starts_over(repo):
+    """The builder module (imported by name from the registry) is part of the resume identity,
+    because the stage declares it in dvc.yaml: the rerun does not continue the old weights."""
+    repo, env = repo
+    assert kill_after(repo, env, "train_cnn", "cnn/backup", 1) >= 1
+    module = repo / "scripts" / "cifar" / "models.py"
+    module.write_text(module.read_text() + "\n# an edit after the kill\n")
+    again = run(["dvc", "repro", "train_cnn"], cwd=repo, **env)
+    assert "Discarding resume state" in again.stdout and "(changed: code)" in again.stdout, again.stdout
+    assert "Resuming at epoch" not in again.stdout
+    assert len(history(repo, "cnn")) == 4

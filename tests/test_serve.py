@@ -73,3 +73,24 @@ def test_odd_paths_get_400_not_a_traceback(server, path):
     status, _ = get(server, path)
     assert status == 400
     assert get(server, "/models/cnn/tfjs/model.json")[0] == 200  # the server is still up
+
+
+def test_a_corrupt_metadata_json_is_skipped_with_a_warning_and_the_rest_served(tmp_path, capsys):
+    exports = tmp_path / "exports"
+    for name, meta in (("good", {"classes": ["a", "b"], "artifacts": {"tfjs": {"file": "tfjs/model.json"}}}),
+                       ("broken", None), ("old", {"artifacts": {"tfjs": {"file": "tfjs/model.json"}}})):
+        (exports / name / "tfjs").mkdir(parents=True)
+        (exports / name / "tfjs" / "model.json").write_text("{}")
+        (exports / name / "metadata.json").write_text(json.dumps(meta) if meta else '{"classes": [')
+    assert [m["name"] for m in serve.model_index(exports)] == ["good"]
+    err = capsys.readouterr().err
+    assert "skipping" in err and f"{exports / 'broken'}" in err and f"{exports / 'old'}" in err
+    httpd = serve.make_server("127.0.0.1", 0, exports, quiet=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, body = get(httpd.server_address[1], "/models/index.json")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert status == 200 and [m["name"] for m in json.loads(body)] == ["good"]

@@ -59,3 +59,25 @@ def test_the_import_scan_finds_nested_and_module_imports(tmp_path):
     probe.write_text("from cifar import data\n\ndef f():\n    from cifar.outputs import atomic_path\n"
                      "    import cifar.params\n")
     assert cifar_imports(probe) == {"data", "outputs", "params"}
+
+
+def test_the_resume_identity_hashes_exactly_the_code_the_stage_declares(tmp_path):
+    """An edit to a file the stage declares (the model's module) changes the identity; an edit to
+    one it does not declare (another model's module) does not."""
+    import shutil
+
+    from cifar import stage
+
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copytree(SCRIPTS, tmp_path / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    declared = set(stage.declared_code("train_fast", tmp_path))
+    assert declared == {d for d in dict(stages())["train_fast"]["deps"] if d.startswith("scripts/")}
+    assert "scripts/cifar/fast.py" in declared and "scripts/cifar/mobilenet.py" not in declared
+    before = stage.code_digest("train_fast", tmp_path)
+    (tmp_path / "scripts" / "cifar" / "mobilenet.py").write_text("# another model's code\n")
+    assert stage.code_digest("train_fast", tmp_path) == before
+    with open(tmp_path / "scripts" / "cifar" / "fast.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert stage.code_digest("train_fast", tmp_path) != before
+    with pytest.raises(stage.outputs.StageError, match="has no stage 'train_nothing'"):
+        stage.code_digest("train_nothing", tmp_path)

@@ -65,6 +65,13 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+# OpenCV decodes an image whole before the caller can look at its size, up to its own cap of 2**30
+# pixels. OpenCV reads the cap from the environment once, when it is first used: set it here,
+# before any module of the package imports cv2 (cifar.inference refuses larger images earlier,
+# from the header; this is the second line).
+OPENCV_MAX_PIXELS = 40_000_000
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(OPENCV_MAX_PIXELS))
+
 if os.environ.get("CIFAR10_VERBOSE", "0") in ("", "0") and "tensorflow" not in sys.modules:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.meta_path.insert(0, _QuietTensorFlowImport())

@@ -216,9 +216,17 @@ def read(path, expected_sha256):
 
 
 def split(x, y, val_fraction, seed):
-    """The seed's split: train_test_split(test_size=val_fraction, random_state=seed)."""
+    """The seed's split: train_test_split(test_size=val_fraction, random_state=seed). A split
+    that would leave either side empty is a StageError naming the params to change."""
+    import math
+
     from sklearn.model_selection import train_test_split
 
+    val = math.ceil(len(y) * val_fraction)  # as scikit-learn rounds a fractional test_size
+    if val < 1 or len(y) - val < 1:
+        raise StageError(f"{len(y)} training images split with prepare.val_fraction {val_fraction} leave "
+                         f"{len(y) - val} to train on and {val} to validate with; both need at least one: "
+                         "raise prepare.train_limit (0 keeps all) or change prepare.val_fraction")
     return train_test_split(x, y, test_size=val_fraction, random_state=seed)
 
 

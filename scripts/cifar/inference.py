@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 
+import cifar
 from cifar.data import CLASS_NAMES, SIDE
 from cifar.outputs import StageError
 
 # Images with more pixels are refused from their header, before decoding: 40 megapixels is
-# more than a phone camera's photo, and decodes to 120 MB at 8 bits (240 MB at 16).
-MAX_PIXELS = 40_000_000
+# more than a phone camera's photo, and decodes to 120 MB at 8 bits (240 MB at 16). The package
+# also caps OpenCV's decoder at it (cifar.OPENCV_MAX_PIXELS), as a second line.
+MAX_PIXELS = cifar.OPENCV_MAX_PIXELS
 
 
 class ModelError(StageError, ValueError):
@@ -151,13 +154,35 @@ def most_accurate(metrics="reports/metrics/evaluate.json"):
 
 
 def class_names(model_path):
-    """Class names from the metadata.json the export stage writes beside its artifacts, if any."""
+    """Class names from the metadata.json the export stage writes beside its artifacts, if any;
+    ModelError for one that is corrupt or from an older export."""
     path = Path(model_path)
     for folder in (path, *path.parents[:2]):  # a SavedModel folder, the export folder, its parent
         meta = folder / "metadata.json"
         if meta.is_file():
-            return tuple(json.loads(meta.read_text())["classes"])
+            try:
+                names = json.loads(meta.read_text())["classes"]
+                if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+                    raise TypeError("'classes' is not a list of names")
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+                raise ModelError(f"{meta} is not an export's metadata ({type(err).__name__}: {err}); it is written "
+                                 "by the export stage: rerun it with `dvc repro --force --glob 'export@*'`") from None
+            return tuple(names)
     return CLASS_NAMES
+
+
+def check_takes_images(predictor, path, classes):
+    """ModelError unless `predictor` takes (N, 32, 32, 3) images and gives one probability per
+    class: a model that loads but was made for other input fails here, not on the first image."""
+    try:
+        out = np.asarray(predictor.predict(np.zeros((1, SIDE, SIDE, 3), np.uint8)))
+    except Exception as err:  # shape errors differ by runtime: Keras, TF, LiteRT
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise ModelError(f"{path}: loads, but does not take 32x32 RGB images ({type(err).__name__}: {first}); "
+                         "this project's models take (N, 32, 32, 3) raw 0-255 RGB") from None
+    if out.shape != (1, classes):
+        raise ModelError(f"{path}: gives output of shape {out.shape[1:]} for one image, not {classes} class "
+                         "probabilities; it is not a CIFAR-10 classifier of this project")
 
 
 def predict_batches(predictor, images, batch_size):
@@ -179,13 +204,11 @@ def latency_ms(predictor, images, runs):
 
 
 def image_header(path):
-    """(width, height, format, EXIF orientation 1-8) read from the file's header by Pillow,
-    without decoding any pixels; None for a format Pillow cannot parse."""
+    """(width, height, format, EXIF orientation 1-8) read from the file's header, without
+    decoding any pixels: by Pillow, or for Radiance HDR (which Pillow cannot parse) by
+    `radiance_size`; None for a format neither reads."""
     from PIL import Image, UnidentifiedImageError
 
-    # Pillow's own decompression-bomb guard would refuse the header with a message of its own;
-    # the caller applies MAX_PIXELS with the image's size in the message.
-    guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -194,10 +217,32 @@ def image_header(path):
             if image.format in ("JPEG", "MPO", "TIFF", "WEBP"):
                 orientation = int(image.getexif().get(0x0112, 1) or 1)
             return width, height, image.format, orientation if 1 <= orientation <= 8 else 1
+    except Image.DecompressionBombError as err:
+        # Over twice Pillow's own limit (default 179 megapixels), read from the header: Pillow
+        # refuses it before returning the size, which its message gives.
+        counts = [int(n) for n in re.findall(r"\d+", str(err))]
+        said = f"{counts[0]:,} pixels" if counts else str(err)
+        raise ImageError(f"image too large: {said} by its header, more than Pillow opens "
+                         f"({Image.MAX_IMAGE_PIXELS * 2:,}); scale it down first") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        pass
+    size = radiance_size(path)
+    return (*size, "HDR", 1) if size else None
+
+
+def radiance_size(path):
+    """(width, height) from a Radiance .hdr header ("#?RADIANCE", settings, a blank line, then
+    e.g. "-Y 480 +X 640"), or None if the file is not one."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head.startswith((b"#?RADIANCE", b"#?RGBE")):
         return None
-    finally:
-        Image.MAX_IMAGE_PIXELS = guard
+    _, blank, rest = head.partition(b"\n\n")
+    match = re.match(rb"([-+])([XY]) (\d+) ([-+])([XY]) (\d+)\s", rest) if blank else None
+    if not match or match.group(2) == match.group(5):
+        return None
+    first, second = int(match.group(3)), int(match.group(6))
+    return (second, first) if match.group(2) == b"Y" else (first, second)
 
 
 def orient(image, orientation):
@@ -232,20 +277,21 @@ def read_image(path, max_pixels=None):
     if path.stat().st_size == 0:
         raise ImageError("empty file (0 bytes)")
     header = image_header(path)
-    orientation = 1
-    if header:
-        width, height, kind, orientation = header
-        if width * height > max_pixels:
-            raise ImageError(f"image too large: {width}x{height} {kind} is {width * height:,} pixels, "
-                             f"over the limit of {max_pixels:,}; scale it down first")
+    if header is None:
+        # OpenCV would decode such a file whole before any size check could run.
+        raise ImageError("not a readable image: its size cannot be read from its header (not a format Pillow "
+                         "parses, nor Radiance HDR), so it is not decoded; convert it to PNG, JPEG or TIFF")
+    width, height, kind, orientation = header
+    if width * height > max_pixels:
+        raise ImageError(f"image too large: {width}x{height} {kind} is {width * height:,} pixels, "
+                         f"over the limit of {max_pixels:,}; scale it down first")
+    # OpenCV's own cap (OPENCV_IO_MAX_IMAGE_PIXELS, set when the package is imported) backs this up.
     try:
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
         raise ImageError(f"OpenCV could not decode it ({err.msg if hasattr(err, 'msg') else err})") from None
     if image is None or image.size == 0:
         raise ImageError("not an image OpenCV can read (unknown format or corrupt data)")
-    if not header and image.shape[0] * image.shape[1] > max_pixels:  # a format only OpenCV reads
-        raise ImageError(f"image too large: {image.shape[1]}x{image.shape[0]} is over the limit of {max_pixels:,} pixels")
     notes = []
     if image.dtype == np.uint16:
         image = cv2.convertScaleAbs(image, alpha=1 / 257)  # rounds to nearest: 257 * v -> v

@@ -54,6 +54,11 @@ def build(builder, section, section_name, **inputs):
 
     from cifar.params import ParamsError
 
+    from cifar.params import BUILDER
+
+    if not BUILDER.fullmatch(builder):
+        raise ParamsError(f"builder '{builder}' is not allowed: a builder is cifar.MODULE:FUNCTION, a function of "
+                          "the project's package (scripts/cifar/), e.g. cifar.models:cnn_from")
     module_name, _, function = builder.partition(":")
     try:
         make = getattr(importlib.import_module(module_name), function)

@@ -111,7 +111,9 @@ def _weights(value):
 
 REGISTRY_KEYS = ("stage", "builder", "params", "label")
 NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
-BUILDER = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+# Only the project's own package: the registry names code to import and call, and params.yaml
+# (or a `-S` on the command line) must not be a way to run any function of any module.
+BUILDER = re.compile(r"cifar(\.[A-Za-z_]\w*)+:[A-Za-z_]\w*")
 
 
 def _registry(value, path):
@@ -130,7 +132,8 @@ def _registry(value, path):
                 raise ParamsError(f"{path}: models.{name}.{key} = {entry[key]!r} is not allowed; expected a non-empty string")
         if not BUILDER.fullmatch(entry["builder"]):
             raise ParamsError(f"{path}: models.{name}.builder = {entry['builder']!r} is not allowed; expected "
-                              "module:function, e.g. cifar.models:cnn_from")
+                              "module:function of the project's package (cifar.MODULE:FUNCTION, a module in "
+                              "scripts/cifar/), e.g. cifar.models:cnn_from")
 
 
 # Sections of the stages downstream of training. Their schemas live with their stages
