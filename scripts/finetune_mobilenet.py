@@ -6,7 +6,7 @@ Usage: python scripts/finetune_mobilenet.py --name mobilenet --weights models/pr
            --state models/.resume
 
 Reads `shared` (seed, augment, train: the same compile settings and callbacks as the CNN) and
-`finetune_mobilenet` (cifar.mobilenet.SCHEMA): input size, dropout, augmentation, and either the
+`finetune_mobilenet` (cifar.mobilenet.validate): input size, dropout, augmentation, and either the
 seed's one phase (the last `trainable_layers` layers train) or `phases`, e.g. a new head on the
 frozen backbone, then the backbone's top at a lower learning rate, each phase resumable and
 starting from the best model of the one before. The backbone weights come from the
@@ -30,7 +30,7 @@ def main():
     parser.add_argument("--weights", required=True, type=Path, help="folder from `fetch_weights`")
     args = parser.parse_args()
     entry, tune = params.model_entry(args.name)
-    params.validate(tune, mobilenet.SCHEMA, entry["params"])
+    mobilenet.validate(tune, entry["params"])
     cfg = params.load(["shared"])
     weights, source = weights_argument(args.weights)
     augment, enabled = mobilenet.augmentation(tune, cfg["shared"]["augment"])

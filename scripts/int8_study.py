@@ -246,11 +246,7 @@ def main():
             record(f"float_top{k}", selective(source, calibration, debug_images, denylisted_nodes=nodes),
                    f"int8 with the debugger's {k} worst layer(s) in float: {', '.join(nodes)}")
 
-    reference = results["float32"]["bytes"]
-    for r in results.values():
-        r["size_ratio"] = r["bytes"] / reference
-        r["accuracy_drop_pp"] = (keras_accuracy - r["accuracy"]) * 100
-        r["meets_int8_targets"] = r["size_ratio"] <= export.INT8_SIZE_RATIO and r["accuracy_drop_pp"] <= export.INT8_ACCURACY_DROP_PP
+    judge(results, keras_accuracy)
     outputs.write_json(args.out, {
         "model": args.name, "model_sha256": outputs.sha256_of(args.model), "test_images": len(x_test),
         "keras_accuracy": keras_accuracy, "temperature": temperature,
@@ -259,6 +255,17 @@ def main():
         "debugger_worst_layers": [{"tensor": t, "op": op, "rmse_over_scale": e} for t, op, e in ranking[:20]],
         "seconds": round(time.time() - started), "hardware": outputs.hardware(),
     })
+
+
+def judge(results, keras_accuracy):
+    """Each variant's size against the float32 file, its accuracy drop against Keras in pp, and
+    whether both are within export's int8 targets (in place)."""
+    reference = results["float32"]["bytes"]
+    for r in results.values():
+        r["size_ratio"] = r["bytes"] / reference
+        r["accuracy_drop_pp"] = (keras_accuracy - r["accuracy"]) * 100
+        r["meets_int8_targets"] = r["size_ratio"] <= export.INT8_SIZE_RATIO and r["accuracy_drop_pp"] <= export.INT8_ACCURACY_DROP_PP
+    return results
 
 
 if __name__ == "__main__":

@@ -100,7 +100,11 @@ def test_train_dataset_reproducible_and_redrawn_each_epoch():
     other = next(iter(augment.train_dataset(x, y, 32, seed=12, config=CONFIG)))[0].numpy()
     assert not np.array_equal(whole[0], other)
     assert whole[0].dtype == np.float32 and whole[0].shape == (32, 32, 32, 3)
-    assert 0 <= whole[0].min() and whole[0].max() <= 255
+    # The first batch is the epoch's first 32 images, augmented: not the plain images, and with
+    # their brightness (the transforms move and resample pixels; they do not change their values).
+    plain = x[augment.epoch_order(len(x), 11, 0)[:32]].astype(np.float32)
+    assert not np.array_equal(whole[0], plain)
+    assert whole[0].mean() == pytest.approx(plain.mean(), rel=0.1)
 
 
 def test_each_epoch_is_a_permutation_of_the_training_set():

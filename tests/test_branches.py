@@ -62,10 +62,10 @@ def test_diff_across_branches_and_experiments(repo, tmp_path):
     offline = (tmp_path / "offline" / "index.html").read_text()
     assert "cdn.jsdelivr" not in offline and "vegaEmbed" in offline and "accuracy per epoch" in offline
 
-    run(["dvc", "exp", "run", "-S", "finetune_mobilenet.trainable_layers=10"], cwd=repo, **env)
+    run(["dvc", "exp", "run", "-S", "finetune_mobilenet.dropout=0.3"], cwd=repo, **env)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], cwd=repo).stdout)
     experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
     assert experiments
     data = experiments[0]["revs"][0]["data"]
-    assert data["params"]["params.yaml"]["data"]["finetune_mobilenet"]["trainable_layers"] == 10
+    assert data["params"]["params.yaml"]["data"]["finetune_mobilenet"]["dropout"] == 0.3
     assert "mobilenet" in data["metrics"]["reports/metrics/evaluate.json"]["data"]

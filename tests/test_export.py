@@ -220,12 +220,17 @@ def test_pipeline_exports_and_checks_every_model(pipeline):
         folder = repo / "models" / "export" / name
         meta = json.loads((folder / "metadata.json").read_text())
         assert meta["classes"][3] == "cat" and meta["source"]["sha256"] == outputs.sha256_of(repo / "models" / "trained" / f"{name}.keras")
-        for artifact in meta["artifacts"].values():
-            assert (folder / artifact["file"]).exists()
+        for artifact in meta["artifacts"].values():  # on disk, and the size metadata.json (and the table) give
+            path = folder / artifact["file"]
+            on_disk = path.parent if path.name == "model.json" else path  # TF.js: the graph and its weight files
+            files = [on_disk] if on_disk.is_file() else [p for p in on_disk.rglob("*") if p.is_file()]
+            assert files and sum(p.stat().st_size for p in files) == artifact["bytes"], artifact
         metrics = json.loads((repo / "reports" / "metrics" / "export" / f"{name}.json").read_text())
         assert metrics["test_images"] == 40
         assert set(metrics["artifacts"]) == {"keras", "saved_model", "tflite_float32", "tflite_dynamic_range",
                                              "tflite_int8", "tfjs"}
+        # The Keras model is the reference: no agreement with itself is claimed.
+        assert "agreement" not in metrics["artifacts"]["keras"]
         for key in ("saved_model", "tflite_float32", "tfjs"):
             assert metrics["artifacts"][key]["agreement"] == 1.0
             assert metrics["artifacts"][key]["max_abs_diff"] < 1e-4

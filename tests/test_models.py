@@ -1,4 +1,5 @@
 import json
+import re
 
 import keras
 import numpy as np
@@ -204,3 +205,24 @@ def test_a_nan_loss_fails_the_stage_naming_the_epoch_unless_asked_to_keep_the_ch
     assert "keeping the best model of the epochs before it" in capsys.readouterr().out
     summary = json.loads(args.metrics.read_text())["cnn"]
     assert summary["nan_epoch"] == 2 and summary["best_epoch"] == 1 and args.model.is_file()
+
+
+@pytest.mark.parametrize("change, message", [
+    # The default recipe is in phases: the top-level trainable_layers would change nothing.
+    ({"trainable_layers": 40}, "finetune_mobilenet.trainable_layers = 40 is ignored by the recipe in phases"),
+    ({"label_smoothing": None}, "finetune_mobilenet.label_smoothing is null, but the recipe in phases needs it"),
+    ({"phases": [], "trainable_layers": 20}, "finetune_mobilenet.train_batchnorm = False is ignored by the seed's one phase"),
+    ({"phases": [], "train_batchnorm": None, "label_smoothing": None},
+     "finetune_mobilenet.trainable_layers is null, but the seed's one phase (phases: []) needs it"),
+])
+def test_a_key_the_chosen_recipe_ignores_is_refused(change, message):
+    import yaml
+
+    from conftest import REPO
+    from cifar import params
+
+    values = {**yaml.safe_load((REPO / "params.yaml").read_text())["finetune_mobilenet"], **change}
+    with pytest.raises(params.ParamsError, match=re.escape(message)):
+        mobilenet.validate(values)
+    seed = {**values, "phases": [], "trainable_layers": 20, "train_batchnorm": None, "label_smoothing": None}
+    mobilenet.validate(seed)  # the seed's settings, as README gives them

@@ -64,12 +64,16 @@ def test_robustness_and_calibration_for_every_model(pipeline):
         assert (repo / "reports" / "figures" / "robustness" / f"{name}.png").stat().st_size > 10_000
 
         calibration = evaluated[name]["calibration"]
-        assert 0 <= calibration["ece"] <= 1 and calibration["nll"] > 0 and calibration["temperature"] > 0
+        assert calibration["nll"] > 0 and calibration["temperature"] > 0
         assert calibration["val_nll_temperature_scaled"] <= calibration["val_nll"] + 1e-9
         reliability = (repo / "reports" / "eval" / "reliability" / f"{name}.csv").read_text().splitlines()
         assert reliability[0] == "confidence,accuracy,count"
-        assert sum(int(line.split(",")[2]) for line in reliability[1:]) == 40
-        assert (repo / "reports" / "figures" / "evaluate" / f"{name}_reliability.png").is_file()
+        bins = [[float(v) for v in line.split(",")] for line in reliability[1:]]
+        assert sum(count for _, _, count in bins) == 40
+        # The ECE is the count-weighted gap between confidence and accuracy of the bins plotted (rounded to 1e-4).
+        assert calibration["ece"] == pytest.approx(sum(n / 40 * abs(a - c) for c, a, n in bins), abs=1e-3)
+        figure = repo / "reports" / "figures" / "evaluate" / f"{name}_reliability.png"
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
     summary = (repo / "reports" / "summary.md").read_text()
     assert "## Robustness and calibration" in summary and "mean corruption accuracy" in summary
     assert "Running stage" not in run(["dvc", "repro", "robustness"], cwd=repo, **env).stdout
@@ -115,35 +119,122 @@ def test_evaluate_outputs(pipeline):
     assert ran_stages(again.stdout) == set()
 
 
-def test_changing_a_preview_param_reruns_only_augment_preview(pipeline):
-    repo, env, _ = pipeline
+def test_changing_a_preview_param_reruns_only_augment_preview(pipeline_copy):
+    repo, env, _ = pipeline_copy
     set_param(repo, "augment_preview.variants", 3)
     assert ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout) == {"augment_preview"}
 
 
-def test_changing_a_finetune_param_reruns_only_finetune(pipeline):
-    repo, env, _ = pipeline
+def test_changing_a_finetune_param_reruns_only_finetune(pipeline_copy):
+    repo, env, _ = pipeline_copy
     set_param(repo, "finetune_mobilenet.dropout", 0.3)
     assert ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout) == {
         "finetune_mobilenet", "robustness", "evaluate", "export@mobilenet", "parity@mobilenet", "artifacts_table"}
 
 
-def test_the_same_weights_under_another_path_do_not_retrain(pipeline, tmp_path):
+def test_the_same_weights_under_another_path_do_not_retrain(pipeline_copy, tmp_path):
     """fetch_weights is keyed on the file's content: a copy elsewhere reruns the cheap copy
     stage, and nothing after it."""
-    repo, env, _ = pipeline
+    repo, env, _ = pipeline_copy
     moved = tmp_path / "elsewhere" / "renamed.weights.h5"
     moved.parent.mkdir()
-    moved.write_bytes((repo.parent / "mobilenet_v2_test.weights.h5").read_bytes())
+    import yaml
+
+    weights = yaml.safe_load((repo / "params.yaml").read_text())["finetune_mobilenet"]["weights"]
+    moved.write_bytes(open(weights, "rb").read())
     set_param(repo, "finetune_mobilenet.weights", str(moved))
     assert ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout) == {"fetch_weights"}
     assert json.loads(run(["dvc", "status", "--json"], cwd=repo, **env).stdout) == {}
 
 
-def test_changing_an_augmentation_param_does_not_rerun_prepare(pipeline):
-    repo, env, _ = pipeline
+def test_changing_an_augmentation_param_does_not_rerun_prepare(pipeline_copy):
+    repo, env, _ = pipeline_copy
     set_param(repo, "shared.augment.rotation_degrees", 5)
     ran = ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout)
     assert ran == {"augment_preview", "train_cnn", "finetune_mobilenet", "robustness", "evaluate",
                    "export@cnn", "export@mobilenet", "parity@cnn", "parity@mobilenet", "artifacts_table"}
     assert json.loads(run(["dvc", "status", "--json"], cwd=repo, **env).stdout) == {}
+
+
+def stage_commands(repo):
+    """{stage: (its command, every path it writes)} for the stages of dvc.yaml that write two or
+    more outputs, foreach stages expanded over the registry."""
+    import yaml
+
+    models = yaml.safe_load((repo / "params.yaml").read_text())["models"]
+    found = {}
+    for name, stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].items():
+        keys = list(models) if "foreach" in stage else [None]
+        for key in keys:
+            body = json.dumps(stage.get("do", stage))
+            body = json.loads(body.replace("${key}", key) if key else body)
+            written = [next(iter(o)) if isinstance(o, dict) else o
+                       for kind in ("outs", "metrics", "plots") for o in body.get(kind, [])]
+            if len(written) >= 2:
+                found[f"{name}@{key}" if key else name] = (body["cmd"], written)
+    return found
+
+
+def fingerprint(path):
+    """The bytes of a file, or of every file under a folder, by relative name."""
+    if path.is_file():
+        return path.read_bytes()
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_stage_that_fails_after_its_first_write_changes_no_output(pipeline_copy, monkeypatch):
+    """Every stage with several outputs, run in this process with a failure injected when it
+    stages its second output: no output has changed, nothing is left beside them, and DVC
+    still finds the workspace up to date."""
+    import runpy
+    import shlex
+    import shutil
+    import sys
+
+    from cifar import outputs
+
+    repo, env, _ = pipeline_copy
+    commands = stage_commands(repo)
+    assert {"prepare", "train_cnn", "train_fast", "finetune_mobilenet", "robustness", "evaluate",
+            "artifacts_table"} <= set(commands)
+    monkeypatch.chdir(repo)
+    for key, value in env.items():  # the offline inputs, as `dvc repro` got them
+        monkeypatch.setenv(key, value)
+    real_path = outputs.StageOutputs.path
+    for name, (cmd, written) in commands.items():
+        before = {path: fingerprint(repo / path) for path in written}
+        staged = []
+
+        def failing(self, final, is_dir=False):
+            staged.append(final)
+            if len(staged) == 2:
+                raise outputs.StageError("injected: the disk filled up")
+            return real_path(self, final, is_dir)
+
+        monkeypatch.setattr(outputs.StageOutputs, "path", failing)
+        args = shlex.split(cmd)[1:]
+        monkeypatch.setattr(sys, "argv", args)
+        with pytest.raises(SystemExit) as stopped:
+            runpy.run_path(args[0], run_name="__main__")
+        assert "injected: the disk filled up" in str(stopped.value), (name, stopped.value)
+        assert {path: fingerprint(repo / path) for path in written} == before, name
+        shutil.rmtree(repo / "models" / ".resume", ignore_errors=True)
+    monkeypatch.setattr(outputs.StageOutputs, "path", real_path)
+    assert json.loads(run(["dvc", "status", "--json"], cwd=repo, **env).stdout) == {}
+
+
+def test_evaluate_with_robustness_metrics_of_an_older_format_is_one_line_and_keeps_its_outputs(pipeline_copy):
+    from conftest import script
+
+    repo, env, _ = pipeline_copy
+    robustness = repo / "reports" / "metrics" / "robustness.json"
+    older = json.loads(robustness.read_text())
+    del older["data"]
+    robustness.write_text(json.dumps(older))
+    figures = repo / "reports" / "figures" / "evaluate"
+    before = fingerprint(figures)
+    cmd = stage_commands(repo)["evaluate"][0].split()[2:]
+    proc = run(["python", script("evaluate"), *cmd], cwd=repo, check=False, **env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "evaluate: error: reports/metrics/robustness.json lacks 'data.test_images'" in proc.stderr
+    assert fingerprint(figures) == before

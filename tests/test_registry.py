@@ -69,8 +69,11 @@ def test_a_registered_model_goes_through_every_later_stage(toy_repo):
     assert parity["model"] == "toy" and set(parity["artifacts"]) >= {"keras", "saved_model", "tflite_int8", "tfjs"}
     meta = json.loads((repo / "models" / "export" / "toy" / "metadata.json").read_text())
     assert meta["label"] == "toy CNN"
-    for folder in ("accuracy", "loss", "lr", "confusion", "per_class"):
-        assert (repo / "reports" / "eval" / folder / "toy.csv").is_file()
+    # Its plot data as for the other models: two epochs of curves, 40 test predictions, 10 classes.
+    for folder, lines in (("accuracy", 3), ("loss", 3), ("lr", 3), ("confusion", 41), ("per_class", 11)):
+        ours = (repo / "reports" / "eval" / folder / "toy.csv").read_text().splitlines()
+        theirs = (repo / "reports" / "eval" / folder / "cnn.csv").read_text().splitlines()
+        assert len(ours) == lines and ours[0] == theirs[0], folder
     assert "| toy | toy CNN |" in (repo / "reports" / "summary.md").read_text()
     assert "| toy CNN | TF-Lite int8 | LiteRT | yes |" in (repo / "reports" / "artifacts.md").read_text()
     assert json.loads(run(["dvc", "status", "--json"], cwd=repo, **env).stdout) == {}

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, run_env
+from conftest import REPO, missing, run_env
 
 from cifar import data, inference
 
@@ -27,10 +27,7 @@ PHOTO = REPO / "tests" / "data" / "chelsea_cat.jpg"
 @pytest.fixture(scope="module")
 def browser():
     if not (CHROMIUM and DRIVER):
-        message = "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

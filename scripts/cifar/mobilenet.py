@@ -32,22 +32,53 @@ def _phases(value):
     return None if len(set(names)) == len(names) else allowed
 
 
+def _or_null(rule):
+    """`rule`, or null: the key is not used by the chosen recipe (see `validate`)."""
+    def check(value):
+        allowed = rule(value) if value is not None else None
+        return f"{allowed}, or null" if allowed else None
+
+    return check
+
+
 SCHEMA = {
     "weights": params.weights_file,
     "input_size": params.number(int, 32, 224),
-    "trainable_layers": params.number(int, 0),
+    "trainable_layers": _or_null(params.number(int, 0)),
     "dropout": params.number(float, 0, 1, hi_open=True),
     "phases": _phases,
-    "train_batchnorm": params.boolean,
-    "label_smoothing": params.number(float, 0, 1, hi_open=True),
+    "train_batchnorm": _or_null(params.boolean),
+    "label_smoothing": _or_null(params.number(float, 0, 1, hi_open=True)),
     "augment": params.choice("seed", "flip_translate", "none"),
 }
+# Which keys each recipe reads: the seed's one phase (phases: []) reads trainable_layers; a recipe
+# in phases has each phase's own trainable_layers, and reads train_batchnorm and label_smoothing.
+ONE_PHASE_ONLY = ("trainable_layers",)
+PHASES_ONLY = ("train_batchnorm", "label_smoothing")
+
+
+def validate(values, where="finetune_mobilenet", path="params.yaml"):
+    """Check the section against SCHEMA, and that it sets exactly the keys its recipe reads: a key
+    the recipe would ignore must be null, so that changing it cannot retrain for nothing."""
+    params.validate(values, SCHEMA, where, path)
+    phased = bool(values["phases"])
+    recipe = "the recipe in phases" if phased else "the seed's one phase (phases: [])"
+    ignored, needed = (ONE_PHASE_ONLY, PHASES_ONLY) if phased else (PHASES_ONLY, ONE_PHASE_ONLY)
+    for key in ignored:
+        if values[key] is not None:
+            hint = ("each phase sets its own trainable_layers" if key == "trainable_layers"
+                    else "it applies to the phases only")
+            raise params.ParamsError(f"{path}: {where}.{key} = {values[key]!r} is ignored by {recipe} ({hint}); "
+                                     f"set it to null, or change {where}.phases")
+    for key in needed:
+        if values[key] is None:
+            raise params.ParamsError(f"{path}: {where}.{key} is null, but {recipe} needs it; give it a value")
 
 
 def section(path="params.yaml", name="finetune_mobilenet"):
-    """The model's params section, validated against SCHEMA."""
+    """The model's params section, validated (`validate`)."""
     values = params.load([name], path)[name]
-    params.validate(values, SCHEMA, name, path)
+    validate(values, name, path)
     return values
 
 

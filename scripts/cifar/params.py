@@ -4,6 +4,11 @@ Every key the pipeline knows is listed once in SCHEMA with what it allows. A sta
 `load(sections)` at start; a missing, unknown or out-of-range key stops it with a message that
 names the key, the bad value and what is allowed, before anything is written.
 
+The rule: a value that passes validation never crashes a stage. A rule here allows only what
+every stage reading the key can run; where what is possible depends on the data (a train_limit
+too small to split, a batch larger than the training set), the stage checks it against the data
+and stops with a StageError that names the key, never with a traceback from deeper down.
+
 The file is parsed the way DVC parses it (ruamel.yaml, YAML 1.2), so a value means the same to
 a stage as to `dvc params diff` and `dvc exp run -S`: `1e-3` is a number to both (PyYAML, a
 YAML 1.1 parser, would read it as the string "1e-3").
