@@ -15,7 +15,8 @@ export CIFAR10_ARCHIVE CIFAR10_SHA256 MOBILENET_WEIGHTS MOBILENET_WEIGHTS_SHA256
 # Quick run: a slice of the data and few epochs, as a DVC experiment in a temp copy,
 # so the full-run results in the workspace are never overwritten.
 QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500 -S shared.train.epochs=2 \
-	-S train_fast.train.epochs=2 -S finetune_mobilenet.phases.1.epochs=1 -S robustness.images=100
+	-S train_fast.train.epochs=2 -S finetune_mobilenet.phases.1.epochs=1 -S robustness.images=100 \
+	-S export.int8_calibration_images=200 -S parity.latency_runs=10
 PORT ?= 8000
 
 .DEFAULT_GOAL := help

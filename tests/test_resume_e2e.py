@@ -97,13 +97,15 @@ def test_a_killed_repro_resumes_to_the_uninterrupted_history(repo, name):
 
 
 def test_an_edit_of_the_models_module_between_kill_and_rerun_starts_over(repo):
-    """The builder module (imported by name from the registry) is part of the resume identity,
-    because the stage declares it in dvc.yaml: the rerun does not continue the old weights."""
+    """The fast model's builder module (imported by name from the registry, after the identity
+    was once taken) is part of the resume identity, because the stage declares it in dvc.yaml:
+    the rerun does not continue the old weights under the new code."""
     repo, env = repo
-    assert kill_after(repo, env, "train_cnn", "cnn/backup", 1) >= 1
-    module = repo / "scripts" / "cifar" / "models.py"
+    run(["dvc", "repro", "prepare"], cwd=repo, **env)
+    assert kill_after(repo, env, "train_fast", "fast/backup", 1) >= 1
+    module = repo / "scripts" / "cifar" / "fast.py"
     module.write_text(module.read_text() + "\n# an edit after the kill\n")
-    again = run(["dvc", "repro", "train_cnn"], cwd=repo, **env)
+    again = run(["dvc", "repro", "train_fast"], cwd=repo, **env)
     assert "Discarding resume state" in again.stdout and "(changed: code)" in again.stdout, again.stdout
     assert "Resuming at epoch" not in again.stdout
-    assert len(history(repo, "cnn")) == 4
+    assert len(history(repo, "fast")) == 5
