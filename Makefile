@@ -20,15 +20,26 @@ QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500 -S shared.
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro quick test bench sizes int8-study export pull serve plots dag clean-venv
+.PHONY: help setup lock-gpu repro quick test bench sizes int8-study export pull serve plots dag clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt requirements.lock
+# `make setup GPU=1`: TensorFlow's NVIDIA build (CUDA and cuDNN as pip packages), pinned by its own lock.
+ifeq ($(GPU),1)
+REQUIREMENTS := requirements-gpu.txt
+LOCK := requirements-gpu.lock
+INSTALLED := $(VENV)/.installed-gpu
+else
+REQUIREMENTS := requirements.txt
+LOCK := requirements.lock
+INSTALLED := $(VENV)/.installed
+endif
+
+$(INSTALLED): $(REQUIREMENTS) requirements.txt $(LOCK)
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or pass PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -c requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(REQUIREMENTS) -c $(LOCK)
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -36,7 +47,13 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(VENV)/.installed node_modules/.installed ## create .venv and node_modules with the pinned dependencies
+setup: $(INSTALLED) node_modules/.installed ## create .venv and node_modules with the pinned dependencies (GPU=1: TensorFlow for NVIDIA GPUs)
+
+lock-gpu: $(VENV)/.installed ## re-resolve requirements-gpu.lock: requirements-gpu.txt under the CPU lock's pins
+	mkdir -p build
+	python -m pip install --quiet --disable-pip-version-check --dry-run --ignore-installed \
+		--report build/gpu-report.json -r requirements-gpu.txt -c requirements.lock
+	python scripts/tools/gpu_lock.py --report build/gpu-report.json --out requirements-gpu.lock
 
 repro: setup ## run the whole pipeline (dvc repro); offline: CIFAR10_ARCHIVE=path/to/cifar-10-python.tar.gz
 	dvc repro

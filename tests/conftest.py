@@ -16,6 +16,13 @@ STAND_IN_WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_no_top.weights.h5"
 # Tools (python, dvc) come from the interpreter running the tests, so stage commands in
 # dvc.yaml that say `python` run in the same environment.
 BIN = str(Path(sys.executable).parent)
+# On a GPU host, the tests that compare two runs to 1e-4 need cuDNN's deterministic kernels: set
+# before TensorFlow is imported, here and in every command the tests run (they inherit it).
+if Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi"):
+    os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()  # this process's own fits (cifar.training does it for stages)
 
 
 def run_env(**extra):

@@ -226,3 +226,13 @@ def test_a_key_the_chosen_recipe_ignores_is_refused(change, message):
         mobilenet.validate(values)
     seed = {**values, "phases": [], "trainable_layers": 20, "train_batchnorm": None, "label_smoothing": None}
     mobilenet.validate(seed)  # the seed's settings, as README gives them
+
+
+def test_the_stage_says_and_records_where_it_trains(tmp_path, capsys):
+    import tensorflow as tf
+
+    args = tiny_stage_run(tmp_path, train={"epochs": 1})
+    summary = json.loads(args.metrics.read_text())["cnn"]
+    expected = "GPU:0 (" if tf.config.list_physical_devices("GPU") else "CPU ("
+    assert summary["device"].startswith(expected) and summary["precision"] == "float32"
+    assert f"cnn: training on {summary['device']}, float32" in capsys.readouterr().out

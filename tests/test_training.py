@@ -144,6 +144,7 @@ for distribute in ("default", "mirrored"):
     _, rows, summary = t.training.fit(build, arrays, {{**t.TRAIN, "epochs": 2, "distribute": distribute}},
                                       t.AUGMENT, 1, {state!r} + distribute)
     runs[distribute] = {{"replicas": summary["devices"], "rows": rows}}
+runs["gpus"] = len(tf.config.list_logical_devices("GPU"))
 print(json.dumps(runs))
 """
 
@@ -155,7 +156,8 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_as_one_device(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=run_env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert runs["default"]["replicas"] == 1 and runs["mirrored"]["replicas"] == 2
+    # Mirrored takes every GPU where there are any, else the two logical CPUs.
+    assert runs["default"]["replicas"] == 1 and runs["mirrored"]["replicas"] == (runs["gpus"] or 2)
     for one, two in zip(runs["default"]["rows"], runs["mirrored"]["rows"], strict=True):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert one[key] == pytest.approx(two[key], abs=1e-4), (key, one, two)
@@ -395,3 +397,23 @@ def test_a_finished_run_with_a_truncated_best_model_is_not_reused(arrays, tmp_pa
     from cifar import evaluation
 
     evaluation.load_model(best, "train_cnn")
+
+
+def test_a_gpu_that_tensorflow_does_not_see_is_reported_with_the_fix(tmp_path, monkeypatch):
+    """A faked nvidia-smi on PATH: the machine has a GPU; TensorFlow (the CPU build) sees none."""
+    import os
+    import tensorflow as tf
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-0)'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    where, precision, warning = training.device_report(tf.distribute.get_strategy())
+    if tf.config.list_physical_devices("GPU"):  # a GPU host: TensorFlow uses it, nothing to report
+        assert where.startswith("GPU:0") and warning is None
+        return
+    assert where == f"CPU ({os.cpu_count()} cores)" and precision == "float32"
+    assert warning.startswith("an NVIDIA GPU is here (GPU 0: NVIDIA H200 (UUID: GPU-0)), but TensorFlow sees none")
+    assert "make setup GPU=1" in warning
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert training.nvidia_gpu() in (None, "/dev/nvidia0")

@@ -5,7 +5,8 @@ CUDA plugin lines ("Unable to register cuDNN factory", "failed call to cuInit", 
 GPU build prints on every import. The first `import tensorflow` (direct, or through keras) runs
 with the process's stderr captured; the known noise lines are dropped and anything else is
 written back. TensorFlow's own INFO and WARNING logs are hidden (TF_CPP_MIN_LOG_LEVEL=2, unless
-it is set already). `CIFAR10_VERBOSE=1 dvc repro` turns all of this off: every log line shows.
+it is set already). `CIFAR10_VERBOSE=1 dvc repro` turns all of this off: every log line shows, and so it is on a
+machine with an NVIDIA driver, where those lines say why TensorFlow does not use its GPU.
 """
 
 import contextlib
@@ -72,6 +73,13 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
 OPENCV_MAX_PIXELS = 40_000_000
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(OPENCV_MAX_PIXELS))
 
-if os.environ.get("CIFAR10_VERBOSE", "0") in ("", "0") and "tensorflow" not in sys.modules:
+def _nvidia_machine():
+    """An NVIDIA driver is installed: then TensorFlow's CUDA lines are the diagnosis, not noise."""
+    import shutil
+
+    return os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi") is not None
+
+
+if os.environ.get("CIFAR10_VERBOSE", "0") in ("", "0") and "tensorflow" not in sys.modules and not _nvidia_machine():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.meta_path.insert(0, _QuietTensorFlowImport())

@@ -88,6 +88,10 @@ def run(name, build_model, args, cfg, provenance, train=None, augment=None, phas
     if chief:
         for path in (args.model, args.history, args.metrics):
             outputs.check_output(path)
+    where, precision, warning = training.device_report(strategy)
+    print(f"{name}: training on {where}, {precision}" + (f" ({task})" if task else ""), flush=True)
+    if warning:
+        print(f"{name}: warning: {warning}", flush=True)
     arrays = data.load_prepared(args.data)
     identity = {"params": cfg, "code": code_digest(cfg["registry"]["stage"]), "inputs": provenance}
     state = args.state / name  # the chief's; the other workers keep theirs in a temporary folder
@@ -112,7 +116,8 @@ def run(name, build_model, args, cfg, provenance, train=None, augment=None, phas
         with outputs.atomic_path(args.model) as tmp:
             shutil.copyfile(previous, tmp)
         outputs.write_json(args.metrics, {
-            name: {**summary, **extra},
+            name: {**summary, **extra, "device": where, "precision": precision,
+                   **({"gpu_unused": warning} if warning else {})},
             "data": {"archive_sha256": str(arrays["archive_sha256"])},
             **provenance,
             "environment": outputs.hardware(),

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,12 +51,61 @@ def decay_schedule(decay):
     return schedule
 
 
+def configure_devices():
+    """Let every GPU's memory grow as needed instead of taking it all at start, so that two
+    processes (the multi-worker test, a training beside a notebook) can share one device. Call
+    it before any other TensorFlow work: it cannot change a device already in use."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # the runtime is already initialised: its setting stands
+            pass
+    # TF_DETERMINISTIC_OPS=1 (TensorFlow's old switch, which the tests set on a GPU host): every op
+    # deterministic, cuDNN's included, so that two runs compare to 1e-4 there too.
+    if os.environ.get("TF_DETERMINISTIC_OPS", "0") not in ("", "0"):
+        tf.config.experimental.enable_op_determinism()
+
+
+def nvidia_gpu():
+    """The machine's own word that it has an NVIDIA GPU (nvidia-smi -L's first line, or the
+    device file), whether or not TensorFlow can use it; None without one."""
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            listed = None
+        if listed is not None and listed.returncode == 0 and listed.stdout.strip():
+            return listed.stdout.strip().splitlines()[0]
+    return "/dev/nvidia0" if Path("/dev/nvidia0").exists() else None
+
+
+def device_report(strategy):
+    """(what trains: e.g. "GPU:0 (NVIDIA H200)" or "CPU (2 cores)", its precision, and a warning
+    when the machine has an NVIDIA GPU that TensorFlow does not see, else None)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    precision = keras.mixed_precision.dtype_policy().name
+    if gpus:
+        names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+        used = min(strategy.num_replicas_in_sync, len(gpus)) if strategy.num_replicas_in_sync > 1 else 1
+        where = (f"GPU:0 ({names[0]})" if used == 1
+                 else f"{used} GPUs ({', '.join(sorted(set(names[:used])))})")
+        return where, precision, None
+    where = f"CPU ({os.cpu_count()} cores)"
+    found = nvidia_gpu()
+    warning = None if not found else (
+        f"an NVIDIA GPU is here ({found}), but TensorFlow sees none, so this trains on the CPU: install "
+        "TensorFlow's GPU build with `make setup GPU=1` (README: Training on a GPU)")
+    return where, precision, warning
+
+
 def make_strategy(name):
     """`default`: the current device. `mirrored`: MirroredStrategy over all GPUs, else all
     logical CPUs (so it can be tested on a CPU split into logical devices). `multi_worker`:
     MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (every worker runs the same
     command; each worker's GPUs, or its CPU, are its replicas). Make it before any other
     TensorFlow work: the multi-worker strategy must configure the runtime first."""
+    configure_devices()
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "multi_worker":
