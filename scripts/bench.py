@@ -86,6 +86,17 @@ def steady_images_per_second(model, stream, steps, batch_size, steps_per_executi
     return images / (clock.ends[-1] - clock.ends[skip - 1])
 
 
+def stream_images_per_second(stream, steps, batch_size):
+    """img/s of a training stream alone (augmentation and batching, no model): the rate an
+    accelerator could at most be fed at. Timed after its first batch, over `steps` batches."""
+    batches = iter(stream)
+    next(batches)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(batches)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
 def training_images_per_second(stream, steps, batch_size):
     """Fit the seed's CNN on `stream` for `steps` steps after a warm-up; return img/s."""
     model = models.build_cnn()
@@ -137,10 +148,11 @@ def matmul_gflops(sizes=(2048, 3072, 4096), repeats=3):
     return best
 
 
-def registry_models(x_train, only=None):
+def registry_models(x_train, only=None, overrides=None):
     """{name: (model compiled with its own recipe, train_cfg, augment_cfg)} for every registered
-    model (or the one named `only`). MobileNetV2 starts from random weights: the cost of a step
-    does not depend on them."""
+    model (or the one named `only`), its train settings updated with `overrides` (a lever's
+    steps_per_execution or jit_compile). MobileNetV2 starts from random weights: the cost of a
+    step does not depend on them."""
     from cifar import training
 
     loaded = params.load(["models", "shared"])
@@ -154,8 +166,8 @@ def registry_models(x_train, only=None):
             train = dict(train, epochs=sum(phase["epochs"] for phase in section["phases"]))
         inputs = {"weights": None} if entry["builder"].endswith(":mobilenet_from") else {}
         model = models.build(entry["builder"], section, entry["params"], images=x_train, **inputs)
-        optimizer, loss, _, _ = training.recipe(train, augment.steps_per_epoch(len(x_train), train["batch_size"]))
-        model.compile(optimizer=optimizer, loss=loss)
+        train = {**train, **(overrides or {})}
+        training.compile_for(model, train, augment.steps_per_epoch(len(x_train), train["batch_size"]))
         aug = section.get("augment", loaded["shared"]["augment"])
         if isinstance(aug, str):  # MobileNetV2's choice of policy
             from cifar import mobilenet
@@ -176,11 +188,15 @@ def models_training_rates(x, onehot, seed, images_per_round, rounds):
         model.fit(stream, epochs=1, steps_per_epoch=2, verbose=0)  # tracing, thread pools
         streams[name] = stream
     rates = {name: [] for name in found}
+    fed = {name: [] for name in found}
     for _ in range(rounds):
-        for name, (model, train, _) in found.items():
+        for name, (model, train, aug) in found.items():
             steps = max(3, images_per_round // train["batch_size"])
             rates[name].append(steady_images_per_second(model, streams[name], steps, train["batch_size"]))
-    return {name: (statistics.median(r), found[name]) for name, r in rates.items()}
+            # The same stream, made anew, alone: how fast augmentation could feed this model.
+            alone = augment.train_dataset(x, onehot, train["batch_size"], seed, aug, epochs=10_000)
+            fed[name].append(stream_images_per_second(alone, steps, train["batch_size"]))
+    return {name: (statistics.median(r), statistics.median(fed[name]), found[name]) for name, r in rates.items()}
 
 
 # The usual speed levers, each measured against the default in a process of its own (threading
@@ -190,6 +206,7 @@ LEVERS = {
     "onednn_off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, {}),
     "threads_intra_cores_inter_1": ({}, {"intra_op": "cores", "inter_op": 1}),
     "steps_per_execution_8": ({}, {"steps_per_execution": 8}),
+    "xla": ({}, {"jit_compile": True}),
     "half_batch": ({}, {"batch_scale": 0.5}),
     "double_batch": ({}, {"batch_scale": 2.0}),
 }
@@ -210,10 +227,9 @@ def probe(args):
         tf.config.threading.set_inter_op_parallelism_threads(settings["inter_op"])
     x, y = load_images(args)
     onehot = keras.utils.to_categorical(y, data.NUM_CLASSES)
-    model, train, aug = registry_models(x, only=args.probe)[args.probe]
+    recipe_settings = {key: settings[key] for key in ("steps_per_execution", "jit_compile") if key in settings}
+    model, train, aug = registry_models(x, only=args.probe, overrides=recipe_settings)[args.probe]
     batch = max(1, int(train["batch_size"] * settings.get("batch_scale", 1)))
-    if "steps_per_execution" in settings:
-        model.compile(optimizer=model.optimizer, loss=model.loss, steps_per_execution=settings["steps_per_execution"])
     stream = augment.train_dataset(x, onehot, batch, 0, aug, epochs=10_000)
     warm = max(2, settings.get("steps_per_execution", 1))
     model.fit(stream, epochs=1, steps_per_epoch=warm, verbose=0)
@@ -318,10 +334,13 @@ def main():
     ceiling_gflops = max(matmul.values())
     rates = models_training_rates(x, onehot, seed, args.model_images, args.rounds)
     per_model = {}
-    for name, (rate, (model, train, _)) in rates.items():
+    for name, (rate, stream_rate, (model, train, _)) in rates.items():
         gflop = 3 * forward_flops(model) / 1e9  # forward + backward, per training image
         per_model[name] = {
-            "train_img_per_s": round(rate, 1), "batch_size": train["batch_size"], "epochs": train["epochs"],
+            "train_img_per_s": round(rate, 1), "augmentation_img_per_s": round(stream_rate, 1),
+            # Above 1, the stream outpaces training here; below 1, it holds the model back.
+            "augmentation_vs_training": round(stream_rate / rate, 2),
+            "batch_size": train["batch_size"], "epochs": train["epochs"],
             "train_gflop_per_image": round(gflop, 4), "gflops": round(rate * gflop, 1),
             "fraction_of_matmul": round(rate * gflop / ceiling_gflops, 3),
         }
@@ -355,7 +374,8 @@ def main():
     print(f"best float32 matmul: {report['matmul_gflops']}")
     for name, m in per_model.items():
         print(f"{name:>10}: {m['train_img_per_s']:7.1f} img/s x {m['train_gflop_per_image']:.3f} GFLOP = "
-              f"{m['gflops']:5.1f} GFLOP/s, {m['fraction_of_matmul']:.0%} of the matmul rate")
+              f"{m['gflops']:5.1f} GFLOP/s, {m['fraction_of_matmul']:.0%} of the matmul rate; its augmented "
+              f"stream alone {m['augmentation_img_per_s']:.0f} img/s ({m['augmentation_vs_training']:.1f}x training)")
     if "predicted_time_ratio_fast_vs_seed" in report:
         print(f"predicted training time, fast / seed CNN: {report['predicted_time_ratio_fast_vs_seed']:.2f}")
     for name, found in lever_results.items():

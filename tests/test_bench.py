@@ -24,6 +24,9 @@ def test_bench_reports_every_model_the_matmul_fraction_the_time_ratio_and_the_le
     for model in report["models"].values():  # each rate's GFLOP/s and share of the matmul rate agree
         assert model["gflops"] == pytest.approx(model["train_img_per_s"] * model["train_gflop_per_image"], rel=0.01, abs=0.1)
         assert model["fraction_of_matmul"] == pytest.approx(model["gflops"] / ceiling, abs=0.002)
+        # Each model's own augmented stream, alone, beside its training rate.
+        assert model["augmentation_vs_training"] == pytest.approx(
+            model["augmentation_img_per_s"] / model["train_img_per_s"], rel=0.02, abs=0.01)
     # The seed CNN's work per training image, counted by hand: 39.6 M multiply-adds forward
     # (convolutions 1.77 + 18.9 + 18.9 M, dense layers 0.14 M), 2 FLOP each, x3 with the backward pass.
     assert report["models"]["cnn"]["train_gflop_per_image"] == pytest.approx(0.2377, rel=0.03)

@@ -120,17 +120,71 @@ def test_bias_scaled_sgd_scales_bias_gradients_and_adds_l2():
     assert float(dense.bias.numpy()[0]) == pytest.approx(1.0 - 0.1 * (10.0 + 0.5 * 1.0), abs=1e-6)
 
 
-def test_lookahead_moves_slow_weights_toward_fast_ones():
-    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
-    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
-    model.layers[0].kernel.assign([[1.0]])
-    callback = training.Lookahead(every=1, final_decay=0.5, total_steps=10, steps_per_epoch=10)
-    callback.set_model(model)
-    callback.on_train_begin()
-    model.layers[0].kernel.assign([[3.0]])  # a step moved the fast weights
-    model.optimizer.iterations.assign(10)    # the last step: decay = 0.5 * 1**3
-    callback.on_train_batch_end(0)
-    assert float(model.layers[0].kernel.numpy()[0, 0]) == pytest.approx(0.5 * 1.0 + 0.5 * 3.0)
+class CallbackLookahead(keras.callbacks.Callback):
+    """The lookahead this project ran as a callback until it moved into the optimizer: the
+    reference the in-graph one must match. It synced with the host every step."""
+
+    def __init__(self, every, final_decay, total_steps, steps_per_epoch):
+        super().__init__()
+        self.every, self.final_decay = every, final_decay
+        self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
+
+    def on_train_begin(self, logs=None):
+        self.weights = [w for w in self.model.weights if "float" in str(w.dtype)]
+        self.slow = [w.numpy() for w in self.weights]
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every and batch != self.steps_per_epoch - 1:
+            return
+        decay = self.final_decay * min(step / self.total_steps, 1.0) ** 3
+        for weight, slow in zip(self.weights, self.slow):
+            slow *= decay
+            slow += (1.0 - decay) * weight.numpy()
+            weight.assign(slow)
+
+
+def lookahead_run(in_graph, steps_per_execution=1, epochs=2):
+    """Final weights of a small BN network trained 2 epochs of 7 steps with lookahead every 3
+    steps (so an epoch's last step is due too), the same data and start either way."""
+    keras.utils.set_random_seed(3)
+    x = np.random.default_rng(0).normal(size=(112, 8, 8, 3)).astype("float32")
+    y = keras.utils.to_categorical(np.arange(112) % 10, 10)
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, activation="softmax")])
+    steps, total = 7, 7 * epochs
+    settings = {"every": 3, "final_decay": 0.9, "total_steps": total, "steps_per_epoch": steps}
+    optimizer = layers.BiasScaledSGD(
+        learning_rate=0.2, momentum=0.8, nesterov=True, bias_scale=4.0, l2=1e-3,
+        **({"lookahead_every": 3, "lookahead_decay": 0.9, "total_steps": total, "steps_per_epoch": steps} if in_graph else {}))
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", steps_per_execution=steps_per_execution)
+    optimizer.watch(model.weights)
+    callbacks = [training.StartLookahead()] if in_graph else [CallbackLookahead(**settings)]
+    model.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks)
+    return [w.numpy() for w in model.weights]
+
+
+def test_the_in_graph_lookahead_gives_the_weights_of_the_callback_it_replaced():
+    reference, in_graph = lookahead_run(in_graph=False), lookahead_run(in_graph=True)
+    start = lookahead_run(in_graph=False, epochs=0)
+    assert all(not np.allclose(a, b) for a, b in zip(reference, start) if np.ndim(a))  # every weight moved
+    for a, b in zip(reference, in_graph, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_the_in_graph_lookahead_works_with_steps_per_execution():
+    """7 steps an epoch run as executions of 8 steps (Keras cuts the last short): lookahead still
+    acts at its own steps, which a batch callback (called once per execution) could not."""
+    for a, b in zip(lookahead_run(in_graph=True), lookahead_run(in_graph=True, steps_per_execution=8), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_lookahead_without_watched_weights_is_a_clear_error():
+    dense = keras.layers.Dense(1)
+    dense.build((None, 1))
+    optimizer = layers.BiasScaledSGD(learning_rate=0.1, lookahead_every=2, lookahead_decay=0.5, total_steps=4)
+    with pytest.raises(ValueError, match=r"needs optimizer.watch\(model.weights\)"):
+        optimizer.apply([keras.ops.ones((1, 1)), keras.ops.ones((1,))], [dense.kernel, dense.bias])
 
 
 def test_the_fast_recipe_trains_and_validates_as_configured(tmp_path):

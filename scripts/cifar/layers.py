@@ -84,15 +84,53 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "start": self.start, "end": self.end}
 
 
+class _SlowWeights:
+    """Lookahead's slow copies: plain tf.Variables, not the optimizer's own, so that neither a
+    saved model nor a resume backup holds them (they equal the weights at every epoch's end)."""
+
+    def __init__(self, weights):
+        import tensorflow as tf
+
+        self.weights = [w.value for w in weights]  # the tf.Variables behind Keras' variables
+        self.slow = [tf.Variable(tf.zeros(w.shape, w.dtype), trainable=False, name="lookahead_slow")
+                     for w in self.weights]
+
+
 @keras.saving.register_keras_serializable(package="cifar")
 class BiasScaledSGD(keras.optimizers.SGD):
     """SGD whose bias (BN beta, dense bias) gradients are scaled by `bias_scale` (a higher learning
     rate for them, as airbench), with coupled L2 weight decay `l2` added to every gradient (it
-    passes through the momentum, as PyTorch's SGD weight_decay does)."""
+    passes through the momentum, as PyTorch's SGD weight_decay does).
 
-    def __init__(self, bias_scale=1.0, l2=0.0, **kwargs):
+    With `lookahead_every` > 0, airbench's lookahead, in the graph: every `lookahead_every` steps,
+    and at each epoch's last step (so validation and the backup see the same weights), the slow
+    weights move toward the fast ones, slow = decay * slow + (1 - decay) * fast, and the model
+    continues from them. `decay` grows as lookahead_decay * (step / total_steps)**3: no averaging
+    early, strong averaging at the end. The weights it averages are those given to `watch` (the
+    model's float weights, BatchNormalization's moving statistics included); `start_lookahead`
+    sets the slow copies to the weights, before the first step of a run or of a resumed run
+    (cifar.training calls it at the first epoch's start, after a resume has restored the
+    weights). No step waits on the host, and it works with any `steps_per_execution`.
+    """
+
+    def __init__(self, bias_scale=1.0, l2=0.0, lookahead_every=0, lookahead_decay=0.0, total_steps=1,
+                 steps_per_epoch=1, **kwargs):
         super().__init__(**kwargs)
         self.bias_scale, self.l2 = float(bias_scale), float(l2)
+        self.lookahead_every, self.lookahead_decay = int(lookahead_every), float(lookahead_decay)
+        self.total_steps, self.steps_per_epoch = int(total_steps), int(steps_per_epoch)
+        self._lookahead = None
+
+    def watch(self, weights):
+        """Average these weights (a model's `weights`: its float ones take part). Call it in the
+        strategy's scope, after compile and before fit."""
+        if self.lookahead_every:
+            self._lookahead = _SlowWeights([w for w in weights if "float" in str(w.dtype)])
+
+    def start_lookahead(self):
+        """slow = weights, now (eagerly, between steps)."""
+        for slow, weight in zip(self._lookahead.slow, self._lookahead.weights):
+            slow.assign(weight.read_value())
 
     def apply(self, grads, trainable_variables=None):
         variables = trainable_variables if trainable_variables is not None else self._trainable_variables
@@ -104,10 +142,47 @@ class BiasScaledSGD(keras.optimizers.SGD):
                 if self.l2:
                     grad = grad + self.l2 * variable.value
             scaled.append(grad)
-        return super().apply(scaled, trainable_variables)
+        if not self.lookahead_every:
+            return super().apply(scaled, trainable_variables)
+        if self._lookahead is None:
+            raise ValueError("BiasScaledSGD with lookahead_every > 0 needs optimizer.watch(model.weights) "
+                             "after compile and before fit")
+        result = super().apply(scaled, trainable_variables)
+        self._in_cross_replica(self._step)
+        return result
+
+    @staticmethod
+    def _in_cross_replica(fn):
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        if context is None:  # already in cross-replica context
+            return fn(tf.distribute.get_strategy())
+        return context.merge_call(fn)
+
+    def _step(self, strategy):
+        import tensorflow as tf
+
+        state = self._lookahead
+        step = tf.cast(self.iterations.value.read_value(), tf.int64)  # this step's number, counted from 1
+        due = tf.logical_or(tf.equal(step % self.lookahead_every, 0), tf.equal(step % self.steps_per_epoch, 0))
+        fraction = tf.minimum(tf.cast(step, tf.float32) / self.total_steps, 1.0)
+        decay = self.lookahead_decay * fraction**3
+
+        def blend():
+            for slow, weight in zip(state.slow, state.weights):
+                strategy.extended.update(
+                    slow, lambda s, w: s.assign(tf.cast(decay, s.dtype) * s + tf.cast(1 - decay, s.dtype) * w),
+                    args=(weight,))
+                strategy.extended.update(weight, lambda w, s: w.assign(s), args=(slow,))
+            return tf.constant(True)
+
+        tf.cond(due, blend, lambda: tf.constant(False))
 
     def get_config(self):
-        return {**super().get_config(), "bias_scale": self.bias_scale, "l2": self.l2}
+        return {**super().get_config(), "bias_scale": self.bias_scale, "l2": self.l2,
+                "lookahead_every": self.lookahead_every, "lookahead_decay": self.lookahead_decay,
+                "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch}
 
 
 @keras.saving.register_keras_serializable(package="cifar")

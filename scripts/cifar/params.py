@@ -57,6 +57,10 @@ def _boolean(value):
     return None if isinstance(value, bool) else "true or false"
 
 
+def _auto_or_boolean(value):
+    return None if value == "auto" or isinstance(value, bool) else "auto, true or false"
+
+
 def _choice(*options):
     def check(value):
         return None if value in options else "one of " + ", ".join(map(str, options))
@@ -167,6 +171,8 @@ SCHEMA = {
             "plateau_patience": _number(int, 0),
             "augment": _boolean,
             "distribute": _choice("default", "mirrored", "multi_worker"),
+            "steps_per_execution": _number(int, 1, 10_000),
+            "jit_compile": _auto_or_boolean,
         },
     },
     "download": {
@@ -212,6 +218,8 @@ SCHEMA = {
             "validate_every": _number(int, 1, 10_000),
             "drop_last": _boolean,
             "distribute": _choice("default", "mirrored", "multi_worker"),
+            "steps_per_execution": _number(int, 1, 10_000),
+            "jit_compile": _auto_or_boolean,
         },
     },
 }

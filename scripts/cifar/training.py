@@ -326,40 +326,6 @@ class ResumeMonitors(keras.callbacks.Callback):
         print(f"Resuming at epoch {start + 1}: replayed {len(rows)} finished epochs into the callbacks")
 
 
-class Lookahead(keras.callbacks.Callback):
-    """airbench's lookahead: every `every` steps, and at each epoch's last step (so validation and
-    the backup see the same weights), the slow weights move toward the fast ones,
-    slow = decay * slow + (1 - decay) * fast, and the model continues from them. `decay` grows as
-    final_decay * (step / total_steps)**3: no averaging early, strong averaging at the end. All
-    float weights take part, BatchNormalization's moving statistics included."""
-
-    def __init__(self, every, final_decay, total_steps, steps_per_epoch):
-        super().__init__()
-        self.every, self.final_decay = every, final_decay
-        self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
-
-    def on_train_begin(self, logs=None):
-        self.weights = [w for w in self.model.weights if "float" in str(w.dtype)]
-        self.slow = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        # Not in on_train_begin: Keras calls on_train_begin in list order, and BackupAndRestore,
-        # which comes later, restores a resumed run's weights there. By the first epoch's begin
-        # every on_train_begin has run, so the slow copy holds the restored weights.
-        if self.slow is None:
-            self.slow = [w.numpy() for w in self.weights]
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
-        if step % self.every and batch != self.steps_per_epoch - 1:
-            return
-        decay = self.final_decay * min(step / self.total_steps, 1.0) ** 3
-        for weight, slow in zip(self.weights, self.slow):
-            slow *= decay
-            slow += (1.0 - decay) * weight.numpy()
-            weight.assign(slow)
-
-
 def recipe(train_cfg, steps_per_epoch):
     """(optimizer, loss, the recipe's callbacks, those of them whose counters a resume replays)
     for `train_cfg`.
@@ -368,7 +334,7 @@ def recipe(train_cfg, steps_per_epoch):
     per-epoch decay, ReduceLROnPlateau and EarlyStopping (their counters are replayed after a
     resume). `sgd_nesterov` is airbench's: SGD
     with Nesterov momentum on a warm-up/decay schedule per step, label smoothing, a higher learning
-    rate for biases, coupled L2 weight decay and lookahead.
+    rate for biases, coupled L2 weight decay and lookahead (inside the optimizer: no callback).
     """
     if train_cfg.get("optimizer", "adam") == "adam":
         early = keras.callbacks.EarlyStopping(
@@ -389,10 +355,43 @@ def recipe(train_cfg, steps_per_epoch):
     schedule = WarmupDecay(train_cfg["learning_rate"], total, round(train_cfg["warmup_fraction"] * total), start, end)
     optimizer = BiasScaledSGD(learning_rate=schedule, momentum=train_cfg["momentum"], nesterov=True,
                               bias_scale=train_cfg["bias_lr_scale"],
-                              l2=train_cfg["weight_decay"] / train_cfg["learning_rate"])
+                              l2=train_cfg["weight_decay"] / train_cfg["learning_rate"],
+                              lookahead_every=train_cfg["lookahead_every"],
+                              lookahead_decay=train_cfg["lookahead_decay"], total_steps=total,
+                              steps_per_epoch=steps_per_epoch)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg["label_smoothing"])
-    lookahead = Lookahead(train_cfg["lookahead_every"], train_cfg["lookahead_decay"], total, steps_per_epoch)
-    return optimizer, loss, [lookahead], []
+    return optimizer, loss, [], []
+
+
+class StartLookahead(keras.callbacks.Callback):
+    """Sets the optimizer's lookahead slow weights to the model's at the first epoch's start: after
+    every on_train_begin, so after BackupAndRestore has restored a resumed run's weights (Keras
+    calls on_train_begin in list order), and before the first step changes BatchNormalization's
+    moving statistics. An epoch hook only: Keras still dispatches the steps without waiting."""
+
+    def on_train_begin(self, logs=None):
+        self._started = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._started:
+            self._started = True
+            self.model.optimizer.start_lookahead()
+
+
+def compile_for(model, train_cfg, steps_per_epoch):
+    """Compile `model` with its recipe (`recipe`) and the recipe's execution settings:
+    `steps_per_execution` (steps per call into the graph, default 1) and `jit_compile` (XLA:
+    true, false, or auto, Keras' choice: off on a CPU, on where a GPU can take it). Returns the
+    recipe's callbacks and those whose counters a resume replays. Call it in the strategy's scope."""
+    optimizer, loss, callbacks, monitors = recipe(train_cfg, steps_per_epoch)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"],
+                  steps_per_execution=train_cfg.get("steps_per_execution", 1),
+                  jit_compile=train_cfg.get("jit_compile", "auto"))
+    if getattr(optimizer, "lookahead_every", 0):  # it averages every float weight, not only the trainable ones
+        optimizer.watch(model.weights)
+        optimizer.start_lookahead()  # a fit without the callback (bench) starts from these weights
+        callbacks = [*callbacks, StartLookahead()]
+    return callbacks, monitors
 
 
 def read_history(path):
@@ -632,8 +631,7 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
             for layer in model._flatten_layers():
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.synchronized = True
-        optimizer, loss, recipe_callbacks, monitors = recipe(train_cfg, steps)
-        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+        recipe_callbacks, monitors = compile_for(model, train_cfg, steps)
     if task:  # every worker starts from the chief's weights (a phase's model is built on the chief only)
         weights_from_chief(strategy, model, chief)
 
@@ -701,6 +699,8 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
         "params": int(model.count_params()),
         "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         "devices": strategy.num_replicas_in_sync,
+        "steps_per_execution": int(train_cfg.get("steps_per_execution", 1)),
+        "jit_compile": bool(model.jit_compile),
     }
     nan = [int(r["epoch"]) + 1 for r in rows if not np.isfinite(r["loss"])]
     if nan:  # TerminateOnNaN stopped the run: the caller decides whether the checkpoint may stand
