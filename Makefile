@@ -20,7 +20,7 @@ QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500 -S shared.
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock-gpu repro quick test bench sizes int8-study export pull serve plots dag clean-venv
+.PHONY: help setup lock-gpu gpu-check repro quick test bench sizes int8-study export pull serve plots dag clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -67,6 +67,18 @@ test: setup ## run the test suite
 
 bench: setup ## measure training img/s of every model (and against the machine's matmul rate), augmentation, speed levers
 	python scripts/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out reports/bench.json
+
+GPU_CHECK := build/gpu_check
+gpu-check: ## on a GPU machine: the GPU set-up, make bench, the fast model on the real data -> reports/bench_gpu.json
+	$(MAKE) setup GPU=1
+	python -c 'import tensorflow as tf, sys; sys.exit(0 if tf.config.list_physical_devices("GPU") else "make gpu-check: TensorFlow sees no GPU here")'
+	mkdir -p $(GPU_CHECK)
+	python scripts/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out $(GPU_CHECK)/bench.json
+	dvc repro prepare
+	python scripts/train_cnn.py --name fast --data data/prepared/cifar10.npz --model $(GPU_CHECK)/fast.keras \
+		--history $(GPU_CHECK)/fast.csv --metrics $(GPU_CHECK)/fast.json --state $(GPU_CHECK)/state
+	python scripts/tools/gpu_check.py --bench $(GPU_CHECK)/bench.json --train-metrics $(GPU_CHECK)/fast.json \
+		--model $(GPU_CHECK)/fast.keras --data data/prepared/cifar10.npz --out reports/bench_gpu.json
 
 sizes: setup ## MobileNetV2 input size against test accuracy and time, one DVC experiment per size (SIZES="32 96")
 	python scripts/mobilenet_sizes.py $(if $(SIZES),--sizes $(SIZES))
