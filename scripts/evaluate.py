@@ -106,7 +106,7 @@ def main():
                 calibrated = metrics["calibration"]
                 bins = evaluation.calibration_bins(probabilities, arrays["y_test"], cfg["calibration_bins"])
                 scaled = evaluation.calibration_bins(
-                    evaluation.with_temperature(probabilities, calibrated["temperature"]), arrays["y_test"],
+                    evaluation.temperature_scaled(probabilities, calibrated["temperature"]), arrays["y_test"],
                     cfg["calibration_bins"])
                 evaluation.write_rows(plot_dirs["reliability"] / f"{name}.csv", ["confidence", "accuracy", "count"],
                                       [(round(b["confidence"], 4), round(b["accuracy"], 4), b["count"]) for b in bins])

@@ -39,11 +39,11 @@ def calibrated(model, arrays):
     y_val = arrays["y_val"]
     probabilities = model.predict(arrays["x_val"].astype(np.float32), batch_size=256, verbose=0)
     temperature = evaluation.fit_temperature(probabilities, y_val)
-    return export.with_temperature(model, temperature), {
+    return export.calibrated_model(model, temperature), {
         "temperature": temperature, "fitted_on": "val split",
         "val_nll": evaluation.negative_log_likelihood(probabilities, y_val),
         "val_nll_temperature_scaled": evaluation.negative_log_likelihood(
-            evaluation.with_temperature(probabilities, temperature), y_val),
+            evaluation.temperature_scaled(probabilities, temperature), y_val),
     }
 
 

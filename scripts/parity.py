@@ -113,7 +113,7 @@ def main():
     if meta.get("temperature"):  # the artifacts are calibrated: compare them with Keras calibrated alike
         from cifar import evaluation
 
-        reference = evaluation.with_temperature(reference, meta["temperature"]["temperature"]).astype(np.float32)
+        reference = evaluation.temperature_scaled(reference, meta["temperature"]["temperature"]).astype(np.float32)
     # The Keras model is the reference: its row has its accuracy, and no agreement with itself.
     keras_accuracy = float(np.mean(reference.argmax(axis=1) == y))
     results = {"keras": {"accuracy": keras_accuracy, "bytes": args.model.stat().st_size, **timing}}

@@ -113,7 +113,7 @@ def test_temperature_scaling_lowers_the_val_nll_and_the_ece_and_keeps_the_predic
     assert result["temperature"] > 1  # overconfident: softened
     assert result["val_nll_temperature_scaled"] < result["val_nll"] - 0.1
     assert result["ece_temperature_scaled"] < result["ece"] / 3 and result["nll_temperature_scaled"] < result["nll"]
-    scaled = evaluation.with_temperature(test, result["temperature"])
+    scaled = evaluation.temperature_scaled(test, result["temperature"])
     np.testing.assert_array_equal(scaled.argmax(axis=1), test.argmax(axis=1))
     np.testing.assert_allclose(scaled.sum(axis=1), 1.0, atol=1e-9)
     assert evaluation.negative_log_likelihood(test, y_test) == pytest.approx(

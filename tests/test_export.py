@@ -74,15 +74,15 @@ def test_a_temperature_rescales_the_logits_of_sequential_and_functional_models()
     logits = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs)))
     functional = keras.Model(inputs, keras.layers.Activation("softmax", name="probabilities")(logits))
     for model in (cnn, functional):
-        scaled = export.with_temperature(model, 0.5)
-        expected = evaluation.with_temperature(model.predict(x, verbose=0), 0.5)
+        scaled = export.calibrated_model(model, 0.5)
+        expected = evaluation.temperature_scaled(model.predict(x, verbose=0), 0.5)
         np.testing.assert_allclose(scaled.predict(x, verbose=0), expected, atol=1e-5)
         assert (scaled.predict(x, verbose=0).argmax(1) == model.predict(x, verbose=0).argmax(1)).all()
-    assert isinstance(export.with_temperature(cnn, 2.0), keras.Sequential)
-    assert export.fold_batchnorm_after_activation(export.with_temperature(cnn, 2.0))[1] == 1  # int8 folding still applies
+    assert isinstance(export.calibrated_model(cnn, 2.0), keras.Sequential)
+    assert export.fold_batchnorm_after_activation(export.calibrated_model(cnn, 2.0))[1] == 1  # int8 folding still applies
     no_softmax = keras.Model(inputs, logits)
     with pytest.raises(export.ExportError, match="is not a softmax"):
-        export.with_temperature(no_softmax, 2.0)
+        export.calibrated_model(no_softmax, 2.0)
 
 
 @pytest.fixture(scope="module")
@@ -269,4 +269,4 @@ def test_a_shipped_temperature_is_in_every_artifact_and_checked_by_parity(pipeli
     x = data.load_prepared(prepared)["x_test"]
     keras_model = inference.load(model)
     shipped = inference.load(out / "cnn_float32.tflite").predict(x)
-    np.testing.assert_allclose(shipped, evaluation.with_temperature(keras_model.predict(x), temperature), atol=1e-4)
+    np.testing.assert_allclose(shipped, evaluation.temperature_scaled(keras_model.predict(x), temperature), atol=1e-4)

@@ -78,7 +78,7 @@ def keras_top1(repo, name, pixels):
     probabilities = model.predict(pixels[None].astype(np.float32), verbose=0)
     meta = json.loads((repo / "models" / "export" / name / "metadata.json").read_text())
     if meta.get("temperature"):
-        probabilities = evaluation.with_temperature(probabilities, meta["temperature"]["temperature"])
+        probabilities = evaluation.temperature_scaled(probabilities, meta["temperature"]["temperature"])
     probabilities = probabilities[0]
     return data.CLASS_NAMES[int(probabilities.argmax())], probabilities
 

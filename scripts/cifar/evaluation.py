@@ -75,7 +75,7 @@ def negative_log_likelihood(probabilities, y):
     return float(log_loss(y, probabilities, labels=range(probabilities.shape[1])))
 
 
-def with_temperature(probabilities, temperature):
+def temperature_scaled(probabilities, temperature):
     """softmax(log p / T): the model's probabilities at temperature T (T > 1 softens them)."""
     logits = np.log(np.clip(probabilities.astype(np.float64), 1e-12, 1.0)) / temperature
     logits -= logits.max(axis=1, keepdims=True)
@@ -88,7 +88,7 @@ def fit_temperature(probabilities, y):
     scalar, fitted on the val split (temperature scaling, Guo et al. 2017). Accuracy is unchanged."""
     from scipy.optimize import minimize_scalar
 
-    found = minimize_scalar(lambda log_t: negative_log_likelihood(with_temperature(probabilities, np.exp(log_t)), y),
+    found = minimize_scalar(lambda log_t: negative_log_likelihood(temperature_scaled(probabilities, np.exp(log_t)), y),
                             bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-4})
     return float(np.exp(found.x))
 
@@ -96,7 +96,7 @@ def fit_temperature(probabilities, y):
 def calibration(val_probabilities, y_val, test_probabilities, y_test, bins=15):
     """ECE and NLL on the test set, the temperature fitted on val, and both again with it."""
     temperature = fit_temperature(val_probabilities, y_val)
-    scaled = with_temperature(test_probabilities, temperature)
+    scaled = temperature_scaled(test_probabilities, temperature)
     return {
         "ece": expected_calibration_error(test_probabilities, y_test, bins),
         "nll": negative_log_likelihood(test_probabilities, y_test),
@@ -104,7 +104,7 @@ def calibration(val_probabilities, y_val, test_probabilities, y_test, bins=15):
         "ece_temperature_scaled": expected_calibration_error(scaled, y_test, bins),
         "nll_temperature_scaled": negative_log_likelihood(scaled, y_test),
         "val_nll": negative_log_likelihood(val_probabilities, y_val),
-        "val_nll_temperature_scaled": negative_log_likelihood(with_temperature(val_probabilities, temperature), y_val),
+        "val_nll_temperature_scaled": negative_log_likelihood(temperature_scaled(val_probabilities, temperature), y_val),
         "bins": bins,
     }
 
