@@ -167,10 +167,9 @@ def read_history(path, stage):
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: it is written by the '{stage}' stage; run `dvc repro {stage}`")
     try:
-        rows = training.read_history(path)
+        rows = training.read_history(path)  # floats already; every column the plots need must be there
         for row in rows:
-            for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"):
-                row[key] = float(row[key])
+            [row[key] for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr")]
     except (KeyError, ValueError, TypeError, csv.Error) as err:
         raise outputs.StageError(f"{path} is not a history CSV ({type(err).__name__}: {err}); it is written by the "
                                  f"'{stage}' stage: run `dvc repro --force {stage}`") from None

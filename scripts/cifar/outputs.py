@@ -232,14 +232,14 @@ def read_json(path, stage, needs=()):
         value = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise StageError(f"{path} is not readable JSON ({type(err).__name__}: {err}); {rerun}") from None
+    if not isinstance(value, dict):
+        raise StageError(f"{path} is not a JSON object; {rerun}")
     for dotted in needs:
         node = value
         for part in dotted.split("."):
             if not isinstance(node, dict) or part not in node:
                 raise StageError(f"{path} lacks '{dotted}' (an older or damaged file); {rerun}")
             node = node[part]
-    if not isinstance(value, dict):
-        raise StageError(f"{path} is not a JSON object; {rerun}")
     return value
 
 
