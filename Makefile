@@ -60,35 +60,35 @@ repro: setup ## run the whole pipeline (dvc repro); offline: CIFAR10_ARCHIVE=pat
 
 quick: setup ## run the pipeline on a small slice as a DVC experiment (workspace untouched)
 	dvc exp run --temp $(QUICK_PARAMS)
-	python scripts/exp_table.py   # the newest experiment's test accuracy and export targets
+	python scripts/tools/exp_table.py   # the newest experiment's test accuracy and export targets
 
 test: setup ## run the test suite
 	python -m pytest
 
 bench: setup ## measure training img/s of every model (and against the machine's matmul rate), augmentation, speed levers
-	python scripts/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out reports/bench.json
+	python scripts/tools/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out reports/studies/bench/bench.json
 
 GPU_CHECK := build/gpu_check
-gpu-check: ## on a GPU machine: the GPU set-up, make bench, the fast model on the real data -> reports/bench_gpu.json
+gpu-check: ## on a GPU machine: the GPU set-up, make bench, the fast model on the real data -> reports/studies/bench/gpu.json
 	$(MAKE) setup GPU=1
 	python -c 'import tensorflow as tf, sys; sys.exit(0 if tf.config.list_physical_devices("GPU") else "make gpu-check: TensorFlow sees no GPU here")'
 	mkdir -p $(GPU_CHECK)
-	python scripts/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out $(GPU_CHECK)/bench.json
+	python scripts/tools/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out $(GPU_CHECK)/bench.json
 	dvc repro prepare
 	python scripts/train_cnn.py --name fast --data data/prepared/cifar10.npz --model $(GPU_CHECK)/fast.keras \
 		--history $(GPU_CHECK)/fast.csv --metrics $(GPU_CHECK)/fast.json --state $(GPU_CHECK)/state
 	python scripts/tools/gpu_check.py --bench $(GPU_CHECK)/bench.json --train-metrics $(GPU_CHECK)/fast.json \
-		--model $(GPU_CHECK)/fast.keras --data data/prepared/cifar10.npz --out reports/bench_gpu.json
+		--model $(GPU_CHECK)/fast.keras --data data/prepared/cifar10.npz --out reports/studies/bench/gpu.json
 
 sizes: setup ## MobileNetV2 input size against test accuracy and time, one DVC experiment per size (SIZES="32 96")
-	python scripts/mobilenet_sizes.py $(if $(SIZES),--sizes $(SIZES))
+	python scripts/tools/mobilenet_sizes.py $(if $(SIZES),--sizes $(SIZES))
 
-int8-study: setup ## every post-training quantization option of each trained model, measured: reports/int8_study/<model>.json (MODELS="cnn")
+int8-study: setup ## every post-training quantization option of each trained model, measured: reports/studies/int8/<model>.json (MODELS="cnn")
 	@names="$(MODELS)"; [ -n "$$names" ] || names=$$(cd scripts && python -c 'from cifar import params; print(*params.load(["models"], "../params.yaml")["models"])'); \
 	for name in $$names; do \
 		[ -f models/trained/$$name.keras ] || { echo "make int8-study: models/trained/$$name.keras not found: train it first (dvc repro, or make pull)" >&2; exit 1; }; \
-		python scripts/int8_study.py --name $$name --model models/trained/$$name.keras \
-			--data data/prepared/cifar10.npz --out reports/int8_study/$$name.json || exit 1; \
+		python scripts/tools/int8_study.py --name $$name --model models/trained/$$name.keras \
+			--data data/prepared/cifar10.npz --out reports/studies/int8/$$name.json || exit 1; \
 	done
 
 export: setup ## export the trained models (SavedModel, TF-Lite, TF.js) and check each on the test set
@@ -102,10 +102,10 @@ pull: setup ## fetch every pipeline output (data, models, exports) from the DVC 
 	dvc status   # "Data and pipelines are up to date.": nothing to recompute
 
 serve: setup ## serve the browser demo (web/) with the exported TF.js models; PORT=8000
-	python scripts/serve.py --port $(PORT)
+	python scripts/tools/serve.py --port $(PORT)
 
 plots: setup ## render every DVC plot to reports/plots/index.html, viewable offline
-	python scripts/plots_template.py --out build/plots_template.html
+	python scripts/tools/plots_template.py --out build/plots_template.html
 	dvc plots show --html-template build/plots_template.html -o reports/plots
 
 dag: setup ## draw the stage graph

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar import data, evaluation, outputs, params, training
+from cifar import data, evaluation, models, outputs, params, training
 
 TRAIN_KEYS = ("params", "best_val_accuracy", "best_epoch", "epochs_run", "wall_time_s", "train_img_per_s")
-PLOT_DIRS = ("accuracy", "loss", "lr", "confusion", "per_class", "reliability")
+PLOT_DIRS = ("confusion", "per_class", "reliability")  # the training curves are DVCLive's (reports/live/NAME/)
 SCHEMA = {  # params.yaml `evaluate`
     "batch_size": params.number(int, 1, 65_536),
     "misclassified_images": params.number(int, 0, 120),
@@ -68,6 +68,8 @@ def main():
     parser.add_argument("--metrics", required=True, type=Path)
     parser.add_argument("--plots", required=True, type=Path, help="folder for the DVC plot data")
     parser.add_argument("--figures", required=True, type=Path)
+    parser.add_argument("--charts", required=True, type=Path,
+                        help="folder for the git-tracked charts (accuracy against time, robustness)")
     parser.add_argument("--summary", required=True, type=Path)
     args = parser.parse_args()
     loaded_params = params.load(["models", "evaluate"], schemas={"evaluate": SCHEMA})
@@ -76,7 +78,7 @@ def main():
     # Every input is checked before the slow part starts.
     for path in (args.metrics, args.summary):
         outputs.check_output(path)
-    loaded = {name: evaluation.load_model(args.models / f"{name}.keras", entry["stage"])
+    loaded = {name: models.trained(name, entry, args.models)
               for name, entry in registry.items()}
     trained, histories = {}, {}
     for name, entry in registry.items():
@@ -102,7 +104,7 @@ def main():
                     name, model, arrays, names, cfg["batch_size"], cfg["calibration_bins"])
                 results[name] = metrics
                 history = histories[name]  # epochs 1-based
-                write_plot_data(plot_dirs, name, history, arrays["y_test"], predicted, names, metrics)
+                write_plot_data(plot_dirs, name, arrays["y_test"], predicted, names, metrics)
                 calibrated = metrics["calibration"]
                 bins = evaluation.calibration_bins(probabilities, arrays["y_test"], cfg["calibration_bins"])
                 scaled = evaluation.calibration_bins(
@@ -136,8 +138,10 @@ def main():
                     "size_mb": (args.models / f"{name}.keras").stat().st_size / 1e6,
                     **{k: trained[name][k] for k in TRAIN_KEYS},
                 })
-        evaluation.save_figure(evaluation.accuracy_against_time(summary_rows),
-                               figures / "accuracy_vs_training_time.png")
+    with outputs.atomic_path(args.charts, is_dir=True) as charts:
+        charts.mkdir(parents=True, exist_ok=True)
+        evaluation.save_chart(evaluation.accuracy_against_time(summary_rows), charts / "accuracy_vs_training_time.png")
+        evaluation.save_chart(evaluation.robustness_against_severity(summary_rows, robustness), charts / "robustness.png")
     evaluation.write_rows(args.plots / "accuracy_vs_time.csv", ["model", "train_minutes", "test_accuracy"],
                           [(r["model"], round(r["wall_time_s"] / 60, 2), round(r["test_accuracy"], 4))
                            for r in summary_rows])
@@ -157,7 +161,8 @@ def main():
             + "\n## Robustness and calibration\n\n"
             + evaluation.quality_markdown(summary_rows, robustness["data"]["test_images"],
                                           len(robustness[summary_rows[0]["model"]]["corruptions"]))
-            + "\n![test accuracy against training time](figures/evaluate/accuracy_vs_training_time.png)\n"
+            + f"\n![test accuracy against training time]({chart_link(args.charts, args.summary, 'accuracy_vs_training_time.png')})\n"
+            + f"\n![accuracy on corrupted test images]({chart_link(args.charts, args.summary, 'robustness.png')})\n"
         )
     print(f"Wrote {args.metrics}, {args.plots}/, {args.figures}/ and {args.summary}")
 
@@ -179,14 +184,15 @@ def read_history(path, stage):
     return rows
 
 
-def write_plot_data(dirs, name, history, y_true, predicted, names, metrics):
-    """NAME.csv in each DVC plot folder: curves, confusion pairs, per-class accuracy."""
-    epochs = [int(r["epoch"]) for r in history]
-    evaluation.write_rows(dirs["accuracy"] / f"{name}.csv", ["epoch", "train", "val"],
-                          [(e, r["accuracy"], r["val_accuracy"]) for e, r in zip(epochs, history)])
-    evaluation.write_rows(dirs["loss"] / f"{name}.csv", ["epoch", "train", "val"],
-                          [(e, r["loss"], r["val_loss"]) for e, r in zip(epochs, history)])
-    evaluation.write_rows(dirs["lr"] / f"{name}.csv", ["epoch", "lr"], [(e, r["lr"]) for e, r in zip(epochs, history)])
+def chart_link(charts, summary, name):
+    """The chart's path relative to the summary's folder, as Markdown links it."""
+    import os
+
+    return Path(os.path.relpath(charts / name, summary.parent)).as_posix()
+
+
+def write_plot_data(dirs, name, y_true, predicted, names, metrics):
+    """NAME.csv in each DVC plot folder: confusion pairs, per-class accuracy."""
     evaluation.write_predictions(dirs["confusion"] / f"{name}.csv", y_true, predicted, names)
     evaluation.write_rows(dirs["per_class"] / f"{name}.csv", ["class", "accuracy"],
                           [(n, round(metrics["per_class"][n]["accuracy"], 4)) for n in names])

@@ -71,7 +71,8 @@ def main():
                                 f"It is written by the '{stage}' stage; run `dvc repro {stage}` "
                                 f"(or `make export`, which runs every stage it needs)")
     arrays = data.load_prepared(args.data)
-    model = inference.load(args.model).model  # a ModelError names the file if it is not a Keras model
+    # The model a user runs: test-time augmentation at the registry entry's level, inside every artifact.
+    model = inference.load(args.model, entry["tta"]).model  # a ModelError names the file if it is not a Keras model
     calibration = None
     if settings["temperature"] == "val":
         model, calibration = calibrated(model, arrays)

@@ -23,7 +23,8 @@ import re
 import shutil
 from pathlib import Path
 
-from cifar import data, mobilenet, outputs
+from cifar import data, outputs
+from cifar.models import mobilenet
 
 IMAGENET_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"

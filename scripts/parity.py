@@ -5,7 +5,7 @@ Usage: python scripts/parity.py --name cnn --model models/trained/cnn.keras --ex
 
 Each artifact runs where its users run it: the SavedModel in TensorFlow, the .tflite files in
 ai_edge_litert's Interpreter, the TF.js model in Node.js on the WASM backend
-(scripts/tfjs_predict.mjs). For each: test accuracy, top-1 agreement with the Keras model, the
+(scripts/cifar/tfjs_predict.mjs). For each: test accuracy, top-1 agreement with the Keras model, the
 largest absolute difference in any class probability, size, median single-image latency and
 batch throughput. Targets: float formats agree with Keras on >= 99.9% of the test images; the
 int8 model is <= 30% of the float32 model's size and loses <= 0.5 points of accuracy.
@@ -101,7 +101,7 @@ def main():
     batch, runs = cfg["batch_size"], cfg["latency_runs"]
 
     name = args.name
-    params.model_entry(name)  # a name the registry does not know stops here
+    entry, _ = params.model_entry(name)  # a name the registry does not know stops here
     meta_path = args.export / "metadata.json"
     meta = outputs.read_json(meta_path, f"export@{name}", needs=["artifacts"])
     arrays = data.load_prepared(args.data)
@@ -109,7 +109,7 @@ def main():
     if not len(x):
         raise ValueError(f"{args.data} has no test images to check against")
 
-    reference, timing = measure(inference.load(args.model), x, batch, runs)
+    reference, timing = measure(inference.load(args.model, entry["tta"]), x, batch, runs)
     if meta.get("temperature"):  # the artifacts are calibrated: compare them with Keras calibrated alike
         from cifar import evaluation
 

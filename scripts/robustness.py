@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar import corruptions, data, evaluation, outputs, params
+from cifar import corruptions, data, evaluation, models, outputs, params
 
 SCHEMA = {  # params.yaml `robustness`
     "images": params.number(int, 0, 10_000),
@@ -80,7 +80,7 @@ def main():
     registry, cfg, seed = loaded_params["models"], loaded_params["robustness"], loaded_params["shared"]["seed"]
 
     outputs.check_output(args.metrics)
-    models = {name: evaluation.load_model(args.models / f"{name}.keras", entry["stage"])
+    loaded = {name: models.trained(name, entry, args.models)
               for name, entry in registry.items()}
     arrays = data.load_prepared(args.data)
     count = min(cfg["images"] or len(arrays["y_test"]), len(arrays["y_test"]))
@@ -93,7 +93,7 @@ def main():
         figures = stack.enter_context(outputs.atomic_path(args.figures, is_dir=True))
         plots.mkdir(parents=True, exist_ok=True)
         figures.mkdir(parents=True, exist_ok=True)
-        for name, model in models.items():
+        for name, model in loaded.items():
             result = measure(model, clean, labels, corrupted, cfg["batch_size"])
             results[name] = result
             print(f"{name}: clean {result['clean_accuracy']:.2%}, mean over {len(corrupted)} corrupted sets "

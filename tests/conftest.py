@@ -63,7 +63,9 @@ def require_shared(*paths):
 
 
 def script(name):
-    return str(REPO / "scripts" / f"{name}.py")
+    """The path of a stage script (scripts/NAME.py) or, failing that, of a tool (scripts/tools/NAME.py)."""
+    path = REPO / "scripts" / f"{name}.py"
+    return str(path if path.is_file() else REPO / "scripts" / "tools" / f"{name}.py")
 
 
 @pytest.fixture
@@ -143,7 +145,7 @@ def tiny_pipeline(root, epochs):
     set_param(repo, "train_fast.train.epochs", epochs)
     # The fast model's inference without its 6-view test-time augmentation: 6x less work in every
     # later stage (test_fast exports the model with it).
-    set_param(repo, "train_fast.tta", 0)
+    set_param(repo, "models.fast.tta", 0)
     set_param(repo, "finetune_mobilenet.weights", str(mobilenet_weights(root)))
     # MobileNetV2's recipe in phases as the default has it, at 32 px and one epoch a phase: the
     # default's 128 px costs 16x the work in every stage that runs the model.

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from cifar import evaluation, models
+from cifar import evaluation
+from cifar.models import cnn
 from conftest import REPO, run, script
 
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -49,15 +50,20 @@ def test_training_curves_count_epochs_from_one(tmp_path):
 
 
 def test_missing_model_names_file_and_stage(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"cnn.keras not found: it is written by the 'train_cnn' stage"):
-        evaluation.load_model(tmp_path / "cnn.keras", "train_cnn")
+    from cifar import models
+
+    with pytest.raises(models.ModelError, match=r"cnn.keras not found: it is written by the 'train_cnn' stage"):
+        models.load(tmp_path / "cnn.keras", "train_cnn")
 
 
 def test_corrupt_model_names_file_and_stage(tmp_path):
     bad = tmp_path / "mobilenet.keras"
     bad.write_bytes(b"not a zip file")
-    with pytest.raises(ValueError, match=r"mobilenet.keras is not a readable Keras model .* 'finetune_mobilenet' stage"):
-        evaluation.load_model(bad, "finetune_mobilenet")
+    from cifar import inference, models
+
+    assert inference.ModelError is models.ModelError  # one error type for a model that cannot be loaded
+    with pytest.raises(models.ModelError, match=r"mobilenet.keras is not a readable Keras model .* 'finetune_mobilenet' stage"):
+        models.load(bad, "finetune_mobilenet")
 
 
 def test_evaluate_stage_with_corrupt_model_writes_nothing(workdir, archive):
@@ -71,12 +77,12 @@ def test_evaluate_stage_with_corrupt_model_writes_nothing(workdir, archive):
         "x_train": x_train, "y_train": y_train, "x_val": x_test, "y_val": y_test, "x_test": x_test,
         "y_test": y_test, "class_names": np.array(names), "archive_sha256": np.array(sha)})
     (workdir / "trained").mkdir()
-    keras.saving.save_model(models.build_cnn(filters=(4, 4, 4), dense_units=8), workdir / "trained" / "cnn.keras")
+    keras.saving.save_model(cnn.build_cnn(filters=(4, 4, 4), dense_units=8), workdir / "trained" / "cnn.keras")
     (workdir / "trained" / "mobilenet.keras").write_bytes(b"\x00" * 100)
     proc = run(["python", script("evaluate"), "--data", "cifar10.npz", "--models", "trained",
                 "--train-metrics", "train", "--histories", "history", "--robustness", "robustness.json",
                 "--metrics", "out/evaluate.json", "--plots", "out/eval", "--figures", "out/figures",
-                "--summary", "out/summary.md"], cwd=workdir, check=False)
+                "--charts", "out/charts", "--summary", "out/summary.md"], cwd=workdir, check=False)
     assert proc.returncode != 0
     assert "evaluate: error: trained/mobilenet.keras is not a readable Keras model" in proc.stderr
     assert "'finetune_mobilenet' stage" in proc.stderr

@@ -39,7 +39,8 @@ def test_the_gpu_check_writes_the_device_the_rates_and_the_time_to_accuracy(tmp_
 
     import numpy as np
 
-    from cifar import data, models
+    from cifar import data
+    from cifar.models import cnn
 
     sys.path.insert(0, str(REPO / "scripts" / "tools"))
     import gpu_check
@@ -49,7 +50,7 @@ def test_the_gpu_check_writes_the_device_the_rates_and_the_time_to_accuracy(tmp_
     data.save_prepared(tmp_path / "cifar10.npz", {"x_train": x, "y_train": y, "x_val": x, "y_val": y, "x_test": x,
                                                   "y_test": y, "class_names": np.array(data.CLASS_NAMES),
                                                   "archive_sha256": np.array("0" * 64)})
-    model = models.build_cnn(filters=(4, 4, 4), dense_units=4)
+    model = cnn.build_cnn(filters=(4, 4, 4), dense_units=4)
     model.save(tmp_path / "fast.keras")
     rates = {"train_img_per_s": 5000.0, "augmentation_img_per_s": 2500.0, "augmentation_vs_training": 0.5,
              "fraction_of_matmul": 0.4}

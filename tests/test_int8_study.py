@@ -1,4 +1,4 @@
-"""scripts/int8_study.py: every post-training quantization variant of one model, measured."""
+"""scripts/tools/int8_study.py: every post-training quantization variant of one model, measured."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""scripts/mobilenet_sizes.py: the sweep's table comes from the experiments' own metrics."""
+"""scripts/tools/mobilenet_sizes.py: the sweep's table comes from the experiments' own metrics."""
 
 import mobilenet_sizes
 

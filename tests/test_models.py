@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from keras import layers
 
-from cifar import mobilenet, models
+from cifar.models import cnn, mobilenet
 
 
 def test_cnn_layers_filters_and_params():
-    model = models.build_cnn()
+    model = cnn.build_cnn()
     convs = [l for l in model.layers if isinstance(l, layers.Conv2D)]
     assert [c.filters for c in convs] == [64, 128, 256]
     assert all(c.kernel_size == (3, 3) for c in convs)
@@ -30,14 +30,14 @@ def test_cnn_layers_filters_and_params():
 
 
 def test_cnn_params_change_the_network():
-    model = models.build_cnn(filters=(8, 16, 32), kernel_size=5, block_dropout=(0.1, 0.3), dense_units=64)
+    model = cnn.build_cnn(filters=(8, 16, 32), kernel_size=5, block_dropout=(0.1, 0.3), dense_units=64)
     convs = [l for l in model.layers if isinstance(l, layers.Conv2D)]
     assert [c.filters for c in convs] == [8, 16, 32] and convs[0].kernel_size == (5, 5)
     assert [l.rate for l in model.layers if isinstance(l, layers.Dropout)] == [0.1, 0.3, 0.5]
 
 
 def test_cnn_scales_raw_pixels_itself():
-    model = models.build_cnn()
+    model = cnn.build_cnn()
     assert isinstance(model.layers[0], layers.Rescaling) and model.layers[0].scale == pytest.approx(1 / 255)
 
 
@@ -132,7 +132,8 @@ def stage_inputs(tmp_path):
         "x_train": x[:80], "y_train": y[:80], "x_val": x[80:100], "y_val": y[80:100], "x_test": x[100:],
         "y_test": y[100:], "class_names": np.array(data.CLASS_NAMES), "archive_sha256": np.array("0" * 64)})
     args = argparse.Namespace(data=tmp_path / "cifar10.npz", model=tmp_path / "m.keras", history=tmp_path / "h.csv",
-                              metrics=tmp_path / "m.json", state=tmp_path / "state", keep_checkpoint_on_nan=False)
+                              metrics=tmp_path / "m.json", state=tmp_path / "state", keep_checkpoint_on_nan=False,
+                              live=tmp_path / "live")
     train = {"epochs": 25, "batch_size": 40, "learning_rate": 1e-3, "lr_decay": 0.95, "early_stopping_patience": 10,
              "plateau_factor": 0.5, "plateau_patience": 5, "augment": False, "distribute": "default"}
     shared = {"seed": 1, "augment": {"resolution_scale": [1, 1], "rotation_degrees": 0, "shift_fraction": 0,
@@ -145,9 +146,11 @@ def test_the_stage_trains_the_phases_one_after_another(weights_file, tmp_path):
 
     path, _ = weights_file
     args, shared, train = stage_inputs(tmp_path)
-    stage.run("mobilenet", None, args, {"shared": shared, "finetune_mobilenet": SECTION,
-                                        "registry": {"stage": "finetune_mobilenet"}}, provenance={},
-              phases=mobilenet.phases(SECTION, str(path), train))
+    from cifar import models
+
+    plan = models.Plan(mobilenet.phases(SECTION, str(path), train), shared["augment"])
+    stage.run("mobilenet", plan, args, {"shared": shared, "finetune_mobilenet": SECTION,
+                                        "registry": {"stage": "finetune_mobilenet"}}, provenance={})
     rows = args.history.read_text().splitlines()
     assert rows[0] == "epoch,loss,accuracy,val_loss,val_accuracy,lr" and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
     assert [float(r.split(",")[5]) for r in rows[1:]] == pytest.approx([1e-3, 1e-4, 0.95e-4])
@@ -157,6 +160,11 @@ def test_the_stage_trains_the_phases_one_after_another(weights_file, tmp_path):
     assert summary["epochs_run"] == 3 and set(summary["phases"]) == {"head", "top"}
     assert summary["phases"]["top"]["trainable_params"] > summary["phases"]["head"]["trainable_params"]
     assert not args.state.exists() or not any(args.state.iterdir())
+    # DVCLive's log runs on across the phases: one step per epoch, the last epoch's in metrics.json.
+    live = json.loads((args.live / "metrics.json").read_text())
+    assert live["step"] == 2 and live["train"]["learning_rate"] == pytest.approx(0.95e-4)
+    accuracy = (args.live / "plots" / "metrics" / "eval" / "accuracy.tsv").read_text().splitlines()
+    assert accuracy[0].split("\t") == ["step", "accuracy"] and [r.split("\t")[0] for r in accuracy[1:]] == ["0", "1", "2"]
 
 
 def tiny_stage_run(tmp_path, **kwargs):
@@ -166,8 +174,9 @@ def tiny_stage_run(tmp_path, **kwargs):
     for key, value in kwargs.pop("args", {}).items():
         setattr(args, key, value)
     shared["train"] = {**train, **kwargs.pop("train", {})}
-    stage.run("cnn", kwargs.pop("build", lambda arrays: models.build_cnn(filters=(4, 8, 8), dense_units=8)), args,
-              {"shared": shared, "registry": {"stage": "train_cnn"}}, provenance={}, **kwargs)
+    build = kwargs.pop("build", lambda arrays: cnn.build_cnn(filters=(4, 8, 8), dense_units=8))
+    plan = models.Plan([models.Phase(None, lambda arrays, previous: build(arrays), shared["train"])], shared["augment"])
+    stage.run("cnn", plan, args, {"shared": shared, "registry": {"stage": "train_cnn"}}, provenance={}, **kwargs)
     return args
 
 

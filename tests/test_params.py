@@ -124,12 +124,13 @@ def test_stage_with_bad_params_exits_nonzero_and_writes_nothing(workdir, archive
 @pytest.mark.parametrize("change, message", [
     (lambda v: v.update(models={}), "'models' must map each model's name to its entry"),
     (lambda v: v["models"].update(CNN2=v["models"]["cnn"]), "models.CNN2 is not a valid model name"),
-    (lambda v: v["models"]["cnn"].pop("label"), "models.cnn must have exactly the keys stage, builder, params, label"),
-    (lambda v: v["models"]["cnn"].update(builder="build_cnn"), "models.cnn.builder = 'build_cnn' is not allowed; expected module:function"),
-    # Only the project's package: params.yaml or a -S must not name any importable function.
-    (lambda v: v["models"]["cnn"].update(builder="os:system"), "models.cnn.builder = 'os:system' is not allowed; "
-     "expected module:function of the project's package (cifar.MODULE:FUNCTION"),
-    (lambda v: v["models"]["cnn"].update(builder="cifarx.evil:run"), "models.cnn.builder = 'cifarx.evil:run' is not allowed"),
+    (lambda v: v["models"]["cnn"].pop("label"), "models.cnn must have exactly the keys module, stage, params, label, tta"),
+    (lambda v: v["models"]["cnn"].update(module="cifar.models.cnn"), "models.cnn.module = 'cifar.models.cnn' is not allowed; "
+     "expected a model module of the project's package, scripts/cifar/models/NAME.py"),
+    # Only the project's model modules: params.yaml or a -S must not name any importable code.
+    (lambda v: v["models"]["cnn"].update(module="scripts/cifar/outputs.py"), "models.cnn.module = 'scripts/cifar/outputs.py' is not allowed"),
+    (lambda v: v["models"]["cnn"].update(module="scripts/cifar/models/../data.py"), "is not allowed"),
+    (lambda v: v["models"]["cnn"].update(tta=3), "models.cnn.tta = 3 is not allowed; expected one of 0, 1, 2"),
     (lambda v: v["models"]["cnn"].update(params="nowhere"), "models.cnn.params names section 'nowhere', which is missing"),
 ])
 def test_the_model_registry_is_checked(params_file, change, message):
@@ -140,12 +141,17 @@ def test_the_model_registry_is_checked(params_file, change, message):
 
 def test_a_registered_models_own_section_is_accepted_and_others_are_not(params_file):
     def add_toy(values):
-        values["models"]["toy"] = {"stage": "train_toy", "builder": "cifar.toy:build", "params": "toy", "label": "toy"}
-        values["toy"] = {"filters": 4}
+        values["models"]["toy"] = {"module": "scripts/cifar/models/cnn.py", "stage": "train_toy", "params": "toy",
+                                   "label": "toy", "tta": 0}
+        values["toy"] = values["train_cnn"]
 
     edit(params_file, add_toy)
     entry, section = params.model_entry("toy", params_file)
-    assert entry["stage"] == "train_toy" and section == {"filters": 4}
+    assert entry["stage"] == "train_toy" and section["filters"] == [64, 128, 256]
+    # The section is checked by its model module's rules (cifar.models.cnn.SCHEMA).
+    edit(params_file, lambda v: v["toy"].update(filters=[0, 1, 2]))
+    with pytest.raises(params.ParamsError, match=r"toy.filters = \[0, 1, 2\] is not allowed; expected a list of 3 integers"):
+        params.model_entry("toy", params_file)
     with pytest.raises(params.ParamsError, match="no model 'nope' in the models registry; registered: .*toy"):
         params.model_entry("nope", params_file)
     edit(params_file, lambda v: v.update(stray={"a": 1}))
@@ -186,7 +192,7 @@ def test_every_stage_section_is_named_and_a_misspelt_one_fails(params_file):
     ({"name": "head"}, False),
 ])
 def test_mobilenet_checks_its_own_section_and_its_phases(phases, ok):
-    from cifar import mobilenet
+    from cifar.models import mobilenet
 
     section = mobilenet.section(REPO / "params.yaml")  # the repository's: valid
     if ok:
@@ -196,8 +202,8 @@ def test_mobilenet_checks_its_own_section_and_its_phases(phases, ok):
             params.validate({**section, "phases": phases}, mobilenet.SCHEMA, "finetune_mobilenet")
 
 
-def test_build_refuses_a_builder_outside_the_package():
+def test_a_model_module_outside_the_package_is_refused_before_import():
     from cifar import models
 
-    with pytest.raises(params.ParamsError, match="builder 'os:getcwd' is not allowed"):
-        models.build("os:getcwd", {}, "train_cnn")
+    with pytest.raises(params.ParamsError, match="module = 'os.py' is not allowed"):
+        models.module({"module": "os.py"})

@@ -1,4 +1,4 @@
-"""scripts/predict.py and the image reading behind it: any format, size, depth; errors per file."""
+"""scripts/tools/predict.py and the image reading behind it: any format, size, depth; errors per file."""
 
 import json
 

@@ -45,7 +45,8 @@ def test_cnn_learns_on_a_real_slice(real, tmp_path):
     about that lag than about learning (the full run reaches 40% validation accuracy after its
     first 625 steps).
     """
-    from cifar import models, training
+    from cifar import training
+    from cifar.models import cnn
 
     _, (x_train, y_train, x_test, y_test, _) = real
     arrays = {"x_train": x_train[:5000], "y_train": y_train[:5000], "x_val": x_test[:500], "y_val": y_test[:500]}
@@ -53,6 +54,6 @@ def test_cnn_learns_on_a_real_slice(real, tmp_path):
              "early_stopping_patience": 10, "plateau_factor": 0.5, "plateau_patience": 5,
              "augment": False, "distribute": "default"}
     augment = {"resolution_scale": [0.8, 1.2], "rotation_degrees": 15, "shift_fraction": 0.1, "horizontal_flip": True}
-    _, rows, _ = training.fit(models.build_cnn, arrays, train, augment, 42, tmp_path / "state")
+    _, rows, _ = training.fit(cnn.build_cnn, arrays, train, augment, 42, tmp_path / "state")
     assert rows[-1]["loss"] < rows[0]["loss"] < 2.3  # below chance-level cross-entropy, ln(10)
     assert rows[-1]["accuracy"] > 0.35, rows  # chance is 0.10

@@ -42,10 +42,10 @@ def test_a_teammate_pulls_every_output_and_recomputes_nothing(pipeline, tmp_path
         json.loads(run(["dvc", "metrics", "show", "--json"], cwd=repo).stdout)
 
     # predict.py's default: the most accurate model of the pulled metrics, from the pulled files.
-    document = json.loads(run(["python", "scripts/predict.py", "--json", str(PHOTO)], cwd=clone).stdout)
+    document = json.loads(run(["python", "scripts/tools/predict.py", "--json", str(PHOTO)], cwd=clone).stdout)
     assert (clone / document["model"]).exists()
     assert len(document["results"][0]["top"]) == 3 and document["results"][0]["top"][0]["probability"] > 0
-    int8 = run(["python", "scripts/predict.py", "--model", "models/export/cnn/cnn_int8.tflite", str(PHOTO)], cwd=clone)
+    int8 = run(["python", "scripts/tools/predict.py", "--model", "models/export/cnn/cnn_int8.tflite", str(PHOTO)], cwd=clone)
     assert int8.stdout.startswith(str(PHOTO))
 
 

@@ -43,7 +43,7 @@ def repo(tmp_path_factory):
     set_param(repo, "train_cnn.dense_units", 32)
     set_param(repo, "train_fast.widths", [8, 16, 16])
     set_param(repo, "train_fast.whiten_images", 200)
-    set_param(repo, "train_fast.tta", 0)
+    set_param(repo, "models.fast.tta", 0)
     for key, value in {"epochs": 5, "batch_size": 64, "validate_every": 1}.items():
         set_param(repo, f"train_fast.train.{key}", value)
     set_param(repo, "finetune_mobilenet.weights", str(mobilenet_weights(root)))

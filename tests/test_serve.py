@@ -1,4 +1,4 @@
-"""scripts/serve.py on its own: what it serves, and what it refuses (no listings, no traversal,
+"""scripts/tools/serve.py on its own: what it serves, and what it refuses (no listings, no traversal,
 no odd paths, no half-written exports)."""
 
 import http.client

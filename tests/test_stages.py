@@ -51,7 +51,7 @@ def test_every_stage_declares_the_code_it_runs(name, stage):
         missing = closure(REPO / script) - deps
         assert not missing, f"stage {name} runs {script} but does not declare {sorted(missing)}"
     if name == "parity":  # it runs TF.js in Node.js through this script and the npm packages
-        assert {"scripts/tfjs_predict.mjs", "package-lock.json"} <= deps
+        assert {"scripts/cifar/tfjs_predict.mjs", "package-lock.json"} <= deps
 
 
 def test_the_import_scan_finds_nested_and_module_imports(tmp_path):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import synthetic
-from cifar import models, training
+from cifar import training
+from cifar.models import cnn
 from conftest import REPO, run_env
 
 TRAIN = {"epochs": 4, "batch_size": 32, "learning_rate": 1e-3, "lr_decay": 0.95,
@@ -17,7 +18,7 @@ AUGMENT = {"resolution_scale": [0.8, 1.2], "rotation_degrees": 15, "shift_fracti
 
 
 def tiny_cnn():
-    return models.build_cnn(filters=(8, 16, 32), dense_units=32)
+    return cnn.build_cnn(filters=(8, 16, 32), dense_units=32)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import json
 import test_training as t
 arrays = t.arrays.__wrapped__()
-build = lambda: t.models.build_cnn(filters=(8, 16, 32), dense_units=32, block_dropout=(0, 0), dense_dropout=0)
+build = lambda: t.cnn.build_cnn(filters=(8, 16, 32), dense_units=32, block_dropout=(0, 0), dense_dropout=0)
 runs = {{}}
 for distribute in ("default", "mirrored"):
     _, rows, summary = t.training.fit(build, arrays, {{**t.TRAIN, "epochs": 2, "distribute": distribute}},
@@ -182,7 +183,7 @@ def test_resume_state_from_other_data_or_settings_is_discarded(arrays, tmp_path,
     # Another architecture: its weights do not fit the backup; start over instead of failing.
     wider = {"params": {"train_cnn": {"filters": [16, 16, 32]}}, "code": "a"}
     epochs = Epochs()
-    training.fit(lambda: models.build_cnn(filters=(16, 16, 32), dense_units=32), moved,
+    training.fit(lambda: cnn.build_cnn(filters=(16, 16, 32), dense_units=32), moved,
                  cfg, AUGMENT, 1, state, [epochs], identity=wider)
     assert epochs.seen == [1, 2]
     out = capsys.readouterr().out
@@ -213,23 +214,31 @@ def test_leftovers_without_a_backup_are_not_appended_to(arrays, tmp_path):
 
 
 # airbench's recipe (the fast model's): SGD-Nesterov, a per-step schedule, lookahead.
-FAST_TRAIN = {"optimizer": "sgd_nesterov", "epochs": 4, "batch_size": 32, "learning_rate": 0.05,
-              "lr_start_end": [0.2, 0.07], "warmup_fraction": 0.25, "momentum": 0.85, "weight_decay": 0.0005,
+# Its learning rate and weight decay in airbench's units (per 1,024 images, summed loss).
+FAST_TRAIN = {"optimizer": "sgd_nesterov", "epochs": 4, "batch_size": 32, "learning_rate": 11.5,
+              "lr_start_end": [0.2, 0.07], "warmup_fraction": 0.25, "momentum": 0.85, "weight_decay": 0.0153,
               "bias_lr_scale": 4, "label_smoothing": 0.2, "lookahead_every": 2, "lookahead_decay": 0.95,
               "validate_every": 1, "drop_last": True, "distribute": "default"}
 FAST_AUGMENT = {"policy": "flip_translate", "translate_px": 2}
 
 
-@pytest.mark.parametrize("train, augment_cfg", [(TRAIN, AUGMENT), (FAST_TRAIN, FAST_AUGMENT)], ids=["seed", "airbench"])
-def test_a_resumed_run_equals_an_uninterrupted_one(arrays, tmp_path, train, augment_cfg):
+def fast_recipe(train_cfg, steps_per_epoch):
+    from cifar.models import fast
+
+    return fast.recipe(train_cfg, steps_per_epoch)
+
+
+@pytest.mark.parametrize("train, augment_cfg, recipe", [(TRAIN, AUGMENT, None), (FAST_TRAIN, FAST_AUGMENT, fast_recipe)],
+                         ids=["seed", "airbench"])
+def test_a_resumed_run_equals_an_uninterrupted_one(arrays, tmp_path, train, augment_cfg, recipe):
     """Shuffling, augmentation and dropout are drawn from (seed, epoch): after a kill at the end
     of epoch 2, epochs 3-4 repeat those of an uninterrupted run (to 1e-4, the CPU tolerance).
     With airbench's recipe, lookahead's slow weights after the resume are the restored ones, not
     the fresh initial weights of the model built for the rerun (they would be blended back in)."""
-    straight = training.fit(tiny_cnn, arrays, train, augment_cfg, 5, tmp_path / "a")[1]
+    straight = training.fit(tiny_cnn, arrays, train, augment_cfg, 5, tmp_path / "a", recipe=recipe)[1]
     with pytest.raises(KeyboardInterrupt):
-        training.fit(tiny_cnn, arrays, train, augment_cfg, 5, tmp_path / "b", [StopAfter(2)])
-    resumed = training.fit(tiny_cnn, arrays, train, augment_cfg, 5, tmp_path / "b")[1]
+        training.fit(tiny_cnn, arrays, train, augment_cfg, 5, tmp_path / "b", [StopAfter(2)], recipe=recipe)
+    resumed = training.fit(tiny_cnn, arrays, train, augment_cfg, 5, tmp_path / "b", recipe=recipe)[1]
     assert len(resumed) == len(straight) == 4
     for a, b in zip(straight, resumed):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
@@ -237,7 +246,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(arrays, tmp_path, train, augm
 
 
 def test_dropout_draws_depend_on_the_epoch_not_on_what_ran_before(arrays):
-    model = models.build_cnn(filters=(8, 16, 32), dense_units=32)
+    model = cnn.build_cnn(filters=(8, 16, 32), dense_units=32)
     model.build((None, 32, 32, 3))
     seeds = training.EpochSeeds(3)
     seeds.set_model(model)
@@ -394,9 +403,9 @@ def test_a_finished_run_with_a_truncated_best_model_is_not_reused(arrays, tmp_pa
     best, rows, _ = training.fit(tiny_cnn, arrays, cfg, AUGMENT, 1, state, [epochs])
     assert "incomplete best model" in capsys.readouterr().out
     assert epochs.seen == [1, 2] and len(rows) == 2
-    from cifar import evaluation
+    from cifar import models
 
-    evaluation.load_model(best, "train_cnn")
+    models.load(best, "train_cnn")
 
 
 def test_a_gpu_that_tensorflow_does_not_see_is_reported_with_the_fix(tmp_path, monkeypatch):

@@ -47,7 +47,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def server(pipeline):
-    """scripts/serve.py on a free port, serving the pipeline's exported models."""
+    """scripts/tools/serve.py on a free port, serving the pipeline's exported models."""
     repo = pipeline[0]
     proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "serve.py"), "--port", "0", "--quiet",
                              "--exports", str(repo / "models" / "export")],

@@ -1,5 +1,5 @@
 // The demo page: load a TF.js graph model on the WASM backend and classify the image the user
-// picks or drops. Preprocessing matches scripts/predict.py: composite on white, turn upright as
+// picks or drops. Preprocessing matches scripts/tools/predict.py: composite on white, turn upright as
 // its EXIF orientation says (the browser does this when it decodes), take the largest centred
 // square, scale it to 32x32; the model does its own 0-255 scaling.
 "use strict";

@@ -10,27 +10,6 @@ import numpy as np
 from cifar.data import NUM_CLASSES
 
 
-def load_model(path, stage):
-    """Load a .keras model, with an error that names the file and the stage that makes it."""
-    import keras
-
-    from cifar import layers  # noqa: F401  (registers the custom layers a model may hold)
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: it is written by the '{stage}' stage; run `dvc repro {stage}`")
-    try:
-        model = keras.saving.load_model(path)
-    except Exception as err:  # zip, h5 and deserialisation errors all mean the same to a user
-        raise ValueError(
-            f"{path} is not a readable Keras model ({type(err).__name__}: {err}); "
-            f"it is written by the '{stage}' stage: rerun it with `dvc repro --force {stage}`"
-        ) from None
-    if not model.compiled:  # saved without its training configuration
-        model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
-    return model
-
-
 def loss_and_accuracy(model, x, y, batch_size):
     """Plain categorical cross-entropy and accuracy of the model's predictions; y are integer
     labels. Not the compiled loss: a model trained with label smoothing (the fast one) is then
@@ -224,12 +203,37 @@ def misclassified_gallery(images, y_true, y_pred, probabilities, names, count, t
     return fig
 
 
-def save_figure(fig, path):
+def save_figure(fig, path, dpi=100):
     from cifar.outputs import atomic_path
 
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
     _figure().close(fig)
+
+
+def save_chart(fig, path):
+    """A chart kept in git (README, reports/summary.md): small, a few tens of KB."""
+    save_figure(fig, path, dpi=72)
+
+
+def robustness_against_severity(rows, robustness):
+    """Each model's accuracy against corruption severity (0: clean), averaged over the
+    corruptions, one line per model; from the robustness stage's metrics."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        result = robustness[r["model"]]
+        cells = result["corruptions"].values()
+        severities = sorted(int(k.split("_")[1]) for k in next(iter(cells)) if k.startswith("severity_"))
+        means = [100 * sum(c[f"severity_{s}"] for c in cells) / len(cells) for s in severities]
+        ax.plot([0, *severities], [100 * result["clean_accuracy"], *means], "o-",
+                label=f"{r['label']} (mean {result['mean_corruption_accuracy']:.1%})")
+    ax.set(xlabel="corruption severity (0: clean)", ylabel="test accuracy (%), mean over corruptions",
+           title="Accuracy on corrupted test images")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def accuracy_against_time(rows):

@@ -26,8 +26,7 @@ from cifar.outputs import StageError
 MAX_PIXELS = cifar.OPENCV_MAX_PIXELS
 
 
-class ModelError(StageError, ValueError):
-    """A path that is not a model this module can run."""
+from cifar.models import ModelError  # noqa: E402  (one error type for a model that cannot be loaded)
 
 
 class ImageError(ValueError):
@@ -37,12 +36,10 @@ class ImageError(ValueError):
 class KerasPredictor:
     kind = "keras"
 
-    def __init__(self, path):
-        import keras
+    def __init__(self, path, tta=0):
+        from cifar import models
 
-        from cifar import layers  # noqa: F401  (registers the custom layers a model may hold)
-
-        self.model = keras.saving.load_model(path, compile=False)
+        self.model = models.for_inference(models.load(path), tta)
 
     def predict(self, images):
         return np.asarray(self.model.predict_on_batch(images.astype(np.float32)), np.float32)
@@ -112,9 +109,10 @@ class TFLitePredictor:
         return self._dequantize(self.interpreter.get_tensor(self.output["index"]))
 
 
-def load(path):
-    """A predictor for a .keras file, a SavedModel folder or a .tflite file; ModelError for
-    anything else, a corrupt file included."""
+def load(path, tta=0):
+    """A predictor for a .keras file (run with test-time augmentation at level `tta`, as its
+    registry entry says), a SavedModel folder or a .tflite file; ModelError for anything else, a
+    corrupt file included. The exported formats hold their test-time augmentation already."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: no such model file or folder")
@@ -129,7 +127,7 @@ def load(path):
     else:
         raise ModelError(f"{path}: unknown model type; expected a .keras file, a SavedModel folder or a .tflite file")
     try:
-        return make(path)
+        return make(path, tta) if make is KerasPredictor else make(path)
     except ModelError:
         raise
     except Exception as err:  # protobuf, zip, h5, flatbuffer and deserialisation errors all mean this

@@ -118,15 +118,16 @@ def _weights(value):
     return "'imagenet', 'none', or the path of a Keras weights file ending in .h5"
 
 
-REGISTRY_KEYS = ("stage", "builder", "params", "label")
+REGISTRY_KEYS = ("module", "stage", "params", "label", "tta")
 NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
-# Only the project's own package: the registry names code to import and call, and params.yaml
-# (or a `-S` on the command line) must not be a way to run any function of any module.
-BUILDER = re.compile(r"cifar(\.[A-Za-z_]\w*)+:[A-Za-z_]\w*")
+# Only the project's own model modules: the registry names code to import, and params.yaml (or a
+# `-S` on the command line) must not be a way to import any module. An entry names its module by
+# its file, which dvc.yaml's export and parity stages then declare as a dependency.
+MODULE = re.compile(r"scripts/cifar/models/[a-z][a-z0-9_]*\.py")
 
 
 def _registry(value, path):
-    """Check the `models` section: {name: {stage, builder, params, label}}; raise ParamsError."""
+    """Check the `models` section: {name: {module, stage, params, label, tta}}; raise ParamsError."""
     if not isinstance(value, dict) or not value:
         raise ParamsError(f"{path}: 'models' must map each model's name to its entry, got {value!r}")
     for name, entry in value.items():
@@ -136,13 +137,15 @@ def _registry(value, path):
         if not isinstance(entry, dict) or set(entry) != set(REGISTRY_KEYS):
             got = sorted(entry) if isinstance(entry, dict) else entry
             raise ParamsError(f"{path}: models.{name} must have exactly the keys {', '.join(REGISTRY_KEYS)}; got {got}")
-        for key in REGISTRY_KEYS:
+        for key in ("module", "stage", "params", "label"):
             if not (isinstance(entry[key], str) and entry[key].strip()):
                 raise ParamsError(f"{path}: models.{name}.{key} = {entry[key]!r} is not allowed; expected a non-empty string")
-        if not BUILDER.fullmatch(entry["builder"]):
-            raise ParamsError(f"{path}: models.{name}.builder = {entry['builder']!r} is not allowed; expected "
-                              "module:function of the project's package (cifar.MODULE:FUNCTION, a module in "
-                              "scripts/cifar/), e.g. cifar.models:cnn_from")
+        if not MODULE.fullmatch(entry["module"]):
+            raise ParamsError(f"{path}: models.{name}.module = {entry['module']!r} is not allowed; expected a model "
+                              "module of the project's package, scripts/cifar/models/NAME.py")
+        if entry["tta"] not in (0, 1, 2) or isinstance(entry["tta"], bool):
+            raise ParamsError(f"{path}: models.{name}.tta = {entry['tta']!r} is not allowed; expected one of 0, 1, 2 "
+                              "(test-time augmentation: none, flip, flip + 1 px shifts)")
 
 
 # Sections of the stages downstream of training. Their schemas live with their stages
@@ -184,49 +187,12 @@ SCHEMA = {
         "train_limit": _number(int, 0),
         "test_limit": _number(int, 0),
     },
-    "train_cnn": {
-        "filters": _int_list(3, 1, 4096),
-        "kernel_size": _number(int, 1, 15),
-        "block_dropout": _float_list(2, 0, 1, hi_open=True),
-        "dense_units": _number(int, 1, 65_536),
-        "dense_dropout": _number(float, 0, 1, hi_open=True),
-    },
-    "train_fast": {
-        "widths": _int_list(3, 1, 4096),
-        "whiten_patch": _number(int, 1, 4),
-        "whiten_images": _number(int, 1, 50_000),
-        "batchnorm_momentum": _number(float, 0, 1, hi_open=True),
-        "logit_scale": _number(float, 0, 10, lo_open=True),
-        "tta": _choice(0, 1, 2),
-        "augment": {
-            "policy": _choice("flip_translate"),
-            "translate_px": _number(int, 0, 8),
-        },
-        "train": {
-            "optimizer": _choice("sgd_nesterov"),
-            "epochs": _number(int, 1, 10_000),
-            "batch_size": _number(int, 1, 65_536),
-            "learning_rate": _number(float, 0, 100, lo_open=True),
-            "lr_start_end": _float_list(2, 0, 1),
-            "warmup_fraction": _number(float, 0, 1),
-            "momentum": _number(float, 0, 1, hi_open=True),
-            "weight_decay": _number(float, 0, 1),
-            "bias_lr_scale": _number(float, 0, 1000, lo_open=True),
-            "label_smoothing": _number(float, 0, 1, hi_open=True),
-            "lookahead_every": _number(int, 1, 10_000),
-            "lookahead_decay": _number(float, 0, 1),
-            "validate_every": _number(int, 1, 10_000),
-            "drop_last": _boolean,
-            "distribute": _choice("default", "mirrored", "multi_worker"),
-            "steps_per_execution": _number(int, 1, 10_000),
-            "jit_compile": _auto_or_boolean,
-        },
-    },
 }
 
 
 # The rules, for the stages and model modules that keep their own section's schema.
-number, boolean, choice, float_list, weights_file = _number, _boolean, _choice, _float_list, _weights
+number, boolean, choice, auto_or_boolean = _number, _boolean, _choice, _auto_or_boolean
+int_list, float_list, weights_file = _int_list, _float_list, _weights
 
 
 def names_from(allowed):
@@ -283,6 +249,9 @@ def load(sections, path="params.yaml", schemas=None):
     if "models" not in params:
         raise ParamsError(f"{path}: missing section 'models' (the model registry)")
     _registry(params["models"], path)
+    for name, entry in params["models"].items():
+        if entry["params"] not in params:
+            raise ParamsError(f"{path}: models.{name}.params names section '{entry['params']}', which is missing")
     # A registered model's params section may be one SCHEMA does not know (a new model's):
     # then it must be a mapping, and its builder reads what it needs from it.
     model_sections = {entry["params"] for entry in params["models"].values()}
@@ -292,9 +261,6 @@ def load(sections, path="params.yaml", schemas=None):
             f"{path}: unknown section '{unknown[0]}'; allowed sections: {', '.join([*SCHEMA, *STAGE_SECTIONS])}, "
             "and the params sections the models registry names"
         )
-    for name, entry in params["models"].items():
-        if entry["params"] not in params:
-            raise ParamsError(f"{path}: models.{name}.params names section '{entry['params']}', which is missing")
     for section in sections:
         if section not in params:
             raise ParamsError(f"{path}: missing section '{section}'")
@@ -307,9 +273,10 @@ def load(sections, path="params.yaml", schemas=None):
 
 
 def model_entry(name, path="params.yaml"):
-    """(registry entry, its params section) for the model `name`."""
+    """(registry entry, its params section checked by the model module's rules) for the model `name`."""
+    from cifar import models
+
     loaded = load(["models"], path)["models"]
     if name not in loaded:
         raise ParamsError(f"{path}: no model '{name}' in the models registry; registered: {', '.join(loaded)}")
-    entry = loaded[name]
-    return entry, load([entry["params"]], path)[entry["params"]]
+    return loaded[name], models.section(loaded[name], path, name)

@@ -1,8 +1,10 @@
-"""The driver both training stages share: load the prepared data, fit, write the declared outputs.
+"""The driver every training stage shares: load the prepared data, fit the model's plan, write
+the declared outputs.
 
-The fit itself is `cifar.training`; this module adds what a DVC stage needs around it: the
-command line (paths come from dvc.yaml), the identity that stamps the resume state (every
-param the stage read, its code, the pretrained weights), atomic outputs and clear errors.
+The fit itself is `cifar.training`, the model's plan its module's (cifar.models); this module adds
+what a DVC stage needs around it: the command line (paths come from dvc.yaml), the identity that
+stamps the resume state (every param the stage read, its code, the pretrained weights), the
+DVCLive log, atomic outputs and clear errors.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from cifar import data, outputs, training
+from cifar import data, models, outputs, params, training
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,33 +59,57 @@ def code_digest(stage, root=REPO):
     return h.hexdigest()
 
 
-def run(name, build_model, args, cfg, provenance, train=None, augment=None, phases=None, extra_metrics=None):
-    """Fit `build_model(arrays)` and write the model, history and metrics `args` names.
+def train(description, extra_metrics=None):
+    """A training stage's body: the registry's model `--name`, trained by its plan (its module's,
+    or the seed's settings and recipe), from the pretrained weights in `--weights` if the stage
+    passes them (the `fetch_weights` folder)."""
+    parser = arguments(description)
+    args = parser.parse_args()
+    entry, section = params.model_entry(args.name)
+    shared = params.load(["shared"])["shared"]
+    weights, provenance = None, {}
+    if args.weights:
+        weights, provenance["weights"] = weights_argument(args.weights)
+        # The weights count by content (source's sha256), not by the path that named them.
+        section = {k: v for k, v in section.items() if k != "weights"}
+    plan = models.plan(entry, section, shared, weights)
+    cfg = {"shared": shared, entry["params"]: section,
+           "registry": {key: entry[key] for key in ("module", "params", "stage")}}
+    run(args.name, plan, args, cfg, provenance, extra_metrics)
+
+
+def weights_argument(folder):
+    """What a builder's `weights` takes for the folder `fetch_weights` wrote, and its source."""
+    source = outputs.read_json(folder / "source.json", "fetch_weights", needs=["file", "sha256"])
+    return (str(folder / source["file"]) if source["file"] else None), source
+
+
+def run(name, plan, args, cfg, provenance, extra_metrics=None):
+    """Fit the model's `plan` (cifar.models.Plan) and write the model, history, DVCLive log and
+    metrics `args` names.
 
     `cfg`: every params section the stage read (validated), `shared` and `registry` (the model's
     entry, whose `stage` names the dvc.yaml stage) among them; `provenance`: the inputs the
-    metrics should name (the weights' sha256, say), also part of the identity. `train` /
-    `augment`: a model's own recipe and augmentation, instead of shared.train / shared.augment
-    (the seed's). `extra_metrics(best_model_path, arrays)`: more figures for the model's metrics
-    (its test accuracy, say), measured before anything is written.
+    metrics should name (the weights' sha256, say), also part of the identity.
+    `extra_metrics(best_model_path, arrays)`: more figures for the model's metrics (its test
+    accuracy, say), measured before anything is written.
 
-    `phases`: a recipe in steps, e.g. a new head on a frozen backbone, then the backbone's top:
-    [(phase name, build(arrays, previous), its train settings)], fitted one after another, each
-    built from the best model of the phase before (`previous`, a .keras path; None for the first,
-    and on workers other than the chief, which then receive the chief's weights). Each phase
-    resumes on its own; the history runs on across phases and the last phase's best model is the
-    stage's model. Default: one phase, `build_model` with `train`.
+    The plan's phases are fitted one after another, each built from the best model of the phase
+    before (`previous`, a .keras path; None for the first, and on workers other than the chief,
+    which then receive the chief's weights). Each phase resumes on its own; the history and the
+    DVCLive log run on across phases and the last phase's best model is the stage's model.
 
     The history, model and metrics are swapped in together, and only then is the resume state
     deleted: a kill at any point before leaves the old outputs and a state that the rerun reuses.
-    A loss that became NaN stops training (TerminateOnNaN) and fails the stage, naming the epoch,
-    unless `args.keep_checkpoint_on_nan`: then the best model of the epochs before it is the output.
+    The DVCLive folder is written as training goes, so that `dvc exp show` follows it; a rerun
+    writes it again whole. A loss that became NaN stops training (TerminateOnNaN) and fails the
+    stage, naming the epoch, unless `args.keep_checkpoint_on_nan`: then the best model of the
+    epochs before it is the output.
     """
-    shared = cfg["shared"]
-    augment = augment or shared["augment"]
-    phases = phases or [(None, lambda arrays, previous: build_model(arrays), train or shared["train"])]
+    from dvclive import Live
+
     # First: the multi-worker strategy must be made before any other TensorFlow work.
-    strategy = training.make_strategy(phases[0][2].get("distribute", "default"))
+    strategy = training.make_strategy(plan.phases[0].train.get("distribute", "default"))
     chief, task = training.worker_role(strategy)
     if chief:
         for path in (args.model, args.history, args.metrics):
@@ -95,21 +121,24 @@ def run(name, build_model, args, cfg, provenance, train=None, augment=None, phas
     arrays = data.load_prepared(args.data)
     identity = {"params": cfg, "code": code_digest(cfg["registry"]["stage"]), "inputs": provenance}
     state = args.state / name  # the chief's; the other workers keep theirs in a temporary folder
+    live = training.LiveLog(Live(str(args.live), save_dvc_exp=False, dvcyaml=None)) if chief and args.live else None
     rows, summaries, previous = [], [], None
-    for phase, build, phase_train in phases:
+    for phase in plan.phases:
         best_path, phase_rows, summary = training.fit(
-            lambda: build(arrays, previous), arrays, phase_train, augment, shared["seed"],
-            state if phase is None else state / phase, strategy=strategy,
-            identity=identity if phase is None else {**identity, "phase": phase},
+            lambda: phase.build(arrays, previous), arrays, phase.train, plan.augment, cfg["shared"]["seed"],
+            state if phase.name is None else state / phase.name, strategy=strategy, recipe=plan.recipe, live=live,
+            identity=identity if phase.name is None else {**identity, "phase": phase.name},
         )
-        check_finite(name, phase, summary, len(rows), args.keep_checkpoint_on_nan)
+        check_finite(name, phase.name, summary, len(rows), args.keep_checkpoint_on_nan)
         rows += [{**row, "epoch": len(rows) + i} for i, row in enumerate(phase_rows)]
-        summaries.append((phase, summary))
+        summaries.append((phase.name, summary))
         previous = best_path
-    summary = summaries[0][1] if len(phases) == 1 else training.combine_phases(summaries)
+    summary = summaries[0][1] if len(plan.phases) == 1 else training.combine_phases(summaries)
     if not chief:
         print(f"{name}: {task} finished its share of training; the chief writes the model and the metrics")
         return
+    if live is not None:
+        live.live.end()
     extra = extra_metrics(previous, arrays) if extra_metrics else {}
     with outputs.stage_outputs():
         training.write_history(rows, args.history)
@@ -147,12 +176,15 @@ def check_finite(name, phase, summary, epochs_before, keep_checkpoint):
 
 
 def arguments(description):
-    """The command line both training stages take (paths come from dvc.yaml)."""
+    """The command line every training stage takes (paths come from dvc.yaml)."""
     parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--name", required=True, help="the model's name in the registry (params.yaml `models`)")
     parser.add_argument("--data", required=True, type=Path, help="prepared arrays (.npz) from `prepare`")
     parser.add_argument("--model", required=True, type=Path, help="where the best model (.keras) goes")
     parser.add_argument("--history", required=True, type=Path, help="per-epoch history CSV")
     parser.add_argument("--metrics", required=True, type=Path, help="training metrics JSON")
+    parser.add_argument("--live", type=Path, help="DVCLive folder: every epoch's metrics, as training goes")
+    parser.add_argument("--weights", type=Path, help="folder from `fetch_weights`, for a model that starts from them")
     parser.add_argument("--state", required=True, type=Path,
                         help="folder for the resume state (kept only while training is unfinished)")
     parser.add_argument("--keep-checkpoint-on-nan", action="store_true",

@@ -2,7 +2,7 @@
 
 Usage: python scripts/tools/gpu_check.py --bench build/gpu_check/bench.json \
            --train-metrics build/gpu_check/fast.json --model build/gpu_check/fast.keras \
-           --data data/prepared/cifar10.npz --out reports/bench_gpu.json
+           --data data/prepared/cifar10.npz --out reports/studies/bench/gpu.json
 
 Reads what `make gpu-check` ran before it: `make bench` on this machine (`--bench`) and a real-data
 training of the fast model (`--train-metrics`, `--model`, written by the train_fast stage's
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the cifar package
 
-from cifar import data, evaluation, outputs  # noqa: E402
+from cifar import data, evaluation, models, outputs, params  # noqa: E402
 
 
 def report(bench, trained, test_accuracy):
@@ -50,7 +50,7 @@ def main():
     bench = outputs.read_json(args.bench, "make bench", needs=["models"])
     trained = outputs.read_json(args.train_metrics, "train_fast", needs=["fast.device", "fast.wall_time_s"])
     arrays = data.load_prepared(args.data)
-    _, accuracy = evaluation.loss_and_accuracy(evaluation.load_model(args.model, "train_fast"),
+    _, accuracy = evaluation.loss_and_accuracy(models.trained("fast", params.model_entry("fast")[0], args.model.parent),
                                                arrays["x_test"], arrays["y_test"], 256)
     result = report(bench, trained, accuracy)
     outputs.write_json(args.out, result)

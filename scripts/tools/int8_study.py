@@ -1,7 +1,7 @@
 """int8 study: what TF-Lite's post-training quantization options do to one trained model.
 
-Usage: python scripts/int8_study.py --name mobilenet --model models/trained/mobilenet.keras \
-           --data data/prepared/cifar10.npz --out reports/int8_study/mobilenet.json
+Usage: python scripts/tools/int8_study.py --name mobilenet --model models/trained/mobilenet.keras \
+           --data data/prepared/cifar10.npz --out reports/studies/int8/mobilenet.json
 
 Not a stage: a measurement behind the export stage's choice of int8 file (README: Where int8
 falls short). It converts the model as `export@<model>` does (the temperature fitted on the val
@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the cifar package
 
 import cifar  # noqa: F401  (first: it quiets TensorFlow's start-up lines)
 import numpy as np

@@ -1,5 +1,7 @@
-"""MobileNetV2 with a new head: the ImageNet backbone fine-tuned on CIFAR-10. A module of its own,
-so that only the `finetune_mobilenet` stage depends on it."""
+"""MobileNetV2 with a new head (registry entry `mobilenet`, stage `finetune_mobilenet`): the
+ImageNet backbone fine-tuned on CIFAR-10, with the seed's settings (`shared.train`) in phases, e.g.
+a new head on the frozen backbone, then the backbone's top at a lower learning rate, each
+starting from the best model of the one before; or the seed's one phase."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from keras import layers
 from cifar import params
 from cifar.data import IMAGE_SHAPE as INPUT_SHAPE
 from cifar.data import NUM_CLASSES
+from cifar.models import Phase, Plan
 
 # The `finetune_mobilenet` section, checked here rather than in cifar.params, so that changing it
 # touches this model's stage only.
@@ -112,7 +115,7 @@ def build_mobilenet(weights="imagenet", input_size=32, trainable_layers=20, drop
     return keras.Model(inputs, outputs, name="mobilenet_v2")
 
 
-def mobilenet_from(section, weights=None):
+def build(section, weights=None):
     """build_mobilenet from its params section (finetune_mobilenet) and the weights file that
     fetch_weights placed (`weights`: a path, or None for random initialisation): the model of
     the section's first phase, or of the seed's one phase."""
@@ -142,15 +145,21 @@ def augmentation(section, shared_augment):
 
 
 def phases(section, weights, train):
-    """stage.run's phases for the section: each of `phases` with the shared training settings
+    """The phases of the recipe: each of `phases` with the shared training settings
     `train` at its epochs and learning rate (and the section's label smoothing); or, with no
     phases, the seed's one phase: the last `trainable_layers` layers, `train` as it is."""
     if not section.get("phases"):
-        return [(None, lambda arrays, previous: mobilenet_from(section, weights), train)]
+        return [Phase(None, lambda arrays, previous: build(section, weights), train)]
     return [
-        (phase["name"],
-         lambda arrays, previous, phase=phase: phase_model(section, weights, phase, previous),
-         {**train, "epochs": phase["epochs"], "learning_rate": phase["learning_rate"],
-          "label_smoothing": section["label_smoothing"]})
+        Phase(phase["name"],
+              lambda arrays, previous, phase=phase: phase_model(section, weights, phase, previous),
+              {**train, "epochs": phase["epochs"], "learning_rate": phase["learning_rate"],
+               "label_smoothing": section["label_smoothing"]})
         for phase in section["phases"]
     ]
+
+
+def plan(section, shared, weights=None):
+    """Its phases with the seed's settings, and its augmentation (`augment`)."""
+    augment, enabled = augmentation(section, shared["augment"])
+    return Plan(phases(section, weights, {**shared["train"], "augment": enabled}), augment)

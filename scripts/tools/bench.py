@@ -1,6 +1,6 @@
 """Benchmark: the augmented training stream and CNN training throughput, against the seed's path.
 
-Usage: python scripts/bench.py --archive data/raw/cifar-10-python.tar.gz --out reports/bench.json
+Usage: python scripts/tools/bench.py --archive data/raw/cifar-10-python.tar.gz --out reports/studies/bench/bench.json
 
 All measurements use the same real CIFAR-10 training images in the same run:
 - augmentation alone: the seed's Keras ImageDataGenerator(rotation 15, shifts 0.1, horizontal
@@ -25,11 +25,14 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the cifar package
+
 import cifar  # noqa: F401  (first: it quiets TensorFlow's start-up lines)
 import keras
 import numpy as np
 
 from cifar import augment, data, models, outputs, params
+from cifar.models import cnn
 
 
 def images_per_second(batches, limit):
@@ -99,7 +102,7 @@ def stream_images_per_second(stream, steps, batch_size):
 
 def training_images_per_second(stream, steps, batch_size):
     """Fit the seed's CNN on `stream` for `steps` steps after a warm-up; return img/s."""
-    model = models.build_cnn()
+    model = cnn.build_cnn()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
     model.fit(stream, epochs=1, steps_per_epoch=max(5, steps // 5), verbose=0)  # tracing, thread pools
     return steady_images_per_second(model, stream, steps, batch_size)
@@ -107,15 +110,10 @@ def training_images_per_second(stream, steps, batch_size):
 
 def forward_flops(model):
     """FLOPs (2 x multiply-adds) of one image's forward pass through the Conv2D, DepthwiseConv2D
-    and Dense layers, nested models included. A test-time-augmentation wrapper's network counts
-    once: training runs it once."""
-    from cifar.layers import TestTimeAugmentation
-
+    and Dense layers, nested models included."""
     total = 0
     for layer in model.layers:
-        if isinstance(layer, TestTimeAugmentation):
-            total += forward_flops(layer.net)
-        elif isinstance(layer, keras.Model):
+        if isinstance(layer, keras.Model):
             total += forward_flops(layer)
         elif isinstance(layer, keras.layers.DepthwiseConv2D):
             _, h, w, c = layer.output.shape
@@ -150,9 +148,11 @@ def matmul_gflops(sizes=(2048, 3072, 4096), repeats=3):
 
 def registry_models(x_train, only=None, overrides=None):
     """{name: (model compiled with its own recipe, train_cfg, augment_cfg)} for every registered
-    model (or the one named `only`), its train settings updated with `overrides` (a lever's
-    steps_per_execution or jit_compile). MobileNetV2 starts from random weights: the cost of a
-    step does not depend on them."""
+    model (or the one named `only`), from its plan (cifar.models.plan), as its stage trains it:
+    the first phase's model and settings, with the plan's epochs in all; its train settings
+    updated with `overrides` (a lever's steps_per_execution or jit_compile). A model that starts
+    from pretrained weights starts from random ones here: the cost of a step does not depend on
+    them."""
     from cifar import training
 
     loaded = params.load(["models", "shared"])
@@ -160,20 +160,13 @@ def registry_models(x_train, only=None, overrides=None):
     for name, entry in loaded["models"].items():
         if only and name != only:
             continue
-        section = params.load([entry["params"]])[entry["params"]]
-        train = section.get("train", loaded["shared"]["train"])
-        if section.get("phases"):  # MobileNetV2's phased recipe: its epochs are the phases' sum
-            train = dict(train, epochs=sum(phase["epochs"] for phase in section["phases"]))
-        inputs = {"weights": None} if entry["builder"].endswith(":mobilenet_from") else {}
-        model = models.build(entry["builder"], section, entry["params"], images=x_train, **inputs)
-        train = {**train, **(overrides or {})}
-        training.compile_for(model, train, augment.steps_per_epoch(len(x_train), train["batch_size"]))
-        aug = section.get("augment", loaded["shared"]["augment"])
-        if isinstance(aug, str):  # MobileNetV2's choice of policy
-            from cifar import mobilenet
-
-            aug, _ = mobilenet.augmentation(section, loaded["shared"]["augment"])
-        found[name] = (model, train, aug)
+        _, section = params.model_entry(name)
+        plan = models.plan(entry, section, loaded["shared"], weights=None)
+        first = plan.phases[0]
+        train = {**first.train, "epochs": plan.epochs, **(overrides or {})}
+        model = first.build({"x_train": x_train}, None)
+        training.compile_for(model, train, augment.steps_per_epoch(len(x_train), train["batch_size"]), plan.recipe)
+        found[name] = (model, train, plan.augment)
     return found
 
 
@@ -299,6 +292,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the all-models comparison")
     parser.add_argument("--lever-rounds", type=int, default=2,
                         help="alternating rounds of the speed levers against the default (0: skip them)")
+    parser.add_argument("--lever-models", help="comma-separated models whose levers to measure (default: all)")
+    parser.add_argument("--baseline", help="the model training times are compared with (default: the registry's first)")
     parser.add_argument("--levers", help=f"comma-separated levers to measure (default: all of {', '.join(LEVERS)})")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--probe", help=argparse.SUPPRESS)  # one lever's measurement, in a process of its own
@@ -344,8 +339,9 @@ def main():
             "train_gflop_per_image": round(gflop, 4), "gflops": round(rate * gflop, 1),
             "fraction_of_matmul": round(rate * gflop / ceiling_gflops, 3),
         }
-    # The speed levers, for the two CNNs (MobileNetV2's cost is its backbone's).
-    lever_results = levers(args, [n for n in ("cnn", "fast") if n in per_model], args.lever_rounds,
+    # The speed levers, for every model (or those of --lever-models).
+    lever_models = args.lever_models.split(",") if args.lever_models else list(per_model)
+    lever_results = levers(args, [n for n in lever_models if n in per_model], args.lever_rounds,
                            args.levers.split(",") if args.levers else None) if args.lever_rounds else {}
     report = {
         "matmul_gflops": {k: round(v, 1) for k, v in matmul.items()},
@@ -360,11 +356,15 @@ def main():
         "data": {"archive": args.archive.name, "sha256": sha},
         "environment": outputs.hardware(),
     }
-    if "fast" in per_model and "cnn" in per_model:
-        # Same images per epoch: (fast epochs / fast img/s) against (seed epochs / seed img/s).
-        fast, cnn = per_model["fast"], per_model["cnn"]
-        report["predicted_time_ratio_fast_vs_seed"] = round(
-            (fast["epochs"] / fast["train_img_per_s"]) / (cnn["epochs"] / cnn["train_img_per_s"]), 3)
+    # Each model's predicted training time against the baseline's (the seed CNN's, the registry's
+    # first): same images per epoch, so (its epochs / its img/s) over (the baseline's).
+    baseline = args.baseline or next(iter(per_model))
+    if baseline not in per_model:
+        sys.exit(f"bench: error: --baseline {baseline!r} is not a registered model ({', '.join(per_model)})")
+    report["baseline"] = baseline
+    base = per_model[baseline]["epochs"] / per_model[baseline]["train_img_per_s"]
+    for m in per_model.values():
+        m["predicted_time_vs_baseline"] = round(m["epochs"] / m["train_img_per_s"] / base, 3)
     outputs.write_json(args.out, report)
     for name, rate in report["augmentation_img_per_s"].items():
         print(f"{name:>26}: {rate:10.1f} img/s")
@@ -376,8 +376,8 @@ def main():
         print(f"{name:>10}: {m['train_img_per_s']:7.1f} img/s x {m['train_gflop_per_image']:.3f} GFLOP = "
               f"{m['gflops']:5.1f} GFLOP/s, {m['fraction_of_matmul']:.0%} of the matmul rate; its augmented "
               f"stream alone {m['augmentation_img_per_s']:.0f} img/s ({m['augmentation_vs_training']:.1f}x training)")
-    if "predicted_time_ratio_fast_vs_seed" in report:
-        print(f"predicted training time, fast / seed CNN: {report['predicted_time_ratio_fast_vs_seed']:.2f}")
+    print(f"predicted training time against {baseline}'s: " + ", ".join(
+        f"{name} {m['predicted_time_vs_baseline']:.2f}" for name, m in per_model.items()))
     for name, found in lever_results.items():
         print(f"{name} levers (img/s against the default {found['default_img_per_s']}): " + ", ".join(
             f"{lever} {m['vs_default']:.2f}x" for lever, m in found.items() if lever != "default_img_per_s"))

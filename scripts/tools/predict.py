@@ -1,6 +1,6 @@
 """Classify image files with a trained or exported model: the top 3 classes of each.
 
-Usage: python scripts/predict.py [--model ARTIFACT] [--json] [--top K] IMAGE [IMAGE ...]
+Usage: python scripts/tools/predict.py [--model ARTIFACT] [--json] [--top K] IMAGE [IMAGE ...]
 
 ARTIFACT is a .keras file (models/trained/cnn.keras), a SavedModel folder
 (models/export/cnn/saved_model) or a .tflite file (models/export/cnn/cnn_int8.tflite). IMAGE is
@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the cifar package
 
 from cifar import inference
 

@@ -1,7 +1,7 @@
 """MobileNetV2's input size against test accuracy and training time: one DVC experiment per size.
 
-Usage: python scripts/mobilenet_sizes.py [--sizes 32 64 96 128 160] [--set KEY=VALUE ...]
-           [--table reports/mobilenet_sizes.csv] [--figure reports/figures/mobilenet_sizes.png]
+Usage: python scripts/tools/mobilenet_sizes.py [--sizes 32 64 96 128 160] [--set KEY=VALUE ...]
+           [--table reports/studies/mobilenet_sizes/mobilenet_sizes.csv] [--figure reports/studies/mobilenet_sizes/mobilenet_sizes.png]
 
 For each size, one after another (never at the same time: their times are compared), runs
 `dvc exp run --temp finetune_mobilenet -n mobilenet-<S>px -S finetune_mobilenet.input_size=S`
@@ -19,6 +19,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the cifar package
 
 METRICS = "reports/metrics/train/mobilenet.json"
 COLUMNS = ["input_size", "test_accuracy", "best_val_accuracy", "train_minutes", "train_img_per_s", "epochs"]
@@ -67,8 +69,8 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 96, 128, 160])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a param for every experiment, as dvc exp run -S takes it (repeatable)")
-    parser.add_argument("--table", type=Path, default=Path("reports/mobilenet_sizes.csv"))
-    parser.add_argument("--figure", type=Path, default=Path("reports/figures/mobilenet_sizes.png"))
+    parser.add_argument("--table", type=Path, default=Path("reports/studies/mobilenet_sizes/mobilenet_sizes.csv"))
+    parser.add_argument("--figure", type=Path, default=Path("reports/studies/mobilenet_sizes/mobilenet_sizes.png"))
     parser.add_argument("--collect-only", action="store_true", help="only read experiments run before")
     args = parser.parse_args()
     names = {f"mobilenet-{size}px": size for size in args.sizes}

@@ -1,7 +1,7 @@
 // Run a TF.js graph model in Node.js on the WASM backend: class probabilities for a file of
 // raw images, plus single-image latency and batch throughput. The `parity` stage calls this.
 //
-// Usage: node scripts/tfjs_predict.mjs --model DIR/model.json --images X.u8 --count N \
+// Usage: node scripts/cifar/tfjs_predict.mjs --model DIR/model.json --images X.u8 --count N \
 //            --out PROBS.f32 [--batch 256] [--latency-runs 50]
 // X.u8: N x 32 x 32 x 3 uint8 RGB, row-major. PROBS.f32: N x classes float32, little-endian.
 // Prints one JSON line: backend, threads, latency_ms, throughput_img_s.

@@ -1,6 +1,6 @@
 """Write an HTML template for `dvc plots show/diff` that works offline.
 
-Usage: python scripts/plots_template.py --out build/plots_template.html
+Usage: python scripts/tools/plots_template.py --out build/plots_template.html
        dvc plots show --html-template build/plots_template.html -o reports/plots
 
 DVC's default page loads vega, vega-lite and vega-embed from a CDN, so it stays blank without

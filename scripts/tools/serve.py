@@ -1,6 +1,6 @@
 """Serve the browser demo: web/, the exported TF.js models and TF.js itself, all from this machine.
 
-Usage: python scripts/serve.py [--host 127.0.0.1] [--port 8000] [--exports models/export]
+Usage: python scripts/tools/serve.py [--host 127.0.0.1] [--port 8000] [--exports models/export]
 
     /                        web/ (index.html, app.js, style.css)
     /vendor/tfjs/            node_modules/@tensorflow/tfjs/dist/ (tf.min.js)

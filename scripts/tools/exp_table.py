@@ -1,6 +1,6 @@
 """Print the metrics that matter of a DVC experiment, narrow enough for any terminal.
 
-Usage: python scripts/exp_table.py [--exp NAME]
+Usage: python scripts/tools/exp_table.py [--exp NAME]
 
 `dvc exp show` prints every param and metric as a column; on a normal terminal that is a row of
 "…". This prints, for the newest experiment of the current commit (or --exp NAME), each model's

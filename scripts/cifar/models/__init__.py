@@ -1,0 +1,164 @@
+"""The model registry's code. Each model is one module of this package, named by its registry
+entry (params.yaml `models.NAME.module`, its file: scripts/cifar/models/NAME.py, imported as
+cifar.models.NAME), and holds everything that model is:
+
+- `build(section, images=None, weights=None)`: the uncompiled Keras model, from the model's params
+  section; it takes raw 0-255 RGB (32, 32, 3) and scales it itself, so every exported format is
+  called the same way. `images` (the training images) and `weights` (the file `fetch_weights`
+  placed) are passed only to a builder that names them.
+- `plan(section, shared, weights=None)` (optional): how it trains, a `Plan`: its phases, their
+  settings, its augmentation and its recipe. Without one: one phase of `build` with the seed's
+  settings (`shared.train`, `shared.augment`) and the seed's recipe (cifar.training.recipe).
+- `SCHEMA` or `validate(section, where, path)` (optional): the rules of its params section.
+- its own Keras objects (layers, optimizer, schedule), registered under the package name
+  `cifar.models.NAME`, so a saved model names the module that defines them and `load` imports
+  exactly that module.
+
+Only its training stage depends on the module, so editing one model retrains that model alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from cifar.outputs import StageError
+from cifar.params import MODULE
+
+IMPORTED = re.compile(r"cifar\.models\.[a-z][a-z0-9_]*")  # a model module's import name
+
+
+
+class ModelError(StageError, ValueError):
+    """A path that is not a model the pipeline can load or run."""
+
+
+@dataclass
+class Phase:
+    """One fit of a recipe in steps: `build(arrays, previous)` makes the model (`previous`: the
+    best model of the phase before, a .keras path, or None), `train` its settings."""
+    name: str | None
+    build: Callable
+    train: dict
+
+
+@dataclass
+class Plan:
+    """How a model trains: its phases in order, the augmentation config of its training stream
+    (cifar.augment.train_dataset), and its recipe (train_cfg, steps_per_epoch) -> Recipe."""
+    phases: list
+    augment: dict
+    recipe: Callable = None
+
+    @property
+    def epochs(self):
+        return sum(phase.train["epochs"] for phase in self.phases)
+
+
+def module(entry, where="models"):
+    """The registry entry's model module, imported (so its Keras objects are registered)."""
+    from cifar.params import ParamsError
+
+    path = entry["module"]
+    if not MODULE.fullmatch(path):
+        raise ParamsError(f"params.yaml: {where}.module = {path!r} is not allowed; a model is a module of the "
+                          "project's package, scripts/cifar/models/NAME.py")
+    try:
+        return importlib.import_module("cifar.models." + Path(path).stem)
+    except ModuleNotFoundError as err:
+        raise ParamsError(f"params.yaml: {where}.module = {path!r} not found ({err})") from None
+
+
+def section(entry, path="params.yaml", name=None):
+    """The model's params section, checked by its module's rules (`validate` or `SCHEMA`)."""
+    from cifar import params
+
+    where = entry["params"]
+    values = params.load([where], path)[where]
+    found = module(entry, f"models.{name}" if name else "models")
+    if hasattr(found, "validate"):
+        found.validate(values, where, path)
+    elif hasattr(found, "SCHEMA"):
+        params.validate(values, found.SCHEMA, where, path)
+    return values
+
+
+def build(found, section, section_name, **inputs):
+    """`found.build(section, **inputs)`, passing only the inputs the builder names; a missing key
+    of its section is a ParamsError."""
+    from cifar.params import ParamsError
+
+    wanted = inspect.signature(found.build).parameters
+    try:
+        return found.build(section, **{k: v for k, v in inputs.items() if k in wanted})
+    except KeyError as err:
+        raise ParamsError(f"params.yaml: section '{section_name}' lacks the key {err.args[0]!r}, "
+                          f"which {found.__name__}.build needs") from None
+
+
+def plan(entry, section, shared, weights=None):
+    """The model's training `Plan`: its module's `plan`, else one phase of its builder with the
+    seed's settings and recipe."""
+    found = module(entry)
+    if hasattr(found, "plan"):
+        return found.plan(section, shared, weights)
+    return Plan([Phase(None, lambda arrays, previous: build(found, section, entry["params"], images=arrays["x_train"],
+                                                             weights=weights), shared["train"])],
+                shared["augment"])
+
+
+def registered_modules(path):
+    """The modules whose Keras objects the saved model `path` (.keras) names: `cifar.models.NAME`
+    for a model's own layers, `cifar` for the shared ones (cifar.tta)."""
+    with zipfile.ZipFile(path) as archive:
+        config = archive.read("config.json").decode()
+    return sorted(set(re.findall(r'"registered_name": "(cifar[\w.]*)>', config)))
+
+
+def load(path, stage=None):
+    """The one loader of a .keras model: it imports the modules whose objects the file names, and
+    nothing else. ModelError, naming the file and the stage that writes it, if it cannot load."""
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        redo = f": it is written by the '{stage}' stage; run `dvc repro {stage}`" if stage else ""
+        raise ModelError(f"{path} not found{redo}")
+    redo = f"; it is written by the '{stage}' stage: rerun it with `dvc repro --force {stage}`" if stage else ""
+    try:
+        names = registered_modules(path)
+    except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+        raise ModelError(f"{path} is not a readable Keras model ({type(err).__name__}: {err}){redo}") from None
+    for name in names:
+        if name == "cifar":
+            importlib.import_module("cifar.tta")
+        elif IMPORTED.fullmatch(name):
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError:
+                raise ModelError(f"{path} needs the model module {name}, which this checkout lacks") from None
+        else:
+            raise ModelError(f"{path} names Keras objects of {name!r}, which is not a model module (cifar.models.NAME)")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as err:  # zip, h5 and deserialisation errors all mean the same to a user
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        raise ModelError(f"{path} is not a readable Keras model ({type(err).__name__}: {first}){redo}") from None
+
+
+def for_inference(model, tta=0):
+    """The model as evaluate, export and predict run it: wrapped in test-time augmentation at the
+    registry entry's level (`tta`: 0 none, 1 flip, 2 flip + 1 px shifts; cifar.tta)."""
+    from cifar import tta as views
+
+    return views.wrap(model, tta)
+
+
+def trained(name, entry, folder="models/trained"):
+    """The registry's model `name` from `folder`, ready for inference (`for_inference`)."""
+    return for_inference(load(Path(folder) / f"{name}.keras", entry["stage"]), entry.get("tta", 0))

@@ -1,0 +1,325 @@
+"""The fast model (registry entry `fast`, stage `train_fast`): an airbench94-style network (Keller
+Jordan, "94% on CIFAR-10 in 3.29 seconds on a single GPU", arXiv 2404.00498), written in Keras
+from the paper's description, with its recipe, its optimizer and its schedule.
+
+    raw 0-255 RGB -> /255 -> per-channel standardisation (the training set's mean and std)
+    -> 2x2 convolution, frozen, initialised to whiten 2x2 patches (eigenvectors of the training
+       images' patch covariance, each with its negative: 2 x 12 = 24 channels), GELU
+    -> 3 conv groups (widths 64, 256, 256): conv 3x3 -> max-pool 2 -> BN -> GELU -> conv 3x3 -> BN -> GELU
+       (each conv's first in_channels filters start as the identity, airbench's Dirac init)
+    -> max-pool 3 -> dense (no bias) -> x 1/9 (logit scale) -> softmax
+
+BatchNormalization has no learned scale (as airbench: its weight is frozen at 1) and a fast
+moving average. Differences from airbench94, chosen to keep every artifact exportable and the
+code small: GELU is the tanh approximation (TF.js cannot run the exact one's Erfc), the
+whitening convolution has no bias (airbench trains one for 3 epochs), and the network trains on
+the 40,000-image split the pipeline shares. Test-time augmentation is an inference choice
+(`models.fast.tta`, cifar.tta), applied to the trained model.
+
+The recipe (`recipe`) is airbench's: SGD with Nesterov momentum on a warm-up/decay schedule per
+step, label smoothing, a higher learning rate for BN biases, coupled L2 weight decay and
+lookahead. params.yaml states its learning rate and weight decay in airbench's own units (per
+1,024 images, for the loss summed over the batch); `per_step` converts them.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from cifar import params
+from cifar.data import IMAGE_SHAPE, NUM_CLASSES
+from cifar.models import Phase, Plan
+from cifar.training.recipe import Recipe
+
+SCHEMA = {  # params.yaml `train_fast`
+    "widths": params.int_list(3, 1, 4096),
+    "whiten_patch": params.number(int, 1, 4),
+    "whiten_images": params.number(int, 1, 50_000),
+    "batchnorm_momentum": params.number(float, 0, 1, hi_open=True),
+    "logit_scale": params.number(float, 0, 10, lo_open=True),
+    "augment": {
+        "policy": params.choice("flip_translate"),
+        "translate_px": params.number(int, 0, 8),
+    },
+    "train": {
+        "optimizer": params.choice("sgd_nesterov"),
+        "epochs": params.number(int, 1, 10_000),
+        "batch_size": params.number(int, 1, 65_536),
+        "learning_rate": params.number(float, 0, 1000, lo_open=True),
+        "lr_start_end": params.float_list(2, 0, 1),
+        "warmup_fraction": params.number(float, 0, 1),
+        "momentum": params.number(float, 0, 1, hi_open=True),
+        "weight_decay": params.number(float, 0, 1),
+        "bias_lr_scale": params.number(float, 0, 1000, lo_open=True),
+        "label_smoothing": params.number(float, 0, 1, hi_open=True),
+        "lookahead_every": params.number(int, 1, 10_000),
+        "lookahead_decay": params.number(float, 0, 1),
+        "validate_every": params.number(int, 1, 10_000),
+        "drop_last": params.boolean,
+        "distribute": params.choice("default", "mirrored", "multi_worker"),
+        "steps_per_execution": params.number(int, 1, 10_000),
+        "jit_compile": params.auto_or_boolean,
+    },
+}
+SOURCE_IMAGES = 1024  # airbench's unit: its learning rate and weight decay are per 1,024 images
+
+
+def per_step(learning_rate, weight_decay, momentum, batch_size):
+    """(learning rate, weight decay) per step for the batch-mean loss, from airbench's values per
+    1,024 images for the summed loss. airbench divides both by 1024 x (1 + 1 / (1 - momentum)),
+    the size of a Nesterov step relative to one image's gradient, and multiplies the weight decay
+    by the batch size; the mean loss's gradient is 1/batch of the summed one, so its learning
+    rate is batch times larger. The weight decay is per step at the peak rate (the schedule
+    scales it, as airbench's)."""
+    kilostep = SOURCE_IMAGES * (1 + 1 / (1 - momentum))
+    return learning_rate * batch_size / kilostep, weight_decay * batch_size / kilostep
+
+
+def whitening_filters(images, patch, eps=5e-4):
+    """(patch, patch, 3, 2 * patch * patch * 3) Conv2D kernel that whitens `patch`x`patch` patches.
+
+    `images` are standardised float32 NHWC. Each eigenvector v of the patches' covariance,
+    scaled by 1/sqrt(eigenvalue + eps), and its negative, is one output channel.
+    """
+    n, h, w, c = images.shape
+    windows = np.lib.stride_tricks.sliding_window_view(images, (patch, patch), axis=(1, 2))
+    # (n, h-p+1, w-p+1, c, p, p) -> (rows, p*p*c) in the kernel's (p, p, c) order
+    patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, patch * patch * c).astype(np.float64)
+    patches -= patches.mean(axis=0)
+    covariance = patches.T @ patches / len(patches)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    filters = (eigenvectors / np.sqrt(eigenvalues + eps)).T  # one whitening direction per row
+    filters = np.concatenate([filters, -filters]).reshape(-1, patch, patch, c)
+    return filters.transpose(1, 2, 3, 0).astype(np.float32)
+
+
+def dirac_init(conv):
+    """airbench's initialisation: the first `in_channels` filters of a 3x3 convolution pass their
+    input channel through unchanged (a Dirac delta at the centre); the others keep their random
+    start. So a group's second convolution (as wide as its input) starts as the identity."""
+    kernel = conv.kernel.numpy()
+    k, _, c_in, c_out = kernel.shape
+    n = min(c_in, c_out)
+    kernel[..., :n] = 0.0
+    kernel[k // 2, k // 2, np.arange(n), np.arange(n)] = 1.0
+    conv.kernel.assign(kernel)
+
+
+def conv_group(x, width, momentum, name):
+    bn = dict(momentum=momentum, epsilon=1e-5, scale=False)
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn1", **bn)(x)
+    x = layers.Activation(gelu_tanh, name=f"{name}_gelu1")(x)
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv2")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn2", **bn)(x)
+    return layers.Activation(gelu_tanh, name=f"{name}_gelu2")(x)
+
+
+def build(section, images):
+    """The fast model from its params section and the training images (uint8 NHWC), which set the
+    standardisation and the whitening filters."""
+    sample = images[: section["whiten_images"]].astype(np.float32) / 255.0
+    mean, std = sample.mean(axis=(0, 1, 2)), sample.std(axis=(0, 1, 2))
+    patch = section["whiten_patch"]
+    kernel = whitening_filters((sample - mean) / std, patch)
+
+    net_in = keras.Input(IMAGE_SHAPE, name="standardised")
+    whiten = layers.Conv2D(kernel.shape[-1], patch, padding="valid", use_bias=False, trainable=False, name="whiten")
+    x = layers.Activation(gelu_tanh, name="whiten_gelu")(whiten(net_in))
+    for i, width in enumerate(section["widths"], start=1):
+        x = conv_group(x, width, section["batchnorm_momentum"], f"group{i}")
+    x = layers.GlobalMaxPooling2D(name="pool")(x)  # airbench's max-pool 3 over the final 3x3
+    x = layers.Dense(NUM_CLASSES, use_bias=False, name="logits")(x)
+    logits = layers.Rescaling(section["logit_scale"], name="logit_scale")(x)
+    net = keras.Model(net_in, logits, name="fast_net")
+    whiten.set_weights([kernel])
+    for layer in net.layers:
+        if layer.name.startswith("group") and isinstance(layer, layers.Conv2D):
+            dirac_init(layer)
+
+    inputs = keras.Input(IMAGE_SHAPE, name="image")
+    x = layers.Rescaling(1.0 / 255, name="scale_0_1")(inputs)
+    x = layers.Normalization(mean=mean.tolist(), variance=(std ** 2).tolist(), name="standardise")(x)
+    outputs = layers.Activation("softmax", name="probabilities")(net(x))
+    return keras.Model(inputs, outputs, name="fast")
+
+
+@keras.saving.register_keras_serializable(package="cifar.models.fast")
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Piecewise-linear learning rate per step: `peak` x multipliers[0] at step 0, `peak` at
+    `warmup_steps`, `peak` x multipliers[1] at `total_steps` (airbench's triangle)."""
+
+    def __init__(self, peak, total_steps, warmup_steps, start=0.2, end=0.07):
+        self.peak, self.total_steps, self.warmup_steps = float(peak), int(total_steps), int(warmup_steps)
+        self.start, self.end = float(start), float(end)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warm = max(self.warmup_steps, 1)
+        rising = self.start + (1.0 - self.start) * step / warm
+        falling = 1.0 + (self.end - 1.0) * (step - warm) / max(self.total_steps - warm, 1)
+        return self.peak * ops.where(step < warm, rising, ops.maximum(falling, self.end))
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                "start": self.start, "end": self.end}
+
+
+class _SlowWeights:
+    """Lookahead's slow copies: plain tf.Variables, not the optimizer's own, so that neither a
+    saved model nor a resume backup holds them (they equal the weights at every epoch's end)."""
+
+    def __init__(self, weights):
+        import tensorflow as tf
+
+        self.weights = [w.value for w in weights]  # the tf.Variables behind Keras' variables
+        self.slow = [tf.Variable(tf.zeros(w.shape, w.dtype), trainable=False, name="lookahead_slow")
+                     for w in self.weights]
+
+
+@keras.saving.register_keras_serializable(package="cifar.models.fast")
+class BiasScaledSGD(keras.optimizers.SGD):
+    """SGD whose bias (BN beta, dense bias) gradients are scaled by `bias_scale` (a higher learning
+    rate for them, as airbench), with coupled L2 weight decay `l2` added to every gradient (it
+    passes through the momentum, as PyTorch's SGD weight_decay does).
+
+    With `lookahead_every` > 0, airbench's lookahead, in the graph: every `lookahead_every` steps,
+    and at each epoch's last step (so validation and the backup see the same weights), the slow
+    weights move toward the fast ones, slow = decay * slow + (1 - decay) * fast, and the model
+    continues from them. `decay` grows as lookahead_decay * (step / total_steps)**3: no averaging
+    early, strong averaging at the end. The weights it averages are those given to `watch` (the
+    model's float weights, BatchNormalization's moving statistics included); `start_lookahead`
+    sets the slow copies to the weights, before the first step of a run or of a resumed run
+    (StartLookahead calls it at the first epoch's start, after a resume has restored the
+    weights). No step waits on the host, and it works with any `steps_per_execution`.
+    """
+
+    def __init__(self, bias_scale=1.0, l2=0.0, lookahead_every=0, lookahead_decay=0.0, total_steps=1,
+                 steps_per_epoch=1, **kwargs):
+        super().__init__(**kwargs)
+        self.bias_scale, self.l2 = float(bias_scale), float(l2)
+        self.lookahead_every, self.lookahead_decay = int(lookahead_every), float(lookahead_decay)
+        self.total_steps, self.steps_per_epoch = int(total_steps), int(steps_per_epoch)
+        self._lookahead = None
+
+    def watch(self, weights):
+        """Average these weights (a model's `weights`: its float ones take part). Call it in the
+        strategy's scope, after compile and before fit."""
+        if self.lookahead_every:
+            self._lookahead = _SlowWeights([w for w in weights if "float" in str(w.dtype)])
+
+    def start_lookahead(self):
+        """slow = weights, now (eagerly, between steps)."""
+        for slow, weight in zip(self._lookahead.slow, self._lookahead.weights):
+            slow.assign(weight.read_value())
+
+    def apply(self, grads, trainable_variables=None):
+        variables = trainable_variables if trainable_variables is not None else self._trainable_variables
+        scaled = []
+        for grad, variable in zip(grads, variables):
+            if grad is not None:
+                if variable.path.endswith(("/beta", "/bias")):
+                    grad = grad * self.bias_scale
+                if self.l2:
+                    grad = grad + self.l2 * variable.value
+            scaled.append(grad)
+        if not self.lookahead_every:
+            return super().apply(scaled, trainable_variables)
+        if self._lookahead is None:
+            raise ValueError("BiasScaledSGD with lookahead_every > 0 needs optimizer.watch(model.weights) "
+                             "after compile and before fit")
+        result = super().apply(scaled, trainable_variables)
+        self._in_cross_replica(self._step)
+        return result
+
+    @staticmethod
+    def _in_cross_replica(fn):
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        if context is None:  # already in cross-replica context
+            return fn(tf.distribute.get_strategy())
+        return context.merge_call(fn)
+
+    def _step(self, strategy):
+        import tensorflow as tf
+
+        state = self._lookahead
+        step = tf.cast(self.iterations.value.read_value(), tf.int64)  # this step's number, counted from 1
+        due = tf.logical_or(tf.equal(step % self.lookahead_every, 0), tf.equal(step % self.steps_per_epoch, 0))
+        fraction = tf.minimum(tf.cast(step, tf.float32) / self.total_steps, 1.0)
+        decay = self.lookahead_decay * fraction**3
+
+        def blend():
+            for slow, weight in zip(state.slow, state.weights):
+                strategy.extended.update(
+                    slow, lambda s, w: s.assign(tf.cast(decay, s.dtype) * s + tf.cast(1 - decay, s.dtype) * w),
+                    args=(weight,))
+                strategy.extended.update(weight, lambda w, s: w.assign(s), args=(slow,))
+            return tf.constant(True)
+
+        tf.cond(due, blend, lambda: tf.constant(False))
+
+    def get_config(self):
+        return {**super().get_config(), "bias_scale": self.bias_scale, "l2": self.l2,
+                "lookahead_every": self.lookahead_every, "lookahead_decay": self.lookahead_decay,
+                "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch}
+
+
+@keras.saving.register_keras_serializable(package="cifar.models.fast")
+def gelu_tanh(x):
+    """GELU in its tanh approximation. The exact one lowers to Erfc, which TF.js cannot run; the
+    two differ by less than 1e-3 everywhere."""
+    return keras.activations.gelu(x, approximate=True)
+
+
+@keras.saving.register_keras_serializable(package="cifar.models.fast")
+def gelu_tanh(x):
+    """GELU in its tanh approximation. The exact one lowers to Erfc, which TF.js cannot run; the
+    two differ by less than 1e-3 everywhere."""
+    return keras.activations.gelu(x, approximate=True)
+
+
+class StartLookahead(keras.callbacks.Callback):
+    """Sets the optimizer's lookahead slow weights to the model's at the first epoch's start: after
+    every on_train_begin, so after BackupAndRestore has restored a resumed run's weights (Keras
+    calls on_train_begin in list order), and before the first step changes BatchNormalization's
+    moving statistics. An epoch hook only: Keras still dispatches the steps without waiting."""
+
+    def on_train_begin(self, logs=None):
+        self._started = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._started:
+            self._started = True
+            self.model.optimizer.start_lookahead()
+
+
+def recipe(train_cfg, steps_per_epoch):
+    """airbench's recipe for `train_cfg` (train_fast.train, in airbench's units)."""
+    total = train_cfg["epochs"] * steps_per_epoch
+    start, end = train_cfg["lr_start_end"]
+    peak, decay = per_step(train_cfg["learning_rate"], train_cfg["weight_decay"], train_cfg["momentum"],
+                           train_cfg["batch_size"])
+    schedule = WarmupDecay(peak, total, round(train_cfg["warmup_fraction"] * total), start, end)
+    optimizer = BiasScaledSGD(learning_rate=schedule, momentum=train_cfg["momentum"], nesterov=True,
+                              bias_scale=train_cfg["bias_lr_scale"], l2=decay / peak,
+                              lookahead_every=train_cfg["lookahead_every"],
+                              lookahead_decay=train_cfg["lookahead_decay"], total_steps=total,
+                              steps_per_epoch=steps_per_epoch)
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg["label_smoothing"])
+
+    def prepare(model):  # lookahead averages every float weight, not only the trainable ones
+        optimizer.watch(model.weights)
+        optimizer.start_lookahead()  # a fit without the callback (bench) starts from these weights
+
+    return Recipe(optimizer, loss, [StartLookahead()], [], prepare)
+
+
+def plan(section, shared, weights=None):
+    """One phase of `build` with its own settings (`train`) and augmentation (`augment`)."""
+    return Plan([Phase(None, lambda arrays, previous: build(section, arrays["x_train"]), section["train"])],
+                section["augment"], recipe)

@@ -1,0 +1,211 @@
+"""The fit: one resumable training loop for every model, with the model's recipe
+(cifar.training.recipe.seed, or the model module's own).
+
+Resume. BackupAndRestore (cifar.training.resume) restores the weights, the optimizer and the
+epoch; the callbacks' own counters (best value, epochs waited) are not in that backup, so
+ResumeMonitors replays the history of the finished epochs into them. Every random draw of an
+epoch (image order, augmentation, dropout) is a function of (seed, epoch), so a resumed run
+repeats what an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cifar import augment
+from cifar.data import IMAGE_SHAPE, NUM_CLASSES
+from cifar.outputs import StageError
+from cifar.training import callbacks as cb
+from cifar.training import distribute, recipe as recipes
+from cifar.training.resume import ResumeState, digest
+
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
+
+
+class TrainingError(StageError, RuntimeError):
+    """Training could not produce a model (a NaN loss from the first epoch on, say)."""
+
+
+def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_callbacks=(), identity=None,
+        strategy=None, recipe=None, live=None):
+    """Compile and fit the model from `build_model()` on the prepared arrays.
+
+    `identity`: what else determines the run beyond the settings and arrays given here (the
+    stage's other params, its code, the pretrained weights); resume state is only continued
+    when all of it matches. `extra_callbacks` run after the pipeline's own (TensorBoard, say).
+    `strategy`: made by the caller before any TensorFlow work (make_strategy), else here from
+    train_cfg's `distribute`. `recipe(train_cfg, steps_per_epoch)`: the model's recipe
+    (cifar.training.recipe.Recipe), default the seed's. `live`: a callbacks.LiveLog that logs
+    every epoch (the finished ones of a resumed run first), on the chief.
+
+    Returns (best_model_path, history_rows, summary). The best model (highest val_accuracy)
+    is the ModelCheckpoint file in `state_dir`; the caller moves it into place.
+
+    Several workers (multi_worker): the chief keeps the resume state in `state_dir`; every other
+    worker keeps its checkpoints in a temporary folder, removed when it returns (with
+    best_model_path None), and at the start takes over the chief's state, so a restarted worker
+    continues from the chief's last finished epoch with nothing of its own.
+    """
+    if strategy is None:
+        strategy = distribute.make_strategy(train_cfg.get("distribute", "default"))
+    chief, task = distribute.worker_role(strategy)
+    if chief:
+        return _fit(build_model, arrays, train_cfg, augment_cfg, seed, Path(state_dir), extra_callbacks, identity,
+                    strategy, task, recipe, live)
+    with tempfile.TemporaryDirectory(prefix=f"cifar10-{task}-") as scratch:
+        _, rows, summary = _fit(build_model, arrays, train_cfg, augment_cfg, seed, Path(scratch) / "state",
+                                extra_callbacks, identity, strategy, task, recipe, None)
+    return None, rows, summary
+
+
+def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_callbacks, identity, strategy, task,
+         recipe, live):
+    chief = task is None or distribute.worker_role(strategy)[0]
+    data_digest = digest(arrays["x_train"], arrays["y_train"], arrays["x_val"], arrays["y_val"])
+    state = ResumeState(state_dir, {"train": train_cfg, "augment": augment_cfg, "seed": seed,
+                                    "data": data_digest, **(identity or {})})
+    if chief:
+        done = state.finished()
+        first_epoch = None if done else state.start_epoch()
+    if task:  # several workers: the chief's state is everyone's
+        received = distribute.bytes_from_chief(strategy, state.pack() if chief else b"", chief)
+        if not chief:
+            state.unpack(received, task)
+            done = state.finished(need_model=False)
+            first_epoch = None if done else state.start_epoch()
+    if done:
+        print(f"Training finished in an earlier attempt whose outputs were not written; reusing {state.folder}")
+        if live is not None:
+            live.replay(done[0])
+        return state.best, *done
+    if live is not None and first_epoch and state.history.is_file():
+        live.replay(cb.read_history(state.history)[:first_epoch])
+
+    keras.utils.set_random_seed(seed)
+    batch, epochs = train_cfg["batch_size"], train_cfg["epochs"]
+    drop = train_cfg.get("drop_last", False)
+    steps = augment.steps_per_epoch(len(arrays["y_train"]), batch, drop)
+    if batch < strategy.num_replicas_in_sync:
+        raise StageError(f"batch_size {batch} is smaller than the {strategy.num_replicas_in_sync} replicas it is split "
+                         "between; raise it (it is the global batch)")
+    with strategy.scope():
+        model = build_model()
+        if strategy.num_replicas_in_sync > 1:
+            # Normalise by the statistics of the global batch, as one process would, not by
+            # each replica's share of it.
+            for layer in model._flatten_layers():
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
+        recipe_callbacks, monitors = recipes.compile_for(model, train_cfg, steps, recipe)
+    if task:  # every worker starts from the chief's weights (a phase's model is built on the chief only)
+        distribute.weights_from_chief(strategy, model, chief)
+
+    y_train = keras.utils.to_categorical(arrays["y_train"], NUM_CLASSES)
+    y_val = keras.utils.to_categorical(arrays["y_val"], NUM_CLASSES)
+    train_ds = distribute.distributed_train_dataset(strategy, lambda replicas: augment.train_dataset(
+        arrays["x_train"], y_train, batch, seed, augment_cfg, train_cfg.get("augment", True), epochs=epochs,
+        first_epoch=min(first_epoch, epochs), drop_remainder=drop, replicas=replicas))
+    val_ds = augment.eval_dataset(arrays["x_val"], y_val, batch)
+
+    checkpoint = cb.BestValidatedCheckpoint(state.best, monitor="val_accuracy", mode="max", save_best_only=True)
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        cb.EpochSeeds(seed),
+        cb.EpochTimes(),
+        *recipe_callbacks,
+        checkpoint,
+        *([live] if live is not None else []),
+        cb.UnvalidatedAsNaN(),
+        keras.callbacks.CSVLogger(state.history, append=True),
+        cb.ResumeMonitors(state.history, [*monitors, checkpoint]),
+        # Last, so the backup holds the learning rate after this epoch's plateau cut.
+        # double_checkpoint: a kill while the backup is written leaves the previous one usable.
+        keras.callbacks.BackupAndRestore(state.backup, double_checkpoint=True),
+        *extra_callbacks,
+    ]
+    # Build before fit: BackupAndRestore restores into a built model.
+    model.build((None, *IMAGE_SHAPE))
+    # The seed's recipe validates every epoch (its callbacks watch val metrics); a recipe with
+    # `validate_every` N validates every Nth epoch and the last (test-time augmentation makes a
+    # validation pass cost a third of a training epoch).
+    every = train_cfg.get("validate_every", 1)
+    try:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            validation_freq=sorted({*range(every, epochs + 1, every), epochs}),
+            epochs=epochs,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            shuffle=False,  # the stream is already shuffled, per (seed, epoch)
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+    except tf.errors.UnavailableError as err:  # multi_worker: a peer died; collectives were aborted
+        raise TrainingError(
+            f"a worker of the cluster stopped answering ({err.message.splitlines()[0]}); start every worker "
+            "again with the same command: training continues from the last finished epoch") from None
+    rows = cb.read_history(state.history) if state.history.is_file() else []
+    finite = [r for r in rows if np.isfinite(r["loss"]) and np.isfinite(r["val_loss"])]
+    if not finite or (chief and not state.best.is_file()):  # other workers keep no model
+        raise TrainingError(
+            "training produced no model: no epoch ended with a finite loss (NaN from the first "
+            "batches on); lower shared.train.learning_rate or check the data and the model's input scaling"
+        )
+    best = max(finite, key=lambda r: r["val_accuracy"])
+    # An epoch after a (re)start includes graph tracing; the median is the steady rate.
+    summary = {
+        "best_val_accuracy": best["val_accuracy"],
+        "best_epoch": int(best["epoch"]) + 1,
+        "epochs_run": len(rows),
+        "final_lr": rows[-1]["lr"],
+        "wall_time_s": round(sum(r["epoch_s"] for r in rows), 1),
+        "train_img_per_s": round(len(arrays["x_train"]) / statistics.median(r["train_s"] for r in rows), 1),
+        "train_images": int(len(arrays["x_train"])),
+        "val_images": int(len(arrays["x_val"])),
+        "params": int(model.count_params()),
+        "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "devices": strategy.num_replicas_in_sync,
+        "steps_per_execution": int(train_cfg.get("steps_per_execution", 1)),
+        "jit_compile": bool(model.jit_compile),
+    }
+    nan = [int(r["epoch"]) + 1 for r in rows if not np.isfinite(r["loss"])]
+    if nan:  # TerminateOnNaN stopped the run: the caller decides whether the checkpoint may stand
+        summary["nan_epoch"] = nan[0]
+    state.finish(rows, summary)
+    return state.best, rows, summary
+
+
+def combine_phases(summaries):
+    """One summary for a recipe in phases [(name, summary)]: the model is the last phase's best;
+    epochs and times add up; each phase's own summary is kept under `phases`."""
+    last = summaries[-1][1]
+    before = sum(s["epochs_run"] for _, s in summaries[:-1])
+    images = [s["epochs_run"] * s["train_images"] for _, s in summaries]
+    training_s = sum(n / s["train_img_per_s"] for n, (_, s) in zip(images, summaries) if s["train_img_per_s"])
+    return {
+        **last,
+        "best_epoch": before + last["best_epoch"],
+        "epochs_run": before + last["epochs_run"],
+        "wall_time_s": round(sum(s["wall_time_s"] for _, s in summaries), 1),
+        "train_img_per_s": round(sum(images) / training_s, 1) if training_s else 0.0,
+        "phases": {name: summary for name, summary in summaries},
+    }
+
+
+def write_history(rows, path):
+    """The per-epoch history as CSV with 1-based epochs and the columns in HISTORY_COLUMNS."""
+    from cifar.outputs import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "epoch": int(row["epoch"]) + 1})

@@ -1,0 +1,184 @@
+"""The resume state: the folder a training run keeps between attempts, stamped with what made it.
+
+BackupAndRestore saves the weights, the optimizer (its learning rate included) and the epoch
+after every epoch; a rerun continues from the last finished epoch. The state folder is stamped
+with everything that determines the run (settings, data, code, pretrained weights: `identity`);
+state made by anything else is discarded, never continued. A run that finished but whose
+outputs were not written is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from cifar.outputs import StageError
+
+
+def digest(*arrays):
+    """sha256 of numpy arrays' dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def _whole_zip(path):
+    """Whether `path` is a complete zip file (a .keras model), every member's checksum intact."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _flatten(tree, prefix=""):
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+class ResumeState:
+    """The folder a training run keeps between attempts, stamped with what made it.
+
+    identity.json holds everything that determines the run; state with another identity is
+    discarded with a one-line message naming what changed. best.keras (the best epoch so far),
+    history.csv (CSVLogger), backup/ (BackupAndRestore) and, once fit() has returned, result.json.
+    """
+
+    def __init__(self, folder, identity):
+        self.folder = Path(folder)
+        self.identity = json.loads(json.dumps(identity, sort_keys=True, default=str))
+        self.best = self.folder / "best.keras"
+        self.history = self.folder / "history.csv"
+        self.backup = self.folder / "backup"
+        self.result = self.folder / "result.json"
+        stamp = self.folder / "identity.json"
+        if self.folder.exists():
+            try:
+                old = json.loads(stamp.read_text())
+            except (OSError, ValueError):
+                old = None
+            if old != self.identity:
+                print(f"Discarding resume state in {self.folder}: it was made with {self._changes(old)}")
+                shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not stamp.is_file():
+            stamp.write_text(json.dumps(self.identity, indent=1, sort_keys=True))
+
+    def _changes(self, old):
+        if not isinstance(old, dict):
+            return "settings it did not record"
+        before, now = _flatten(old), _flatten(self.identity)
+        changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+        return f"other settings or inputs (changed: {shown})"
+
+    def finished(self, need_model=True):
+        """(history rows, summary) of a run that completed but whose outputs were not written."""
+        if not self.result.is_file():
+            return None
+        if need_model and not _whole_zip(self.best):
+            print(f"The finished run in {self.folder} left an incomplete best model; training again")
+            return None
+        done = json.loads(self.result.read_text())
+        return done["rows"], done["summary"]
+
+    def _backup_epoch(self):
+        """The epoch BackupAndRestore will resume at, after making its files agree.
+
+        It writes (with double_checkpoint) the previous weights and metadata to .bkp copies,
+        then the new weights, then the new metadata; a kill can land between any two. Keras falls
+        back to the .bkp files only when the weights will not load; unreadable metadata, or
+        weights with no metadata, would resume at the wrong epoch. Those cases fall back to the
+        .bkp pair here, or, with none, to a fresh start.
+        """
+        weights, meta = self.backup / "latest.weights.h5", self.backup / "training_metadata.json"
+        saved_weights, saved_meta = Path(f"{weights}.bkp"), Path(f"{meta}.bkp")
+
+        def epoch_in(path):
+            try:
+                return int(json.loads(path.read_text())["epoch"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+
+        def readable(path):
+            import h5py
+
+            try:
+                with h5py.File(path, "r") as f:
+                    f.visit(lambda name: None)
+                return True
+            except (OSError, ValueError, RuntimeError):
+                return False
+
+        epoch = epoch_in(meta)
+        if epoch is not None and readable(weights):
+            return epoch
+        saved = epoch_in(saved_meta)
+        if saved is not None and readable(saved_weights):
+            shutil.copyfile(saved_weights, weights)
+            shutil.copyfile(saved_meta, meta)
+            return saved
+        shutil.rmtree(self.backup, ignore_errors=True)
+        return 0
+
+    def start_epoch(self):
+        """The first epoch still to run. Leftovers of an attempt that left no backup (killed in
+        its first epoch, or after Keras removed the backup) are cleared so nothing is appended
+        to them; a history longer than the backup (killed between the two writes) is cut."""
+        epoch = self._backup_epoch() if self.backup.exists() else 0
+        if epoch == 0:
+            for leftover in (self.best, self.history, self.result):
+                leftover.unlink(missing_ok=True)
+        elif self.history.is_file():
+            lines = self.history.read_text().splitlines(keepends=True)
+            if len(lines) - 1 > epoch:
+                self.history.write_text("".join(lines[: epoch + 1]))
+        return epoch
+
+    def pack(self):
+        """The state as a tar archive (bytes), without the best model: what another worker needs
+        to continue exactly where this one is."""
+        import io
+        import tarfile
+
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for path in sorted(self.folder.rglob("*")):
+                if path.is_file() and path != self.best:
+                    tar.add(path, arcname=path.relative_to(self.folder).as_posix())
+        return buffer.getvalue()
+
+    def unpack(self, payload, who):
+        """Replace this state with the chief's `pack()`, after checking that the chief's run is
+        this one (same settings, data and code)."""
+        import io
+        import tarfile
+
+        with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
+            theirs = json.loads(tar.extractfile("identity.json").read())
+            if theirs != self.identity:
+                before, now = _flatten(theirs), _flatten(self.identity)
+                changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+                raise StageError(f"{who} runs another training than the chief (differs in: {', '.join(changed[:4])}); "
+                                 "start every worker from the same commit, params.yaml and data")
+            shutil.rmtree(self.folder)
+            self.folder.mkdir(parents=True)
+            tar.extractall(self.folder, filter="data")
+
+    def finish(self, rows, summary):
+        tmp = self.result.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"rows": rows, "summary": summary}))
+        tmp.replace(self.result)

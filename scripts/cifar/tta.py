@@ -1,0 +1,80 @@
+"""Test-time augmentation, an inference choice of any model (its registry entry's `tta`).
+
+`wrap(model, level)` returns the model that evaluate, export and predict run: it averages the
+trained model's outputs over the image and its mirror image (level 1) and, at level 2, the two
+one-pixel diagonal translations of each. It is applied after training, so changing the level
+reruns evaluation and export, never training; and the accuracy the pipeline reports is the
+accuracy a user of any exported artifact gets, since every format holds the wrapped model.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from cifar.data import IMAGE_SHAPE
+
+
+@keras.saving.register_keras_serializable(package="cifar")
+class TestTimeAugmentation(layers.Layer):
+    """Average `net`'s outputs over flips (level >= 1) and 1 px translations (level 2).
+
+    Level 2 is airbench94's: 0.5 x (image and its mirror) + 0.25 x (shifted up-left, and its
+    mirror) + 0.25 x (shifted down-right, and its mirror); a shift reflect-pads by one pixel and
+    crops. The views go through `net` in one call, stacked along the batch axis, so the graph (and
+    every exported format) holds each weight once. NHWC input. In training it is `net` itself.
+    """
+
+    def __init__(self, net, level=2, **kwargs):
+        super().__init__(**kwargs)
+        if level not in (0, 1, 2):
+            raise ValueError(f"TestTimeAugmentation level must be 0, 1 or 2, got {level!r}")
+        self.net = net
+        self.level = level
+
+    def build(self, input_shape):
+        if not self.net.built:
+            self.net.build(input_shape)
+        self.built = True
+
+    def views(self, x):
+        """(the views stacked along the batch axis, the weight of each view)."""
+        if self.level == 1:
+            return ops.concatenate([x, ops.flip(x, axis=2)], axis=0), (0.5, 0.5)
+        height, width = x.shape[1], x.shape[2]
+        padded = ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="reflect")
+        up_left = padded[:, 0:height, 0:width, :]
+        down_right = padded[:, 2:height + 2, 2:width + 2, :]
+        stacked = [v for view in (x, up_left, down_right) for v in (view, ops.flip(view, axis=2))]
+        return ops.concatenate(stacked, axis=0), (0.25, 0.25, 0.125, 0.125, 0.125, 0.125)
+
+    def call(self, x, training=None):
+        if training or self.level == 0:
+            return self.net(x, training=training)
+        stacked, weights = self.views(x)
+        outputs = self.net(stacked, training=False)
+        batch = ops.shape(x)[0]
+        return sum(weight * outputs[i * batch:(i + 1) * batch] for i, weight in enumerate(weights))
+
+    def compute_output_shape(self, input_shape):
+        return self.net.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "net": keras.saving.serialize_keras_object(self.net), "level": self.level}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["net"] = keras.saving.deserialize_keras_object(config["net"])
+        return cls(**config)
+
+
+def wrap(model, level):
+    """`model` with test-time augmentation at `level` (0: `model` itself). Its input is named
+    `image` and its output `probabilities`, as every model's."""
+    if not level:
+        return model
+    inputs = keras.Input(IMAGE_SHAPE, name="image")
+    averaged = TestTimeAugmentation(model, level=level, name="tta")(inputs)
+    outputs = layers.Identity(name="probabilities")(averaged)
+    return keras.Model(inputs, outputs, name=model.name)
