@@ -1,15 +1,17 @@
-"""The fast model (cifar/fast.py) and its recipe: whitening, test-time augmentation inside the
-graph, the schedule, the optimizer, lookahead and the flip/translate augmentation."""
+"""The fast model (cifar/models/fast.py) and its recipe: whitening, the schedule, the optimizer,
+lookahead, its hyperparameters in airbench's units, the flip/translate augmentation; and test-time
+augmentation (cifar/tta.py), an inference choice applied to the trained model."""
 
 import keras
 import numpy as np
 import pytest
 
 import export as export_stage
-from cifar import augment, data, fast, layers, params, training
+from cifar import augment, data, models, params, training, tta
+from cifar.models import fast
 from conftest import REPO
 
-SECTION = params.load(["train_fast"], REPO / "params.yaml")["train_fast"]
+SECTION = params.model_entry("fast", REPO / "params.yaml")[1]
 
 
 def images(n, seed=0):
@@ -38,46 +40,50 @@ def test_whitening_filters_whiten_the_patches():
 def test_the_architecture_is_airbench94s():
     model = fast.build(SECTION, images(64))
     assert model.count_params() == 1_973_920  # airbench94's 1.97M, without the whitening bias
-    net = model.get_layer("tta").net
+    net = model.get_layer("fast_net")
     assert [layer.filters for layer in net.layers if isinstance(layer, keras.layers.Conv2D)] == [24, 64, 64, 256, 256, 256, 256]
     assert not net.get_layer("whiten").trainable and not any(
         bn.scale for bn in net.layers if isinstance(bn, keras.layers.BatchNormalization))
 
 
-def test_test_time_augmentation_is_in_the_graph_and_only_at_inference(small):
+def test_test_time_augmentation_averages_the_views_in_one_call_and_only_at_inference(small):
     x = images(4, 2).astype(np.float32)
-    tta = small.get_layer("tta")
-    standardised = small.get_layer("standardise")(small.get_layer("scale_0_1")(x))
-    net = tta.net
+    wrapped = tta.wrap(small, 2)
 
     def both(v):
-        return 0.5 * (net(v, training=False) + net(v[:, :, ::-1], training=False))
+        return 0.5 * (small(v, training=False) + small(v[:, :, ::-1], training=False))
 
-    padded = np.pad(np.asarray(standardised), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
-    expected = 0.5 * both(standardised) + 0.25 * both(padded[:, :32, :32]) + 0.25 * both(padded[:, 2:, 2:])
-    np.testing.assert_allclose(tta(standardised, training=False), expected, atol=1e-5)
-    np.testing.assert_allclose(keras.ops.softmax(expected), small.predict(x, verbose=0), atol=1e-5)
-    np.testing.assert_allclose(tta(standardised, training=True), net(standardised, training=True), atol=1e-5)
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    expected = 0.5 * both(x) + 0.25 * both(padded[:, :32, :32]) + 0.25 * both(padded[:, 2:, 2:])
+    np.testing.assert_allclose(wrapped.predict(x, verbose=0), expected, atol=1e-6)
+    np.testing.assert_allclose(tta.wrap(small, 1).predict(x, verbose=0), both(x), atol=1e-6)
+    assert tta.wrap(small, 0) is small
+    layer = wrapped.get_layer("tta")
+    np.testing.assert_allclose(layer(x, training=True), small(x, training=True), atol=1e-6)
+    # One call on the stacked views: the wrapped graph holds each weight once.
+    assert len(wrapped.weights) == len(small.weights)
 
 
-def test_the_model_saves_loads_and_exports_with_its_augmentation(tmp_path):
+def test_the_fast_model_saves_loads_and_exports_with_its_augmentation(tmp_path):
     small = fast.build({**SECTION, "widths": [8, 16, 16], "whiten_images": 200}, images(200))
     # Untrained, its logits (times 1/9) give near-uniform probabilities, which int8's 1/256
     # steps round to ties; a bolder head gives the distinct top classes a trained model has.
-    logits = small.get_layer("tta").net.get_layer("logits")
+    logits = small.get_layer("fast_net").get_layer("logits")
     logits.kernel.assign(logits.kernel * 200.0)
     small.save(tmp_path / "fast.keras")
-    loaded = keras.saving.load_model(tmp_path / "fast.keras")
+    # The file names the model's module: the loader imports exactly it.
+    assert models.registered_modules(tmp_path / "fast.keras") == ["cifar.models.fast"]
+    loaded = models.for_inference(models.load(tmp_path / "fast.keras"), 2)
     x = images(8, 3).astype(np.float32)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), small.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), tta.wrap(small, 2).predict(x, verbose=0), atol=1e-6)
     out = tmp_path / "export"
     out.mkdir()
     arrays = {"x_train": images(200, 4), "x_test": images(64, 5), "class_names": np.array(data.CLASS_NAMES)}
     artifacts = export_stage.export_model(
-        "fast", small, arrays, {"int8_calibration_images": 64, "tfjs_quantization": "none", "seed": 0}, out)
+        "fast", loaded, arrays, {"int8_calibration_images": 64, "tfjs_quantization": "none", "seed": 0}, out)
     from cifar import inference
 
-    reference = small.predict(arrays["x_test"].astype(np.float32), verbose=0)
+    reference = loaded.predict(arrays["x_test"].astype(np.float32), verbose=0)
     for key in ("tflite_float32", "tflite_int8"):
         got = inference.load(out / artifacts[key]["file"]).predict(arrays["x_test"])
         agreement = np.mean(got.argmax(1) == reference.argmax(1))
@@ -102,10 +108,10 @@ def test_alternating_flip_and_translation():
 
 
 def test_warmup_decay_schedule():
-    schedule = layers.WarmupDecay(1.5, total_steps=400, warmup_steps=92, start=0.2, end=0.07)
+    schedule = fast.WarmupDecay(1.5, total_steps=400, warmup_steps=92, start=0.2, end=0.07)
     values = [float(schedule(s)) for s in (0, 46, 92, 246, 400, 500)]
     assert values == pytest.approx([0.3, 0.9, 1.5, 1.5 * (1 - 0.93 * 154 / 308), 0.105, 0.105], rel=1e-5)
-    again = layers.WarmupDecay.from_config(schedule.get_config())
+    again = fast.WarmupDecay.from_config(schedule.get_config())
     assert float(again(200)) == pytest.approx(float(schedule(200)))
 
 
@@ -114,7 +120,7 @@ def test_bias_scaled_sgd_scales_bias_gradients_and_adds_l2():
     dense.build((None, 1))
     dense.kernel.assign([[2.0]])
     dense.bias.assign([1.0])
-    optimizer = layers.BiasScaledSGD(learning_rate=0.1, momentum=0.0, bias_scale=10.0, l2=0.5)
+    optimizer = fast.BiasScaledSGD(learning_rate=0.1, momentum=0.0, bias_scale=10.0, l2=0.5)
     optimizer.apply([keras.ops.ones((1, 1)), keras.ops.ones((1,))], [dense.kernel, dense.bias])
     assert float(dense.kernel.numpy()[0, 0]) == pytest.approx(2.0 - 0.1 * (1.0 + 0.5 * 2.0), abs=1e-6)
     assert float(dense.bias.numpy()[0]) == pytest.approx(1.0 - 0.1 * (10.0 + 0.5 * 1.0), abs=1e-6)
@@ -154,12 +160,12 @@ def lookahead_run(in_graph, steps_per_execution=1, epochs=2):
                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, activation="softmax")])
     steps, total = 7, 7 * epochs
     settings = {"every": 3, "final_decay": 0.9, "total_steps": total, "steps_per_epoch": steps}
-    optimizer = layers.BiasScaledSGD(
+    optimizer = fast.BiasScaledSGD(
         learning_rate=0.2, momentum=0.8, nesterov=True, bias_scale=4.0, l2=1e-3,
         **({"lookahead_every": 3, "lookahead_decay": 0.9, "total_steps": total, "steps_per_epoch": steps} if in_graph else {}))
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", steps_per_execution=steps_per_execution)
     optimizer.watch(model.weights)
-    callbacks = [training.StartLookahead()] if in_graph else [CallbackLookahead(**settings)]
+    callbacks = [fast.StartLookahead()] if in_graph else [CallbackLookahead(**settings)]
     model.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks)
     return [w.numpy() for w in model.weights]
 
@@ -182,7 +188,7 @@ def test_the_in_graph_lookahead_works_with_steps_per_execution():
 def test_lookahead_without_watched_weights_is_a_clear_error():
     dense = keras.layers.Dense(1)
     dense.build((None, 1))
-    optimizer = layers.BiasScaledSGD(learning_rate=0.1, lookahead_every=2, lookahead_decay=0.5, total_steps=4)
+    optimizer = fast.BiasScaledSGD(learning_rate=0.1, lookahead_every=2, lookahead_decay=0.5, total_steps=4)
     with pytest.raises(ValueError, match=r"needs optimizer.watch\(model.weights\)"):
         optimizer.apply([keras.ops.ones((1, 1)), keras.ops.ones((1,))], [dense.kernel, dense.bias])
 
@@ -197,7 +203,7 @@ def test_the_fast_recipe_trains_and_validates_as_configured(tmp_path):
     train = {**SECTION["train"], "epochs": 3, "batch_size": 64, "validate_every": 2}
     section = {**SECTION, "widths": [8, 16, 16], "whiten_images": 256}
     _, rows, summary = training.fit(lambda: fast.build(section, arrays["x_train"]), arrays, train,
-                                    SECTION["augment"], 1, tmp_path / "state")
+                                    SECTION["augment"], 1, tmp_path / "state", recipe=fast.recipe)
     validated = [not np.isnan(r["val_accuracy"]) for r in rows]
     assert validated == [False, True, True]  # epoch 2 (every 2nd) and the last
     assert rows[-1]["loss"] < rows[0]["loss"] and summary["best_epoch"] in (2, 3)
@@ -206,7 +212,7 @@ def test_the_fast_recipe_trains_and_validates_as_configured(tmp_path):
 
 def test_convolutions_start_with_dirac_filters():
     """airbench's init: each 3x3 conv's first in_channels filters pass their channel through."""
-    net = fast.build({**SECTION, "widths": [8, 16, 16], "whiten_images": 200}, images(200)).get_layer("tta").net
+    net = fast.build({**SECTION, "widths": [8, 16, 16], "whiten_images": 200}, images(200)).get_layer("fast_net")
     first = net.get_layer("group1_conv1").kernel.numpy()  # 24 -> 8: all 8 filters are deltas
     np.testing.assert_array_equal(first[1, 1, :8, :], np.eye(8))
     assert not first[0].any() and not first[1, 1, 8:, :].any()
@@ -218,9 +224,22 @@ def test_convolutions_start_with_dirac_filters():
     assert rest.std() > 0 and np.count_nonzero(rest) == rest.size
 
 
+def test_airbenchs_units_convert_to_the_per_step_values_the_model_trained_with():
+    """params.yaml states airbench's own values (per 1,024 images, summed loss): 11.5 and 0.0153.
+    At batch 1024 and momentum 0.85 they are the per-step 1.5 and 0.0019957 this project used
+    before it stated them in airbench's units (airbench: lr / (1024 x (1 + 1 / (1 - momentum))),
+    x batch for the batch-mean loss; weight decay x batch / the same)."""
+    train = SECTION["train"]
+    assert (train["learning_rate"], train["weight_decay"], train["batch_size"], train["momentum"]) == (11.5, 0.0153, 1024, 0.85)
+    peak, decay = fast.per_step(train["learning_rate"], train["weight_decay"], train["momentum"], train["batch_size"])
+    assert peak == pytest.approx(1.5, rel=1e-12)
+    assert decay == pytest.approx(0.0019957, rel=5e-5)  # the 5-digit value params.yaml held
+    assert fast.per_step(11.5, 0.0153, 0.85, 512) == pytest.approx((0.75, decay / 2), rel=1e-12)  # per image
+
+
 def test_weight_decay_is_airbenchs_per_step_share_of_each_weight():
     """PyTorch's SGD with weight_decay = wd / lr removes schedule x wd of each weight per step;
     Keras' batch-mean loss at rate lr_peak x schedule gets it as L2 = wd / lr_peak."""
-    train = SECTION["train"]
-    optimizer, *_ = training.recipe(train, steps_per_epoch=39)
-    assert optimizer.l2 * train["learning_rate"] == pytest.approx(0.0153 * 1024 / (1024 * (1 + 1 / (1 - 0.85))), rel=1e-4)
+    made = fast.recipe(SECTION["train"], steps_per_epoch=39)
+    optimizer, peak = made.optimizer, float(made.optimizer.learning_rate) / 0.2  # step 0: 0.2 x the peak
+    assert optimizer.l2 * peak == pytest.approx(0.0153 * 1024 / (1024 * (1 + 1 / (1 - 0.85))), rel=1e-6)

@@ -117,7 +117,8 @@ def registered_modules(path):
     for a model's own layers, `cifar` for the shared ones (cifar.tta)."""
     with zipfile.ZipFile(path) as archive:
         config = archive.read("config.json").decode()
-    return sorted(set(re.findall(r'"registered_name": "(cifar[\w.]*)>', config)))
+    # A class is named in its "registered_name", a function in its "config": "PACKAGE>NAME" either way.
+    return sorted(set(re.findall(r'"(cifar(?:\.\w+)*)>\w+"', config)))
 
 
 def load(path, stage=None):
