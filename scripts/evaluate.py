@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar import data, evaluation, models, outputs, params, training
+from cifar import data, evaluation, outputs, params, training, tta
 
 TRAIN_KEYS = ("params", "best_val_accuracy", "best_epoch", "epochs_run", "wall_time_s", "train_img_per_s")
 PLOT_DIRS = ("confusion", "per_class", "reliability")  # the training curves are DVCLive's (reports/live/NAME/)
@@ -78,7 +78,7 @@ def main():
     # Every input is checked before the slow part starts.
     for path in (args.metrics, args.summary):
         outputs.check_output(path)
-    loaded = {name: models.trained(name, entry, args.models)
+    loaded = {name: tta.trained(name, entry, args.models)
               for name, entry in registry.items()}
     trained, histories = {}, {}
     for name, entry in registry.items():

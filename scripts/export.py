@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar import data, export, inference, outputs, params
+from cifar import data, export, inference, models, outputs, params
 
 SCHEMA = {  # params.yaml `export`
     "int8_calibration_images": params.number(int, 1, 50_000),
@@ -64,7 +64,7 @@ def main():
     settings = dict(cfg["export"], seed=cfg["shared"]["seed"])
 
     name = args.name
-    entry, _ = params.model_entry(name)
+    entry, _ = models.entry(name)
     if not args.model.is_file():
         stage = entry["stage"]
         raise FileNotFoundError(f"{args.model} not found: there is no trained '{name}' model to export. "

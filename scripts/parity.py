@@ -5,24 +5,19 @@ Usage: python scripts/parity.py --name cnn --model models/trained/cnn.keras --ex
 
 Each artifact runs where its users run it: the SavedModel in TensorFlow, the .tflite files in
 ai_edge_litert's Interpreter, the TF.js model in Node.js on the WASM backend
-(scripts/cifar/tfjs_predict.mjs). For each: test accuracy, top-1 agreement with the Keras model, the
+(scripts/cifar/tfjs_predict.mjs, through cifar.inference.run_tfjs). For each: test accuracy, top-1 agreement with the Keras model, the
 largest absolute difference in any class probability, size, median single-image latency and
 batch throughput. Targets: float formats agree with Keras on >= 99.9% of the test images; the
 int8 model is <= 30% of the float32 model's size and loses <= 0.5 points of accuracy.
 """
 
 import argparse
-import json
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from cifar import data, export, inference, outputs, params
+from cifar import data, export, inference, models, outputs, params
 
-NODE_SCRIPT = Path(__file__).resolve().parent / "tfjs_predict.mjs"
 SCHEMA = {  # params.yaml `parity`
     "batch_size": params.number(int, 1, 65_536),
     "latency_runs": params.number(int, 0, 10_000),
@@ -35,29 +30,6 @@ def measure(predictor, x, batch_size, latency_runs):
     latency = inference.latency_ms(predictor, x, latency_runs) if latency_runs else None
     probabilities, seconds = inference.predict_batches(predictor, x, batch_size)
     return probabilities, {"latency_ms": latency, "throughput_img_s": len(x) / seconds}
-
-
-def run_tfjs(model_json, x, batch_size, latency_runs):
-    node = shutil.which("node")
-    if node is None:
-        raise FileNotFoundError("node not found: the TF.js parity check runs in Node.js; install Node.js 18+ and run `make setup`")
-    with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
-        images, probs = Path(tmp) / "x.u8", Path(tmp) / "p.f32"
-        np.ascontiguousarray(x, dtype=np.uint8).tofile(images)
-        proc = subprocess.run(
-            [node, str(NODE_SCRIPT), "--model", str(model_json), "--images", str(images),
-             "--count", str(len(x)), "--out", str(probs), "--batch", str(batch_size),
-             "--latency-runs", str(latency_runs)],
-            capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-10:])
-            hint = " (run `make setup` to install the npm packages)" if "Cannot find" in proc.stderr else ""
-            raise RuntimeError(f"TF.js in Node.js failed on {model_json}{hint}:\n{tail}")
-        timing = json.loads(proc.stdout.strip().splitlines()[-1])
-        probabilities = np.fromfile(probs, np.float32).reshape(len(x), -1)
-    return probabilities, {"latency_ms": timing["latency_ms"], "throughput_img_s": timing["throughput_img_s"],
-                           "runtime": f"tfjs {timing['tfjs']}, {timing['backend']} backend in Node.js, "
-                                      f"{timing['threads']} thread(s)"}
 
 
 def report(name, key, r):
@@ -82,7 +54,7 @@ def run_python(path, x, batch_size, latency_runs):
 
 
 # Where each format's `runtime` (cifar.export.FORMATS) runs: the runtime its users have.
-RUNTIMES = {"tensorflow": run_python, "tflite": run_python, "node": run_tfjs}
+RUNTIMES = {"tensorflow": run_python, "tflite": run_python, "node": inference.run_tfjs}
 
 
 def targets(results, artifacts):
@@ -101,7 +73,7 @@ def main():
     batch, runs = cfg["batch_size"], cfg["latency_runs"]
 
     name = args.name
-    entry, _ = params.model_entry(name)  # a name the registry does not know stops here
+    entry, _ = models.entry(name)  # a name the registry does not know stops here
     meta_path = args.export / "metadata.json"
     meta = outputs.read_json(meta_path, f"export@{name}", needs=["artifacts"])
     arrays = data.load_prepared(args.data)

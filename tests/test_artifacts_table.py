@@ -33,8 +33,9 @@ def write_registry(tmp_path, names):
 
     values = yaml.safe_load((REPO / "params.yaml").read_text())
     values.pop("finetune_mobilenet")  # only sections the registry names (or a stage reads) may be there
-    values["models"] = {name: {"stage": f"train_{name}", "builder": "cifar.models:cnn_from",
-                               "params": "train_cnn", "label": f"the {name} model"} for name in names}
+    values.pop("train_fast")
+    values["models"] = {name: {"module": "scripts/cifar/models/cnn.py", "stage": f"train_{name}",
+                               "params": "train_cnn", "label": f"the {name} model", "tta": 0} for name in names}
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(values, sort_keys=False))
     return params

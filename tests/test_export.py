@@ -141,7 +141,7 @@ def test_each_tflite_file_says_where_its_bytes_go(exported):
 def test_tfjs_model_runs_in_node_on_wasm(exported):
     out, model, _, arrays = exported
     x = arrays["x_test"]
-    probabilities, timing = parity.run_tfjs(out / "tfjs" / "model.json", x, batch_size=16, latency_runs=2)
+    probabilities, timing = inference.run_tfjs(out / "tfjs" / "model.json", x, batch_size=16, latency_runs=2)
     reference = model.predict(x.astype(np.float32), verbose=0)
     assert "wasm backend" in timing["runtime"] and timing["throughput_img_s"] > 0
     assert np.abs(probabilities - reference).max() < 5e-3  # float16 weights

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 import export as export_stage
-from cifar import augment, data, models, params, training, tta
+from cifar import augment, data, models, training, tta
 from cifar.models import fast
 from conftest import REPO
 
-SECTION = params.model_entry("fast", REPO / "params.yaml")[1]
+SECTION = models.entry("fast", REPO / "params.yaml")[1]
 
 
 def images(n, seed=0):
@@ -73,7 +73,7 @@ def test_the_fast_model_saves_loads_and_exports_with_its_augmentation(tmp_path):
     small.save(tmp_path / "fast.keras")
     # The file names the model's module: the loader imports exactly it.
     assert models.registered_modules(tmp_path / "fast.keras") == ["cifar.models.fast"]
-    loaded = models.for_inference(models.load(tmp_path / "fast.keras"), 2)
+    loaded = tta.wrap(models.load(tmp_path / "fast.keras"), 2)
     x = images(8, 3).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), tta.wrap(small, 2).predict(x, verbose=0), atol=1e-6)
     out = tmp_path / "export"

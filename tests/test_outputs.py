@@ -114,7 +114,7 @@ def test_a_stage_given_a_folder_as_its_model_path_stops_with_one_line(tmp_path):
     target = tmp_path / "models"
     target.mkdir()
     (target / "keep.txt").write_text("keep")
-    proc = run(["python", script("train_cnn"), "--data", str(tmp_path / "none.npz"), "--model", str(target),
+    proc = run(["python", script("train_cnn"), "--name", "cnn", "--data", str(tmp_path / "none.npz"), "--model", str(target),
                 "--history", str(tmp_path / "h.csv"), "--metrics", str(tmp_path / "m.json"),
                 "--state", str(tmp_path / "state")], cwd=REPO, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import yaml
 
-from cifar import params
+from cifar import models, params
 from conftest import REPO, run, script
 
 
@@ -146,14 +146,14 @@ def test_a_registered_models_own_section_is_accepted_and_others_are_not(params_f
         values["toy"] = values["train_cnn"]
 
     edit(params_file, add_toy)
-    entry, section = params.model_entry("toy", params_file)
+    entry, section = models.entry("toy", params_file)
     assert entry["stage"] == "train_toy" and section["filters"] == [64, 128, 256]
     # The section is checked by its model module's rules (cifar.models.cnn.SCHEMA).
     edit(params_file, lambda v: v["toy"].update(filters=[0, 1, 2]))
     with pytest.raises(params.ParamsError, match=r"toy.filters = \[0, 1, 2\] is not allowed; expected a list of 3 integers"):
-        params.model_entry("toy", params_file)
+        models.entry("toy", params_file)
     with pytest.raises(params.ParamsError, match="no model 'nope' in the models registry; registered: .*toy"):
-        params.model_entry("nope", params_file)
+        models.entry("nope", params_file)
     edit(params_file, lambda v: v.update(stray={"a": 1}))
     with pytest.raises(params.ParamsError, match="unknown section 'stray'"):
         params.load(["shared"], params_file)

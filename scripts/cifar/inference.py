@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +21,6 @@ import numpy as np
 
 import cifar
 from cifar.data import CLASS_NAMES, SIDE
-from cifar.outputs import StageError
 
 # Images with more pixels are refused from their header, before decoding: 40 megapixels is
 # more than a phone camera's photo, and decodes to 120 MB at 8 bits (240 MB at 16). The package
@@ -36,10 +38,10 @@ class ImageError(ValueError):
 class KerasPredictor:
     kind = "keras"
 
-    def __init__(self, path, tta=0):
-        from cifar import models
+    def __init__(self, path, level=0):
+        from cifar import models, tta
 
-        self.model = models.for_inference(models.load(path), tta)
+        self.model = tta.wrap(models.load(path), level)
 
     def predict(self, images):
         return np.asarray(self.model.predict_on_batch(images.astype(np.float32)), np.float32)
@@ -331,3 +333,31 @@ def read_image(path, max_pixels=None):
         cropped = f"centre {side}x{side} cropped, " if side != max(height, width) else ""
         notes.append(f"{width}x{height} {cropped}resized to {SIDE}x{SIDE}")
     return np.ascontiguousarray(image), notes
+
+
+NODE_SCRIPT = Path(__file__).resolve().parent / "tfjs_predict.mjs"
+
+
+def run_tfjs(model_json, x, batch_size, latency_runs):
+    """A TF.js model (model.json) on the images `x` in Node.js, on the WASM backend
+    (tfjs_predict.mjs, beside this module): (probabilities, timing and runtime)."""
+    node = shutil.which("node")
+    if node is None:
+        raise FileNotFoundError("node not found: the TF.js parity check runs in Node.js; install Node.js 18+ and run `make setup`")
+    with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
+        images, probs = Path(tmp) / "x.u8", Path(tmp) / "p.f32"
+        np.ascontiguousarray(x, dtype=np.uint8).tofile(images)
+        proc = subprocess.run(
+            [node, str(NODE_SCRIPT), "--model", str(model_json), "--images", str(images),
+             "--count", str(len(x)), "--out", str(probs), "--batch", str(batch_size),
+             "--latency-runs", str(latency_runs)],
+            capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-10:])
+            hint = " (run `make setup` to install the npm packages)" if "Cannot find" in proc.stderr else ""
+            raise RuntimeError(f"TF.js in Node.js failed on {model_json}{hint}:\n{tail}")
+        timing = json.loads(proc.stdout.strip().splitlines()[-1])
+        probabilities = np.fromfile(probs, np.float32).reshape(len(x), -1)
+    return probabilities, {"latency_ms": timing["latency_ms"], "throughput_img_s": timing["throughput_img_s"],
+                           "runtime": f"tfjs {timing['tfjs']}, {timing['backend']} backend in Node.js, "
+                                      f"{timing['threads']} thread(s)"}

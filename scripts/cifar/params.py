@@ -270,13 +270,3 @@ def load(sections, path="params.yaml", schemas=None):
         elif rule is None and not isinstance(params[section], dict):
             raise ParamsError(f"{path}: '{section}' must be a mapping of keys, got {params[section]!r}")
     return {section: params[section] for section in sections}
-
-
-def model_entry(name, path="params.yaml"):
-    """(registry entry, its params section checked by the model module's rules) for the model `name`."""
-    from cifar import models
-
-    loaded = load(["models"], path)["models"]
-    if name not in loaded:
-        raise ParamsError(f"{path}: no model '{name}' in the models registry; registered: {', '.join(loaded)}")
-    return loaded[name], models.section(loaded[name], path, name)

@@ -65,7 +65,7 @@ def train(description, extra_metrics=None):
     passes them (the `fetch_weights` folder)."""
     parser = arguments(description)
     args = parser.parse_args()
-    entry, section = params.model_entry(args.name)
+    entry, section = models.entry(args.name)
     shared = params.load(["shared"])["shared"]
     weights, provenance = None, {}
     if args.weights:

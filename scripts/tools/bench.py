@@ -160,7 +160,7 @@ def registry_models(x_train, only=None, overrides=None):
     for name, entry in loaded["models"].items():
         if only and name != only:
             continue
-        _, section = params.model_entry(name)
+        _, section = models.entry(name)
         plan = models.plan(entry, section, loaded["shared"], weights=None)
         first = plan.phases[0]
         train = {**first.train, "epochs": plan.epochs, **(overrides or {})}

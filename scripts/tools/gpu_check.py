@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the cifar package
 
-from cifar import data, evaluation, models, outputs, params  # noqa: E402
+from cifar import data, evaluation, models, outputs, tta  # noqa: E402
 
 
 def report(bench, trained, test_accuracy):
@@ -50,7 +50,7 @@ def main():
     bench = outputs.read_json(args.bench, "make bench", needs=["models"])
     trained = outputs.read_json(args.train_metrics, "train_fast", needs=["fast.device", "fast.wall_time_s"])
     arrays = data.load_prepared(args.data)
-    _, accuracy = evaluation.loss_and_accuracy(models.trained("fast", params.model_entry("fast")[0], args.model.parent),
+    _, accuracy = evaluation.loss_and_accuracy(tta.trained("fast", models.entry("fast")[0], args.model.parent),
                                                arrays["x_test"], arrays["y_test"], 256)
     result = report(bench, trained, accuracy)
     outputs.write_json(args.out, result)

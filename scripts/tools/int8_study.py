@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the ci
 import cifar  # noqa: F401  (first: it quiets TensorFlow's start-up lines)
 import numpy as np
 
-from cifar import data, export, inference, outputs, params
+from cifar import data, export, inference, models, outputs, params
 
 TOP_K = (1, 3, 10)
 
@@ -180,7 +180,7 @@ def main():
     args = parser.parse_args()
     cfg = params.load(["shared", "export"])
     settings = cfg["export"]
-    params.model_entry(args.name)
+    models.entry(args.name)
     arrays = data.load_prepared(args.data)
     model = inference.load(args.model).model
     x_test, y_test = arrays["x_test"], arrays["y_test"]

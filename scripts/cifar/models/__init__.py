@@ -23,7 +23,7 @@ import importlib
 import inspect
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +36,19 @@ IMPORTED = re.compile(r"cifar\.models\.[a-z][a-z0-9_]*")  # a model module's imp
 
 class ModelError(StageError, ValueError):
     """A path that is not a model the pipeline can load or run."""
+
+
+@dataclass
+class Recipe:
+    """What a model trains with (a `recipe(train_cfg, steps_per_epoch)` returns it): its optimizer
+    and loss, its callbacks, those of them whose counters a resume replays (`monitors`), and
+    `prepare(model)`, run after compile in the strategy's scope (an optimizer that must see the
+    model's weights, say)."""
+    optimizer: object
+    loss: object
+    callbacks: list = field(default_factory=list)
+    monitors: list = field(default_factory=list)
+    prepare: Callable = None
 
 
 @dataclass
@@ -72,6 +85,16 @@ def module(entry, where="models"):
         return importlib.import_module("cifar.models." + Path(path).stem)
     except ModuleNotFoundError as err:
         raise ParamsError(f"params.yaml: {where}.module = {path!r} not found ({err})") from None
+
+
+def entry(name, path="params.yaml"):
+    """(registry entry, its params section checked by the model module's rules) for the model `name`."""
+    from cifar import params
+
+    loaded = params.load(["models"], path)["models"]
+    if name not in loaded:
+        raise params.ParamsError(f"{path}: no model '{name}' in the models registry; registered: {', '.join(loaded)}")
+    return loaded[name], section(loaded[name], path, name)
 
 
 def section(entry, path="params.yaml", name=None):
@@ -150,16 +173,3 @@ def load(path, stage=None):
     except Exception as err:  # zip, h5 and deserialisation errors all mean the same to a user
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         raise ModelError(f"{path} is not a readable Keras model ({type(err).__name__}: {first}){redo}") from None
-
-
-def for_inference(model, tta=0):
-    """The model as evaluate, export and predict run it: wrapped in test-time augmentation at the
-    registry entry's level (`tta`: 0 none, 1 flip, 2 flip + 1 px shifts; cifar.tta)."""
-    from cifar import tta as views
-
-    return views.wrap(model, tta)
-
-
-def trained(name, entry, folder="models/trained"):
-    """The registry's model `name` from `folder`, ready for inference (`for_inference`)."""
-    return for_inference(load(Path(folder) / f"{name}.keras", entry["stage"]), entry.get("tta", 0))

@@ -30,8 +30,7 @@ from keras import layers, ops
 
 from cifar import params
 from cifar.data import IMAGE_SHAPE, NUM_CLASSES
-from cifar.models import Phase, Plan
-from cifar.training.recipe import Recipe
+from cifar.models import Phase, Plan, Recipe
 
 SCHEMA = {  # params.yaml `train_fast`
     "widths": params.int_list(3, 1, 4096),
@@ -267,13 +266,6 @@ class BiasScaledSGD(keras.optimizers.SGD):
         return {**super().get_config(), "bias_scale": self.bias_scale, "l2": self.l2,
                 "lookahead_every": self.lookahead_every, "lookahead_decay": self.lookahead_decay,
                 "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch}
-
-
-@keras.saving.register_keras_serializable(package="cifar.models.fast")
-def gelu_tanh(x):
-    """GELU in its tanh approximation. The exact one lowers to Erfc, which TF.js cannot run; the
-    two differ by less than 1e-3 everywhere."""
-    return keras.activations.gelu(x, approximate=True)
 
 
 @keras.saving.register_keras_serializable(package="cifar.models.fast")

@@ -11,22 +11,9 @@ decay continues from the cut rate, so both take effect.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 import keras
 
-
-@dataclass
-class Recipe:
-    """What a model trains with: its optimizer and loss, its callbacks, those of them whose
-    counters a resume replays (`monitors`), and `prepare(model)`, run after compile in the
-    strategy's scope (an optimizer that must see the model's weights, say)."""
-    optimizer: object
-    loss: object
-    callbacks: list = field(default_factory=list)
-    monitors: list = field(default_factory=list)
-    prepare: Callable = None
+from cifar.models import Recipe
 
 
 def decay_schedule(decay):
