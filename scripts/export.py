@@ -22,7 +22,6 @@ import argparse
 import os
 from pathlib import Path
 
-import numpy as np
 
 from cifar import data, export, inference, models, outputs, params
 
@@ -31,21 +30,6 @@ SCHEMA = {  # params.yaml `export`
     "tfjs_quantization": params.choice("none", "float16", "uint8"),
     "temperature": params.choice("none", "val"),
 }
-
-def calibrated(model, arrays):
-    """`model` with the temperature fitted on the val split inside it, and that fit's numbers."""
-    from cifar import evaluation
-
-    y_val = arrays["y_val"]
-    probabilities = model.predict(arrays["x_val"].astype(np.float32), batch_size=256, verbose=0)
-    temperature = evaluation.fit_temperature(probabilities, y_val)
-    return export.calibrated_model(model, temperature), {
-        "temperature": temperature, "fitted_on": "val split",
-        "val_nll": evaluation.negative_log_likelihood(probabilities, y_val),
-        "val_nll_temperature_scaled": evaluation.negative_log_likelihood(
-            evaluation.temperature_scaled(probabilities, temperature), y_val),
-    }
-
 
 def export_model(name, model, arrays, cfg, out):
     """Write every artifact of `model` into the (empty, temporary) folder `out`: one per format
@@ -75,7 +59,7 @@ def main():
     model = inference.load(args.model, entry["tta"]).model  # a ModelError names the file if it is not a Keras model
     calibration = None
     if settings["temperature"] == "val":
-        model, calibration = calibrated(model, arrays)
+        model, calibration = export.calibrated(model, arrays)
         print(f"{name}: temperature {calibration['temperature']:.3f} (fitted on the val split) inside every "
               f"artifact; val NLL {calibration['val_nll']:.4f} -> {calibration['val_nll_temperature_scaled']:.4f}")
 

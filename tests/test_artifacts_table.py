@@ -96,8 +96,8 @@ def test_the_stage_writes_table_plot_and_readme_block_and_nothing_on_error(tmp_p
 
 def test_readme_shows_the_table_the_committed_parity_results_give():
     _, text = artifacts_table.render(REPO / "reports" / "metrics" / "export", REPO / "params.yaml")
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "export.md").read_text()
     assert artifacts_table.block_of(readme) == text, (
         "README's artifacts table is stale: run `python scripts/artifacts_table.py --metrics "
-        "reports/metrics/export --table reports/artifacts.md --readme README.md`")
+        "reports/metrics/export --table reports/artifacts.md --readme docs/export.md`")
     assert (REPO / "reports" / "artifacts.md").read_text().endswith(text)

@@ -1,7 +1,7 @@
-"""The model registry is the one list: a toy model added in a copy of the repository (a builder
-in a module of its own, a params section, a registry entry, a training stage) is trained,
-evaluated, exported and parity-checked by `dvc repro` with no other file edited, and nothing
-that was already up to date reruns."""
+"""The model registry is the one list: a toy model added in a copy of the repository (one module,
+one params section, one registry entry, one stage) is trained, evaluated, exported and
+parity-checked by `dvc repro` with no other file edited, and nothing that was already up to date
+reruns. Editing one model's module reruns that model's stages and the every-model ones only."""
 
 import json
 import re
@@ -23,6 +23,7 @@ from cifar.data import IMAGE_SHAPE, NUM_CLASSES
 
 
 def build(section):
+    """The toy CNN from its params section."""
     return keras.Sequential([
         keras.Input(IMAGE_SHAPE, name="image"),
         layers.Rescaling(1.0 / 255),
@@ -37,24 +38,33 @@ def ran_stages(output):
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+TOY_SCRIPT = '''"""Stage `train_toy`: train the toy model."""
+
+from cifar import stage
+
+if __name__ == "__main__":
+    stage.main("train_toy", lambda: stage.train(__doc__.splitlines()[0]))
+'''
+
+
 @pytest.fixture(scope="module")
 def toy_repo(pipeline, tmp_path_factory):
     """A copy of the shared tiny pipeline (outputs and DVC cache included) with a toy model added."""
     source, env, _ = pipeline
     repo = tmp_path_factory.mktemp("registry") / "repo"
     shutil.copytree(source, repo, symlinks=True)
-    (repo / "scripts" / "cifar" / "toy.py").write_text(TOY_BUILDER)
+    (repo / "scripts" / "cifar" / "models" / "toy.py").write_text(TOY_BUILDER)
+    (repo / "scripts" / "train_toy.py").write_text(TOY_SCRIPT)
 
     values = yaml.safe_load((repo / "params.yaml").read_text())
-    values["models"]["toy"] = {"stage": "train_toy", "builder": "cifar.toy:build", "params": "toy", "label": "toy CNN"}
+    values["models"]["toy"] = {"module": "scripts/cifar/models/toy.py", "stage": "train_toy", "params": "toy",
+                               "label": "toy CNN", "tta": 1}
     values["toy"] = {"filters": 4}
     (repo / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
 
     pipeline_file = yaml.safe_load((repo / "dvc.yaml").read_text())
-    stage = json.loads(json.dumps(pipeline_file["stages"]["train_cnn"]).replace("cnn", "toy"))
-    stage["cmd"] = stage["cmd"].replace("train_toy.py", "train_cnn.py")
-    stage["deps"] = [d.replace("train_toy.py", "train_cnn.py") for d in stage["deps"]] + ["scripts/cifar/toy.py"]
-    stage["params"] = ["shared", "models.toy", "toy"]
+    stage = json.loads(json.dumps(pipeline_file["stages"]["train_cnn"]).replace("train_cnn", "train_toy").replace("cnn", "toy"))
+    stage["params"] = ["shared", "models.toy.module", "models.toy.params", "toy"]
     pipeline_file["stages"]["train_toy"] = stage
     (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline_file, sort_keys=False))
     return repo, env, run(["dvc", "repro"], cwd=repo, **env).stdout
@@ -69,10 +79,12 @@ def test_a_registered_model_goes_through_every_later_stage(toy_repo):
     assert parity["model"] == "toy" and set(parity["artifacts"]) >= {"keras", "saved_model", "tflite_int8", "tfjs"}
     meta = json.loads((repo / "models" / "export" / "toy" / "metadata.json").read_text())
     assert meta["label"] == "toy CNN"
-    # Its plot data as for the other models: two epochs of curves, 40 test predictions, 10 classes.
-    for folder, lines in (("accuracy", 3), ("loss", 3), ("lr", 3), ("confusion", 41), ("per_class", 11)):
-        ours = (repo / "reports" / "eval" / folder / "toy.csv").read_text().splitlines()
-        theirs = (repo / "reports" / "eval" / folder / "cnn.csv").read_text().splitlines()
+    assert meta["artifacts"]["tfjs"]["file"]  # its test-time augmentation (tta: 1) is inside every artifact
+    # Its plot data as for the other models: two epochs of DVCLive curves, 40 test predictions, 10 classes.
+    for folder, lines in (("live/toy/plots/metrics/eval/accuracy.tsv", 3), ("live/toy/plots/metrics/train/loss.tsv", 3),
+                          ("eval/confusion/toy.csv", 41), ("eval/per_class/toy.csv", 11)):
+        ours = (repo / "reports" / folder).read_text().splitlines()
+        theirs = (repo / "reports" / folder.replace("toy", "cnn")).read_text().splitlines()
         assert len(ours) == lines and ours[0] == theirs[0], folder
     assert "| toy | toy CNN |" in (repo / "reports" / "summary.md").read_text()
     assert "| toy CNN | TF-Lite int8 | LiteRT | yes |" in (repo / "reports" / "artifacts.md").read_text()
@@ -93,3 +105,29 @@ def test_the_demo_and_predict_offer_the_most_accurate_model_first(toy_repo):
     evaluated = json.loads((repo / "reports" / "metrics" / "evaluate.json").read_text())
     assert accuracy == max(evaluated[n]["test"]["accuracy"] for n in registered)
     assert evaluated[best]["test"]["accuracy"] == accuracy
+
+
+def test_editing_one_models_module_reruns_only_that_models_stages(toy_repo, tmp_path):
+    """dvc status after an edit: the toy's module reruns the toy's stages (and robustness and
+    evaluate, which run every model); the fast model's reruns the fast model's, never the toy's
+    or the seed CNN's."""
+    source, env, _ = toy_repo
+    repo = tmp_path / "repo"
+    shutil.copytree(source, repo, symlinks=True)
+    every_model = {"robustness", "evaluate"}
+
+    def changed():
+        return set(json.loads(run(["dvc", "status", "--json"], cwd=repo, **env).stdout))
+
+    with open(repo / "scripts" / "cifar" / "models" / "toy.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert changed() == {"train_toy", "export@toy", "parity@toy", *every_model}
+    with open(repo / "scripts" / "cifar" / "models" / "fast.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert changed() == {"train_toy", "export@toy", "parity@toy", "train_fast", "export@fast", "parity@fast", *every_model}
+    # Test-time augmentation is an inference choice: changing it retrains nothing.
+    values = yaml.safe_load((repo / "params.yaml").read_text())
+    values["models"]["cnn"]["tta"] = 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    assert changed() - {"train_toy", "export@toy", "parity@toy", "train_fast", "export@fast", "parity@fast"} == {
+        "export@cnn", "parity@cnn", "artifacts_table", *every_model}

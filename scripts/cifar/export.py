@@ -122,7 +122,7 @@ def calibrated_model(model, temperature):
     return scaled
 
 
-def _representative(images):
+def representative(images):
     def generate():
         for i in range(len(images)):
             yield [images[i:i + 1].astype(np.float32)]
@@ -149,32 +149,64 @@ def quiet_converter():
     return cifar.filtered_stderr(CONVERTER_NOISE)
 
 
-def tflite(saved_model_dir, kind, calibration_images=None):
-    """Convert a SavedModel to TF-Lite bytes.
+def converter_for(saved_model_dir, kind, calibration_images=None, float_fallback=False):
+    """The TF-Lite converter of a SavedModel, set up for `kind`: the export's kinds (TFLITE_KINDS)
+    and the int8 study's variants of int8 (`int16x8`: int16 activations, `per_tensor` weights).
 
     float32: no quantization. dynamic_range: int8 weights, float activations and I/O.
-    int8: weights and activations int8 (calibrated on `calibration_images`), integer-only ops,
-    uint8 input (raw pixels) and uint8 output (probability * 256).
+    int8: weights and activations int8 (calibrated on `calibration_images`), integer-only ops
+    (with `float_fallback`, float kernels where the converter is told to keep some), uint8 input
+    (raw pixels) and uint8 output (probability * 256).
     """
     import tensorflow as tf
 
-    if kind not in TFLITE_KINDS:
+    if kind not in (*TFLITE_KINDS, "int16x8", "per_tensor"):
         raise ValueError(f"unknown TF-Lite kind {kind!r}; expected one of {', '.join(TFLITE_KINDS)}")
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
-    if kind != "float32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if kind == "int8":
-        if calibration_images is None or not len(calibration_images):
-            raise ValueError("int8 conversion needs calibration images")
-        converter.representative_dataset = _representative(calibration_images)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
+    if kind == "float32":
+        return converter
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if kind == "dynamic_range":
+        return converter
+    if calibration_images is None or not len(calibration_images):
+        raise ValueError(f"{kind} conversion needs calibration images")
+    converter.representative_dataset = representative(calibration_images)
+    if kind == "int16x8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int16
+        return converter
+    if kind == "per_tensor":
+        # No public option turns per-channel weights off; the study measures what they buy.
+        converter._experimental_disable_per_channel = True
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, *(
+        [tf.lite.OpsSet.TFLITE_BUILTINS] if float_fallback else [])]
+    converter.inference_input_type = converter.inference_output_type = tf.uint8
+    return converter
+
+
+def tflite(saved_model_dir, kind, calibration_images=None):
+    """Convert a SavedModel to TF-Lite bytes (`converter_for`'s kinds)."""
+    converter = converter_for(saved_model_dir, kind, calibration_images)
     try:
         with quiet_converter():
             return converter.convert()
     except Exception as err:  # the converter raises many types; all mean the same here
         raise ExportError(f"TF-Lite {kind} conversion of {saved_model_dir} failed: {err}") from err
+
+
+def calibrated(model, arrays):
+    """`model` with the temperature fitted on the val split inside it, and that fit's numbers."""
+    from cifar import evaluation
+
+    y_val = arrays["y_val"]
+    probabilities = model.predict(arrays["x_val"].astype(np.float32), batch_size=256, verbose=0)
+    temperature = evaluation.fit_temperature(probabilities, y_val)
+    return calibrated_model(model, temperature), {
+        "temperature": temperature, "fitted_on": "val split",
+        "val_nll": evaluation.negative_log_likelihood(probabilities, y_val),
+        "val_nll_temperature_scaled": evaluation.negative_log_likelihood(
+            evaluation.temperature_scaled(probabilities, temperature), y_val),
+    }
 
 
 def tfjs(saved_model_dir, out_dir, quantization="none"):
@@ -307,22 +339,28 @@ class Format:
     """One artifact kind: `make(job)` writes it into job.out and returns its metadata entry;
     `runtime` is where parity runs it (tensorflow, tflite, node); `target` is what it is held to:
     "float" (top-1 agreement with Keras >= FLOAT_AGREEMENT), "int8" (size <= INT8_SIZE_RATIO of
-    `size_reference`'s and accuracy drop <= INT8_ACCURACY_DROP_PP) or "none" (reported only)."""
+    `size_reference`'s and accuracy drop <= INT8_ACCURACY_DROP_PP) or "none" (reported only);
+    `label` and `runs_in` name it in the artifacts table, `integer_only` says whether every
+    operation it computes is integer."""
 
-    def __init__(self, key, make, runtime, target, size_reference=None):
+    def __init__(self, key, make, runtime, target, label, runs_in, integer_only=False, size_reference=None):
         self.key, self.make, self.runtime, self.target = key, make, runtime, target
+        self.label, self.runs_in, self.integer_only = label, runs_in, integer_only
         self.size_reference = size_reference
 
 
 # The order is the order of work: every later format converts the SavedModel.
 FORMATS = (
-    Format("saved_model", _make_saved_model, "tensorflow", "float"),
-    Format("tflite_float32", _make_tflite("float32"), "tflite", "float"),
-    Format("tflite_dynamic_range", _make_tflite("dynamic_range"), "tflite", "none"),
-    Format("tflite_int8", _make_tflite_int8, "tflite", "int8", size_reference="tflite_float32"),
-    Format("tfjs", _make_tfjs, "node", "float"),
+    Format("saved_model", _make_saved_model, "tensorflow", "float", "SavedModel", "TensorFlow"),
+    Format("tflite_float32", _make_tflite("float32"), "tflite", "float", "TF-Lite float32", "LiteRT"),
+    Format("tflite_dynamic_range", _make_tflite("dynamic_range"), "tflite", "none", "TF-Lite dynamic range", "LiteRT"),
+    Format("tflite_int8", _make_tflite_int8, "tflite", "int8", "TF-Lite int8", "LiteRT", integer_only=True,
+           size_reference="tflite_float32"),
+    Format("tfjs", _make_tfjs, "node", "float", "TF.js", "TF.js WASM in Node.js"),
 )
 FORMATS_BY_KEY = {f.key: f for f in FORMATS}
+# The reference every artifact is compared with (parity's `keras` row); not an export.
+KERAS = Format("keras", None, "tensorflow", "reference", "Keras `.keras`", "TensorFlow")
 from cifar.targets import FLOAT_AGREEMENT, INT8_ACCURACY_DROP_PP, INT8_SIZE_RATIO  # noqa: E402,F401  (defined once)
 
 

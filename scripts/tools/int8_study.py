@@ -15,7 +15,6 @@ and keeps the worst in float in the `float_top<K>` variants.
 
 import argparse
 import csv
-import importlib
 import io
 import sys
 import tempfile
@@ -83,30 +82,9 @@ def equalize_before_batchnorm(model):
 
 
 def converter_for(saved_model_dir, calibration, kind, denylisted_ops=(), denylisted_nodes=()):
-    """A TFLiteConverter set up for `kind`, with the export's calibration data."""
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
-    if kind == "float32":
-        return converter
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if kind == "dynamic_range":
-        return converter
-    converter.representative_dataset = export._representative(calibration)
-    if kind == "int16x8":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        converter.inference_input_type = tf.int16
-        converter.inference_output_type = tf.int16
-        return converter
-    if kind == "per_tensor":
-        converter._experimental_disable_per_channel = True
-    if denylisted_ops or denylisted_nodes:  # float fallback: float kernels must be allowed
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    else:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    return converter
+    """The export's TF-Lite converter for `kind` (cifar.export.converter_for), with its
+    calibration data; layers kept in float need float kernels allowed."""
+    return export.converter_for(saved_model_dir, kind, calibration, float_fallback=bool(denylisted_ops or denylisted_nodes))
 
 
 def debugger_ranking(saved_model_dir, calibration, images):
@@ -119,7 +97,7 @@ def debugger_ranking(saved_model_dir, calibration, images):
     converter.inference_output_type = tf.float32
     with export.quiet_converter():
         debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=export._representative(images))
+            converter=converter, debug_dataset=export.representative(images))
         debugger.run()
     buffer = io.StringIO()
     debugger.layer_statistics_dump(buffer)
@@ -140,7 +118,7 @@ def selective(saved_model_dir, calibration, images, denylisted_ops=(), denyliste
         denylisted_ops=list(denylisted_ops) or None, denylisted_nodes=list(denylisted_nodes) or None)
     with export.quiet_converter():
         debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=export._representative(images), debug_options=options)
+            converter=converter, debug_dataset=export.representative(images), debug_options=options)
         return debugger.get_nondebug_quantized_model()
 
 
@@ -191,7 +169,7 @@ def main():
 
     scaled, temperature = model, None
     if settings["temperature"] == "val":  # as the export stage does (scripts/export.py)
-        scaled, fitted = importlib.import_module("export").calibrated(model, arrays)
+        scaled, fitted = export.calibrated(model, arrays)
         temperature = fitted["temperature"]
     folded, _ = export.fold_batchnorm_after_activation(scaled)
     keras_top1 = scaled.predict(x_test.astype(np.float32), batch_size=256, verbose=0).argmax(1)
