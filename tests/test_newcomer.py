@@ -40,3 +40,44 @@ def test_the_readme_offline_quick_line_works_as_written(tmp_path):
     # The experiment ran in a temporary copy: the workspace holds no results.
     assert not (repo / "models" / "trained" / "cnn.keras").exists() and not (repo / "dvc.lock").exists()
     assert "failed call to cuInit" not in out + proc.stderr and "Unable to register" not in out + proc.stderr
+
+
+def results_rows():
+    """The README's results table as the committed metrics give it: model label, test accuracy,
+    training time and the host it trained on."""
+    import json
+
+    import yaml
+
+    registry = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
+    evaluated = json.loads((REPO / "reports" / "metrics" / "evaluate.json").read_text())
+    rows = []
+    for name, entry in registry.items():
+        trained = json.loads((REPO / "reports" / "metrics" / "train" / f"{name}.json").read_text())
+        host = trained["environment"]
+        rows.append(f"| {entry['label']} | {evaluated[name]['test']['accuracy']:.2%} | "
+                    f"{trained[name]['wall_time_s'] / 60:.1f} min | {host['cpu']}, {host['cpu_count']} cores |")
+    return rows
+
+
+def test_the_readme_shows_results_first_as_the_committed_metrics_give_them():
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- results-table:.*?-->\n(.*?)<!-- /results-table -->", readme, re.S)
+    assert block, "README lacks its results table"
+    assert block.group(1).strip().splitlines()[2:] == results_rows()
+    sections = re.findall(r"^## (.+)$", readme, re.M)
+    assert sections[0] == "Results" and readme.index("reports/charts/accuracy_vs_training_time.png") < readme.index("## Requirements")
+    assert len(readme.splitlines()) <= 250
+
+
+def test_the_links_of_the_readme_docs_and_summary_resolve_in_a_clone():
+    """The charts are git-tracked (evaluate writes them with cache: false), so every image and
+    file link resolves for a reader browsing the repository."""
+    for page in (REPO / "README.md", REPO / "reports" / "summary.md", *sorted((REPO / "docs").glob("*.md"))):
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" in target:
+                continue
+            assert (page.parent / target).exists(), f"{page.relative_to(REPO)} links {target}, which does not exist"
+    for chart in ("accuracy_vs_training_time.png", "robustness.png"):
+        size = (REPO / "reports" / "charts" / chart).stat().st_size
+        assert 5_000 < size < 80_000, (chart, size)
