@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 
-from cifar import data, export, inference, models, outputs, params
+from cifar import data, export, models, outputs, params
 
 SCHEMA = {  # params.yaml `export`
     "int8_calibration_images": params.number(int, 1, 50_000),
@@ -55,16 +55,17 @@ def main():
                                 f"It is written by the '{stage}' stage; run `dvc repro {stage}` "
                                 f"(or `make export`, which runs every stage it needs)")
     arrays = data.load_prepared(args.data)
-    # The model a user runs: test-time augmentation at the registry entry's level, inside every artifact.
-    model = inference.load(args.model, entry["tta"]).model  # a ModelError names the file if it is not a Keras model
+    model = models.load(args.model, entry["stage"])  # a ModelError names the file if it is not a Keras model
     calibration = None
-    if settings["temperature"] == "val":
-        model, calibration = export.calibrated(model, arrays)
+    if settings["temperature"] == "val":  # fitted on the trained model's own val probabilities
+        _, calibration = export.calibrated(model, arrays)
         print(f"{name}: temperature {calibration['temperature']:.3f} (fitted on the val split) inside every "
               f"artifact; val NLL {calibration['val_nll']:.4f} -> {calibration['val_nll_temperature_scaled']:.4f}")
 
     with outputs.atomic_path(args.out, is_dir=True) as tmp:
-        artifacts = export_model(name, model, arrays, settings, tmp)
+        # The model a user runs: its temperature, then test-time augmentation at the registry entry's level.
+        shipped = export.shipped(model, entry["tta"], calibration and calibration["temperature"])
+        artifacts = export_model(name, shipped, arrays, settings, tmp)
         outputs.write_json(tmp / "metadata.json", {
             "model": name,
             "label": entry["label"],
@@ -73,6 +74,8 @@ def main():
             "input": "RGB pixels 0-255, 32x32, NHWC; scaling is inside every model",
             # The calibration inside every artifact: softmax(logits / temperature), or none.
             "temperature": calibration,
+            # Test-time augmentation inside every artifact (params.yaml models.NAME.tta): views averaged.
+            "test_time_augmentation": entry["tta"],
             "artifacts": artifacts,
         })
         os.chmod(tmp, 0o755)  # a temporary folder is private; the export is served and shared

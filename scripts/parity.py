@@ -81,11 +81,10 @@ def main():
     if not len(x):
         raise ValueError(f"{args.data} has no test images to check against")
 
-    reference, timing = measure(inference.load(args.model, entry["tta"]), x, batch, runs)
-    if meta.get("temperature"):  # the artifacts are calibrated: compare them with Keras calibrated alike
-        from cifar import evaluation
-
-        reference = evaluation.temperature_scaled(reference, meta["temperature"]["temperature"]).astype(np.float32)
+    # The reference: the Keras model as the artifacts hold it (its temperature, its test-time augmentation).
+    temperature = (meta.get("temperature") or {}).get("temperature")
+    keras_model = export.shipped(models.load(args.model, entry["stage"]), entry["tta"], temperature)
+    reference, timing = measure(inference.KerasPredictor(model=keras_model), x, batch, runs)
     # The Keras model is the reference: its row has its accuracy, and no agreement with itself.
     keras_accuracy = float(np.mean(reference.argmax(axis=1) == y))
     results = {"keras": {"accuracy": keras_accuracy, "bytes": args.model.stat().st_size, **timing}}

@@ -194,6 +194,15 @@ def tflite(saved_model_dir, kind, calibration_images=None):
         raise ExportError(f"TF-Lite {kind} conversion of {saved_model_dir} failed: {err}") from err
 
 
+def shipped(model, tta_level=0, temperature=None):
+    """The model every artifact holds, and parity's Keras reference: `model` with `temperature`
+    inside (`calibrated_model`; None: as trained), wrapped in test-time augmentation at
+    `tta_level` (cifar.tta), which averages the calibrated probabilities of its views."""
+    from cifar import tta
+
+    return tta.wrap(calibrated_model(model, temperature) if temperature else model, tta_level)
+
+
 def calibrated(model, arrays):
     """`model` with the temperature fitted on the val split inside it, and that fit's numbers."""
     from cifar import evaluation

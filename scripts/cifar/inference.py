@@ -38,10 +38,11 @@ class ImageError(ValueError):
 class KerasPredictor:
     kind = "keras"
 
-    def __init__(self, path, level=0):
+    def __init__(self, path=None, level=0, model=None):
+        """The .keras file `path` with test-time augmentation at `level`, or a Keras `model` as it is."""
         from cifar import models, tta
 
-        self.model = tta.wrap(models.load(path), level)
+        self.model = model if model is not None else tta.wrap(models.load(path), level)
 
     def predict(self, images):
         return np.asarray(self.model.predict_on_batch(images.astype(np.float32)), np.float32)

@@ -158,9 +158,9 @@ def main():
     args = parser.parse_args()
     cfg = params.load(["shared", "export"])
     settings = cfg["export"]
-    models.entry(args.name)
+    entry, _ = models.entry(args.name)
     arrays = data.load_prepared(args.data)
-    model = inference.load(args.model).model
+    model = models.load(args.model, entry["stage"])
     x_test, y_test = arrays["x_test"], arrays["y_test"]
     if args.test_images:
         x_test, y_test = x_test[:args.test_images], y_test[:args.test_images]
@@ -169,8 +169,9 @@ def main():
 
     scaled, temperature = model, None
     if settings["temperature"] == "val":  # as the export stage does (scripts/export.py)
-        scaled, fitted = export.calibrated(model, arrays)
+        _, fitted = export.calibrated(model, arrays)
         temperature = fitted["temperature"]
+    scaled = export.shipped(model, entry["tta"], temperature)  # what the export ships
     folded, _ = export.fold_batchnorm_after_activation(scaled)
     keras_top1 = scaled.predict(x_test.astype(np.float32), batch_size=256, verbose=0).argmax(1)
     keras_accuracy = float((keras_top1 == y_test).mean())
