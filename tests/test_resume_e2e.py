@@ -81,6 +81,8 @@ def test_a_killed_repro_resumes_to_the_uninterrupted_history(repo, name):
     stage, backup, epoch, resuming = MODELS[name]
     run(["dvc", "repro", stage], cwd=repo, **env)
     straight = history(repo, name)
+    live = repo / "reports" / "live" / name / "plots" / "metrics"
+    straight_live = {p.relative_to(live): p.read_text().splitlines() for p in live.rglob("*.tsv")}
 
     assert kill_after(repo, env, stage, backup, epoch) == epoch
     assert not (repo / "models" / "trained" / f"{name}.keras").exists()
@@ -93,6 +95,15 @@ def test_a_killed_repro_resumes_to_the_uninterrupted_history(repo, name):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
             assert float(a[key]) == pytest.approx(float(b[key]), abs=TOLERANCE), (key, a, b)
     assert not (repo / "models" / ".resume" / name).exists()
+    # DVCLive's log of the resumed run: the finished epochs replayed, then the rest, step by step.
+    resumed_live = {p.relative_to(live): p.read_text().splitlines() for p in live.rglob("*.tsv")}
+    assert set(resumed_live) == set(straight_live)
+    for path, lines in straight_live.items():
+        if path.name in ("train_s.tsv", "epoch_s.tsv"):  # seconds differ from run to run
+            continue
+        assert [l.split("\t")[0] for l in resumed_live[path]] == [l.split("\t")[0] for l in lines], path
+        for a, b in zip(lines[1:], resumed_live[path][1:]):
+            assert float(a.split("\t")[1]) == pytest.approx(float(b.split("\t")[1]), abs=TOLERANCE), path
     assert run(["dvc", "status", stage], cwd=repo, **env).stdout.strip().endswith("up to date.")
 
 
@@ -103,7 +114,7 @@ def test_an_edit_of_the_models_module_between_kill_and_rerun_starts_over(repo):
     repo, env = repo
     run(["dvc", "repro", "prepare"], cwd=repo, **env)
     assert kill_after(repo, env, "train_fast", "fast/backup", 1) >= 1
-    module = repo / "scripts" / "cifar" / "fast.py"
+    module = repo / "scripts" / "cifar" / "models" / "fast.py"
     module.write_text(module.read_text() + "\n# an edit after the kill\n")
     again = run(["dvc", "repro", "train_fast"], cwd=repo, **env)
     assert "Discarding resume state" in again.stdout and "(changed: code)" in again.stdout, again.stdout
