@@ -75,7 +75,7 @@ gpu-check: ## on a GPU machine: the GPU set-up, make bench, the fast model on th
 	mkdir -p $(GPU_CHECK)
 	python scripts/tools/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out $(GPU_CHECK)/bench.json
 	dvc repro prepare
-	python scripts/train_cnn.py --name fast --data data/prepared/cifar10.npz --model $(GPU_CHECK)/fast.keras \
+	python scripts/train_fast.py --name fast --data data/prepared/cifar10.npz --model $(GPU_CHECK)/fast.keras \
 		--history $(GPU_CHECK)/fast.csv --metrics $(GPU_CHECK)/fast.json --state $(GPU_CHECK)/state
 	python scripts/tools/gpu_check.py --bench $(GPU_CHECK)/bench.json --train-metrics $(GPU_CHECK)/fast.json \
 		--model $(GPU_CHECK)/fast.keras --data data/prepared/cifar10.npz --out reports/studies/bench/gpu.json

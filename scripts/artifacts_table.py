@@ -9,7 +9,7 @@ agreement with Keras, size (and the share of the float32 TF-Lite file), median s
 latency, batched throughput, where it ran, whether it is integer-only and which target it is held
 to. `--table` is Markdown, `--plot` a CSV that DVC draws as accuracy against latency.
 `--readme FILE` also replaces the table between FILE's markers (docs/export.md, "Which artifact to ship");
-tests/test_artifacts_table.py fails when README's copy and the metrics disagree.
+tests/test_artifacts_table.py fails when docs/export.md's copy and the metrics disagree.
 """
 
 import argparse

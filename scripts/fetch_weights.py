@@ -69,7 +69,7 @@ def locate(weights):
         raise data.ArchiveError(
             f"could not download the ImageNet weights from {IMAGENET_URL} ({type(err).__name__}: {err}). "
             "The 'fetch_weights' stage writes models/pretrained from them; offline, set MOBILENET_WEIGHTS to a "
-            "local copy (see the README's 'Offline copies'), or set finetune_mobilenet.weights to a file or none"
+            "local copy (docs/pipeline.md, 'Offline copies'), or set finetune_mobilenet.weights to a file or none"
         ) from None
     checked = ("MOBILENET_WEIGHTS_SHA256" if given else
                "not checked: Keras publishes no sha256 for this file; set MOBILENET_WEIGHTS_SHA256 to check it")

@@ -45,13 +45,17 @@ def test_diff_across_branches_and_experiments(repo, tmp_path):
     evaluated = metrics["reports/metrics/evaluate.json"]
     assert {"old", "new"} <= set(evaluated["mobilenet.test.accuracy"])
     assert evaluated["cnn.test.accuracy"]["old"] == evaluated["cnn.test.accuracy"]["new"]  # CNN not retrained
+    # Only pipeline results: the studies (bench, int8, sizes) are not DVC metrics.
+    assert all(path.startswith(("reports/metrics/", "reports/live/")) for path in metrics), sorted(metrics)
+    assert {"reports/live/mobilenet/metrics.json", "reports/metrics/robustness.json"} <= set(metrics)
     exported = metrics["reports/metrics/export/cnn.json"]  # nor re-exported
     assert exported["artifacts.tflite_int8.accuracy"]["old"] == exported["artifacts.tflite_int8.accuracy"]["new"]
 
     out = tmp_path / "plots"
     run(["dvc", "plots", "diff", "main", "more-dropout", "-o", str(out)], cwd=repo)
     html = (out / "index.html").read_text()
-    assert "accuracy per epoch" in html and "per-class test accuracy" in html
+    assert "per-class test accuracy" in html
+    assert "reports_live_mobilenet_plots_metrics_eval_accuracy_tsv" in html  # DVCLive's training curves
     for name in ("cnn", "mobilenet", "fast"):  # one plot per model file of each plot folder
         assert f"reports_eval_confusion_{name}_csv" in html and f"reports_eval_per_class_{name}_csv" in html
 
@@ -60,7 +64,7 @@ def test_diff_across_branches_and_experiments(repo, tmp_path):
     run(["python", script("plots_template"), "--out", str(template)], cwd=REPO)
     run(["dvc", "plots", "show", "--html-template", str(template), "-o", str(tmp_path / "offline")], cwd=repo)
     offline = (tmp_path / "offline" / "index.html").read_text()
-    assert "cdn.jsdelivr" not in offline and "vegaEmbed" in offline and "accuracy per epoch" in offline
+    assert "cdn.jsdelivr" not in offline and "vegaEmbed" in offline and "per-class test accuracy" in offline
 
     run(["dvc", "exp", "run", "-S", "finetune_mobilenet.dropout=0.3"], cwd=repo, **env)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], cwd=repo).stdout)

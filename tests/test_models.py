@@ -234,7 +234,7 @@ def test_a_key_the_chosen_recipe_ignores_is_refused(change, message):
     with pytest.raises(params.ParamsError, match=re.escape(message)):
         mobilenet.validate(values)
     seed = {**values, "phases": [], "trainable_layers": 20, "train_batchnorm": None, "label_smoothing": None}
-    mobilenet.validate(seed)  # the seed's settings, as README gives them
+    mobilenet.validate(seed)  # the seed's settings, as the README gives them
 
 
 def test_the_stage_says_and_records_where_it_trains(tmp_path, capsys):

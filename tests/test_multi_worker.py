@@ -1,7 +1,7 @@
 """Training across machines: `distribute: multi_worker` (MultiWorkerMirroredStrategy, the cluster in
 TF_CONFIG), tested with two worker processes on 127.0.0.1, each in its own copy of the repository
 as on two hosts. The global batch is split between them, so the run matches one process to the
-tolerance the README states; only the chief writes outputs; a killed worker, restarted, continues
+tolerance docs/cluster.md states; only the chief writes outputs; a killed worker, restarted, continues
 from the last finished epoch."""
 
 import csv
@@ -19,7 +19,7 @@ import synthetic
 from conftest import copy_repo, run, run_env, set_param
 
 pytestmark = pytest.mark.e2e
-# README, "Training on a cluster": the losses, relative, in epochs 1-2 and after. Sums in another
+# docs/cluster.md: the losses, relative, in epochs 1-2 and after. Sums in another
 # order (the all-reduce, the synchronised BatchNormalization) make the runs drift apart slowly;
 # accuracy on near-chance synthetic data flips with that noise, so it is not compared.
 TOLERANCE = {1: 1e-4, 2: 1e-4, 3: 1e-3, 4: 1e-3}

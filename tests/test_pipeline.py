@@ -103,9 +103,12 @@ def test_evaluate_outputs(pipeline):
             assert (repo / "reports" / "figures" / "evaluate" / f"{name}_{figure}.png").stat().st_size > 5_000
         per_class = (repo / "reports" / "eval" / "per_class" / f"{name}.csv").read_text().splitlines()
         assert per_class[0] == "class,accuracy" and len(per_class) == 11
-        curves = (repo / "reports" / "eval" / "accuracy" / f"{name}.csv").read_text().splitlines()
-        assert curves[0] == "epoch,train,val" and len(curves) == 3
-    assert (repo / "reports" / "figures" / "evaluate" / "accuracy_vs_training_time.png").stat().st_size > 5_000
+        # The training curves are DVCLive's: one step per epoch, train and eval.
+        for split in ("train", "eval"):
+            curves = (repo / "reports" / "live" / name / "plots" / "metrics" / split / "accuracy.tsv").read_text().splitlines()
+            assert curves[0] == "step\taccuracy" and len(curves) == (3 if split == "train" or name != "fast" else 2)
+    for chart in ("accuracy_vs_training_time.png", "robustness.png"):  # small, git-tracked
+        assert 5_000 < (repo / "reports" / "charts" / chart).stat().st_size < 80_000
     timing = (repo / "reports" / "eval" / "accuracy_vs_time.csv").read_text().splitlines()
     assert timing[0] == "model,train_minutes,test_accuracy" and [t.split(",")[0] for t in timing[1:]] == ["cnn", "mobilenet", "fast"]
     summary = (repo / "reports" / "summary.md").read_text()

@@ -1,5 +1,5 @@
 """A real `dvc repro`, killed with SIGKILL in the middle of training and run again, ends with the
-history of an uninterrupted run, to the tolerance the README states (1e-4 on CPU): the seed CNN
+history of an uninterrupted run, to the tolerance docs/training.md states (1e-4 on CPU): the seed CNN
 (its plateau and early-stopping counters replayed), the fast model (lookahead's slow weights
 restored) and MobileNetV2 killed in its second phase. A kill followed by an edit of the model's
 own module starts over instead of resuming under the new code."""
@@ -17,7 +17,7 @@ import synthetic
 from conftest import copy_repo, default_phases, mobilenet_weights, run, run_env, set_param
 
 pytestmark = pytest.mark.e2e
-TOLERANCE = 1e-4  # README, "Resume"
+TOLERANCE = 1e-4  # docs/training.md, "Resume"
 # model: (its stage, the backup whose epoch tells how far training is, the epoch to kill after,
 # the line the rerun prints)
 MODELS = {

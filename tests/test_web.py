@@ -49,7 +49,7 @@ def browser():
 def server(pipeline):
     """scripts/tools/serve.py on a free port, serving the pipeline's exported models."""
     repo = pipeline[0]
-    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "serve.py"), "--port", "0", "--quiet",
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "tools" / "serve.py"), "--port", "0", "--quiet",
                              "--exports", str(repo / "models" / "export")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env())
     line = proc.stdout.readline()

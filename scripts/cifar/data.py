@@ -101,7 +101,7 @@ def fetch(url, sha256, dest):
         raise ArchiveError(
             f"could not download {url} ({type(err).__name__}: {err}). The 'download' stage writes "
             f"{dest} from it; offline, set CIFAR10_ARCHIVE to a local copy of {ARCHIVE_NAME} "
-            "(and CIFAR10_SHA256 to its sha256), see the README's 'Offline copies'"
+            "(and CIFAR10_SHA256 to its sha256), see docs/pipeline.md, 'Offline copies'"
         ) from None
     return copy_verified(cached, sha256, dest)
 

@@ -1,6 +1,9 @@
 """Read and validate `params.yaml`.
 
-Every key the pipeline knows is listed once in SCHEMA with what it allows. A stage calls
+Every key the pipeline knows is listed once with what it allows: here in SCHEMA for the
+sections several stages read, with its stage for a later stage's section (STAGE_SECTIONS), and
+in its model module for a model's section (cifar.models, so editing one model's rules retrains
+that model only). A stage calls
 `load(sections)` at start; a missing, unknown or out-of-range key stops it with a message that
 names the key, the bad value and what is allowed, before anything is written.
 

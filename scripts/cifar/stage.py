@@ -10,7 +10,9 @@ DVCLive log, atomic outputs and clear errors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -78,6 +80,32 @@ def train(description, extra_metrics=None):
     run(args.name, plan, args, cfg, provenance, extra_metrics)
 
 
+@contextlib.contextmanager
+def kept_on_failure(folder, backup):
+    """The DVCLive folder is written in place as training goes, so that `dvc exp show` follows
+    it: if the stage fails, it is put back as it was (a copy waits in `backup`, beside the
+    resume state, outside every output)."""
+    if folder is None or not folder.exists():
+        try:
+            yield
+        except BaseException:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return
+    shutil.rmtree(backup, ignore_errors=True)
+    backup.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(folder, backup)
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(backup, folder)
+        raise
+    finally:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
 def weights_argument(folder):
     """What a builder's `weights` takes for the folder `fetch_weights` wrote, and its source."""
     source = outputs.read_json(folder / "source.json", "fetch_weights", needs=["file", "sha256"])
@@ -121,36 +149,37 @@ def run(name, plan, args, cfg, provenance, extra_metrics=None):
     arrays = data.load_prepared(args.data)
     identity = {"params": cfg, "code": code_digest(cfg["registry"]["stage"]), "inputs": provenance}
     state = args.state / name  # the chief's; the other workers keep theirs in a temporary folder
-    live = training.LiveLog(Live(str(args.live), save_dvc_exp=False, dvcyaml=None)) if chief and args.live else None
-    rows, summaries, previous = [], [], None
-    for phase in plan.phases:
-        best_path, phase_rows, summary = training.fit(
-            lambda: phase.build(arrays, previous), arrays, phase.train, plan.augment, cfg["shared"]["seed"],
-            state if phase.name is None else state / phase.name, strategy=strategy, recipe=plan.recipe, live=live,
-            identity=identity if phase.name is None else {**identity, "phase": phase.name},
-        )
-        check_finite(name, phase.name, summary, len(rows), args.keep_checkpoint_on_nan)
-        rows += [{**row, "epoch": len(rows) + i} for i, row in enumerate(phase_rows)]
-        summaries.append((phase.name, summary))
-        previous = best_path
-    summary = summaries[0][1] if len(plan.phases) == 1 else training.combine_phases(summaries)
-    if not chief:
-        print(f"{name}: {task} finished its share of training; the chief writes the model and the metrics")
-        return
-    if live is not None:
-        live.live.end()
-    extra = extra_metrics(previous, arrays) if extra_metrics else {}
-    with outputs.stage_outputs():
-        training.write_history(rows, args.history)
-        with outputs.atomic_path(args.model) as tmp:
-            shutil.copyfile(previous, tmp)
-        outputs.write_json(args.metrics, {
-            name: {**summary, **extra, "device": where, "precision": precision,
-                   **({"gpu_unused": warning} if warning else {})},
-            "data": {"archive_sha256": str(arrays["archive_sha256"])},
-            **provenance,
-            "environment": outputs.hardware(),
-        })
+    with kept_on_failure(args.live if chief else None, args.state / f".{name}.live-before"):
+        live = training.LiveLog(Live(str(args.live), save_dvc_exp=False, dvcyaml=None)) if chief and args.live else None
+        rows, summaries, previous = [], [], None
+        for phase in plan.phases:
+            best_path, phase_rows, summary = training.fit(
+                lambda: phase.build(arrays, previous), arrays, phase.train, plan.augment, cfg["shared"]["seed"],
+                state if phase.name is None else state / phase.name, strategy=strategy, recipe=plan.recipe, live=live,
+                identity=identity if phase.name is None else {**identity, "phase": phase.name},
+            )
+            check_finite(name, phase.name, summary, len(rows), args.keep_checkpoint_on_nan)
+            rows += [{**row, "epoch": len(rows) + i} for i, row in enumerate(phase_rows)]
+            summaries.append((phase.name, summary))
+            previous = best_path
+        summary = summaries[0][1] if len(plan.phases) == 1 else training.combine_phases(summaries)
+        if not chief:
+            print(f"{name}: {task} finished its share of training; the chief writes the model and the metrics")
+            return
+        if live is not None:
+            live.live.end()
+        extra = extra_metrics(previous, arrays) if extra_metrics else {}
+        with outputs.stage_outputs():
+            training.write_history(rows, args.history)
+            with outputs.atomic_path(args.model) as tmp:
+                shutil.copyfile(previous, tmp)
+            outputs.write_json(args.metrics, {
+                name: {**summary, **extra, "device": where, "precision": precision,
+                       **({"gpu_unused": warning} if warning else {})},
+                "data": {"archive_sha256": str(arrays["archive_sha256"])},
+                **provenance,
+                "environment": outputs.hardware(),
+            })
     shutil.rmtree(state, ignore_errors=True)  # last: until the outputs are in place, a rerun reuses it
     print(
         f"{name}: best val accuracy {summary['best_val_accuracy']:.2%} at epoch {summary['best_epoch']}, "

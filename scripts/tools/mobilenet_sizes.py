@@ -9,8 +9,8 @@ with the workspace's params otherwise (so every size gets the same recipe and bu
 adds -S overrides to all, e.g. a shorter budget). The 32x32 images are upscaled inside the model,
 so each point is a model a user calls the same way. Then reads the experiments' training metrics
 (`dvc exp show --json`) and writes the table (size, test accuracy, best val accuracy, training
-minutes, img/s) and a figure of accuracy against training time, one point per size. The table is
-also a DVC plot (dvc.yaml); `make sizes` runs this script.
+minutes, img/s) and a figure of accuracy against training time, one point per size, into
+reports/studies/mobilenet_sizes/ (a study, not a DVC metric); `make sizes` runs this script.
 """
 
 import argparse

@@ -27,6 +27,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the ci
 from cifar import inference
 
 
+def registered_tta(path):
+    """The test-time augmentation level a .keras file of the registry runs with at inference
+    (params.yaml `models.NAME.tta`, NAME its file name), as evaluate measured it; 0 for any other
+    file (an export holds its own)."""
+    if path.suffix != ".keras":
+        return 0
+    from cifar import params
+
+    try:
+        registry = params.load(["models"])["models"]
+    except params.ParamsError:  # run outside the repository: the file as it is
+        return 0
+    return registry.get(path.stem, {}).get("tta", 0)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help=".keras file, SavedModel folder or .tflite file "
@@ -45,7 +60,7 @@ def main(argv=None):
             best, accuracy = inference.most_accurate()
             args.model = Path("models/trained") / f"{best}.keras"
             print(f"Using {args.model}, the most accurate model ({accuracy:.2%} test accuracy)", file=sys.stderr)
-        predictor = inference.load(args.model)
+        predictor = inference.load(args.model, registered_tta(args.model))
         names = inference.class_names(args.model)
         inference.check_takes_images(predictor, args.model, len(names))
     except inference.ModelError as err:

@@ -61,7 +61,7 @@ def device_report(strategy):
     found = nvidia_gpu()
     warning = None if not found else (
         f"an NVIDIA GPU is here ({found}), but TensorFlow sees none, so this trains on the CPU: install "
-        "TensorFlow's GPU build with `make setup GPU=1` (README: Training on a GPU)")
+        "TensorFlow's GPU build with `make setup GPU=1` (docs/training.md: Training on a GPU)")
     return where, precision, warning
 
 
@@ -102,7 +102,7 @@ def cluster_resolver(environ=None):
     example = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}')
     if not raw.strip():
         raise StageError(f"distribute: multi_worker needs the cluster in the TF_CONFIG environment variable, e.g. "
-                         f"TF_CONFIG='{example}' (index 0 on the first host, 1 on the second; README: Training on a cluster)")
+                         f"TF_CONFIG='{example}' (index 0 on the first host, 1 on the second; docs/cluster.md)")
     try:
         config = json.loads(raw)
         cluster, task = config["cluster"], config["task"]
