@@ -83,8 +83,10 @@ def test_the_fast_model_saves_loads_and_exports_with_its_augmentation(tmp_path):
         "fast", loaded, arrays, {"int8_calibration_images": 64, "tfjs_quantization": "none", "seed": 0}, out)
     from cifar import inference
 
-    # The six views go through the network in one call: every format holds each weight once.
-    assert artifacts["tfjs"]["bytes"] <= 1.1 * artifacts["tflite_float32"]["bytes"], artifacts
+    # The six views go through the network in one call: every format holds each weight once (the
+    # TF.js weight shards, not its model.json, whose graph outweighs this tiny network's weights).
+    shards = sum(f.stat().st_size for f in (out / "tfjs").glob("*.bin"))
+    assert shards <= 1.1 * artifacts["tflite_float32"]["bytes"], (shards, artifacts["tflite_float32"]["bytes"])
     reference = loaded.predict(arrays["x_test"].astype(np.float32), verbose=0)
     for key in ("tflite_float32", "tflite_int8"):
         got = inference.load(out / artifacts[key]["file"]).predict(arrays["x_test"])
