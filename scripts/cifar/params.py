@@ -179,6 +179,7 @@ SCHEMA = {
             "distribute": _choice("default", "mirrored", "multi_worker"),
             "steps_per_execution": _number(int, 1, 10_000),
             "jit_compile": _auto_or_boolean,
+            "precision": _choice("float32", "mixed_bfloat16", "mixed_float16"),
         },
     },
     "download": {

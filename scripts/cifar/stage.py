@@ -142,8 +142,10 @@ def run(name, plan, args, cfg, provenance, extra_metrics=None):
     if chief:
         for path in (args.model, args.history, args.metrics):
             outputs.check_output(path)
-    where, precision, warning = training.device_report(strategy)
-    print(f"{name}: training on {where}, {precision}" + (f" ({task})" if task else ""), flush=True)
+    where, _, warning = training.device_report(strategy)
+    precision, feature, _ = training.precision.resolve(plan.phases[0].train.get("precision", "float32"))
+    print(f"{name}: training on {where}, {precision}" + (f" ({feature})" if precision != "float32" else "")
+          + (f" ({task})" if task else ""), flush=True)
     if warning:
         print(f"{name}: warning: {warning}", flush=True)
     arrays = data.load_prepared(args.data)
@@ -174,7 +176,7 @@ def run(name, plan, args, cfg, provenance, extra_metrics=None):
             with outputs.atomic_path(args.model) as tmp:
                 shutil.copyfile(previous, tmp)
             outputs.write_json(args.metrics, {
-                name: {**summary, **extra, "device": where, "precision": precision,
+                name: {**summary, **extra, "device": where,
                        **({"gpu_unused": warning} if warning else {})},
                 "data": {"archive_sha256": str(arrays["archive_sha256"])},
                 **provenance,

@@ -75,8 +75,9 @@ def wrap(model, level):
     if not level:
         return model
     inputs = keras.Input(IMAGE_SHAPE, name="image")
-    averaged = TestTimeAugmentation(model, level=level, name="tta")(inputs)
-    outputs = layers.Identity(name="probabilities")(averaged)
+    # float32 in any precision: the views' probabilities are averaged as the model returns them.
+    averaged = TestTimeAugmentation(model, level=level, name="tta", dtype="float32")(inputs)
+    outputs = layers.Identity(name="probabilities", dtype="float32")(averaged)
     return keras.Model(inputs, outputs, name=model.name)
 
 

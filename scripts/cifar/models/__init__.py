@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,9 +145,33 @@ def registered_modules(path):
     return sorted(set(re.findall(r'"(cifar(?:\.\w+)*)>\w+"', config)))
 
 
+# A layer's dtype policy as Keras saves it; a mixed one computes in bfloat16 or float16.
+MIXED_POLICY = re.compile(r'("class_name": "DTypePolicy", "config": \{"name": )"mixed_b?float16"')
+
+
+def low_precision(path):
+    """Whether the saved model `path` was built under a mixed-precision policy."""
+    with zipfile.ZipFile(path) as archive:
+        return bool(MIXED_POLICY.search(archive.read("config.json").decode()))
+
+
+def float32_copy(path, out):
+    """A copy of the .keras file `path` at `out` whose every layer computes in float32: the same
+    weights (mixed precision keeps the variables float32), the dtype policies rewritten. What a
+    model trained in mixed precision is evaluated and exported as."""
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as copy:
+        for item in source.infolist():
+            payload = source.read(item.filename)
+            if item.filename == "config.json":
+                payload = MIXED_POLICY.sub(r'\1"float32"', payload.decode()).encode()
+            copy.writestr(item, payload)
+    return out
+
+
 def load(path, stage=None):
     """The one loader of a .keras model: it imports the modules whose objects the file names, and
-    nothing else. ModelError, naming the file and the stage that writes it, if it cannot load."""
+    nothing else. A model trained in mixed precision comes back in float32 (`float32_copy`).
+    ModelError, naming the file and the stage that writes it, if it cannot load."""
     import keras
 
     path = Path(path)
@@ -169,6 +194,9 @@ def load(path, stage=None):
         else:
             raise ModelError(f"{path} names Keras objects of {name!r}, which is not a model module (cifar.models.NAME)")
     try:
+        if low_precision(path):  # every artifact is float32 at its interface and inside
+            with tempfile.TemporaryDirectory(prefix="float32-") as tmp:
+                return keras.saving.load_model(float32_copy(path, Path(tmp) / path.name), compile=False)
         return keras.saving.load_model(path, compile=False)
     except Exception as err:  # zip, h5 and deserialisation errors all mean the same to a user
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""

@@ -39,7 +39,8 @@ def build_cnn(filters=(64, 128, 256), kernel_size=3, block_dropout=(0.25, 0.25),
             layers.GlobalAveragePooling2D(),
             layers.Dense(dense_units, activation="relu"),
             layers.Dropout(dense_dropout),
-            layers.Dense(num_classes, activation="softmax", name="probabilities"),
+            # float32 in any precision: the softmax and the loss stay float32 (mixed precision).
+            layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32"),
         ],
         name="cnn",
     )

@@ -60,6 +60,7 @@ SCHEMA = {  # params.yaml `train_fast`
         "distribute": params.choice("default", "mirrored", "multi_worker"),
         "steps_per_execution": params.number(int, 1, 10_000),
         "jit_compile": params.auto_or_boolean,
+        "precision": params.choice("float32", "mixed_bfloat16", "mixed_float16"),
     },
 }
 SOURCE_IMAGES = 1024  # airbench's unit: its learning rate and weight decay are per 1,024 images
@@ -142,7 +143,8 @@ def build(section, images):
     inputs = keras.Input(IMAGE_SHAPE, name="image")
     x = layers.Rescaling(1.0 / 255, name="scale_0_1")(inputs)
     x = layers.Normalization(mean=mean.tolist(), variance=(std ** 2).tolist(), name="standardise")(x)
-    outputs = layers.Activation("softmax", name="probabilities")(net(x))
+    # float32 in any precision: the softmax and the loss stay float32 (mixed precision).
+    outputs = layers.Activation("softmax", name="probabilities", dtype="float32")(net(x))
     return keras.Model(inputs, outputs, name="fast")
 
 
@@ -287,7 +289,8 @@ class StartLookahead(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if not self._started:
             self._started = True
-            self.model.optimizer.start_lookahead()
+            optimizer = self.model.optimizer  # under mixed_float16, Keras' LossScaleOptimizer wraps ours
+            getattr(optimizer, "inner_optimizer", optimizer).start_lookahead()
 
 
 def recipe(train_cfg, steps_per_epoch):

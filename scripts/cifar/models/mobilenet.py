@@ -111,7 +111,8 @@ def build_mobilenet(weights="imagenet", input_size=32, trainable_layers=20, drop
     x = base(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    # float32 in any precision: the softmax and the loss stay float32 (mixed precision).
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="mobilenet_v2")
 
 

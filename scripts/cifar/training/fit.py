@@ -24,7 +24,7 @@ from cifar import augment
 from cifar.data import IMAGE_SHAPE, NUM_CLASSES
 from cifar.outputs import StageError
 from cifar.training import callbacks as cb
-from cifar.training import distribute, recipe as recipes
+from cifar.training import distribute, precision as precisions, recipe as recipes
 from cifar.training.resume import ResumeState, digest
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
@@ -96,6 +96,10 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
     if batch < strategy.num_replicas_in_sync:
         raise StageError(f"batch_size {batch} is smaller than the {strategy.num_replicas_in_sync} replicas it is split "
                          "between; raise it (it is the global batch)")
+    policy, feature, note = precisions.resolve(train_cfg.get("precision", "float32"))
+    if note:
+        print(f"precision: {note}", flush=True)
+    keras.mixed_precision.set_global_policy(policy)  # the model is built in it; float32 again below
     with strategy.scope():
         model = build_model()
         if strategy.num_replicas_in_sync > 1:
@@ -152,6 +156,8 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
         raise TrainingError(
             f"a worker of the cluster stopped answering ({err.message.splitlines()[0]}); start every worker "
             "again with the same command: training continues from the last finished epoch") from None
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     rows = cb.read_history(state.history) if state.history.is_file() else []
     finite = [r for r in rows if np.isfinite(r["loss"]) and np.isfinite(r["val_loss"])]
     if not finite or (chief and not state.best.is_file()):  # other workers keep no model
@@ -175,6 +181,9 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
         "devices": strategy.num_replicas_in_sync,
         "steps_per_execution": int(train_cfg.get("steps_per_execution", 1)),
         "jit_compile": bool(model.jit_compile),
+        "precision": policy,             # what it trained in
+        "precision_feature": feature,    # the hardware feature behind it
+        **({"precision_note": note} if note else {}),
     }
     nan = [int(r["epoch"]) + 1 for r in rows if not np.isfinite(r["loss"])]
     if nan:  # TerminateOnNaN stopped the run: the caller decides whether the checkpoint may stand
