@@ -84,26 +84,23 @@ def train(description, extra_metrics=None):
 def kept_on_failure(folder, backup):
     """The DVCLive folder is written in place as training goes, so that `dvc exp show` follows
     it: if the stage fails, it is put back as it was (a copy waits in `backup`, beside the
-    resume state, outside every output)."""
-    if folder is None or not folder.exists():
-        try:
-            yield
-        except BaseException:
-            if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
-            raise
-        return
-    shutil.rmtree(backup, ignore_errors=True)
-    backup.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(folder, backup)
+    resume state, outside every output), or removed if there was none."""
+    kept = folder is not None and folder.exists()
+    if kept:
+        shutil.rmtree(backup, ignore_errors=True)
+        backup.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(folder, backup)
     try:
         yield
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(backup, folder)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        if kept:
+            os.replace(backup, folder)
         raise
     finally:
-        shutil.rmtree(backup, ignore_errors=True)
+        if kept:
+            shutil.rmtree(backup, ignore_errors=True)
 
 
 def weights_argument(folder):

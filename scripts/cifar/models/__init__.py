@@ -34,7 +34,6 @@ from cifar.params import MODULE
 IMPORTED = re.compile(r"cifar\.models\.[a-z][a-z0-9_]*")  # a model module's import name
 
 
-
 class ModelError(StageError, ValueError):
     """A path that is not a model the pipeline can load or run."""
 
@@ -136,11 +135,16 @@ def plan(entry, section, shared, weights=None):
                 shared["augment"])
 
 
-def registered_modules(path):
-    """The modules whose Keras objects the saved model `path` (.keras) names: `cifar.models.NAME`
-    for a model's own layers, `cifar` for the shared ones (cifar.tta)."""
+def saved_config(path):
+    """The config.json of the saved model `path` (.keras), as text."""
     with zipfile.ZipFile(path) as archive:
-        config = archive.read("config.json").decode()
+        return archive.read("config.json").decode()
+
+
+def registered_modules(path, config=None):
+    """The modules whose Keras objects the saved model `path` (.keras; or its `config`) names:
+    `cifar.models.NAME` for a model's own layers, `cifar` for the shared ones (cifar.tta)."""
+    config = saved_config(path) if config is None else config
     # A class is named in its "registered_name", a function in its "config": "PACKAGE>NAME" either way.
     return sorted(set(re.findall(r'"(cifar(?:\.\w+)*)>\w+"', config)))
 
@@ -149,10 +153,9 @@ def registered_modules(path):
 MIXED_POLICY = re.compile(r'("class_name": "DTypePolicy", "config": \{"name": )"mixed_b?float16"')
 
 
-def low_precision(path):
-    """Whether the saved model `path` was built under a mixed-precision policy."""
-    with zipfile.ZipFile(path) as archive:
-        return bool(MIXED_POLICY.search(archive.read("config.json").decode()))
+def low_precision(path, config=None):
+    """Whether the saved model `path` (or its `config`) was built under a mixed-precision policy."""
+    return bool(MIXED_POLICY.search(saved_config(path) if config is None else config))
 
 
 def float32_copy(path, out):
@@ -180,10 +183,10 @@ def load(path, stage=None):
         raise ModelError(f"{path} not found{redo}")
     redo = f"; it is written by the '{stage}' stage: rerun it with `dvc repro --force {stage}`" if stage else ""
     try:
-        names = registered_modules(path)
+        config = saved_config(path)
     except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as err:
         raise ModelError(f"{path} is not a readable Keras model ({type(err).__name__}: {err}){redo}") from None
-    for name in names:
+    for name in registered_modules(path, config):
         if name == "cifar":
             importlib.import_module("cifar.tta")
         elif IMPORTED.fullmatch(name):
@@ -194,7 +197,7 @@ def load(path, stage=None):
         else:
             raise ModelError(f"{path} names Keras objects of {name!r}, which is not a model module (cifar.models.NAME)")
     try:
-        if low_precision(path):  # every artifact is float32 at its interface and inside
+        if low_precision(path, config):  # every artifact is float32 at its interface and inside
             with tempfile.TemporaryDirectory(prefix="float32-") as tmp:
                 return keras.saving.load_model(float32_copy(path, Path(tmp) / path.name), compile=False)
         return keras.saving.load_model(path, compile=False)
