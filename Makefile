@@ -20,7 +20,7 @@ QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500 -S shared.
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock-gpu gpu-check repro quick test bench sizes int8-study export pull serve plots dag clean-venv
+.PHONY: help setup lock-gpu gpu-check repro quick stage-times test bench sizes int8-study export pull serve plots dag clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ repro: setup ## run the whole pipeline (dvc repro); offline: CIFAR10_ARCHIVE=pat
 quick: setup ## run the pipeline on a small slice as a DVC experiment (workspace untouched)
 	dvc exp run --temp $(QUICK_PARAMS)
 	python scripts/tools/exp_table.py   # the newest experiment's test accuracy and export targets
+
+stage-times: setup ## run every stage from scratch (dvc repro --force), timing each -> reports/studies/stage_times/
+	python scripts/tools/stage_times.py -- --force
 
 test: setup ## run the test suite
 	python -m pytest

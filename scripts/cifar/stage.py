@@ -69,6 +69,8 @@ def train(description, extra_metrics=None):
     args = parser.parse_args()
     entry, section = models.entry(args.name)
     shared = params.load(["shared"])["shared"]
+    if args.seed is not None:  # a seed sweep's run (scripts/tools/seeds.py); prepare's val split stays
+        shared = {**shared, "seed": args.seed}
     weights, provenance = None, {}
     if args.weights:
         weights, provenance["weights"] = weights_argument(args.weights)
@@ -215,6 +217,9 @@ def arguments(description):
     parser.add_argument("--weights", type=Path, help="folder from `fetch_weights`, for a model that starts from them")
     parser.add_argument("--state", required=True, type=Path,
                         help="folder for the resume state (kept only while training is unfinished)")
+    parser.add_argument("--seed", type=int,
+                        help="train with this seed instead of shared.seed (initialisation, image order, augmentation; "
+                             "the val split is prepare's): for seed sweeps, outside the pipeline's outputs")
     parser.add_argument("--keep-checkpoint-on-nan", action="store_true",
                         help="if the loss becomes NaN, publish the best model of the epochs before it "
                              "instead of failing")

@@ -53,6 +53,7 @@ SCHEMA = {
     "train_batchnorm": _or_null(params.boolean),
     "label_smoothing": _or_null(params.number(float, 0, 1, hi_open=True)),
     "augment": params.choice("seed", "flip_translate", "none"),
+    "precision": _or_null(params.choice("float32", "mixed_bfloat16", "mixed_float16")),
 }
 # Which keys each recipe reads: the seed's one phase (phases: []) reads trainable_layers; a recipe
 # in phases has each phase's own trainable_layers, and reads train_batchnorm and label_smoothing.
@@ -163,4 +164,7 @@ def phases(section, weights, train):
 def plan(section, shared, weights=None):
     """Its phases with the seed's settings, and its augmentation (`augment`)."""
     augment, enabled = augmentation(section, shared["augment"])
-    return Plan(phases(section, weights, {**shared["train"], "augment": enabled}), augment)
+    train = {**shared["train"], "augment": enabled}
+    if section.get("precision") is not None:  # its own precision replaces the seed's settings' one
+        train["precision"] = section["precision"]
+    return Plan(phases(section, weights, train), augment)

@@ -1,0 +1,100 @@
+"""Run `dvc repro` and record every stage's wall time: what the whole pipeline costs.
+
+Usage: python scripts/tools/stage_times.py [--out reports/studies/stage_times/stage_times.json] -- [dvc repro args]
+       (make stage-times: `dvc repro --force`, every stage from scratch, one after the other)
+
+DVC prints "Running stage 'NAME':" as each stage starts; a stage's time runs from there to the
+next stage's start (or to the end of `dvc repro`), so it includes DVC's own work on its outputs.
+Stages DVC skipped as unchanged are listed as skipped. The file is written only if `dvc repro`
+succeeds, with the host it ran on, and the total against the seed recipe's float32 training time
+predicted by `make bench` (reports/studies/bench/bench.json), when bench ran on the same CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for the cifar package
+
+from cifar import outputs  # noqa: E402
+
+STARTED = re.compile(r"^Running stage '([^']+)'")
+SKIPPED = re.compile(r"^(?:Stage )?'([^']+)' didn't change, skipping")
+TRAINING = ("train_", "finetune_")  # the training stages' names start so (params.yaml models.NAME.stage)
+
+
+def timed(lines, clock=time.monotonic, echo=print):
+    """(stage seconds in the order they ran, skipped stages) from `dvc repro`'s output `lines`."""
+    ran, skipped, current, since = {}, [], None, None
+    for line in lines:
+        echo(line.rstrip("\n"))
+        if match := STARTED.match(line):
+            now = clock()
+            if current is not None:
+                ran[current] = now - since
+            current, since = match.group(1), now
+        elif match := SKIPPED.match(line):
+            skipped.append(match.group(1))
+    if current is not None:
+        ran[current] = clock() - since
+    return ran, skipped
+
+
+def seed_recipe_seconds(bench_path, cpu):
+    """The seed recipe's predicted float32 training time from `make bench`'s file, if it was
+    measured on `cpu`; else None (a time from another host is no yardstick)."""
+    try:
+        bench = json.loads(Path(bench_path).read_text())
+    except (OSError, ValueError):
+        return None
+    if bench.get("environment", {}).get("cpu") != cpu:
+        return None
+    return bench.get("seed_recipe_float32_s")
+
+
+def record(ran, skipped, command, bench_path):
+    """The stage-times record: each stage, the total, training's share, the ratio to the seed recipe."""
+    host = outputs.hardware()
+    total = sum(ran.values())
+    training = sum(s for name, s in ran.items() if name.startswith(TRAINING))
+    seed = seed_recipe_seconds(bench_path, host["cpu"])
+    return {
+        "command": command,
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "stages_s": {name: round(s, 1) for name, s in ran.items()},
+        "skipped": skipped,
+        "total_s": round(total, 1),
+        "training_s": round(training, 1),
+        "seed_recipe_float32_s": seed,
+        "total_vs_seed_recipe": round(total / seed, 3) if seed else None,
+        "environment": host,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("reports/studies/stage_times/stage_times.json"))
+    parser.add_argument("--bench", type=Path, default=Path("reports/studies/bench/bench.json"),
+                        help="make bench's file: the seed recipe's predicted float32 time on this host")
+    parser.add_argument("repro_args", nargs="*", help="passed to dvc repro (after --)")
+    args = parser.parse_args()
+    command = ["dvc", "repro", *args.repro_args]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        ran, skipped = timed(proc.stdout, echo=lambda line: print(line, flush=True))
+    if proc.returncode:
+        sys.exit(f"stage_times: {' '.join(command)} failed (exit {proc.returncode}); {args.out} left as it was")
+    result = record(ran, skipped, " ".join(command), args.bench)
+    outputs.write_json(args.out, result)
+    print(f"stage_times: {len(ran)} stages in {result['total_s'] / 60:.1f} min "
+          f"(training {result['training_s'] / 60:.1f} min) -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
