@@ -6,7 +6,8 @@ Usage: python scripts/export.py --name cnn --model models/trained/cnn.keras \
 Reads `shared.seed` and `export` (int8_calibration_images, tfjs_quantization). Writes, into
 one folder that appears only when every conversion has succeeded:
 
-    saved_model/                  Keras 3 model.export(); endpoint `serve`, float32 0-255 in
+    saved_model/                  Keras' ExportArchive: endpoint `serve` (= serving_default), float32
+                                  0-255 `image` in, `probabilities` out
     <name>_float32.tflite         float32 in, float32 probabilities out
     <name>_dynamic_range.tflite   int8 weights; float32 in and out
     <name>_int8.tflite            integer-only; uint8 pixels in (scale 1, zero point 0),

@@ -7,6 +7,7 @@ import yaml
 
 import synthetic
 from conftest import REPO, run, script
+import bench
 
 pytestmark = pytest.mark.e2e
 
@@ -36,6 +37,20 @@ def test_bench_reports_every_model_the_matmul_fraction_the_time_ratio_and_the_le
     assert report["baseline"] == "cnn" and cnn["predicted_time_vs_baseline"] == 1
     assert fast["predicted_time_vs_baseline"] == pytest.approx(
         (fast["epochs"] / fast["train_img_per_s"]) / (cnn["epochs"] / cnn["train_img_per_s"]), rel=0.01)
+    # Each model in float32 and in every low precision this machine computes, against the
+    # ceilings of that precision measured in the same run.
+    precisions = bench.bench_precisions()
+    assert set(report["ceilings_gflops"]) == set(precisions)
+    for model in report["models"].values():
+        assert set(model["precisions"]) == set(precisions) and model["precisions"]["float32"]["vs_float32"] == 1
+        for p, row in model["precisions"].items():
+            assert row["fraction_of_conv3x3"] == pytest.approx(
+                row["gflops"] / report["ceilings_gflops"][p]["conv3x3"], abs=0.002)
+        assert model["train_img_per_s"] == model["precisions"][model["precision"]]["train_img_per_s"]
+    seed_rate = cnn["precisions"]["float32"]["train_img_per_s"]
+    assert report["seed_recipe_float32_s"] == pytest.approx(cnn["epochs"] * report["train_images"] / seed_rate, rel=0.01)
+    assert fast["predicted_time_vs_seed_recipe"] == pytest.approx(
+        (fast["epochs"] / fast["train_img_per_s"]) / (cnn["epochs"] / seed_rate), rel=0.01)
     for name in ("cnn", "fast"):
         levers = report["levers"][name]
         assert set(levers) == {"default_img_per_s", "onednn_off"}

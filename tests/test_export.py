@@ -3,6 +3,7 @@ the exported artifacts of the end-to-end pipeline."""
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,6 +114,20 @@ def test_every_format_is_written_and_computes_what_keras_computes(exported):
     quantized = [w for group in spec["weightsManifest"] for w in group["weights"] if "quantization" in w]
     assert artifacts["tfjs"]["quantization"] == "float16" and quantized
     assert {w["quantization"]["dtype"] for w in quantized} == {"float16"}
+
+
+def test_the_saved_models_serving_signature_takes_image_and_gives_probabilities(exported):
+    out, _, _, _ = exported
+    shown = run([str(Path(sys.executable).parent / "saved_model_cli"), "show", "--dir", str(out / "saved_model"),
+                 "--tag_set", "serve", "--signature_def", "serving_default"], cwd=out).stdout
+    assert "inputs['image']" in shown and "outputs['probabilities']" in shown and "output_0" not in shown
+    assert "shape: (-1, 32, 32, 3)" in shown and "shape: (-1, 10)" in shown
+    ran = run([str(Path(sys.executable).parent / "saved_model_cli"), "run", "--dir", str(out / "saved_model"),
+               "--tag_set", "serve", "--signature_def", "serving_default",
+               "--input_exprs", "image=np.zeros((1,32,32,3),np.float32)"], cwd=out).stdout  # the README's line
+    assert "Result for output key probabilities" in ran
+    spec = json.loads((out / "tfjs" / "model.json").read_text())
+    assert list(spec["signature"]["outputs"]) == ["probabilities"]  # TF.js keeps the name too
 
 
 def test_int8_model_takes_raw_uint8_pixels_and_gives_uint8_probabilities(exported):

@@ -33,15 +33,28 @@ def max_diff(a, b):
     return float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
 
 
-def saved_model(model, out_dir, check_images):
-    """Keras 3 `model.export()`, then reload the SavedModel and check it against the model."""
-    import tensorflow as tf
+SIGNATURE_INPUT, SIGNATURE_OUTPUT = "image", "probabilities"
 
-    signature = [tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="image")]
-    model.export(str(out_dir), format="tf_saved_model", input_signature=signature, verbose=False)
+
+def saved_model(model, out_dir, check_images):
+    """The SavedModel of `model` through Keras' ExportArchive: one endpoint, `serve` (also the
+    `serving_default` signature TF Serving and saved_model_cli see), from `image` (float32 0-255,
+    any batch) to `probabilities`; then reload it and check it against the model.
+
+    Keras' `model.export()` names a signature's output `output_0`; an endpoint that returns a
+    dict names it by its key."""
+    import tensorflow as tf
+    from keras.export import ExportArchive
+
+    signature = [tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=SIGNATURE_INPUT)]
+    archive = ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda image: {SIGNATURE_OUTPUT: model(image, training=False)},
+                         input_signature=signature)
+    archive.write_out(str(out_dir), verbose=False)
     reloaded = tf.saved_model.load(str(out_dir))
     x = check_images.astype(np.float32)
-    diff = max_diff(reloaded.serve(tf.constant(x)).numpy(), model.predict(x, verbose=0))
+    diff = max_diff(reloaded.serve(tf.constant(x))[SIGNATURE_OUTPUT].numpy(), model.predict(x, verbose=0))
     if diff > FLOAT_TOLERANCE:
         raise ExportError(f"the reloaded SavedModel {out_dir} differs from the Keras model by {diff:.2e}")
     return diff

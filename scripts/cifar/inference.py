@@ -60,7 +60,9 @@ class SavedModelPredictor:
             raise ModelError(f"{path}: this SavedModel has no `serve` endpoint; export it with Keras' model.export()")
 
     def predict(self, images):
-        return self.model.serve(self._tf.constant(images.astype(np.float32))).numpy()
+        out = self.model.serve(self._tf.constant(images.astype(np.float32)))
+        # {"probabilities": ...} (cifar.export.saved_model); a plain model.export() returns the tensor
+        return (out["probabilities"] if isinstance(out, dict) else out).numpy()
 
 
 class TFLitePredictor:

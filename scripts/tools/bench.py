@@ -11,9 +11,13 @@ All measurements use the same real CIFAR-10 training images in the same run:
   images, and by the seed's ImageDataGenerator, each timed over `--train-steps` steps after a
   warm-up;
 - every model of the registry, trained with its own batch size, recipe and augmentation, in
-  alternating rounds, as img/s and as GFLOP/s (3 x the forward pass's Conv/Dense FLOPs) against
-  the best float32 matrix multiply measured in the same run; and the predicted training-time
-  ratio of the fast model to the seed CNN (its epochs / its img/s against 25 / the seed's);
+  alternating rounds, in float32 and in each low precision this machine computes natively
+  (bfloat16 on an AMX-BF16 or AVX512-BF16 CPU): img/s, and GFLOP/s (3 x the forward pass's
+  Conv/Dense FLOPs) as a fraction of that precision's ceilings, a matrix multiply and a 3x3
+  convolution measured in the same run;
+- each model's predicted training time (its epochs / its img/s, in its own precision) against the
+  seed CNN's in its own precision, and against the seed's recipe as the seed wrote it (float32),
+  with that recipe's predicted time on the pipeline's training split;
 - the usual speed levers for the two CNNs (LEVERS: oneDNN off, intra-op threads = cores with one
   inter-op thread, steps_per_execution 8, half and double batch), each in a process of its own,
   alternating with the default, as img/s and as a ratio to the default of the same round.
@@ -146,13 +150,55 @@ def matmul_gflops(sizes=(2048, 3072, 4096), repeats=3):
     return best
 
 
-def registry_models(x_train, only=None, overrides=None):
+def precision_ceilings(precisions, n=2048, conv_shape=(256, 32, 32, 64), filters=256, repeats=3):
+    """{precision: {"matmul": GFLOP/s, "conv3x3": GFLOP/s}}: TensorFlow's best rate now for an
+    n x n matrix multiply and a 3x3 'same' convolution (batch, height, width, channels -> filters)
+    in each precision's compute dtype (float32, bfloat16 or float16): the ceiling a model's
+    training rate is a fraction of."""
+    import tensorflow as tf
+
+    dtypes = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
+    rng = np.random.default_rng(0)
+    batch, height, width, channels = conv_shape
+    found = {}
+    for precision in precisions:
+        dtype = dtypes[precision]
+        a, b = (tf.constant(rng.random((n, n), dtype=np.float32), dtype) for _ in range(2))
+        x = tf.constant(rng.random(conv_shape, dtype=np.float32), dtype)
+        kernel = tf.constant(rng.random((3, 3, channels, filters), dtype=np.float32), dtype)
+        work = {
+            "matmul": (2 * n**3, tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))),
+            "conv3x3": (2 * batch * height * width * filters * 9 * channels, tf.function(
+                lambda: tf.reduce_sum(tf.cast(tf.nn.conv2d(x, kernel, 1, "SAME"), tf.float32)))),
+        }
+        found[precision] = {}
+        for name, (flop, step) in work.items():
+            step().numpy()  # tracing, warm-up
+            best = 0.0
+            for _ in range(repeats):
+                start = time.perf_counter()
+                step().numpy()
+                best = max(best, flop / (time.perf_counter() - start) / 1e9)
+            found[precision][name] = round(best, 1)
+    return found
+
+
+def bench_precisions():
+    """float32, and each low precision this machine computes natively (cifar.training.precision:
+    bfloat16 on an AMX-BF16 or AVX512-BF16 CPU or an Ampere GPU, float16 on a GPU)."""
+    from cifar.training import precision
+
+    return ["float32", *[p for p in precision.PRECISIONS[1:] if precision.resolve(p)[0] == p]]
+
+
+def registry_models(x_train, only=None, overrides=None, precision=None):
     """{name: (model compiled with its own recipe, train_cfg, augment_cfg)} for every registered
     model (or the one named `only`), from its plan (cifar.models.plan), as its stage trains it:
     the first phase's model and settings, with the plan's epochs in all; its train settings
-    updated with `overrides` (a lever's steps_per_execution or jit_compile). A model that starts
-    from pretrained weights starts from random ones here: the cost of a step does not depend on
-    them."""
+    updated with `overrides` (a lever's steps_per_execution or jit_compile). Built in `precision`
+    (a Keras dtype policy), or in the model's own (its train settings' `precision`, resolved for
+    this machine). A model that starts from pretrained weights starts from random ones here: the
+    cost of a step does not depend on them."""
     from cifar import training
 
     loaded = params.load(["models", "shared"])
@@ -164,32 +210,47 @@ def registry_models(x_train, only=None, overrides=None):
         plan = models.plan(entry, section, loaded["shared"], weights=None)
         first = plan.phases[0]
         train = {**first.train, "epochs": plan.epochs, **(overrides or {})}
-        model = first.build({"x_train": x_train}, None)
-        training.compile_for(model, train, augment.steps_per_epoch(len(x_train), train["batch_size"]), plan.recipe)
+        policy = precision or training.precision.resolve(train.get("precision", "float32"))[0]
+        train["precision"] = policy
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            model = first.build({"x_train": x_train}, None)
+            training.compile_for(model, train, augment.steps_per_epoch(len(x_train), train["batch_size"]), plan.recipe)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
         found[name] = (model, train, plan.augment)
     return found
 
 
-def models_training_rates(x, onehot, seed, images_per_round, rounds):
-    """Training img/s of every registered model with its own batch size, recipe and augmented
-    stream, measured in alternating rounds (A, B, C, A, B, C, ...) so that the machine's drift
-    touches all alike; the median round of each."""
-    found = registry_models(x)
+def models_training_rates(x, onehot, seed, images_per_round, rounds, precisions=("float32",)):
+    """Training img/s of every registered model in each of `precisions`, with its own batch size,
+    recipe and augmented stream, measured in alternating rounds (A, A', B, B', C, C', A, ...) so
+    that the machine's drift touches all alike; the median round of each. Returns {name:
+    ({precision: img/s}, its augmented stream alone in img/s, (model, train, augment) in the
+    model's own precision)}."""
+    built = {p: registry_models(x, precision=p) for p in precisions}
+    own = registry_models(x)
+    names = list(own)
     streams = {}
-    for name, (model, train, aug) in found.items():
-        stream = augment.train_dataset(x, onehot, train["batch_size"], seed, aug, epochs=10_000)
-        model.fit(stream, epochs=1, steps_per_epoch=2, verbose=0)  # tracing, thread pools
-        streams[name] = stream
-    rates = {name: [] for name in found}
-    fed = {name: [] for name in found}
+    for name in names:
+        _, train, aug = own[name]
+        streams[name] = augment.train_dataset(x, onehot, train["batch_size"], seed, aug, epochs=10_000)
+        for p in precisions:
+            built[p][name][0].fit(streams[name], epochs=1, steps_per_epoch=2, verbose=0)  # tracing, thread pools
+    rates = {name: {p: [] for p in precisions} for name in names}
+    fed = {name: [] for name in names}
     for _ in range(rounds):
-        for name, (model, train, aug) in found.items():
+        for name in names:
+            _, train, aug = own[name]
             steps = max(3, images_per_round // train["batch_size"])
-            rates[name].append(steady_images_per_second(model, streams[name], steps, train["batch_size"]))
+            for p in precisions:
+                rates[name][p].append(steady_images_per_second(built[p][name][0], streams[name], steps,
+                                                               train["batch_size"]))
             # The same stream, made anew, alone: how fast augmentation could feed this model.
             alone = augment.train_dataset(x, onehot, train["batch_size"], seed, aug, epochs=10_000)
             fed[name].append(stream_images_per_second(alone, steps, train["batch_size"]))
-    return {name: (statistics.median(r), statistics.median(fed[name]), found[name]) for name, r in rates.items()}
+    return {name: ({p: statistics.median(r) for p, r in rates[name].items()}, statistics.median(fed[name]), own[name])
+            for name in names}
 
 
 # The usual speed levers, each measured against the default in a process of its own (threading
@@ -267,6 +328,16 @@ def levers(args, names, rounds, chosen=None):
     return results
 
 
+def training_images():
+    """How many images the pipeline trains on: CIFAR-10's 50,000 less prepare's val split, or its
+    train_limit."""
+    import math
+
+    prepare = params.load(["prepare"])["prepare"]
+    total = prepare["train_limit"] or 50_000
+    return total - math.ceil(total * prepare["val_fraction"])  # as cifar.data.split
+
+
 def load_images(args):
     loaded = params.load(["download"])
     sha = args.sha256
@@ -324,20 +395,31 @@ def main():
         "seed_imagedatagenerator": training_images_per_second(
             seed_stream(x, onehot, batch_size, seed, aug), args.train_steps, batch_size),
     }
-    # Every registered model, alternating, against the best matmul rate measured in the same run.
+    # Every registered model, alternating, in each precision this machine computes natively,
+    # against the ceilings (matmul, 3x3 convolution) of that precision measured in the same run.
     matmul = matmul_gflops()
     ceiling_gflops = max(matmul.values())
-    rates = models_training_rates(x, onehot, seed, args.model_images, args.rounds)
+    precisions = bench_precisions()
+    ceilings = precision_ceilings(precisions)
+    rates = models_training_rates(x, onehot, seed, args.model_images, args.rounds, precisions)
     per_model = {}
-    for name, (rate, stream_rate, (model, train, _)) in rates.items():
+    for name, (by_precision, stream_rate, (model, train, _)) in rates.items():
         gflop = 3 * forward_flops(model) / 1e9  # forward + backward, per training image
+        rate = by_precision.get(train["precision"], by_precision["float32"])  # in its own precision
         per_model[name] = {
+            "precision": train["precision"],  # its own (params.yaml, resolved for this machine)
             "train_img_per_s": round(rate, 1), "augmentation_img_per_s": round(stream_rate, 1),
             # Above 1, the stream outpaces training here; below 1, it holds the model back.
             "augmentation_vs_training": round(stream_rate / rate, 2),
             "batch_size": train["batch_size"], "epochs": train["epochs"],
             "train_gflop_per_image": round(gflop, 4), "gflops": round(rate * gflop, 1),
             "fraction_of_matmul": round(rate * gflop / ceiling_gflops, 3),
+            "precisions": {p: {
+                "train_img_per_s": round(r, 1), "vs_float32": round(r / by_precision["float32"], 3),
+                "gflops": round(r * gflop, 1),
+                "fraction_of_matmul": round(r * gflop / ceilings[p]["matmul"], 3),
+                "fraction_of_conv3x3": round(r * gflop / ceilings[p]["conv3x3"], 3),
+            } for p, r in by_precision.items()},
         }
     # The speed levers, for every model (or those of --lever-models).
     lever_models = args.lever_models.split(",") if args.lever_models else list(per_model)
@@ -345,6 +427,7 @@ def main():
                            args.levers.split(",") if args.levers else None) if args.lever_rounds else {}
     report = {
         "matmul_gflops": {k: round(v, 1) for k, v in matmul.items()},
+        "ceilings_gflops": ceilings,  # per precision: TensorFlow's matmul and 3x3 convolution
         "models": per_model,
         "levers": lever_results,
         "augmentation_img_per_s": {k: round(v, 1) for k, v in results.items()},
@@ -357,27 +440,40 @@ def main():
         "environment": outputs.hardware(),
     }
     # Each model's predicted training time against the baseline's (the seed CNN's, the registry's
-    # first): same images per epoch, so (its epochs / its img/s) over (the baseline's).
+    # first): same images per epoch, so (its epochs / its img/s) over (the baseline's), each in its
+    # own precision; and against the seed's recipe as the seed wrote it (the baseline in float32).
     baseline = args.baseline or next(iter(per_model))
     if baseline not in per_model:
         sys.exit(f"bench: error: --baseline {baseline!r} is not a registered model ({', '.join(per_model)})")
     report["baseline"] = baseline
     base = per_model[baseline]["epochs"] / per_model[baseline]["train_img_per_s"]
+    seed_recipe = per_model[baseline]["epochs"] / per_model[baseline]["precisions"]["float32"]["train_img_per_s"]
     for m in per_model.values():
         m["predicted_time_vs_baseline"] = round(m["epochs"] / m["train_img_per_s"] / base, 3)
+        m["predicted_time_vs_seed_recipe"] = round(m["epochs"] / m["train_img_per_s"] / seed_recipe, 3)
+    # The seed recipe's training time on the pipeline's training split at the measured float32 rate
+    # (its epochs, no early stop; validation passes left out): what stage_times.py compares with.
+    report["train_images"] = training_images()
+    report["seed_recipe_float32_s"] = round(seed_recipe * report["train_images"], 1)
     outputs.write_json(args.out, report)
     for name, rate in report["augmentation_img_per_s"].items():
         print(f"{name:>26}: {rate:10.1f} img/s")
     print(f"{'speed-up vs seed':>26}: {report['speedup_vs_seed']:10.2f}x")
     for name, rate in report["cnn_training_img_per_s"].items():
         print(f"{'CNN training, ' + name:>40}: {rate:8.1f} img/s")
-    print(f"best float32 matmul: {report['matmul_gflops']}")
+    print(f"best float32 matmul: {report['matmul_gflops']}; ceilings per precision: {ceilings}")
     for name, m in per_model.items():
         print(f"{name:>10}: {m['train_img_per_s']:7.1f} img/s x {m['train_gflop_per_image']:.3f} GFLOP = "
               f"{m['gflops']:5.1f} GFLOP/s, {m['fraction_of_matmul']:.0%} of the matmul rate; its augmented "
               f"stream alone {m['augmentation_img_per_s']:.0f} img/s ({m['augmentation_vs_training']:.1f}x training)")
+    for name, m in per_model.items():
+        print(f"{name:>10}: " + ", ".join(f"{p} {r['train_img_per_s']:.1f} img/s ({r['vs_float32']:.2f}x float32, "
+                                          f"{r['fraction_of_conv3x3']:.0%} of its 3x3 conv rate)"
+                                          for p, r in m["precisions"].items()))
     print(f"predicted training time against {baseline}'s: " + ", ".join(
         f"{name} {m['predicted_time_vs_baseline']:.2f}" for name, m in per_model.items()))
+    print(f"predicted training time against the seed recipe's ({report['seed_recipe_float32_s'] / 60:.1f} min in "
+          "float32): " + ", ".join(f"{name} {m['predicted_time_vs_seed_recipe']:.2f}" for name, m in per_model.items()))
     for name, found in lever_results.items():
         print(f"{name} levers (img/s against the default {found['default_img_per_s']}): " + ", ".join(
             f"{lever} {m['vs_default']:.2f}x" for lever, m in found.items() if lever != "default_img_per_s"))

@@ -8,8 +8,9 @@ For each size, one after another (never at the same time: their times are compar
 with the workspace's params otherwise (so every size gets the same recipe and budget; `--set`
 adds -S overrides to all, e.g. a shorter budget). The 32x32 images are upscaled inside the model,
 so each point is a model a user calls the same way. Then reads the experiments' training metrics
-(`dvc exp show --json`) and writes the table (size, test accuracy, best val accuracy, training
-minutes, img/s) and a figure of accuracy against training time, one point per size, into
+(`dvc exp show --json`) and writes the table (size, best val accuracy, test accuracy, training
+minutes, img/s, and which size is selected: the best val accuracy, never test) and a figure of
+val accuracy against training time, one point per size, into
 reports/studies/mobilenet_sizes/ (a study, not a DVC metric); `make sizes` runs this script.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the cifar package
 
 METRICS = "reports/metrics/train/mobilenet.json"
-COLUMNS = ["input_size", "test_accuracy", "best_val_accuracy", "train_minutes", "train_img_per_s", "epochs"]
+COLUMNS = ["input_size", "best_val_accuracy", "test_accuracy", "train_minutes", "train_img_per_s", "epochs", "selected"]
 
 
 def dvc(*args, check=True):
@@ -54,11 +55,21 @@ def experiment_metrics(shown, names):
     return found
 
 
+def select(rows):
+    """The size to use: the best val accuracy (tuning never looks at test; test is the one-off
+    report), the faster one on a tie. Marks the rows' `selected` and returns the chosen row."""
+    chosen = max(rows, key=lambda r: (r["best_val_accuracy"], -r["train_minutes"]))
+    for r in rows:
+        r["selected"] = r is chosen
+    return chosen
+
+
 def figure(rows, path):
-    """Test accuracy against training time, one labelled point per size (evaluate's chart)."""
+    """Val accuracy (what the size is chosen by) against training time, one labelled point per
+    size (evaluate's chart)."""
     from cifar import evaluation
 
-    points = [{"label": f"{r['input_size']} px", "test_accuracy": r["test_accuracy"],
+    points = [{"label": f"{r['input_size']} px", "test_accuracy": r["best_val_accuracy"],
                "wall_time_s": r["train_minutes"] * 60} for r in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
     evaluation.save_figure(evaluation.accuracy_against_time(points), path)
@@ -87,6 +98,7 @@ def main():
     rows = [{"input_size": names[name], "test_accuracy": m["test_accuracy"], "best_val_accuracy": m["best_val_accuracy"],
              "train_minutes": round(m["wall_time_s"] / 60, 2), "train_img_per_s": m["train_img_per_s"],
              "epochs": m["epochs_run"]} for name, m in sorted(found.items(), key=lambda item: names[item[0]])]
+    chosen = select(rows)
     args.table.parent.mkdir(parents=True, exist_ok=True)
     with open(args.table, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -94,8 +106,10 @@ def main():
         writer.writerows(rows)
     figure(rows, args.figure)
     for r in rows:
-        print(f"{r['input_size']:>4} px: test {r['test_accuracy']:.2%}, {r['train_minutes']:.1f} min")
-    print(f"Wrote {args.table} and {args.figure}")
+        print(f"{r['input_size']:>4} px: val {r['best_val_accuracy']:.2%} (test {r['test_accuracy']:.2%}), "
+              f"{r['train_minutes']:.1f} min")
+    print(f"Selected by val accuracy: {chosen['input_size']} px (finetune_mobilenet.input_size). "
+          f"Wrote {args.table} and {args.figure}")
 
 
 if __name__ == "__main__":

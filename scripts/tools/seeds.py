@@ -1,0 +1,190 @@
+"""Train models with several seeds: the spread behind an accuracy claim.
+
+Usage: python scripts/tools/seeds.py --models fast [--seeds 3] [--out reports/studies/seeds]
+       make seeds MODELS=fast SEEDS=3
+
+The seeds are shared.seed, shared.seed + 1, ... Each run is the model's own training stage, its
+command as dvc.yaml writes it but with `--seed S` and every output under build/seeds/NAME-S/ (the
+pipeline's outputs are untouched), on prepare's data: every seed sees the same val split and the
+same test set. Its test accuracy is measured as `evaluate` measures it: the float32 model with its
+test-time augmentation (params.yaml models.NAME.tta).
+
+The run with shared.seed is the pipeline's own: its numbers are read from reports/metrics
+(train/NAME.json and evaluate.json) when `dvc status` shows the model's training stage and
+evaluate up to date; otherwise it is trained here like the others.
+
+Each finished run is kept in runs.json, so a rerun skips it and an interrupted sweep continues.
+seeds.json and seeds.md give, per model, the mean, the standard deviation (n - 1), the min and
+the max of test accuracy and of training time, the CPU they ran on, and the 95% interval of a
+single run's accuracy on the test set (Wilson's binomial interval at the mean).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for the cifar package
+
+from cifar import outputs  # noqa: E402
+
+OUTPUT_FLAGS = ("--model", "--history", "--metrics", "--live", "--state")
+
+
+def stage_command(stage, name, seed, folder, dvc_yaml="dvc.yaml"):
+    """The training stage's command from dvc.yaml, with `--seed seed` and its outputs in `folder`."""
+    from ruamel.yaml import YAML
+
+    stages = YAML(typ="safe").load(Path(dvc_yaml).read_text())["stages"]
+    if stage not in stages or "cmd" not in stages[stage]:
+        raise SystemExit(f"seeds: {dvc_yaml} has no stage '{stage}' with a cmd (params.yaml models.{name}.stage)")
+    tokens = shlex.split(stages[stage]["cmd"])
+    places = {"--model": folder / "model.keras", "--history": folder / "history.csv",
+              "--metrics": folder / "metrics.json", "--live": folder / "live", "--state": folder / "state"}
+    for i, token in enumerate(tokens[:-1]):
+        if token in places:
+            tokens[i + 1] = str(places.pop(token))
+    missing = [flag for flag in ("--model", "--metrics", "--state") if flag in places]
+    if missing:
+        raise SystemExit(f"seeds: the cmd of stage '{stage}' in {dvc_yaml} lacks {', '.join(missing)}")
+    return [sys.executable if tokens[0] == "python" else tokens[0], *tokens[1:], "--seed", str(seed)]
+
+
+def test_accuracy(model_path, entry, data_path, batch_size=256):
+    """The saved model's test accuracy as evaluate measures it (float32, with its TTA level)."""
+    import numpy as np
+
+    from cifar import data, evaluation, models, tta
+
+    arrays = data.load_prepared(data_path)
+    model = tta.wrap(models.load(model_path, entry["stage"]), entry.get("tta", 0))
+    probabilities = model.predict(arrays["x_test"].astype(np.float32), batch_size=batch_size, verbose=0)
+    return float(evaluation.loss_and_accuracy_of(probabilities, arrays["y_test"])[1])
+
+
+def run_record(name, seed, summary, accuracy, environment, source):
+    """One run as runs.json keeps it."""
+    return {"model": name, "seed": seed, "test_accuracy": round(accuracy, 5),
+            "best_val_accuracy": round(summary["best_val_accuracy"], 5), "wall_time_s": summary["wall_time_s"],
+            "epochs_run": summary["epochs_run"], "precision": summary.get("precision", "float32"),
+            "cpu": environment.get("cpu"), "gpus": environment.get("gpus", []), "source": source}
+
+
+def pipeline_run(name, entry, seed):
+    """The pipeline's own run of `name` (seed shared.seed), if its metrics are up to date."""
+    status = subprocess.run(["dvc", "status", "--json", entry["stage"], "evaluate"], capture_output=True, text=True)
+    if status.returncode or json.loads(status.stdout or "{}"):
+        return None
+    train = json.loads(Path(f"reports/metrics/train/{name}.json").read_text())
+    evaluated = json.loads(Path("reports/metrics/evaluate.json").read_text())
+    return run_record(name, seed, train[name], evaluated[name]["test"]["accuracy"], train["environment"],
+                      "pipeline (dvc repro)")
+
+
+def trained_run(name, entry, seed, folder, data_path):
+    """Train `name` with `seed` into `folder` by its stage's own command, then measure it."""
+    metrics = folder / "metrics.json"
+    if not metrics.is_file():
+        command = stage_command(entry["stage"], name, seed, folder)
+        print(f"seeds: {name}, seed {seed}: {shlex.join(command)}", flush=True)
+        if subprocess.run(command).returncode:
+            raise SystemExit(f"seeds: training {name} with seed {seed} failed; rerun to continue it from its last epoch")
+    train = json.loads(metrics.read_text())
+    accuracy = test_accuracy(folder / "model.keras", entry, data_path)
+    return run_record(name, seed, train[name], accuracy, train["environment"], "scripts/tools/seeds.py")
+
+
+def spread(values):
+    """mean, std (n - 1; 0 for one value), min and max."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values)}
+
+
+def single_run_interval(accuracy, images):
+    """Wilson's 95% interval of one run's accuracy `accuracy` measured on `images` test images."""
+    from scipy.stats import binomtest
+
+    interval = binomtest(round(accuracy * images), images).proportion_ci(0.95, method="wilson")
+    return [float(interval.low), float(interval.high)]
+
+
+def table(runs, test_images, labels):
+    """Per model: the seeds, the spread of test accuracy and training time, the host(s)."""
+    result = {}
+    for name in dict.fromkeys(r["model"] for r in runs):
+        own = sorted((r for r in runs if r["model"] == name), key=lambda r: r["seed"])
+        accuracy = spread([r["test_accuracy"] for r in own])
+        result[name] = {
+            "label": labels.get(name, name), "runs": len(own), "seeds": [r["seed"] for r in own],
+            "test_accuracy": {k: round(v, 5) for k, v in accuracy.items()},
+            "wall_time_s": {k: round(v, 1) for k, v in spread([r["wall_time_s"] for r in own]).items()},
+            "single_run_95_interval": [round(v, 5) for v in single_run_interval(accuracy["mean"], test_images)],
+            "precision": sorted({r["precision"] for r in own}),
+            "cpu": sorted({r["cpu"] for r in own if r["cpu"]}),
+        }
+    return result
+
+
+def markdown(summary, test_images):
+    lines = ["| model | runs (seeds) | test accuracy, mean ± std | min – max | training time, mean ± std | precision | host |",
+             "|---|---|---|---|---|---|---|"]
+    for row in summary.values():
+        acc, time_s = row["test_accuracy"], row["wall_time_s"]
+        lines.append(
+            f"| {row['label']} | {row['runs']} ({', '.join(map(str, row['seeds']))}) | "
+            f"{acc['mean']:.2%} ± {acc['std']:.2%} | {acc['min']:.2%} – {acc['max']:.2%} | "
+            f"{time_s['mean'] / 60:.1f} ± {time_s['std'] / 60:.1f} min | {', '.join(row['precision'])} | "
+            f"{'; '.join(row['cpu'])} |")
+    low, high = next(iter(summary.values()))["single_run_95_interval"] if summary else (0, 0)
+    lines += ["", f"One run's accuracy on {test_images:,} test images carries a 95% binomial interval of about "
+                  f"±{(high - low) / 2:.2%} (Wilson's, at the first model's mean). Written by scripts/tools/seeds.py."]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    from cifar import models, params
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", required=True, help="comma-separated registry names")
+    parser.add_argument("--seeds", type=int, default=3, help="how many seeds: shared.seed, shared.seed + 1, ...")
+    parser.add_argument("--data", type=Path, default=Path("data/prepared/cifar10.npz"))
+    parser.add_argument("--work", type=Path, default=Path("build/seeds"), help="where the extra runs train")
+    parser.add_argument("--out", type=Path, default=Path("reports/studies/seeds"))
+    args = parser.parse_args()
+    registry = params.load(["models"])["models"]
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in registry]
+    if unknown or args.seeds < 1:
+        raise SystemExit(f"seeds: unknown model(s) {', '.join(unknown)} (params.yaml models: {', '.join(registry)})"
+                         if unknown else "seeds: --seeds must be at least 1")
+    first = params.load(["shared"])["shared"]["seed"]
+    runs_path = args.out / "runs.json"
+    runs = json.loads(runs_path.read_text()) if runs_path.is_file() else []
+    for name in names:
+        entry, _ = models.entry(name)
+        for seed in range(first, first + args.seeds):
+            if any(r["model"] == name and r["seed"] == seed for r in runs):
+                continue
+            record = (pipeline_run(name, entry, seed) if seed == first else None) \
+                or trained_run(name, entry, seed, args.work / f"{name}-{seed}", args.data)
+            runs.append(record)
+            outputs.write_json(runs_path, runs)  # each run as it finishes
+            print(f"seeds: {name}, seed {seed}: test accuracy {record['test_accuracy']:.2%}, "
+                  f"{record['wall_time_s'] / 60:.1f} min", flush=True)
+    from cifar import data
+
+    test_images = len(data.load_prepared(args.data)["y_test"])
+    summary = table(runs, test_images, {n: e.get("label", n) for n, e in registry.items()})
+    outputs.write_json(args.out / "seeds.json", summary)
+    with outputs.atomic_path(args.out / "seeds.md") as tmp:
+        tmp.write_text(markdown(summary, test_images))
+    print(markdown(summary, test_images))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""make seeds (scripts/tools/seeds.py) and make stage-times (scripts/tools/stage_times.py): the
+spread behind an accuracy claim, and the whole pipeline's cost."""
+
+import json
+
+import pytest
+
+from conftest import REPO, run, script
+import seeds
+import stage_times
+
+
+def test_a_seed_run_is_the_stages_own_command_with_its_outputs_moved(tmp_path):
+    command = seeds.stage_command("finetune_mobilenet", "mobilenet", 43, tmp_path, REPO / "dvc.yaml")
+    assert command[1] == "scripts/finetune_mobilenet.py" and command[-2:] == ["--seed", "43"]
+    flags = dict(zip(command[2:-2:2], command[3:-2:2]))
+    assert flags["--weights"] == "models/pretrained" and flags["--data"] == "data/prepared/cifar10.npz"
+    for flag in ("--model", "--history", "--metrics", "--live", "--state"):
+        assert flags[flag].startswith(str(tmp_path)), flag  # nothing of the pipeline's is written
+
+
+def test_the_table_gives_the_spread_and_a_single_runs_interval():
+    runs = [{"model": "fast", "seed": s, "test_accuracy": a, "wall_time_s": t, "precision": "mixed_bfloat16",
+             "cpu": "Intel"} for s, a, t in [(43, 0.938, 1000.0), (42, 0.940, 1100.0), (44, 0.942, 1200.0)]]
+    row = seeds.table(runs, 10_000, {"fast": "fast CNN"})["fast"]
+    assert row["seeds"] == [42, 43, 44] and row["runs"] == 3
+    assert row["test_accuracy"] == {"mean": 0.94, "std": 0.002, "min": 0.938, "max": 0.942}
+    assert row["wall_time_s"]["std"] == 100.0
+    low, high = row["single_run_95_interval"]  # Wilson at 94% of 10,000: about +-0.47 pp
+    assert low == pytest.approx(0.9352, abs=2e-4) and high == pytest.approx(0.9445, abs=2e-4)
+    text = seeds.markdown({"fast": row}, 10_000)
+    assert "| fast CNN | 3 (42, 43, 44) | 94.00% ± 0.20% | 93.80% – 94.20% |" in text
+
+
+def test_a_sweep_reuses_the_pipelines_run_trains_the_other_seeds_and_skips_finished_ones(pipeline_copy):
+    repo, env, _ = pipeline_copy
+    proc = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env)
+    runs = json.loads((repo / "reports/studies/seeds/runs.json").read_text())
+    assert [(r["seed"], r["source"]) for r in runs] == [(42, "pipeline (dvc repro)"), (43, "scripts/tools/seeds.py")]
+    trained = json.loads((repo / "build/seeds/cnn-43/metrics.json").read_text())["cnn"]
+    assert trained["seed"] == 43 and trained["wall_time_s"] > 0
+    pipeline = json.loads((repo / "reports/metrics/train/cnn.json").read_text())["cnn"]
+    assert pipeline["seed"] == 42 and runs[0]["wall_time_s"] == pipeline["wall_time_s"]
+    assert "--seed 43" in proc.stdout
+    assert run(["dvc", "status", "--json"], cwd=repo, **env).stdout.strip() == "{}"  # the pipeline is untouched
+    table = json.loads((repo / "reports/studies/seeds/seeds.json").read_text())["cnn"]
+    assert table["runs"] == 2 and table["test_accuracy"]["min"] <= table["test_accuracy"]["max"]
+    again = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env)
+    assert "--seed" not in again.stdout  # both runs are kept: nothing trains again
+    bad = run(["python", script("seeds"), "--models", "resnet"], cwd=repo, check=False, **env)
+    assert bad.returncode != 0 and "unknown model(s) resnet" in bad.stderr
+
+
+def test_stage_times_time_each_stage_from_its_start_to_the_next():
+    clock = iter([10.0, 70.0, 75.0, 200.0]).__next__
+    lines = ["Stage 'download' didn't change, skipping\n", "Running stage 'train_cnn':\n", "Epoch 1/2\n",
+             "Running stage 'export@cnn':\n", "Running stage 'evaluate':\n", "Updating lock file 'dvc.lock'\n"]
+    ran, skipped = stage_times.timed(lines, clock=clock, echo=lambda line: None)
+    assert ran == {"train_cnn": 60.0, "export@cnn": 5.0, "evaluate": 125.0} and skipped == ["download"]
+
+
+def test_stage_times_compare_with_the_seed_recipe_only_on_the_host_bench_ran_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(stage_times.outputs, "hardware", lambda: {"cpu": "Intel Xeon", "cpu_count": 2})
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"environment": {"cpu": "Intel Xeon"}, "seed_recipe_float32_s": 1000.0}))
+    result = stage_times.record({"train_cnn": 600.0, "finetune_mobilenet": 400.0, "evaluate": 500.0}, [], "dvc repro", bench)
+    assert result["total_s"] == 1500.0 and result["training_s"] == 1000.0 and result["total_vs_seed_recipe"] == 1.5
+    bench.write_text(json.dumps({"environment": {"cpu": "AMD EPYC"}, "seed_recipe_float32_s": 1000.0}))
+    other = stage_times.record({"evaluate": 500.0}, [], "dvc repro", bench)
+    assert other["seed_recipe_float32_s"] is None and other["total_vs_seed_recipe"] is None
