@@ -122,9 +122,10 @@ def test_the_saved_models_serving_signature_takes_image_and_gives_probabilities(
                  "--tag_set", "serve", "--signature_def", "serving_default"], cwd=out).stdout
     assert "inputs['image']" in shown and "outputs['probabilities']" in shown and "output_0" not in shown
     assert "shape: (-1, 32, 32, 3)" in shown and "shape: (-1, 10)" in shown
+    np.save(out.parent / "x.npy", images(2).astype(np.float32))
     ran = run([str(Path(sys.executable).parent / "saved_model_cli"), "run", "--dir", str(out / "saved_model"),
-               "--tag_set", "serve", "--signature_def", "serving_default",
-               "--input_exprs", "image=np.zeros((1,32,32,3),np.float32)"], cwd=out).stdout  # the README's line
+               "--tag_set", "serve", "--signature_def", "serving_default", "--inputs", "image=../x.npy"],
+              cwd=out).stdout  # the README's line
     assert "Result for output key probabilities" in ran
     spec = json.loads((out / "tfjs" / "model.json").read_text())
     assert list(spec["signature"]["outputs"]) == ["probabilities"]  # TF.js keeps the name too

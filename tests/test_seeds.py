@@ -7,6 +7,7 @@ import pytest
 
 from conftest import REPO, run, script
 import seeds
+from cifar import spread
 import stage_times
 
 
@@ -21,13 +22,18 @@ def test_a_seed_run_is_the_stages_own_command_with_its_outputs_moved(tmp_path):
 
 def test_the_table_gives_the_spread_and_a_single_runs_interval():
     runs = [{"model": "fast", "seed": s, "test_accuracy": a, "wall_time_s": t, "precision": "mixed_bfloat16",
-             "cpu": "Intel"} for s, a, t in [(43, 0.938, 1000.0), (42, 0.940, 1100.0), (44, 0.942, 1200.0)]]
-    row = seeds.table(runs, 10_000, {"fast": "fast CNN"})["fast"]
+             "cpu": "Intel", "source": "scripts/tools/seeds.py"} for s, a, t in [(43, 0.938, 1000.0), (42, 0.940, 1100.0), (44, 0.942, 1200.0)]]
+    runs[1]["source"] = "pipeline (dvc repro)"
+    row = spread.table(runs, 10_000, {"fast": "fast CNN"})["fast"]
     assert row["seeds"] == [42, 43, 44] and row["runs"] == 3
     assert row["test_accuracy"] == {"mean": 0.94, "std": 0.002, "min": 0.938, "max": 0.942}
     assert row["wall_time_s"]["std"] == 100.0
     low, high = row["single_run_95_interval"]  # Wilson at 94% of 10,000: about +-0.47 pp
     assert low == pytest.approx(0.9352, abs=2e-4) and high == pytest.approx(0.9445, abs=2e-4)
+    assert row["pipeline_run"]["seed"] == 42
+    assert spread.current(row, 0.940, 1100.0) and not spread.current(row, 0.941, 1100.0)  # a retrained model
+    assert not spread.current(row, 0.940, 1234.5) and not spread.current(None, 0.94, 1100.0)
+    assert spread.describe(row) == "94.00% ± 0.20% (3 seeds)"
     text = seeds.markdown({"fast": row}, 10_000)
     assert "| fast CNN | 3 (42, 43, 44) | 94.00% ± 0.20% | 93.80% – 94.20% |" in text
 
@@ -38,13 +44,17 @@ def test_a_sweep_reuses_the_pipelines_run_trains_the_other_seeds_and_skips_finis
     runs = json.loads((repo / "reports/studies/seeds/runs.json").read_text())
     assert [(r["seed"], r["source"]) for r in runs] == [(42, "pipeline (dvc repro)"), (43, "scripts/tools/seeds.py")]
     trained = json.loads((repo / "build/seeds/cnn-43/metrics.json").read_text())["cnn"]
-    assert trained["seed"] == 43 and trained["wall_time_s"] > 0
+    assert trained["wall_time_s"] > 0 and runs[1]["wall_time_s"] == trained["wall_time_s"]
     pipeline = json.loads((repo / "reports/metrics/train/cnn.json").read_text())["cnn"]
-    assert pipeline["seed"] == 42 and runs[0]["wall_time_s"] == pipeline["wall_time_s"]
+    assert runs[0]["wall_time_s"] == pipeline["wall_time_s"]
+    evaluated = json.loads((repo / "reports/metrics/evaluate.json").read_text())["cnn"]["test"]["accuracy"]
+    assert runs[0]["test_accuracy"] == pytest.approx(evaluated, abs=1e-5)  # measured as evaluate measures it
+    assert runs[0]["model_sha256"] != runs[1]["model_sha256"]  # another seed, another model
     assert "--seed 43" in proc.stdout
     assert run(["dvc", "status", "--json"], cwd=repo, **env).stdout.strip() == "{}"  # the pipeline is untouched
     table = json.loads((repo / "reports/studies/seeds/seeds.json").read_text())["cnn"]
     assert table["runs"] == 2 and table["test_accuracy"]["min"] <= table["test_accuracy"]["max"]
+    assert table["pipeline_model_sha256"] == runs[0]["model_sha256"]
     again = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env)
     assert "--seed" not in again.stdout  # both runs are kept: nothing trains again
     bad = run(["python", script("seeds"), "--models", "resnet"], cwd=repo, check=False, **env)
@@ -68,3 +78,30 @@ def test_stage_times_compare_with_the_seed_recipe_only_on_the_host_bench_ran_on(
     bench.write_text(json.dumps({"environment": {"cpu": "AMD EPYC"}, "seed_recipe_float32_s": 1000.0}))
     other = stage_times.record({"evaluate": 500.0}, [], "dvc repro", bench)
     assert other["seed_recipe_float32_s"] is None and other["total_vs_seed_recipe"] is None
+
+
+def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_path):
+    import yaml
+
+    import readme_results
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"models": {"fast": {"label": "fast CNN"}, "cnn": {"label": "seed CNN"}}}, sort_keys=False))
+    metrics = tmp_path / "reports/metrics"
+    (metrics / "train").mkdir(parents=True)
+    (metrics / "evaluate.json").write_text(json.dumps({"fast": {"test": {"accuracy": 0.94}}, "cnn": {"test": {"accuracy": 0.8}},
+                                                       "data": {"test_images": 10_000}}))
+    host = {"cpu": "Intel Xeon", "cpu_count": 2}
+    for name, seconds in (("fast", 1100.0), ("cnn", 1500.0)):
+        (metrics / f"train/{name}.json").write_text(json.dumps(
+            {name: {"wall_time_s": seconds, "precision": "mixed_bfloat16"}, "environment": host}))
+    runs = [{"model": m, "seed": s, "test_accuracy": a, "wall_time_s": t, "precision": "mixed_bfloat16", "cpu": "Intel Xeon",
+             "source": "pipeline (dvc repro)" if s == 42 else "scripts/tools/seeds.py"}
+            for m, s, a, t in [("fast", 42, 0.94, 1100.0), ("fast", 43, 0.938, 1000.0), ("fast", 44, 0.942, 1200.0),
+                               ("cnn", 42, 0.79, 1500.0), ("cnn", 43, 0.81, 1400.0)]]  # cnn: an older run than evaluate's
+    (tmp_path / "reports/studies/seeds").mkdir(parents=True)
+    (tmp_path / "reports/studies/seeds/seeds.json").write_text(json.dumps(spread.table(runs, 10_000, {})))
+    lines = readme_results.rows(tmp_path)
+    assert lines[:2] == readme_results.HEADER
+    assert lines[2] == ("| fast CNN | 94.00% | 93.52% – 94.45% | 94.00% ± 0.20% (3 seeds) | 18.3 min | mixed_bfloat16 | "
+                        "Intel Xeon, 2 cores |")
+    assert "| seed CNN | 80.00% | 79.20% – 80.77% | 1 run | 25.0 min |" in lines[3]

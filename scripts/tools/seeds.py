@@ -9,14 +9,15 @@ pipeline's outputs are untouched), on prepare's data: every seed sees the same v
 same test set. Its test accuracy is measured as `evaluate` measures it: the float32 model with its
 test-time augmentation (params.yaml models.NAME.tta).
 
-The run with shared.seed is the pipeline's own: its numbers are read from reports/metrics
-(train/NAME.json and evaluate.json) when `dvc status` shows the model's training stage and
-evaluate up to date; otherwise it is trained here like the others.
+The run with shared.seed is the pipeline's own when `dvc status` shows the model's training stage
+up to date: its model, models/trained/NAME.keras, is measured here and its training time read
+from reports/metrics/train/NAME.json; otherwise it is trained here like the others. The table
+names the pipeline model's sha256, so `evaluate` shows the spread beside that model only.
 
 Each finished run is kept in runs.json, so a rerun skips it and an interrupted sweep continues.
 seeds.json and seeds.md give, per model, the mean, the standard deviation (n - 1), the min and
 the max of test accuracy and of training time, the CPU they ran on, and the 95% interval of a
-single run's accuracy on the test set (Wilson's binomial interval at the mean).
+single run's accuracy on the test set (Wilson's binomial interval at the mean): cifar.spread.
 """
 
 from __future__ import annotations
@@ -24,14 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for the cifar package
 
-from cifar import outputs  # noqa: E402
+from cifar import outputs, spread  # noqa: E402
 
 OUTPUT_FLAGS = ("--model", "--history", "--metrics", "--live", "--state")
 
@@ -67,23 +67,25 @@ def test_accuracy(model_path, entry, data_path, batch_size=256):
     return float(evaluation.loss_and_accuracy_of(probabilities, arrays["y_test"])[1])
 
 
-def run_record(name, seed, summary, accuracy, environment, source):
-    """One run as runs.json keeps it."""
+def run_record(name, seed, summary, accuracy, environment, source, model_path):
+    """One run as runs.json keeps it; `model_sha256` names the model file it measured."""
     return {"model": name, "seed": seed, "test_accuracy": round(accuracy, 5),
             "best_val_accuracy": round(summary["best_val_accuracy"], 5), "wall_time_s": summary["wall_time_s"],
             "epochs_run": summary["epochs_run"], "precision": summary.get("precision", "float32"),
-            "cpu": environment.get("cpu"), "gpus": environment.get("gpus", []), "source": source}
+            "cpu": environment.get("cpu"), "gpus": environment.get("gpus", []), "source": source,
+            "model_sha256": outputs.sha256_of(model_path)}
 
 
-def pipeline_run(name, entry, seed):
-    """The pipeline's own run of `name` (seed shared.seed), if its metrics are up to date."""
-    status = subprocess.run(["dvc", "status", "--json", entry["stage"], "evaluate"], capture_output=True, text=True)
+def pipeline_run(name, entry, seed, data_path):
+    """The pipeline's own run of `name` (seed shared.seed), if its training stage is up to date:
+    its model (models/trained/NAME.keras) measured here, its time from its training metrics."""
+    status = subprocess.run(["dvc", "status", "--json", entry["stage"]], capture_output=True, text=True)
     if status.returncode or json.loads(status.stdout or "{}"):
         return None
+    model = Path(f"models/trained/{name}.keras")
     train = json.loads(Path(f"reports/metrics/train/{name}.json").read_text())
-    evaluated = json.loads(Path("reports/metrics/evaluate.json").read_text())
-    return run_record(name, seed, train[name], evaluated[name]["test"]["accuracy"], train["environment"],
-                      "pipeline (dvc repro)")
+    return run_record(name, seed, train[name], test_accuracy(model, entry, data_path), train["environment"],
+                      "pipeline (dvc repro)", model)
 
 
 def trained_run(name, entry, seed, folder, data_path):
@@ -96,38 +98,8 @@ def trained_run(name, entry, seed, folder, data_path):
             raise SystemExit(f"seeds: training {name} with seed {seed} failed; rerun to continue it from its last epoch")
     train = json.loads(metrics.read_text())
     accuracy = test_accuracy(folder / "model.keras", entry, data_path)
-    return run_record(name, seed, train[name], accuracy, train["environment"], "scripts/tools/seeds.py")
-
-
-def spread(values):
-    """mean, std (n - 1; 0 for one value), min and max."""
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values)}
-
-
-def single_run_interval(accuracy, images):
-    """Wilson's 95% interval of one run's accuracy `accuracy` measured on `images` test images."""
-    from scipy.stats import binomtest
-
-    interval = binomtest(round(accuracy * images), images).proportion_ci(0.95, method="wilson")
-    return [float(interval.low), float(interval.high)]
-
-
-def table(runs, test_images, labels):
-    """Per model: the seeds, the spread of test accuracy and training time, the host(s)."""
-    result = {}
-    for name in dict.fromkeys(r["model"] for r in runs):
-        own = sorted((r for r in runs if r["model"] == name), key=lambda r: r["seed"])
-        accuracy = spread([r["test_accuracy"] for r in own])
-        result[name] = {
-            "label": labels.get(name, name), "runs": len(own), "seeds": [r["seed"] for r in own],
-            "test_accuracy": {k: round(v, 5) for k, v in accuracy.items()},
-            "wall_time_s": {k: round(v, 1) for k, v in spread([r["wall_time_s"] for r in own]).items()},
-            "single_run_95_interval": [round(v, 5) for v in single_run_interval(accuracy["mean"], test_images)],
-            "precision": sorted({r["precision"] for r in own}),
-            "cpu": sorted({r["cpu"] for r in own if r["cpu"]}),
-        }
-    return result
+    return run_record(name, seed, train[name], accuracy, train["environment"], "scripts/tools/seeds.py",
+                      folder / "model.keras")
 
 
 def markdown(summary, test_images):
@@ -170,7 +142,7 @@ def main():
         for seed in range(first, first + args.seeds):
             if any(r["model"] == name and r["seed"] == seed for r in runs):
                 continue
-            record = (pipeline_run(name, entry, seed) if seed == first else None) \
+            record = (pipeline_run(name, entry, seed, args.data) if seed == first else None) \
                 or trained_run(name, entry, seed, args.work / f"{name}-{seed}", args.data)
             runs.append(record)
             outputs.write_json(runs_path, runs)  # each run as it finishes
@@ -179,7 +151,7 @@ def main():
     from cifar import data
 
     test_images = len(data.load_prepared(args.data)["y_test"])
-    summary = table(runs, test_images, {n: e.get("label", n) for n, e in registry.items()})
+    summary = spread.table(runs, test_images, {n: e.get("label", n) for n, e in registry.items()})
     outputs.write_json(args.out / "seeds.json", summary)
     with outputs.atomic_path(args.out / "seeds.md") as tmp:
         tmp.write_text(markdown(summary, test_images))
