@@ -20,7 +20,7 @@ QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500 -S shared.
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock-gpu gpu-check repro quick stage-times test bench sizes int8-study export pull serve plots dag clean-venv
+.PHONY: help setup lock-gpu gpu-check repro quick seeds readme profile stage-times test bench sizes int8-study export pull serve plots dag clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -62,6 +62,16 @@ quick: setup ## run the pipeline on a small slice as a DVC experiment (workspace
 	dvc exp run --temp $(QUICK_PARAMS)
 	python scripts/tools/exp_table.py   # the newest experiment's test accuracy and export targets
 
+SEEDS ?= 3
+seeds: setup ## train MODELS (default every model) with SEEDS seeds (default 3), one after another -> reports/studies/seeds/
+	python scripts/tools/seeds.py --models $(or $(MODELS),all) --seeds $(SEEDS)
+
+readme: setup ## write the README's results table from the committed metrics and the seed table
+	python scripts/tools/readme_results.py --readme README.md
+
+profile: setup ## where a training step's time goes, by kind of op, in each precision (MODEL=fast) -> reports/studies/profile/
+	python scripts/tools/profile_step.py --model $(or $(MODEL),fast)
+
 stage-times: setup ## run every stage from scratch (dvc repro --force), timing each -> reports/studies/stage_times/
 	python scripts/tools/stage_times.py -- --force
 
@@ -83,7 +93,7 @@ gpu-check: ## on a GPU machine: the GPU set-up, make bench, the fast model on th
 	python scripts/tools/gpu_check.py --bench $(GPU_CHECK)/bench.json --train-metrics $(GPU_CHECK)/fast.json \
 		--model $(GPU_CHECK)/fast.keras --data data/prepared/cifar10.npz --out reports/studies/bench/gpu.json
 
-sizes: setup ## MobileNetV2 input size against test accuracy and time, one DVC experiment per size (SIZES="32 96")
+sizes: setup ## MobileNetV2 input size against val and test accuracy and time (selected on val), one DVC experiment per size (SIZES="32 96")
 	python scripts/tools/mobilenet_sizes.py $(if $(SIZES),--sizes $(SIZES))
 
 int8-study: setup ## every post-training quantization option of each trained model, measured: reports/studies/int8/<model>.json (MODELS="cnn")

@@ -105,3 +105,11 @@ def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_pat
     assert lines[2] == ("| fast CNN | 94.00% | 93.52% – 94.45% | 94.00% ± 0.20% (3 seeds) | 18.3 min | mixed_bfloat16 | "
                         "Intel Xeon, 2 cores |")
     assert "| seed CNN | 80.00% | 79.20% – 80.77% | 1 run | 25.0 min |" in lines[3]
+    assert readme_results.cost(tmp_path) is None  # before make stage-times
+    (tmp_path / "reports/studies/stage_times").mkdir(parents=True)
+    (tmp_path / "reports/studies/stage_times/stage_times.json").write_text(json.dumps(
+        {"total_s": 6000.0, "training_s": 4200.0, "total_vs_seed_recipe": 3.1234, "environment": host}))
+    assert readme_results.cost(tmp_path).startswith(
+        "The whole pipeline, every stage from scratch (`make stage-times`), took 100 min (training 70 min) on "
+        "Intel Xeon, 2 cores, 3.12x the seed recipe's float32 training time on that host")
+    assert readme_results.block(tmp_path).endswith("stage_times.json).\n")

@@ -6,7 +6,8 @@ One row per model of the registry: the test accuracy of the reference run (evalu
 accuracy of the exported artifacts), its 95% binomial interval as a single run on the test set,
 the mean ± std over seeds where the seed table (make seeds: reports/studies/seeds/seeds.json)
 holds the current run (cifar.spread.current), the training time and precision
-(reports/metrics/train/NAME.json) and the host. The block between the README's
+(reports/metrics/train/NAME.json) and the host; then the whole pipeline's cost from
+`make stage-times`. The block between the README's
 `<!-- results-table ... -->` markers is replaced; tests/test_newcomer.py checks it is current.
 """
 
@@ -50,6 +51,27 @@ def rows(root=Path(".")):
     return lines
 
 
+def cost(root=Path(".")):
+    """The whole pipeline's cost, from make stage-times (reports/studies/stage_times/stage_times.json),
+    as one line; None before it has run."""
+    path = Path(root) / "reports/studies/stage_times/stage_times.json"
+    if not path.is_file():
+        return None
+    times = json.loads(path.read_text())
+    host = times["environment"]
+    ratio = (f", {times['total_vs_seed_recipe']:.2f}x the seed recipe's float32 training time on that host"
+             if times.get("total_vs_seed_recipe") else "")
+    return (f"The whole pipeline, every stage from scratch (`make stage-times`), took {times['total_s'] / 60:.0f} min "
+            f"(training {times['training_s'] / 60:.0f} min) on {host['cpu']}, {host['cpu_count']} cores{ratio}: "
+            "[stage_times.json](reports/studies/stage_times/stage_times.json).")
+
+
+def block(root=Path(".")):
+    """What goes between the markers: the table, then the pipeline's cost."""
+    line = cost(root)
+    return "\n".join(rows(root)) + "\n" + (f"\n{line}\n" if line else "")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
@@ -57,7 +79,7 @@ def main():
     text = args.readme.read_text()
     if not BLOCK.search(text):
         sys.exit(f"readme_results: {args.readme} has no <!-- results-table: ... --> ... <!-- /results-table --> block")
-    table = "\n".join(rows()) + "\n"
+    table = block()
     args.readme.write_text(BLOCK.sub(lambda m: m.group(1) + table + m.group(3), text, count=1))
     print(table, end="")
 

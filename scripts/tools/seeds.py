@@ -1,7 +1,7 @@
 """Train models with several seeds: the spread behind an accuracy claim.
 
-Usage: python scripts/tools/seeds.py --models fast [--seeds 3] [--out reports/studies/seeds]
-       make seeds MODELS=fast SEEDS=3
+Usage: python scripts/tools/seeds.py --models fast|cnn,fast|all [--seeds 3] [--out reports/studies/seeds]
+       make seeds [MODELS=fast] [SEEDS=3]
 
 The seeds are shared.seed, shared.seed + 1, ... Each run is the model's own training stage, its
 command as dvc.yaml writes it but with `--seed S` and every output under build/seeds/NAME-S/ (the
@@ -122,14 +122,14 @@ def main():
     from cifar import models, params
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", required=True, help="comma-separated registry names")
+    parser.add_argument("--models", required=True, help="comma-separated registry names, or all")
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds: shared.seed, shared.seed + 1, ...")
     parser.add_argument("--data", type=Path, default=Path("data/prepared/cifar10.npz"))
     parser.add_argument("--work", type=Path, default=Path("build/seeds"), help="where the extra runs train")
     parser.add_argument("--out", type=Path, default=Path("reports/studies/seeds"))
     args = parser.parse_args()
     registry = params.load(["models"])["models"]
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    names = list(registry) if args.models == "all" else [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in registry]
     if unknown or args.seeds < 1:
         raise SystemExit(f"seeds: unknown model(s) {', '.join(unknown)} (params.yaml models: {', '.join(registry)})"
