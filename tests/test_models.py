@@ -240,8 +240,12 @@ def test_a_key_the_chosen_recipe_ignores_is_refused(change, message):
 def test_the_stage_says_and_records_where_it_trains(tmp_path, capsys):
     import tensorflow as tf
 
+    from cifar import params
+    from cifar.training import precision
+
     args = tiny_stage_run(tmp_path, train={"epochs": 1})
     summary = json.loads(args.metrics.read_text())["cnn"]
     expected = "GPU:0 (" if tf.config.list_physical_devices("GPU") else "CPU ("
-    assert summary["device"].startswith(expected) and summary["precision"] == "float32"
-    assert f"cnn: training on {summary['device']}, float32" in capsys.readouterr().out
+    used, feature, _ = precision.resolve(params.load(["shared"])["shared"]["train"]["precision"])  # the default's, here
+    assert summary["device"].startswith(expected) and (summary["precision"], summary["precision_feature"]) == (used, feature)
+    assert f"cnn: training on {summary['device']}, {used}" in capsys.readouterr().out
