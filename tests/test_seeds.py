@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import REPO, run, script
+from conftest import REPO, run, script, set_param
 import seeds
 from cifar import spread
 import stage_times
@@ -40,10 +40,13 @@ def test_the_table_gives_the_spread_and_a_single_runs_interval():
 
 def test_a_sweep_reuses_the_pipelines_run_trains_the_other_seeds_and_skips_finished_ones(pipeline_copy):
     repo, env, _ = pipeline_copy
+    (repo / "reports/studies/seeds/runs.json").unlink(missing_ok=True)  # the reference run's, not this pipeline's
     proc = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env)
     runs = json.loads((repo / "reports/studies/seeds/runs.json").read_text())
     assert [(r["seed"], r["source"]) for r in runs] == [(42, "pipeline (dvc repro)"), (43, "scripts/tools/seeds.py")]
-    trained = json.loads((repo / "build/seeds/cnn-43/metrics.json").read_text())["cnn"]
+    assert runs[0]["recipe"] == runs[1]["recipe"] == seeds.recipe_id("train_cnn", repo / "dvc.lock")
+    (folder,) = (repo / "build/seeds").glob("cnn-43-*")
+    trained = json.loads((folder / "metrics.json").read_text())["cnn"]
     assert trained["wall_time_s"] > 0 and runs[1]["wall_time_s"] == trained["wall_time_s"]
     pipeline = json.loads((repo / "reports/metrics/train/cnn.json").read_text())["cnn"]
     assert runs[0]["wall_time_s"] == pipeline["wall_time_s"]
@@ -59,6 +62,9 @@ def test_a_sweep_reuses_the_pipelines_run_trains_the_other_seeds_and_skips_finis
     assert "--seed" not in again.stdout  # both runs are kept: nothing trains again
     bad = run(["python", script("seeds"), "--models", "resnet"], cwd=repo, check=False, **env)
     assert bad.returncode != 0 and "unknown model(s) resnet" in bad.stderr
+    set_param(repo, "shared.train.epochs", 1)  # another recipe: the sweep wants the pipeline's run first
+    stale = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, check=False, **env)
+    assert stale.returncode != 0 and "train_cnn is not up to date" in stale.stderr
 
 
 def test_stage_times_time_each_stage_from_its_start_to_the_next():

@@ -9,10 +9,11 @@ pipeline's outputs are untouched), on prepare's data: every seed sees the same v
 same test set. Its test accuracy is measured as `evaluate` measures it: the float32 model with its
 test-time augmentation (params.yaml models.NAME.tta).
 
-The run with shared.seed is the pipeline's own when `dvc status` shows the model's training stage
-up to date: its model, models/trained/NAME.keras, is measured here and its training time read
-from reports/metrics/train/NAME.json; otherwise it is trained here like the others. The table
-names the pipeline model's sha256, so `evaluate` shows the spread beside that model only.
+The model's training stage must be up to date (`dvc status`): the run with shared.seed is the
+pipeline's own (its model, models/trained/NAME.keras, is measured here, its training time read
+from reports/metrics/train/NAME.json), and every run carries the id of the recipe it trained
+(dvc.lock's record of the stage: command, code and data md5s, params). Runs of another recipe are
+dropped, so a spread is always of one recipe; `evaluate` shows it beside the pipeline's run only.
 
 Each finished run is kept in runs.json, so a rerun skips it and an interrupted sweep continues.
 seeds.json and seeds.md give, per model, the mean, the standard deviation (n - 1), the min and
@@ -76,12 +77,30 @@ def run_record(name, seed, summary, accuracy, environment, source, model_path):
             "model_sha256": outputs.sha256_of(model_path)}
 
 
-def pipeline_run(name, entry, seed, data_path):
-    """The pipeline's own run of `name` (seed shared.seed), if its training stage is up to date:
-    its model (models/trained/NAME.keras) measured here, its time from its training metrics."""
-    status = subprocess.run(["dvc", "status", "--json", entry["stage"]], capture_output=True, text=True)
+def up_to_date(stage):
+    """Stop unless `dvc status` shows the training stage `stage` up to date: the sweep trains the
+    recipe the pipeline trained, and its first seed is that run."""
+    status = subprocess.run(["dvc", "status", "--json", stage], capture_output=True, text=True)
     if status.returncode or json.loads(status.stdout or "{}"):
-        return None
+        raise SystemExit(f"seeds: the pipeline's {stage} is not up to date (dvc status {stage}); run "
+                         f"`dvc repro {stage}` first: the sweep's first seed is the pipeline's run, the others its recipe")
+
+
+def recipe_id(stage, lock="dvc.lock"):
+    """sha256 of what the training stage ran, as dvc.lock records it (its command, the md5 of every
+    dependency: code and data, and its params): runs of one recipe share it."""
+    import hashlib
+
+    from ruamel.yaml import YAML
+
+    entry = YAML(typ="safe").load(Path(lock).read_text())["stages"][stage]
+    ran = {key: entry.get(key) for key in ("cmd", "deps", "params")}
+    return hashlib.sha256(json.dumps(ran, sort_keys=True).encode()).hexdigest()
+
+
+def pipeline_run(name, entry, seed, data_path):
+    """The pipeline's own run of `name` (seed shared.seed): its model, models/trained/NAME.keras,
+    measured here, its time from its training metrics."""
     model = Path(f"models/trained/{name}.keras")
     train = json.loads(Path(f"reports/metrics/train/{name}.json").read_text())
     return run_record(name, seed, train[name], test_accuracy(model, entry, data_path), train["environment"],
@@ -139,12 +158,18 @@ def main():
     runs = json.loads(runs_path.read_text()) if runs_path.is_file() else []
     for name in names:
         entry, _ = models.entry(name)
+        up_to_date(entry["stage"])
+        recipe = recipe_id(entry["stage"])
+        older = [r for r in runs if r["model"] == name and r.get("recipe") != recipe]
+        if older:  # another recipe's runs (other code, params or data): not part of this spread
+            print(f"seeds: {name}: dropping {len(older)} run(s) of an earlier recipe", flush=True)
+            runs = [r for r in runs if r not in older]
         for seed in range(first, first + args.seeds):
             if any(r["model"] == name and r["seed"] == seed for r in runs):
                 continue
-            record = (pipeline_run(name, entry, seed, args.data) if seed == first else None) \
-                or trained_run(name, entry, seed, args.work / f"{name}-{seed}", args.data)
-            runs.append(record)
+            record = (pipeline_run(name, entry, seed, args.data) if seed == first else
+                      trained_run(name, entry, seed, args.work / f"{name}-{seed}-{recipe[:12]}", args.data))
+            runs.append({**record, "recipe": recipe})
             outputs.write_json(runs_path, runs)  # each run as it finishes
             print(f"seeds: {name}, seed {seed}: test accuracy {record['test_accuracy']:.2%}, "
                   f"{record['wall_time_s'] / 60:.1f} min", flush=True)
