@@ -4,8 +4,8 @@ Usage: python scripts/tools/seeds.py --models fast|cnn,fast|all [--seeds 3] [--o
        make seeds [MODELS=fast] [SEEDS=3]
 
 The seeds are shared.seed, shared.seed + 1, ... Each run is the model's own training stage, its
-command as dvc.yaml writes it but with `--seed S` and every output under build/seeds/NAME-S/ (the
-pipeline's outputs are untouched), on prepare's data: every seed sees the same val split and the
+command as dvc.yaml writes it but with `--seed S` and every output under build/seeds/NAME-S-RECIPE/
+(the pipeline's outputs are untouched), on prepare's data: every seed sees the same val split and the
 same test set. Its test accuracy is measured as `evaluate` measures it: the float32 model with its
 test-time augmentation (params.yaml models.NAME.tta).
 
@@ -33,9 +33,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for the cifar package
 
 from cifar import outputs, spread  # noqa: E402
-
-OUTPUT_FLAGS = ("--model", "--history", "--metrics", "--live", "--state")
-
 
 def stage_command(stage, name, seed, folder, dvc_yaml="dvc.yaml"):
     """The training stage's command from dvc.yaml, with `--seed seed` and its outputs in `folder`."""
