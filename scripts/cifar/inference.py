@@ -57,7 +57,7 @@ class SavedModelPredictor:
         self._tf = tf
         self.model = tf.saved_model.load(str(path))
         if not hasattr(self.model, "serve"):
-            raise ModelError(f"{path}: this SavedModel has no `serve` endpoint; export it with Keras' model.export()")
+            raise ModelError(f"{path}: this SavedModel has no `serve` endpoint; export it with scripts/export.py (Keras' ExportArchive)")
 
     def predict(self, images):
         out = self.model.serve(self._tf.constant(images.astype(np.float32)))
