@@ -119,3 +119,12 @@ def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_pat
         "The whole pipeline, every stage from scratch (`make stage-times`), took 100 min (training 70 min) on "
         "Intel Xeon, 2 cores, 3.12x the seed recipe's float32 training time on that host")
     assert readme_results.block(tmp_path).endswith("stage_times.json).\n")
+
+
+def test_stage_times_compare_again_after_a_later_bench(tmp_path):
+    bench, out = tmp_path / "bench.json", tmp_path / "stage_times.json"
+    out.write_text(json.dumps({"total_s": 3000.0, "environment": {"cpu": "Intel Xeon"}, "seed_recipe_float32_s": None,
+                               "total_vs_seed_recipe": None}))
+    bench.write_text(json.dumps({"environment": {"cpu": "Intel Xeon"}, "seed_recipe_float32_s": 1200.0}))
+    run(["python", script("stage_times"), "--compare-only", "--out", str(out), "--bench", str(bench)], cwd=tmp_path)
+    assert json.loads(out.read_text())["total_vs_seed_recipe"] == 2.5

@@ -7,7 +7,8 @@ DVC prints "Running stage 'NAME':" as each stage starts; a stage's time runs fro
 next stage's start (or to the end of `dvc repro`), so it includes DVC's own work on its outputs.
 Stages DVC skipped as unchanged are listed as skipped. The file is written only if `dvc repro`
 succeeds, with the host it ran on, and the total against the seed recipe's float32 training time
-predicted by `make bench` (reports/studies/bench/bench.json), when bench ran on the same CPU.
+predicted by `make bench` (reports/studies/bench/bench.json), when bench ran on the same CPU;
+`--compare-only` redoes that comparison after a later `make bench` on the same host.
 """
 
 from __future__ import annotations
@@ -59,23 +60,28 @@ def seed_recipe_seconds(bench_path, cpu):
     return bench.get("seed_recipe_float32_s")
 
 
+def compared(result, bench_path):
+    """`result` with its total against the seed recipe's time from `bench_path`, if bench ran on
+    the CPU the stages ran on."""
+    seed = seed_recipe_seconds(bench_path, result["environment"]["cpu"])
+    return {**result, "seed_recipe_float32_s": seed,
+            "total_vs_seed_recipe": round(result["total_s"] / seed, 3) if seed else None}
+
+
 def record(ran, skipped, command, bench_path):
     """The stage-times record: each stage, the total, training's share, the ratio to the seed recipe."""
     host = outputs.hardware()
     total = sum(ran.values())
     training = sum(s for name, s in ran.items() if name.startswith(TRAINING))
-    seed = seed_recipe_seconds(bench_path, host["cpu"])
-    return {
+    return compared({
         "command": command,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "stages_s": {name: round(s, 1) for name, s in ran.items()},
         "skipped": skipped,
         "total_s": round(total, 1),
         "training_s": round(training, 1),
-        "seed_recipe_float32_s": seed,
-        "total_vs_seed_recipe": round(total / seed, 3) if seed else None,
         "environment": host,
-    }
+    }, bench_path)
 
 
 def main():
@@ -83,8 +89,18 @@ def main():
     parser.add_argument("--out", type=Path, default=Path("reports/studies/stage_times/stage_times.json"))
     parser.add_argument("--bench", type=Path, default=Path("reports/studies/bench/bench.json"),
                         help="make bench's file: the seed recipe's predicted float32 time on this host")
+    parser.add_argument("--compare-only", action="store_true",
+                        help="run nothing: compare the recorded total with --bench again (after a later make bench "
+                             "on the same host)")
     parser.add_argument("repro_args", nargs="*", help="passed to dvc repro (after --)")
     args = parser.parse_args()
+    if args.compare_only:
+        if not args.out.is_file():
+            sys.exit(f"stage_times: {args.out} not found: run `make stage-times` first")
+        result = compared(json.loads(args.out.read_text()), args.bench)
+        outputs.write_json(args.out, result)
+        print(f"stage_times: {result['total_s'] / 60:.1f} min, {result['total_vs_seed_recipe']}x the seed recipe")
+        return
     command = ["dvc", "repro", *args.repro_args]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
         ran, skipped = timed(proc.stdout, echo=lambda line: print(line, flush=True))
