@@ -464,7 +464,7 @@ def main():
     print(f"best float32 matmul: {report['matmul_gflops']}; ceilings per precision: {ceilings}")
     for name, m in per_model.items():
         print(f"{name:>10}: {m['train_img_per_s']:7.1f} img/s x {m['train_gflop_per_image']:.3f} GFLOP = "
-              f"{m['gflops']:5.1f} GFLOP/s, {m["fraction_of_matmul"]:.0%} of the float32 matmul rate; its augmented "
+              f"{m['gflops']:5.1f} GFLOP/s, {m['fraction_of_matmul']:.0%} of the float32 matmul rate; its augmented "
               f"stream alone {m['augmentation_img_per_s']:.0f} img/s ({m['augmentation_vs_training']:.1f}x training)")
     for name, m in per_model.items():
         print(f"{name:>10}: " + ", ".join(f"{p} {r['train_img_per_s']:.1f} img/s ({r['vs_float32']:.2f}x float32, "
