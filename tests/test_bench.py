@@ -24,7 +24,7 @@ def test_bench_reports_every_model_the_matmul_fraction_the_time_ratio_and_the_le
     assert ceiling > 1
     for model in report["models"].values():  # each rate's GFLOP/s and share of the matmul rate agree
         assert model["gflops"] == pytest.approx(model["train_img_per_s"] * model["train_gflop_per_image"], rel=0.01, abs=0.1)
-        assert model["fraction_of_matmul"] == pytest.approx(model["gflops"] / ceiling, abs=0.002)
+        assert model["fraction_of_matmul"] == pytest.approx(model["gflops"] / ceiling, rel=0.01, abs=0.002)
         # Each model's own augmented stream, alone, beside its training rate.
         assert model["augmentation_vs_training"] == pytest.approx(
             model["augmentation_img_per_s"] / model["train_img_per_s"], rel=0.02, abs=0.01)
@@ -45,7 +45,7 @@ def test_bench_reports_every_model_the_matmul_fraction_the_time_ratio_and_the_le
         assert set(model["precisions"]) == set(precisions) and model["precisions"]["float32"]["vs_float32"] == 1
         for p, row in model["precisions"].items():
             assert row["fraction_of_conv3x3"] == pytest.approx(
-                row["gflops"] / report["ceilings_gflops"][p]["conv3x3"], abs=0.002)
+                row["gflops"] / report["ceilings_gflops"][p]["conv3x3"], rel=0.01, abs=0.002)
         assert model["train_img_per_s"] == model["precisions"][model["precision"]]["train_img_per_s"]
     seed_rate = cnn["precisions"]["float32"]["train_img_per_s"]
     assert report["seed_recipe_float32_s"] == pytest.approx(cnn["epochs"] * report["train_images"] / seed_rate, rel=0.01)
