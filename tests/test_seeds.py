@@ -57,7 +57,7 @@ def test_a_sweep_reuses_the_pipelines_run_trains_the_other_seeds_and_skips_finis
     assert run(["dvc", "status", "--json"], cwd=repo, **env).stdout.strip() == "{}"  # the pipeline is untouched
     table = json.loads((repo / "reports/studies/seeds/seeds.json").read_text())["cnn"]
     assert table["runs"] == 2 and table["test_accuracy"]["min"] <= table["test_accuracy"]["max"]
-    assert table["pipeline_model_sha256"] == runs[0]["model_sha256"]
+    assert table["pipeline_run"]["model_sha256"] == runs[0]["model_sha256"]
     again = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env)
     assert "--seed" not in again.stdout  # both runs are kept: nothing trains again
     bad = run(["python", script("seeds"), "--models", "resnet"], cwd=repo, check=False, **env)
