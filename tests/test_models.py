@@ -243,9 +243,10 @@ def test_the_stage_says_and_records_where_it_trains(tmp_path, capsys):
     from cifar import params
     from cifar.training import precision
 
-    args = tiny_stage_run(tmp_path, train={"epochs": 1})
+    default = params.load(["shared"])["shared"]["train"]["precision"]
+    args = tiny_stage_run(tmp_path, train={"epochs": 1, "precision": default})
     summary = json.loads(args.metrics.read_text())["cnn"]
     expected = "GPU:0 (" if tf.config.list_physical_devices("GPU") else "CPU ("
-    used, feature, _ = precision.resolve(params.load(["shared"])["shared"]["train"]["precision"])  # the default's, here
+    used, feature, _ = precision.resolve(default)  # what the default resolves to, here
     assert summary["device"].startswith(expected) and (summary["precision"], summary["precision_feature"]) == (used, feature)
     assert f"cnn: training on {summary['device']}, {used}" in capsys.readouterr().out
