@@ -154,11 +154,16 @@ def test_each_tflite_file_says_where_its_bytes_go(exported):
     assert int8["quantization_params"] > 0
 
 
-def test_tfjs_model_runs_in_node_on_wasm(exported):
+def test_tfjs_model_runs_in_node_on_wasm_its_images_split_between_processes(exported, monkeypatch):
     out, model, _, arrays = exported
     x = arrays["x_test"]
-    probabilities, timing = inference.run_tfjs(out / "tfjs" / "model.json", x, batch_size=16, latency_runs=2)
+    # 4 images timed in one process alone, the rest split between 2 processes at once: the
+    # probabilities come back in the images' order.
+    monkeypatch.setattr(inference, "TFJS_TIMED_IMAGES", 4)
+    probabilities, timing = inference.run_tfjs(out / "tfjs" / "model.json", x, batch_size=16, latency_runs=2,
+                                               processes=2)
     reference = model.predict(x.astype(np.float32), verbose=0)
+    assert len(x) > 6 and probabilities.shape == reference.shape
     assert "wasm backend" in timing["runtime"] and timing["throughput_img_s"] > 0
     assert np.abs(probabilities - reference).max() < 5e-3  # float16 weights
 
