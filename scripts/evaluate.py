@@ -16,11 +16,12 @@ reports/summary.md and a chart of test accuracy against training time.
 import argparse
 import contextlib
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
 
-from cifar import data, evaluation, outputs, params, training, tta
+from cifar import data, evaluation, outputs, params, spread, training, tta
 
 TRAIN_KEYS = ("params", "best_val_accuracy", "best_epoch", "epochs_run", "wall_time_s", "train_img_per_s")
 PLOT_DIRS = ("confusion", "per_class", "reliability")  # the training curves are DVCLive's (reports/live/NAME/)
@@ -76,6 +77,9 @@ def main():
     parser.add_argument("--charts", required=True, type=Path,
                         help="folder for the git-tracked charts (accuracy against time, robustness)")
     parser.add_argument("--summary", required=True, type=Path)
+    parser.add_argument("--seeds", type=Path,
+                        help="the seed table (make seeds: reports/studies/seeds/seeds.json); a model's spread is "
+                             "shown where it holds the current run")
     args = parser.parse_args()
     loaded_params = params.load(["models", "evaluate"], schemas={"evaluate": SCHEMA})
     registry, cfg = loaded_params["models"], loaded_params["evaluate"]
@@ -93,6 +97,7 @@ def main():
         histories[name] = read_history(args.histories / f"{name}.csv", entry["stage"])
     robustness = outputs.read_json(args.robustness, "robustness", needs=["data.test_images", *[
         f"{name}.{key}" for name in registry for key in ("clean_accuracy", "mean_corruption_accuracy", "corruptions")]])
+    seeds = json.loads(args.seeds.read_text()) if args.seeds and args.seeds.is_file() else {}  # make seeds' table
     arrays = data.load_prepared(args.data)
     names = [str(n) for n in arrays["class_names"]]
     results, summary_rows = {}, []
@@ -107,6 +112,12 @@ def main():
                 label = registry[name]["label"]
                 metrics, predicted, probabilities, matrix = evaluate_model(
                     name, model, arrays, names, cfg["batch_size"], cfg["calibration_bins"], cfg["train_images"])
+                low, high = spread.single_run_interval(metrics["test"]["accuracy"], len(arrays["y_test"]))
+                metrics["test"]["single_run_95_interval"] = {"low": low, "high": high}  # Wilson's
+                if spread.current(seeds.get(name), metrics["test"]["accuracy"], trained[name]["wall_time_s"]):
+                    row = seeds[name]
+                    metrics["seeds"] = {"runs": row["runs"], "test_accuracy": row["test_accuracy"],
+                                        "wall_time_s": row["wall_time_s"]}
                 results[name] = metrics
                 history = histories[name]  # epochs 1-based
                 write_plot_data(plot_dirs, name, arrays["y_test"], predicted, names, metrics)
@@ -164,6 +175,8 @@ def main():
             f"train accuracy measured on {len(arrays['y_train'][:cfg['train_images'] or None]):,} of them "
             f"(archive sha256 `{str(arrays['archive_sha256'])[:12]}...`).\n\n"
             + evaluation.summary_markdown(summary_rows)
+            + "\n## Spread over seeds\n\n"
+            + spread_markdown(summary_rows, results, seeds, len(arrays["y_test"]))
             + "\n## Robustness and calibration\n\n"
             + evaluation.quality_markdown(summary_rows, robustness["data"]["test_images"],
                                           len(robustness[summary_rows[0]["model"]]["corruptions"]))
@@ -171,6 +184,32 @@ def main():
             + f"\n![accuracy on corrupted test images]({chart_link(args.charts, args.summary, 'robustness.png')})\n"
         )
     print(f"Wrote {args.metrics}, {args.plots}/, {args.figures}/ and {args.summary}")
+
+
+def spread_markdown(rows, results, seeds, images):
+    """Each model's test accuracy as one run (with its 95% binomial interval on `images` test
+    images) and, where the seed table holds this run, its mean ± std, min and max over seeds."""
+    lines = ["| model | this run | 95% interval, one run | over seeds, mean ± std | min – max | training time over seeds |",
+             "|---|---|---|---|---|---|"]
+    missing = []
+    for r in rows:
+        interval = results[r["model"]]["test"]["single_run_95_interval"]
+        low, high = interval["low"], interval["high"]
+        found = results[r["model"]].get("seeds")
+        if found:
+            acc, t = found["test_accuracy"], found["wall_time_s"]
+            cells = (f"{acc['mean']:.2%} ± {acc['std']:.2%} ({found['runs']} seeds)", f"{acc['min']:.2%} – {acc['max']:.2%}",
+                     f"{t['mean'] / 60:.1f} ± {t['std'] / 60:.1f} min")
+        else:
+            cells = ("-", "-", "-")
+            missing.append(r["model"])
+        lines.append(f"| {r['label']} | {r['test_accuracy']:.2%} | {low:.2%} – {high:.2%} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    text += (f"\nThe interval is Wilson's for one run on {images:,} test images; the spread is over seeds of the same "
+             "model on the same split (`make seeds`: reports/studies/seeds/).")
+    if missing:
+        text += f" No seed sweep includes this run of: {', '.join(missing)} (`make seeds MODELS={','.join(missing)}`)."
+    return text + "\n"
 
 
 def read_history(path, stage):

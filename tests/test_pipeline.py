@@ -76,6 +76,14 @@ def test_robustness_and_calibration_for_every_model(pipeline):
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
     summary = (repo / "reports" / "summary.md").read_text()
     assert "## Robustness and calibration" in summary and "mean corruption accuracy" in summary
+    # Each model's single-run interval; the committed seed table holds the reference run's models,
+    # not these, so no spread is shown beside them.
+    evaluated = json.loads((repo / "reports" / "metrics" / "evaluate.json").read_text())
+    assert "## Spread over seeds" in summary and "No seed sweep includes this run of: cnn, mobilenet, fast" in summary
+    for name in ("cnn", "mobilenet", "fast"):
+        low, high = evaluated[name]["test"]["single_run_95_interval"].values()
+        assert low <= evaluated[name]["test"]["accuracy"] <= high and high - low > 0.05  # 40 test images
+        assert "seeds" not in evaluated[name]
     assert "Running stage" not in run(["dvc", "repro", "robustness"], cwd=repo, **env).stdout
 
 
