@@ -7,7 +7,8 @@ Each artifact runs where its users run it: the SavedModel in TensorFlow, the .tf
 ai_edge_litert's Interpreter, the TF.js model in Node.js on the WASM backend
 (scripts/cifar/tfjs_predict.mjs, through cifar.inference.run_tfjs). For each: test accuracy, top-1 agreement with the Keras model, the
 largest absolute difference in any class probability, size, median single-image latency and
-batch throughput. Targets: float formats agree with Keras on >= 99.9% of the test images; the
+batch throughput. The TF.js model is also run in the demo page in headless Chromium
+(cifar.page): the page's load time, median latency and backend, when Chromium is installed. Targets: float formats agree with Keras on >= 99.9% of the test images; the
 int8 model is <= 30% of the float32 model's size and loses <= 0.5 points of accuracy.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar import data, export, inference, models, outputs, params
+from cifar import data, export, inference, models, outputs, page, params
 
 SCHEMA = {  # params.yaml `parity`
     "batch_size": params.number(int, 1, 65_536),
@@ -98,6 +99,16 @@ def main():
                         "target": artifact.get("target", fmt.target), **timing}
         report(name, key, results[key])
 
+    if "tfjs" in results:  # the demo page's own numbers, where the page runs: a browser
+        try:
+            found = page.measure(args.export, name, runs or 1)
+            threads = f", {found['threads']} threads" if found.get("threads") else ""
+            print(f"{name}: {'tfjs in the demo page':<20} load {found['load_ms']:,.0f} ms  {found['latency_ms']:6.2f} ms/img"
+                  f"  ({found['backend']}{threads}, {found['browser']})")
+        except page.PageUnavailable as err:
+            found = {"skipped": str(err)}
+            print(f"parity: warning: {name}: the demo page was not measured: {err}")
+        results["tfjs"]["page"] = found
     summary = targets(results, meta["artifacts"])
     print(f"{name}: float formats agree with Keras on >= {summary['float_agreement_min'] * 100:.2f}% "
           f"(target {FLOAT_AGREEMENT * 100:.1f}%): {'met' if summary['float_agreement_met'] else 'MISSED'}; "

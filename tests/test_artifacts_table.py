@@ -101,3 +101,24 @@ def test_readme_shows_the_table_the_committed_parity_results_give():
         "README's artifacts table is stale: run `python scripts/artifacts_table.py --metrics "
         "reports/metrics/export --table reports/artifacts.md --readme docs/export.md`")
     assert (REPO / "reports" / "artifacts.md").read_text().endswith(text)
+
+
+def test_the_page_table_holds_the_default_model_to_its_latency_target(tmp_path):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    page = {"backend": "wasm", "threads": 2, "renderer": None, "load_ms": 812.4, "browser": "headless Chromium 156"}
+    accurate, small = parity_result(0.9, 0.9, 1000, 250, True, True), parity_result(0.8, 0.8, 1000, 250, True, True)
+    accurate["artifacts"]["tfjs"]["page"] = {**page, "latency_ms": 61.0}  # the page's default: the most accurate
+    small["artifacts"]["tfjs"]["page"] = {**page, "latency_ms": 4.0}
+    (metrics / "a.json").write_text(json.dumps(accurate))
+    (metrics / "b.json").write_text(json.dumps(small))
+    _, text = artifacts_table.render(metrics, write_registry(tmp_path, ["a", "b"]))
+    assert "| the a model | wasm, 2 threads | 812 ms | 61.0 ms | default model: <= 50 ms **missed** |" in text
+    assert "| the b model | wasm, 2 threads | 812 ms | 4.0 ms |  |" in text
+    assert "Browser: headless Chromium 156." in text
+    for name in ("a", "b"):  # a machine without Chromium: the table says so, and why
+        result = json.loads((metrics / f"{name}.json").read_text())
+        result["artifacts"]["tfjs"]["page"] = {"skipped": "needs Debian's chromium"}
+        (metrics / f"{name}.json").write_text(json.dumps(result))
+    _, text = artifacts_table.render(metrics, write_registry(tmp_path, ["a", "b"]))
+    assert "The demo page was not measured: needs Debian's chromium." in text

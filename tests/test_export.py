@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, run, script
+from conftest import REPO, missing, run, script
 
 import export as export_stage  # scripts/export.py
 import parity
@@ -257,6 +257,14 @@ def test_pipeline_exports_and_checks_every_model(pipeline):
             assert metrics["artifacts"][key]["max_abs_diff"] < 1e-4
         for artifact in metrics["artifacts"].values():
             assert artifact["throughput_img_s"] > 0 and artifact["latency_ms"] > 0 and artifact["bytes"] > 0
+        # The TF.js model in the demo page, in headless Chromium (cifar.page).
+        page = metrics["artifacts"]["tfjs"]["page"]
+        if "skipped" in page:
+            missing(f"parity did not measure the demo page: {page['skipped']}")
+        assert page["backend"] == "wasm" and page["threads"] >= 1 and page["cross_origin_isolated"] is True
+        assert page["latency_ms"] > 0 and page["load_ms"] > 0 and page["runs"] == 3 and "Chromium" in page["browser"]
+    table = (repo / "reports" / "artifacts.md").read_text()
+    assert "| seed CNN | wasm, " in table and "default model: <= 50 ms" in table
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], cwd=repo, **env).stdout)
     files = next(iter(shown.values()))["data"]
     assert "reports/metrics/export/cnn.json" in files and "reports/metrics/export/mobilenet.json" in files

@@ -182,3 +182,32 @@ def test_page_classifies_a_photo_of_any_size(browser, server):
     assert len(set(drawn)) > 50  # the 32x32 model input holds the photo, not a blank canvas
     if shot := os.environ.get("WEB_SCREENSHOT"):  # to look at the page by eye
         browser.save_screenshot(shot)
+
+
+def test_the_page_is_cross_origin_isolated_and_loads_the_threaded_wasm_build(browser, server, tmp_path):
+    """serve.py's COOP/COEP headers let the page use SharedArrayBuffer, so TF.js loads its
+    multi-threaded WASM build (threads: half the logical cores); the page says where it runs and
+    how long each image took."""
+    url, repo = server
+    response = urllib.request.urlopen(url)
+    assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+    assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    browser.get(url)
+    wait_for(browser, "return document.getElementById('status').dataset.state === 'ready'")
+    assert browser.execute_script("return window.crossOriginIsolated") is True
+    threads = browser.execute_script("return tf.wasm.getThreadsCount()")
+    fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert any(name.endswith("/tfjs-backend-wasm-threaded-simd.wasm") for name in fetched), fetched
+    assert 1 <= threads <= max(1, os.cpu_count()), threads
+    assert re.search(rf"ready in \d+ ms \(TF\.js [\d.]+, wasm backend, {threads} thread\(s\)\)",
+                     browser.find_element("id", "status").text)
+    image = data.load_prepared(repo / "data" / "prepared" / "cifar10.npz")["x_test"][3]
+    path = tmp_path / "image.png"
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    browser.find_element("id", "file").send_keys(str(path))
+    wait_for(browser, "return document.getElementById('result').dataset.state === 'done'")
+    shown_by = browser.find_element("id", "result").get_attribute("data-model")
+    assert re.fullmatch(rf"classified in \d+ ms by {shown_by}", browser.find_element("id", "timing").text)
+    measured = browser.execute_async_script("window.demo.benchmark(3).then(arguments[arguments.length - 1])")
+    assert measured["model"] == shown_by and measured["backend"] == "wasm" and measured["threads"] == threads
+    assert measured["latency_ms"] > 0 and measured["load_ms"] > 0 and measured["cross_origin_isolated"] is True

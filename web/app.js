@@ -1,5 +1,6 @@
-// The demo page: load a TF.js graph model on the WASM backend and classify the image the user
-// picks or drops. Preprocessing matches scripts/tools/predict.py: composite on white, turn upright as
+// The demo page: load a TF.js graph model and classify the image the user picks or drops, on
+// WebGL where the browser has a hardware GPU, else on WASM (multi-threaded when the server sends
+// the cross-origin isolation headers, as scripts/tools/serve.py does). Preprocessing matches scripts/tools/predict.py: composite on white, turn upright as
 // its EXIF orientation says (the browser does this when it decodes), take the largest centred
 // square, scale it to 32x32; the model does its own 0-255 scaling.
 "use strict";
@@ -8,12 +9,13 @@ const SIDE = 32;
 // As scripts/cifar/inference.py's MAX_PIXELS: larger images are refused before they are drawn.
 const MAX_PIXELS = 40000000;
 const els = Object.fromEntries(
-  ["model", "status", "drop", "file", "result", "preview", "filename", "input", "top3", "error"]
+  ["model", "status", "drop", "file", "result", "preview", "filename", "input", "top3", "timing", "error"]
     .map((id) => [id, document.getElementById(id)]),
 );
 let models = [];
-let current = null; // {name, classes, graph}
+let current = null; // {name, classes, graph, loadMs}
 let lastImage = null;
+let renderer = null; // the WebGL renderer, when the page runs on WebGL
 
 function status(text, state) {
   els.status.textContent = text;
@@ -31,10 +33,17 @@ async function loadModel(name) {
   status(`Loading ${name}…`, "loading");
   els.model.disabled = true;
   try {
+    const started = performance.now();
     const graph = await tf.loadGraphModel(info.url);
+    // One prediction before the first visible one: the backend compiles its kernels then.
+    const warm = tf.tidy(() => graph.predict(tf.zeros([1, SIDE, SIDE, 3])));
+    await warm.data();
+    warm.dispose();
+    const loadMs = performance.now() - started;
     if (current) current.graph.dispose();
-    current = { name, classes: info.classes, graph };
-    status(`${name} ready (TF.js ${tf.version.tfjs}, ${tf.getBackend()} backend)`, "ready");
+    current = { name, classes: info.classes, graph, loadMs };
+    status(`${name} ready in ${Math.round(loadMs)} ms (TF.js ${tf.version.tfjs}, ${backendLabel()})`, "ready");
+    els.status.dataset.model = name;
     if (lastImage) await classify(lastImage.image, lastImage.label);
   } catch (err) {
     status(`Could not run ${name}: ${err.message}`, "error");
@@ -55,12 +64,25 @@ function toInput(image) {
   ctx.drawImage(image, (width - side) / 2, (height - side) / 2, side, side, 0, 0, SIDE, SIDE);
 }
 
+function backendLabel() {
+  if (tf.getBackend() === "wasm") return `wasm backend, ${tf.wasm.getThreadsCount()} thread(s)`;
+  return renderer ? `${tf.getBackend()} backend, ${renderer}` : `${tf.getBackend()} backend`;
+}
+
+// The model input canvas through the current model: class probabilities (what one
+// classification costs the user: reading the pixels, the network, the result back).
+async function predictInput() {
+  const y = tf.tidy(() => current.graph.predict(tf.browser.fromPixels(els.input).toFloat().expandDims(0)));
+  const probabilities = await y.data();
+  y.dispose();
+  return probabilities;
+}
+
 async function classify(image, label) {
   toInput(image);
-  const probabilities = await tf.tidy(() => {
-    const x = tf.browser.fromPixels(els.input).toFloat().expandDims(0);
-    return current.graph.predict(x);
-  }).data();
+  const started = performance.now();
+  const probabilities = await predictInput();
+  const ms = performance.now() - started;
   const ranked = Array.from(probabilities, (p, i) => [p, i]).sort((a, b) => b[0] - a[0]).slice(0, 3);
   els.top3.replaceChildren(...ranked.map(([p, i]) => {
     const li = document.createElement("li");
@@ -81,8 +103,42 @@ async function classify(image, label) {
   els.result.hidden = false;
   els.result.dataset.model = current.name;
   els.result.dataset.top1 = current.classes[ranked[0][1]];
+  els.result.dataset.latencyMs = String(ms);
+  els.timing.textContent = `classified in ${ms.toFixed(0)} ms by ${current.name}`;
   els.result.dataset.state = "done";
 }
+
+// WebGL's renderer if the browser has a hardware GPU; null for none or a software one
+// (SwiftShader, llvmpipe), where WASM is faster.
+function hardwareWebGL() {
+  const gl = document.createElement("canvas").getContext("webgl2");
+  if (!gl) return null;
+  const debug = gl.getExtension("WEBGL_debug_renderer_info");
+  const name = String(gl.getParameter(debug ? debug.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
+  return /swiftshader|llvmpipe|softpipe|software|basic render/i.test(name) ? null : name;
+}
+
+// For measurement (scripts/cifar/page.py, from the parity stage): the current model on the
+// model input canvas `runs` times, after one untimed run; the median, and where it ran.
+window.demo = {
+  async benchmark(runs) {
+    if (!current) throw new Error("no model is loaded");
+    await predictInput();
+    const times = [];
+    for (let i = 0; i < runs; i++) {
+      const started = performance.now();
+      await predictInput();
+      times.push(performance.now() - started);
+    }
+    times.sort((a, b) => a - b);
+    return {
+      model: current.name, runs, latency_ms: times[Math.floor(runs / 2)], load_ms: current.loadMs,
+      backend: tf.getBackend(), threads: tf.getBackend() === "wasm" ? tf.wasm.getThreadsCount() : null,
+      renderer, cross_origin_isolated: Boolean(window.crossOriginIsolated), tfjs: tf.version.tfjs,
+      user_agent: navigator.userAgent,
+    };
+  },
+};
 
 async function handleFile(file) {
   if (!file) return;
@@ -120,8 +176,14 @@ async function handleFile(file) {
 
 async function init() {
   try {
-    tf.wasm.setWasmPaths(new URL("vendor/tfjs-backend-wasm/", document.baseURI).href);
-    if (!(await tf.setBackend("wasm"))) throw new Error("the WASM backend did not start");
+    renderer = hardwareWebGL();
+    if (!renderer || !(await tf.setBackend("webgl"))) {
+      renderer = null;
+      // Cross-origin isolated (serve.py's headers), TF.js loads its multi-threaded SIMD build and
+      // runs XNNPACK on half the logical cores (one per physical core on most x86 machines, 1 to 4).
+      tf.wasm.setWasmPaths(new URL("vendor/tfjs-backend-wasm/", document.baseURI).href);
+      if (!(await tf.setBackend("wasm"))) throw new Error("the WASM backend did not start");
+    }
     await tf.ready();
     models = await (await fetch("models/index.json")).json();
   } catch (err) {

@@ -10,6 +10,8 @@ Usage: python scripts/tools/serve.py [--host 127.0.0.1] [--port 8000] [--exports
     /models/<name>/          models/export/<name>/ (tfjs/model.json and its weight shards)
 
 Nothing is fetched from a CDN: `make setup` installs the npm packages, `make export` the models.
+Every response carries the cross-origin isolation headers (COOP same-origin, COEP require-corp),
+so the WASM backend runs multi-threaded, one thread per core. A server of your own should send them too.
 """
 
 import argparse
@@ -115,6 +117,11 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     def end_headers(self):
         self.send_header("Cache-Control", "no-cache")
+        # Cross-origin isolation: the page may then use SharedArrayBuffer, which TF.js's
+        # multi-threaded WASM backend needs (without it WASM runs on one thread). Everything
+        # the page loads is same-origin, so nothing else is affected.
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
         super().end_headers()
 
     def log_message(self, format, *args):
