@@ -96,7 +96,9 @@ def main():
             raise ValueError(f"{meta_path}: unknown artifact '{key}'; rerun `dvc repro --force export@{name}`")
         probabilities, timing = RUNTIMES[fmt.runtime](args.export / artifact["file"], x, batch, runs)
         results[key] = {**compare(probabilities, reference, y), "bytes": artifact["bytes"],
-                        "target": artifact.get("target", fmt.target), **timing}
+                        "target": artifact.get("target", fmt.target), **timing,
+                        # which int8 candidate the export chose on val, and whether it is integer-only
+                        **{k: artifact[k] for k in ("candidate", "integer_only") if k in artifact}}
         report(name, key, results[key])
 
     if "tfjs" in results:  # the demo page's own numbers, where the page runs: a browser

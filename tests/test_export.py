@@ -91,11 +91,12 @@ def exported(tmp_path_factory):
     """small_cnn exported by the stage's own function into a folder."""
     out = tmp_path_factory.mktemp("export") / "small"
     out.mkdir()
-    arrays = {"x_train": images(200, seed=2), "x_test": images(40, seed=3),
-              "class_names": np.array(data.CLASS_NAMES)}
+    arrays = {"x_train": images(200, seed=2), "x_test": images(40, seed=3), "x_val": images(30, seed=6),
+              "y_val": np.arange(30) % 10, "class_names": np.array(data.CLASS_NAMES)}
     model = small_cnn()
     artifacts = export_stage.export_model(
-        "small", model, arrays, {"int8_calibration_images": 100, "tfjs_quantization": "float16", "seed": 0}, out)
+        "small", model, arrays, {"int8_calibration_images": 100, "int8_selection_images": 0, "int8_float_layers": 2,
+                                 "tfjs_quantization": "float16", "seed": 0}, out)
     return out, model, artifacts, arrays
 
 
@@ -138,6 +139,11 @@ def test_int8_model_takes_raw_uint8_pixels_and_gives_uint8_probabilities(exporte
     assert int8["input"]["quantization"] == {"scale": 1.0, "zero_point": 0}
     assert int8["output"]["quantization"] == {"scale": 1 / 256, "zero_point": 0}
     assert int8["calibration_images"] == 100
+    # Chosen on val, never test: what was tried, in order, and why this one ships.
+    assert int8["selection"]["split"] == "val" and int8["selection"]["images"] == 30
+    tried = [t["candidate"] for t in int8["candidates"]]
+    assert tried[0] == "integer_only" and tried in (["integer_only"], ["integer_only", "float_worst2"])
+    assert int8["candidate"] in tried and int8["integer_only"] == (int8["candidate"] == "integer_only") and int8["why"]
     assert artifacts["tflite_float32"]["input"]["dtype"] == "float32"
     assert int8["bytes"] < artifacts["tflite_float32"]["bytes"]
 
@@ -299,3 +305,39 @@ def test_a_shipped_temperature_is_in_every_artifact_and_checked_by_parity(pipeli
     keras_model = inference.load(model)
     shipped = inference.load(out / "cnn_float32.tflite").predict(x)
     np.testing.assert_allclose(shipped, evaluation.temperature_scaled(keras_model.predict(x), temperature), atol=1e-4)
+
+
+def test_int8_ships_the_first_candidate_within_target_on_val_and_makes_no_later_one():
+    made = []
+
+    def candidate(name, accuracy, integer_only=True):
+        def make():
+            made.append(name)
+            return name.encode()
+        return name, integer_only, f"the {name} file", make
+
+    accuracy = {b"integer_only": 0.900, b"float_worst3": 0.921, b"more": 0.93}
+    candidates = [candidate("integer_only", 0.9), candidate("float_worst3", 0.921, False), candidate("more", 0.93, False)]
+    payload, chosen = export.choose_int8(candidates, accuracy.get, float_accuracy=0.924, drop_pp=0.5)
+    assert payload == b"float_worst3" and made == ["integer_only", "float_worst3"]  # "more" never made
+    assert chosen["candidate"] == "float_worst3" and chosen["integer_only"] is False
+    assert "first candidate within 0.5 pp" in chosen["why"]
+    assert [round(t["drop_pp"], 2) for t in chosen["candidates"]] == [2.4, 0.3]
+    assert all("payload" not in t for t in chosen["candidates"])
+    # None within: the most accurate ships, and the record says why.
+    made.clear()
+    payload, chosen = export.choose_int8(candidates[:2], accuracy.get, float_accuracy=0.95, drop_pp=0.5)
+    assert payload == b"float_worst3" and "no candidate within 0.5 pp" in chosen["why"]
+
+
+def test_the_int8_size_target_counts_a_file_within_a_point_of_its_structural_floor():
+    parts = {"int8_tensor_data": 2_200, "int32_tensor_data": 70, "quantization_params": 410, "tensor_names": 14}
+    artifacts = {"tflite_float32": {"target": "float"},
+                 "tflite_int8": {"target": "int8", "bytes_by_part": parts}}
+    results = {"keras": {"accuracy": 0.92}, "tflite_float32": {"bytes": 8_900, "agreement": 1.0},
+               "tflite_int8": {"bytes": 2_720, "accuracy": 0.92, "agreement": 0.99}}
+    summary = export.targets(results, artifacts)
+    assert summary["int8_size_ratio"] > 0.30 and summary["int8_floor_ratio"] == pytest.approx(2_680 / 8_900)
+    assert summary["int8_size_met"]  # 30.6% of float32, 0.45 points over its floor of 30.1%
+    results["tflite_int8"]["bytes"] = 2_800
+    assert not export.targets(results, artifacts)["int8_size_met"]  # 31.5%: 1.35 points over

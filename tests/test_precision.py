@@ -116,11 +116,13 @@ def test_a_model_trained_in_bfloat16_exports_in_float32_and_agrees(tmp_path):
     model.save(tmp_path / "cnn.keras")
     float32 = models.load(tmp_path / "cnn.keras")
     assert {layer.dtype_policy.name for layer in float32.layers} == {"float32"}
-    arrays = {"x_train": images(200, 4), "x_test": images(256, 5), "class_names": np.array(data.CLASS_NAMES)}
+    arrays = {"x_train": images(200, 4), "x_test": images(256, 5), "x_val": images(20, 6), "y_val": np.arange(20) % 10,
+              "class_names": np.array(data.CLASS_NAMES)}
     out = tmp_path / "export"
     out.mkdir()
-    artifacts = export_stage.export_model("cnn", float32, arrays, {"int8_calibration_images": 64,
-                                                                  "tfjs_quantization": "none", "seed": 0}, out)
+    artifacts = export_stage.export_model("cnn", float32, arrays, {"int8_calibration_images": 64, "int8_selection_images": 0,
+                                                                  "int8_float_layers": 0, "tfjs_quantization": "none",
+                                                                  "seed": 0}, out)
     reference = float32.predict(arrays["x_test"].astype(np.float32), verbose=0).argmax(1)
     for key in ("saved_model", "tflite_float32"):
         got = inference.load(out / artifacts[key]["file"]).predict(arrays["x_test"]).argmax(1)

@@ -14,8 +14,6 @@ and keeps the worst in float in the `float_top<K>` variants.
 """
 
 import argparse
-import csv
-import io
 import sys
 import tempfile
 import time
@@ -87,39 +85,8 @@ def converter_for(saved_model_dir, calibration, kind, denylisted_ops=(), denylis
     return export.converter_for(saved_model_dir, kind, calibration, float_fallback=bool(denylisted_ops or denylisted_nodes))
 
 
-def debugger_ranking(saved_model_dir, calibration, images):
-    """[(tensor name, op name, rmse / scale)] worst first: the quantization debugger's per-layer
-    error on `images`, in units of the layer's quantization step (about 0.29 for rounding alone)."""
-    import tensorflow as tf
-
-    converter = converter_for(saved_model_dir, calibration, "int8")
-    converter.inference_input_type = tf.float32  # the debugger compares float activations
-    converter.inference_output_type = tf.float32
-    with export.quiet_converter():
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=export.representative(images))
-        debugger.run()
-    buffer = io.StringIO()
-    debugger.layer_statistics_dump(buffer)
-    ranked = []
-    for row in csv.DictReader(io.StringIO(buffer.getvalue())):
-        scale = float(row["scale"] or 0)
-        if scale > 0:
-            ranked.append((row["tensor_name"], row["op_name"], float(row["mean_squared_error"]) ** 0.5 / scale))
-    return sorted(ranked, key=lambda r: -r[2])
-
-
-def selective(saved_model_dir, calibration, images, denylisted_ops=(), denylisted_nodes=()):
-    """int8 with the named ops or nodes kept in float (the debugger's selective quantization)."""
-    import tensorflow as tf
-
-    converter = converter_for(saved_model_dir, calibration, "int8", denylisted_ops, denylisted_nodes)
-    options = tf.lite.experimental.QuantizationDebugOptions(
-        denylisted_ops=list(denylisted_ops) or None, denylisted_nodes=list(denylisted_nodes) or None)
-    with export.quiet_converter():
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=export.representative(images), debug_options=options)
-        return debugger.get_nondebug_quantized_model()
+# The export stage's own: its int8 fallback candidate keeps the debugger's worst layers in float.
+debugger_ranking, selective = export.debugger_ranking, export.selective
 
 
 def float_ops(path):
