@@ -50,7 +50,7 @@ def test_bench_reports_every_model_the_matmul_fraction_the_time_ratio_and_the_le
     seed_rate = cnn["precisions"]["float32"]["train_img_per_s"]
     assert report["seed_recipe_float32_s"] == pytest.approx(cnn["epochs"] * report["train_images"] / seed_rate, rel=0.01)
     assert fast["predicted_time_vs_seed_recipe"] == pytest.approx(
-        (fast["epochs"] / fast["train_img_per_s"]) / (cnn["epochs"] / seed_rate), rel=0.01)
+        (fast["epochs"] / fast["train_img_per_s"]) / (cnn["epochs"] / seed_rate), rel=0.01, abs=0.001)  # 3 places
     for name in ("cnn", "fast"):
         levers = report["levers"][name]
         assert set(levers) == {"default_img_per_s", "onednn_off"}
