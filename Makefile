@@ -13,14 +13,15 @@ override MOBILENET_WEIGHTS := $(abspath $(MOBILENET_WEIGHTS))
 endif
 export CIFAR10_ARCHIVE CIFAR10_SHA256 MOBILENET_WEIGHTS MOBILENET_WEIGHTS_SHA256
 # Quick run: a slice of the data and few epochs, as a DVC experiment in a temp copy,
-# so the full-run results in the workspace are never overwritten.
+# so the full-run results in the workspace are never overwritten. The fast models infer without
+# their test-time augmentation here (6x the work in every later stage; tests/test_fast.py exports it).
 QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500 -S shared.train.epochs=2 \
-	-S train_fast.train.epochs=2 -S finetune_mobilenet.phases.1.epochs=1 -S robustness.images=100 \
-	-S export.int8_calibration_images=200 -S parity.latency_runs=10
+	-S train_fast.train.epochs=2 -S train_fast_robust.train.epochs=2 -S finetune_mobilenet.phases.1.epochs=1 -S robustness.images=100 \
+	-S models.fast.tta=0 -S models.fast_robust.tta=0 -S export.int8_calibration_images=200 -S parity.latency_runs=10
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock-gpu gpu-check repro quick seeds readme profile stage-times test bench sizes int8-study export pull serve plots dag clean-venv
+.PHONY: help setup lock-gpu gpu-check repro quick seeds readme profile stage-times test bench sizes robust-tune int8-study export pull serve plots dag clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -95,6 +96,10 @@ gpu-check: ## on a GPU machine: the GPU set-up, make bench, the fast model on th
 
 sizes: setup ## MobileNetV2 input size against val and test accuracy and time (selected on val), one DVC experiment per size (SIZES="32 96")
 	python scripts/tools/mobilenet_sizes.py $(if $(SIZES),--sizes $(SIZES))
+
+robust-tune: setup ## candidates of the robust model on corrupted val images (CANDIDATES="LABEL FOLDER ...") -> reports/studies/robust/
+	@test -n "$(CANDIDATES)" || { echo 'give CANDIDATES="LABEL FOLDER ...": folders with NAME.keras, NAME.json and params.yaml'; exit 2; }
+	python scripts/tools/robust_tune.py $$(printf -- '--candidate %s %s ' $(CANDIDATES)) --images $${IMAGES:-1000}
 
 int8-study: setup ## every post-training quantization option of each trained model, measured: reports/studies/int8/<model>.json (MODELS="cnn")
 	@names="$(MODELS)"; [ -n "$$names" ] || names=$$(cd scripts && python -c 'from cifar import params; print(*params.load(["models"], "../params.yaml")["models"])'); \

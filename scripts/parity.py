@@ -104,7 +104,8 @@ def main():
     if "tfjs" in results:  # the demo page's own numbers, where the page runs: a browser
         try:
             found = page.measure(args.export, name, runs or 1)
-            threads = f", {found['threads']} threads" if found.get("threads") else ""
+            count = found.get("threads")
+            threads = f", {count} thread{'s' if count != 1 else ''}" if count else ""
             print(f"{name}: {'tfjs in the demo page':<20} load {found['load_ms']:,.0f} ms  {found['latency_ms']:6.2f} ms/img"
                   f"  ({found['backend']}{threads}, {found['browser']})")
         except page.PageUnavailable as err:

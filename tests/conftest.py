@@ -25,6 +25,14 @@ if Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi"):
     tf.config.experimental.enable_op_determinism()  # this process's own fits (cifar.training does it for stages)
 
 
+def registry_names():
+    """The registry's model names, in order (params.yaml `models`)."""
+    return list(yaml.safe_load((REPO / "params.yaml").read_text())["models"])
+
+
+MODEL_NAMES = registry_names()
+
+
 def run_env(**extra):
     env = dict(os.environ, PATH=BIN + os.pathsep + os.environ["PATH"])
     # The stages' own defaults apply: no inherited offline inputs or log settings.
@@ -143,9 +151,11 @@ def tiny_pipeline(root, epochs):
     repo = copy_repo(root / "repo")
     set_param(repo, "shared.train.epochs", epochs)
     set_param(repo, "train_fast.train.epochs", epochs)
+    set_param(repo, "train_fast_robust.train.epochs", epochs)
     # The fast model's inference without its 6-view test-time augmentation: 6x less work in every
     # later stage (test_fast exports the model with it).
     set_param(repo, "models.fast.tta", 0)
+    set_param(repo, "models.fast_robust.tta", 0)
     set_param(repo, "finetune_mobilenet.weights", str(mobilenet_weights(root)))
     # MobileNetV2's recipe in phases as the default has it, at 32 px and one epoch a phase: the
     # default's 128 px costs 16x the work in every stage that runs the model.

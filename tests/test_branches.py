@@ -1,12 +1,13 @@
 """The cross-branch workflow users rely on: dvc metrics/params/plots diff and dvc exp."""
 
 import json
+import re
 import shutil
 
 import pytest
 import yaml
 
-from conftest import REPO, run, script, set_param
+from conftest import REPO, run, script, set_param, MODEL_NAMES
 
 pytestmark = pytest.mark.e2e
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
@@ -31,7 +32,9 @@ def test_diff_across_branches_and_experiments(repo, tmp_path):
     assert before != 0.5
     run(["git", "checkout", "-q", "-b", "more-dropout"], cwd=repo)
     set_param(repo, "finetune_mobilenet.dropout", 0.5)
-    run(["dvc", "repro"], cwd=repo, **env)
+    ran = set(re.findall(r"Running stage '([^']+)'", run(["dvc", "repro"], cwd=repo, **env).stdout))
+    # Only the fine-tuning and what reads its model, nothing of the other models.
+    assert ran == {"finetune_mobilenet", "robustness", "evaluate", "export@mobilenet", "parity@mobilenet", "artifacts_table"}
     run([*GIT, "add", "-A"], cwd=repo)
     run([*GIT, "commit", "-qm", "dropout 0.5"], cwd=repo)
 
@@ -56,7 +59,7 @@ def test_diff_across_branches_and_experiments(repo, tmp_path):
     html = (out / "index.html").read_text()
     assert "per-class test accuracy" in html
     assert "reports_live_mobilenet_plots_metrics_eval_accuracy_tsv" in html  # DVCLive's training curves
-    for name in ("cnn", "mobilenet", "fast"):  # one plot per model file of each plot folder
+    for name in MODEL_NAMES:  # one plot per model file of each plot folder
         assert f"reports_eval_confusion_{name}_csv" in html and f"reports_eval_per_class_{name}_csv" in html
 
     # Offline viewing: the template inlines vega from node_modules instead of the CDN.
@@ -66,10 +69,11 @@ def test_diff_across_branches_and_experiments(repo, tmp_path):
     offline = (tmp_path / "offline" / "index.html").read_text()
     assert "cdn.jsdelivr" not in offline and "vegaEmbed" in offline and "per-class test accuracy" in offline
 
-    run(["dvc", "exp", "run", "-S", "finetune_mobilenet.dropout=0.3"], cwd=repo, **env)
+    # An experiment on a param only evaluate reads: the cheapest rerun that changes a metric.
+    run(["dvc", "exp", "run", "-S", "evaluate.train_images=100"], cwd=repo, **env)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], cwd=repo).stdout)
     experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
     assert experiments
     data = experiments[0]["revs"][0]["data"]
-    assert data["params"]["params.yaml"]["data"]["finetune_mobilenet"]["dropout"] == 0.3
-    assert "mobilenet" in data["metrics"]["reports/metrics/evaluate.json"]["data"]
+    assert data["params"]["params.yaml"]["data"]["evaluate"]["train_images"] == 100
+    assert data["metrics"]["reports/metrics/evaluate.json"]["data"]["mobilenet"]["train"]["images"] == 100

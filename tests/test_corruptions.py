@@ -104,7 +104,63 @@ def test_corruptions_are_a_function_of_the_seed():
 
 
 def test_unknown_corruptions_and_severities_are_refused():
-    with pytest.raises(ValueError, match="unknown corruption 'snow'"):
-        corruptions.corrupt(gray(1), "snow", 1, 0)
+    with pytest.raises(ValueError, match="unknown corruption 'spatter'"):
+        corruptions.corrupt(gray(1), "spatter", 1, 0)
     with pytest.raises(ValueError, match="severity must be one of"):
         corruptions.corrupt(gray(1), "fog", 6, 0)
+
+
+def smooth_images(count=8, seed=0):
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    return np.stack([cv2.GaussianBlur(image, (7, 7), 2) for image in rng.integers(0, 256, (count, 32, 32, 3), np.uint8)])
+
+
+def test_zoom_blur_leaves_the_centre_and_smears_the_edges_more_with_severity():
+    x = smooth_images()
+    diffs = [np.abs(corruptions.corrupt(x, "zoom_blur", s, 0).astype(float) - x).mean() for s in corruptions.SEVERITIES]
+    assert diffs == sorted(diffs) and diffs[0] > 0.5
+    flat = np.full((2, 32, 32, 3), 77, np.uint8)
+    assert np.abs(corruptions.corrupt(flat, "zoom_blur", 5, 0).astype(int) - 77).max() <= 1
+
+
+def test_snow_and_frost_brighten_and_saturate_scales_the_saturation():
+    x = smooth_images()
+    for name in ("snow", "frost"):
+        for severity in corruptions.SEVERITIES:
+            assert corruptions.corrupt(x, name, severity, 0).mean() > x.mean(), (name, severity)
+    grey = np.full((1, 32, 32, 3), 128, np.uint8)
+    assert np.array_equal(corruptions.corrupt(grey, "saturate", 2, 0), grey)  # no saturation to scale
+    colour = np.zeros((1, 32, 32, 3), np.uint8)
+    colour[..., 0], colour[..., 1], colour[..., 2] = 200, 100, 100  # HSV saturation 0.5
+    dull, vivid = (corruptions.corrupt(colour, "saturate", s, 0)[0, 0, 0].astype(int) for s in (2, 5))
+    assert dull[0] - dull[1] < 20 and vivid[1] == vivid[2] < 10 and vivid[0] == 200  # 0.5*0.1 and min(1, 0.5*2.5+0.2)
+
+
+def test_frost_is_a_pale_blue_white_layer_blended_with_the_published_weights():
+    layer = corruptions.frost_layer(np.random.default_rng(0))
+    assert layer.shape == (32, 32, 3) and 0 <= layer.min() and layer.max() <= 1
+    assert (layer[..., 2] >= layer[..., 0]).all() and 0.45 < layer.mean() < 0.8
+    black = np.zeros((1, 32, 32, 3), np.uint8)
+    for severity, (_, weight) in zip(corruptions.SEVERITIES, corruptions.FROST):
+        frosted = corruptions.corrupt(black, "frost", severity, 3)[0] / 255.0
+        assert frosted.max() <= weight + 1 / 255 and frosted[..., 2].mean() > 0.3 * weight
+
+
+def test_elastic_transform_moves_pixels_without_changing_their_range():
+    x = smooth_images()
+    moved = corruptions.corrupt(x, "elastic_transform", 4, 0)
+    assert np.abs(moved.astype(float) - x).mean() > 1 and moved.min() >= x.min() - 1 and moved.max() <= x.max() + 1
+    flat = np.full((2, 32, 32, 3), 200, np.uint8)
+    assert np.abs(corruptions.corrupt(flat, "elastic_transform", 5, 0).astype(int) - 200).max() <= 1
+
+
+def test_the_suite_has_cifar_10_cs_fifteen_and_keeps_the_original_ten():
+    import yaml
+
+    from conftest import REPO
+
+    listed = yaml.safe_load((REPO / "params.yaml").read_text())["robustness"]["corruptions"]
+    assert len(listed) == 15 and set(listed) == set(corruptions.CORRUPTIONS)
+    assert set(corruptions.ORIGINAL_TEN) <= set(listed) and len(corruptions.ORIGINAL_TEN) == 10

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, missing, run, script
+from conftest import MODEL_NAMES, REPO, missing, run, script
 
 import export as export_stage  # scripts/export.py
 import parity
@@ -243,7 +243,7 @@ def test_a_quantized_tfjs_export_is_held_to_no_float_target(exported):
 @pytest.mark.e2e
 def test_pipeline_exports_and_checks_every_model(pipeline):
     repo, env, _ = pipeline
-    for name in ("cnn", "mobilenet", "fast"):
+    for name in MODEL_NAMES:
         folder = repo / "models" / "export" / name
         meta = json.loads((folder / "metadata.json").read_text())
         assert meta["classes"][3] == "cat" and meta["source"]["sha256"] == outputs.sha256_of(repo / "models" / "trained" / f"{name}.keras")

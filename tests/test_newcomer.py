@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import MIRROR, REPO, STAND_IN_WEIGHTS, copy_repo, require_shared, run
+from conftest import MIRROR, REPO, STAND_IN_WEIGHTS, copy_repo, require_shared, run, MODEL_NAMES
 import readme_results
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
@@ -34,7 +34,7 @@ def test_the_readme_offline_quick_line_works_as_written(tmp_path):
     assert "Ran experiment(s)" in out + proc.stderr
     table = out[re.search(r"^model +test accuracy", out, re.M).start():].splitlines()
     assert re.match(r"model\s+test accuracy\s+reference\s+floats agree\s+int8 size\s+int8 drop$", table[0])
-    for name in ("cnn", "mobilenet", "fast"):
+    for name in MODEL_NAMES:
         row = next(r for r in table if r.startswith(name + " "))
         assert re.search(r"\d+\.\d\d%\s+-\s+\d+\.\d\d% (met|MISSED)", row), row  # no reference in a fresh copy
     assert max(len(r) for r in table) <= 100  # fits a terminal, unlike `dvc exp show`

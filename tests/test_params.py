@@ -161,7 +161,7 @@ def test_a_registered_models_own_section_is_accepted_and_others_are_not(params_f
 
 @pytest.mark.parametrize("section, key, value, message", [
     ("augment_preview", "images", 0, "augment_preview.images = 0 is not allowed"),
-    ("robustness", "corruptions", ["snow"], "robustness.corruptions = ['snow'] is not allowed; expected a non-empty list"),
+    ("robustness", "corruptions", ["spatter"], "robustness.corruptions = ['spatter'] is not allowed; expected a non-empty list"),
     ("robustness", "corruptions", [], "robustness.corruptions = [] is not allowed"),
     ("export", "tfjs_quantization", "int4", "export.tfjs_quantization = 'int4' is not allowed"),
     ("parity", "latency_runs", -1, "parity.latency_runs = -1 is not allowed"),

@@ -110,7 +110,7 @@ def test_the_demo_and_predict_offer_the_most_accurate_model_first(toy_repo):
 
 def test_editing_one_models_module_reruns_only_that_models_stages(toy_repo, tmp_path):
     """dvc status after an edit: the toy's module reruns the toy's stages (and robustness and
-    evaluate, which run every model); the fast model's reruns the fast model's, never the toy's
+    evaluate, which run every model); fast.py reruns the models it builds, never the toy's
     or the seed CNN's."""
     source, env, _ = toy_repo
     repo = tmp_path / "repo"
@@ -125,10 +125,15 @@ def test_editing_one_models_module_reruns_only_that_models_stages(toy_repo, tmp_
     assert changed() == {"train_toy", "export@toy", "parity@toy", *every_model}
     with open(repo / "scripts" / "cifar" / "models" / "fast.py", "a") as f:
         f.write("\n# an edit\n")
-    assert changed() == {"train_toy", "export@toy", "parity@toy", "train_fast", "export@fast", "parity@fast", *every_model}
-    # Test-time augmentation is an inference choice: changing it retrains nothing.
     values = yaml.safe_load((repo / "params.yaml").read_text())
+    # Every model built by fast.py: the fast model and its robust variant.
+    fast = [name for name, entry in values["models"].items() if entry["module"] == "scripts/cifar/models/fast.py"]
+    assert "fast" in fast and "cnn" not in fast
+    edited = {"train_toy", "export@toy", "parity@toy",
+              *(f"{stage}@{name}" for name in fast for stage in ("export", "parity")),
+              *(values["models"][name]["stage"] for name in fast)}
+    assert changed() == {*edited, *every_model}
+    # Test-time augmentation is an inference choice: changing it retrains nothing.
     values["models"]["cnn"]["tta"] = 1
     (repo / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
-    assert changed() - {"train_toy", "export@toy", "parity@toy", "train_fast", "export@fast", "parity@fast"} == {
-        "export@cnn", "parity@cnn", "artifacts_table", *every_model}
+    assert changed() - edited == {"export@cnn", "parity@cnn", "artifacts_table", *every_model}

@@ -111,11 +111,15 @@ def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_pat
                                ("cnn", 42, 0.79, 1500.0), ("cnn", 43, 0.81, 1400.0)]]  # cnn: an older run than evaluate's
     (tmp_path / "reports/studies/seeds").mkdir(parents=True)
     (tmp_path / "reports/studies/seeds/seeds.json").write_text(json.dumps(spread.table(runs, 10_000, {})))
+    # The robustness stage's mean over its corruptions, where it measured the model.
+    corruptions = {"fog": {"severity_1": 0.9, "severity_2": 0.8, "mean": 0.85}, "snow": {"severity_1": 0.7, "severity_2": 0.6}}
+    (metrics / "robustness.json").write_text(json.dumps({"data": {"test_images": 1000}, "fast": {
+        "mean_corruption_accuracy": 0.7559, "corruptions": corruptions}}))
     lines = readme_results.rows(tmp_path)
     assert lines[:2] == readme_results.HEADER
-    assert lines[2] == ("| fast CNN | 94.00% | 93.52% – 94.45% | 94.00% ± 0.20% (3 seeds) | 18.3 min | mixed_bfloat16 | "
-                        "Intel Xeon, 2 cores |")
-    assert "| seed CNN | 80.00% | 79.20% – 80.77% | 1 run | 25.0 min |" in lines[3]
+    assert lines[2] == ("| fast CNN | 94.00% | 93.52% – 94.45% | 94.00% ± 0.20% (3 seeds) | 75.59% (mean of 2 kinds) | "
+                        "18.3 min | mixed_bfloat16 | Intel Xeon, 2 cores |")
+    assert "| seed CNN | 80.00% | 79.20% – 80.77% | 1 run | not measured | 25.0 min |" in lines[3]
     assert readme_results.cost(tmp_path) is None  # before make stage-times
     (tmp_path / "reports/studies/stage_times").mkdir(parents=True)
     (tmp_path / "reports/studies/stage_times/stage_times.json").write_text(json.dumps(
@@ -123,7 +127,18 @@ def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_pat
     assert readme_results.cost(tmp_path).startswith(
         "The whole pipeline, every stage from scratch (`make stage-times`), took 100 min (training 70 min) on "
         "Intel Xeon, 2 cores, 3.12x the seed recipe's float32 training time on that host")
-    assert readme_results.block(tmp_path).endswith("stage_times.json).\n")
+    assert readme_results.advice(tmp_path) == (
+        "For photos from the wild (noisy, blurred, compressed, in fog or snow), ship `fast`: 75.6% on the robustness "
+        "stage's corrupted test images (mean of 2 kinds, 2 severities each), and the most accurate on clean ones too (94.00%).")
+    # A sturdier model than the most accurate: both named, with the price in training time.
+    (metrics / "robustness.json").write_text(json.dumps({"data": {"test_images": 1000}, "fast": {
+        "mean_corruption_accuracy": 0.7559, "corruptions": corruptions}, "cnn": {"mean_corruption_accuracy": 0.79, "corruptions": corruptions}}))
+    assert readme_results.advice(tmp_path) == (
+        "For photos from the wild (noisy, blurred, compressed, in fog or snow), ship `cnn`: 79.0% on the robustness "
+        "stage's corrupted test images (mean of 2 kinds, 2 severities each), against 75.6% for `fast`. On clean test images "
+        "it gives 80.00% to `fast`'s 94.00%, for 1.36x its training time (25.0 min against 18.3); `fast` stays the choice "
+        "for clean, well-lit pictures.")
+    assert readme_results.block(tmp_path).endswith("stage_times.json).\n\n" + readme_results.advice(tmp_path) + "\n")
 
 
 def test_stage_times_compare_again_after_a_later_bench(tmp_path):

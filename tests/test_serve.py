@@ -94,3 +94,21 @@ def test_a_corrupt_metadata_json_is_skipped_with_a_warning_and_the_rest_served(t
         httpd.shutdown()
         httpd.server_close()
     assert status == 200 and [m["name"] for m in json.loads(body)] == ["good"]
+
+
+def test_the_index_gives_each_models_test_and_corrupted_accuracy_the_most_accurate_first(tmp_path):
+    exports, metrics = tmp_path / "models" / "export", tmp_path / "reports" / "metrics" / "export"
+    metrics.mkdir(parents=True)
+    for name, accuracy in (("plain", 0.936), ("robust", 0.934), ("unmeasured", 0.5)):
+        (exports / name / "tfjs").mkdir(parents=True)
+        (exports / name / "tfjs" / "model.json").write_text("{}")
+        (exports / name / "metadata.json").write_text(json.dumps(
+            {"classes": ["a", "b"], "artifacts": {"tfjs": {"file": "tfjs/model.json"}}}))
+        (metrics / f"{name}.json").write_text(json.dumps({"artifacts": {"tfjs": {"accuracy": accuracy}}}))
+    (metrics.parent / "robustness.json").write_text(json.dumps(
+        {"data": {"test_images": 1000}, "plain": {"mean_corruption_accuracy": 0.75},
+         "robust": {"mean_corruption_accuracy": 0.85}}))
+    index = serve.model_index(exports, metrics)
+    assert [(m["name"], m["accuracy"], m["corrupted_accuracy"]) for m in index] == [
+        ("plain", 0.936, 0.75), ("robust", 0.934, 0.85), ("unmeasured", 0.5, None)]
+    assert all(m["corrupted_accuracy"] is None for m in serve.model_index(exports))  # no metrics: none

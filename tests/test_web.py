@@ -7,17 +7,15 @@ is skipped on a developer machine and fails under CI, so CI can never pass witho
 import os
 import re
 import shutil
-import subprocess
-import sys
 import urllib.request
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, missing, run_env
+from conftest import REPO, missing, MODEL_NAMES
 
-from cifar import data, inference
+from cifar import data, inference, page
 
 pytestmark = pytest.mark.e2e
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -28,36 +26,19 @@ PHOTO = REPO / "tests" / "data" / "chelsea_cat.jpg"
 def browser():
     if not (CHROMIUM and DRIVER):
         missing("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-default-apps", "--no-first-run", "--metrics-recording-only",
-                 "--window-size=1100,800"):
-        options.add_argument(flag)
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look anything up
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    driver.set_page_load_timeout(60)
+    # Parity's own Chromium, on WASM whatever GPU this machine has, so the checks below hold anywhere.
+    driver = page.chrome(timeout=60, extra_flags=("--disable-gpu",))
     yield driver
     driver.quit()
 
 
 @pytest.fixture(scope="module")
 def server(pipeline):
-    """scripts/tools/serve.py on a free port, serving the pipeline's exported models."""
+    """scripts/tools/serve.py on a free port, as parity starts it, serving the pipeline's exported
+    models and their accuracies."""
     repo = pipeline[0]
-    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "tools" / "serve.py"), "--port", "0", "--quiet",
-                             "--exports", str(repo / "models" / "export")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env())
-    line = proc.stdout.readline()
-    match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-    if not match:
-        proc.kill()
-        raise AssertionError(f"serve.py did not start: {line}{proc.stderr.read()}")
-    yield f"http://127.0.0.1:{match.group(1)}/", repo
+    proc, url = page.serve(repo / "models" / "export", repo / "reports" / "metrics" / "export")
+    yield url, repo
     proc.terminate()
     proc.wait(timeout=10)
 
@@ -113,8 +94,12 @@ def test_page_top1_equals_the_keras_prediction(browser, server, tmp_path):
     browser.get(url)
     wait_for(browser, "return document.getElementById('status').dataset.state === 'ready'")
     assert "wasm backend" in browser.find_element("id", "status").text
+    # The menu offers every model, with its test accuracy and its accuracy on corrupted photos.
+    options = browser.execute_script("return Array.from(document.getElementById('model').options).map(o => [o.value, o.text])")
+    assert sorted(value for value, _ in options) == sorted(MODEL_NAMES)
+    assert all(re.search(r"\(\d+\.\d%, \d+\.\d% on corrupted photos\)$", text) for _, text in options), options
     browser.find_element("id", "file").send_keys(str(path))
-    for name in ("cnn", "mobilenet", "fast"):  # fast: test-time augmentation inside the TF.js graph
+    for name in MODEL_NAMES:  # fast: test-time augmentation inside the TF.js graph
         # Selecting a model (re)loads it and re-classifies the image on show.
         browser.execute_script(f"const s = document.getElementById('model'); s.value = '{name}';"
                                "s.dispatchEvent(new Event('change'));")

@@ -195,7 +195,14 @@ async function init() {
     return;
   }
   // The server lists the most accurate model first; it is the one loaded.
-  const optionText = (m) => (m.accuracy ? `${m.label} (${(m.accuracy * 100).toFixed(1)}%)` : m.label);
+  // Each model's test accuracy, and on corrupted photos (noise, blur, weather, JPEG: the
+  // robustness stage's suite) where measured, so a visitor can pick for pictures from the wild.
+  const pct = (value) => `${(value * 100).toFixed(1)}%`;
+  const optionText = (m) => {
+    if (m.accuracy == null) return m.label;
+    const corrupted = m.corrupted_accuracy != null ? `, ${pct(m.corrupted_accuracy)} on corrupted photos` : "";
+    return `${m.label} (${pct(m.accuracy)}${corrupted})`;
+  };
   els.model.replaceChildren(...models.map((m) => new Option(optionText(m), m.name)));
   els.model.addEventListener("change", () => loadModel(els.model.value));
   els.file.addEventListener("change", () => handleFile(els.file.files[0]));

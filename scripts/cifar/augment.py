@@ -17,6 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from cifar import augmix
 from cifar.data import SIDE as SIZE
 
 # OpenCV's own thread pool only adds overhead on 32x32 images; tf.data runs batches in parallel.
@@ -142,8 +143,10 @@ def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_
     sees from epoch k on. The stream holds steps_per_epoch(len(x), batch_size, drop_remainder)
     batches per epoch; with drop_remainder the images left over (a different few each epoch) are
     not seen that epoch, so BatchNormalization never normalises a tiny last batch.
-    `config` is the seed's transforms (shared.augment) or {"policy": "flip_translate",
-    "translate_px": N} (flip_translate_batch, the fast model's).
+    `config` is the seed's transforms (shared.augment), {"policy": "flip_translate",
+    "translate_px": N} (flip_translate_batch, the fast model's), or {"policy": "augmix",
+    "translate_px": N, "augmix": {severity, width, depth, alpha}}: flip_translate, then
+    cifar.augmix.augmix_batch (the robust fast model's).
 
     `replicas` = (first, count, total): training split between `total` replicas (several
     workers), this stream feeding replicas first..first+count-1. Each step then yields `count`
@@ -164,8 +167,10 @@ def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_
         index = order(epoch)[step * batch_size:(step + 1) * batch_size]
         share = replica_slice(len(index), part, total)
         images = x[index[share]]
-        if augment and config.get("policy") == "flip_translate":
+        if augment and config.get("policy") in ("flip_translate", "augmix"):
             images = flip_translate_batch(images, index, seed, epoch, config["translate_px"], start=share.start)
+            if config["policy"] == "augmix":  # then AugMix, as its CIFAR recipe after crop and flip
+                images = augmix.augmix_batch(images, index, seed, epoch, config["augmix"], start=share.start)
         elif augment:
             images = augment_batch(images, [seed, epoch, step, 1], config, start=share.start, total=len(index))
         return images, y[index[share]]

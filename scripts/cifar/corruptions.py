@@ -13,7 +13,16 @@ is written here with NumPy and OpenCV:
   applied with cv2.filter2D, edges replicated;
 - brightness: scikit-image's HSV round trip -> the same V + c in OpenCV's float HSV;
 - jpeg / pixelate: Pillow, as CIFAR-10-C (JPEG qualities 80..40; BOX down- and upscaling);
-- fog: CIFAR-10-C's diamond-square plasma fractal (mapsize 32), as published.
+- fog: CIFAR-10-C's diamond-square plasma fractal (mapsize 32), as published;
+- zoom_blur, elastic_transform: as published, with SciPy's zoom, Gaussian filter and
+  map_coordinates (scikit-image's Gaussian is SciPy's with the same sigma, mode and truncation);
+- snow: as published, the snow layer's ImageMagick motion blur replaced by motion_kernel (below),
+  at a random angle in [-135, -45] degrees;
+- saturate: scikit-image's HSV round trip -> S * a + b in OpenCV's float HSV, as brightness;
+- frost: CIFAR-10-C blends crops of six photographs of frost on glass, which are not
+  redistributable here. Our stand-in keeps the published blend weights (image a, frost b) and
+  draws the frost: pale blue-white ice, a rough plasma fractal with fine crystal grain, its
+  brightness spread as the photographs' (mostly bright, with darker gaps).
 
 `darken` is ours, not CIFAR-10-C's: brightness lowered by the same amounts brightness raises it,
 for photos darker than CIFAR's. Every draw comes from the Generator, so a corrupted set is a
@@ -38,6 +47,14 @@ PIXELATE = (0.95, 0.9, 0.85, 0.75, 0.65)              # side of the downscaled i
 BRIGHTNESS = (0.05, 0.1, 0.15, 0.2, 0.3)              # added to HSV value, on [0, 1]
 CONTRAST = (0.75, 0.5, 0.4, 0.3, 0.15)                # deviations from the image mean scaled by this
 FOG = ((0.2, 3.0), (0.5, 3.0), (0.75, 2.5), (1.0, 2.0), (1.5, 1.75))  # (strength, wibble decay)
+ZOOM_BLUR = (1.06, 1.11, 1.16, 1.21, 1.26)            # zoom factors 1, 1.01, ... below this are averaged
+FROST = ((1.0, 0.2), (1.0, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45))  # (image weight, frost weight)
+SNOW = (  # (mean, std of the flakes, zoom, threshold, motion blur radius, its sigma, image weight)
+    (0.1, 0.2, 1.0, 0.6, 8, 3.0, 0.95), (0.1, 0.2, 1.0, 0.5, 10, 4.0, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4.0, 0.9),
+    (0.25, 0.3, 2.25, 0.6, 12, 6.0, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12.0, 0.8))
+ELASTIC = (  # (displacement scale, its smoothing sigma, affine jitter), px, for 32 px images
+    (0.0, 0.0, 2.56), (1.6, 6.4, 2.24), (2.56, 1.92, 1.92), (3.2, 1.28, 1.6), (3.2, 0.96, 0.96))
+SATURATE = ((0.3, 0.0), (0.1, 0.0), (1.5, 0.0), (2.0, 0.1), (2.5, 0.2))  # HSV saturation * a + b
 
 
 def _unit(images):
@@ -179,6 +196,93 @@ def fog(images, severity, rng):
     return out
 
 
+def clipped_zoom(image, factor):
+    """The centre of `image` (H, W, C) zoomed by `factor` (bilinear) back to its size, as CIFAR-10-C."""
+    from scipy.ndimage import zoom
+
+    side = image.shape[0]
+    crop = int(np.ceil(side / factor))
+    top = (side - crop) // 2
+    zoomed = zoom(image[top:top + crop, top:top + crop], (factor, factor, 1), order=1)
+    trim = (zoomed.shape[0] - side) // 2
+    return zoomed[trim:trim + side, trim:trim + side]
+
+
+def zoom_blur(images, severity, rng):
+    factors = np.arange(1, ZOOM_BLUR[severity - 1], 0.01)
+    out = np.empty_like(images)
+    for image, target in zip(_unit(images), out):
+        summed = sum(clipped_zoom(image, f) for f in factors)
+        target[...] = _to_uint8((image + summed) / (len(factors) + 1))
+    return out
+
+
+def frost_layer(rng, side=32):
+    """A frost stand-in (side, side, 3) in [0, 1]: pale blue-white ice with crystal grain."""
+    from scipy.ndimage import gaussian_filter
+
+    rough = plasma_fractal(rng, 32, 1.4)[:side, :side]
+    grain = gaussian_filter(rng.uniform(0, 1, (side, side)), 0.7, mode="reflect")
+    grain = (grain - grain.min()) / (np.ptp(grain) or 1.0)
+    ice = np.clip(0.35 + 0.45 * rough + 0.35 * grain, 0, 1)
+    return ice[..., None] * np.array([0.84, 0.93, 1.0], np.float32)
+
+
+def frost(images, severity, rng):
+    image_weight, frost_weight = FROST[severity - 1]
+    side = images.shape[1]
+    out = np.empty_like(images)
+    for image, target in zip(_unit(images), out):
+        target[...] = _to_uint8(image_weight * image + frost_weight * frost_layer(rng, side))
+    return out
+
+
+def snow(images, severity, rng):
+    mean, std, factor, threshold, radius, sigma, weight = SNOW[severity - 1]
+    side = images.shape[1]
+    out = np.empty_like(images)
+    for image, target in zip(_unit(images), out):
+        flakes = clipped_zoom(rng.normal(mean, std, (side, side, 1)), factor)[..., 0]
+        flakes[flakes < threshold] = 0
+        flakes = np.rint(np.clip(flakes, 0, 1) * 255) / 255  # CIFAR-10-C passes the layer through an 8-bit PNG
+        kernel = motion_kernel(radius, sigma, rng.uniform(-135, -45))
+        flakes = cv2.filter2D(flakes.astype(np.float32), -1, kernel, borderType=cv2.BORDER_REPLICATE)[..., None]
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None]
+        whitened = weight * image + (1 - weight) * np.maximum(image, grey * 1.5 + 0.5)
+        target[...] = _to_uint8(whitened + flakes + np.rot90(flakes, k=2))
+    return out
+
+
+def elastic_transform(images, severity, rng):
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    scale, smoothing, jitter = ELASTIC[severity - 1]
+    side = images.shape[1]
+    centre, square = np.float32([side, side]) // 2, side // 3
+    source = np.float32([centre + square, [centre[0] + square, centre[1] - square], centre - square])
+    rows, cols = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+    out = np.empty_like(images)
+    for image, target in zip(_unit(images), out):
+        affine = cv2.getAffineTransform(source, source + rng.uniform(-jitter, jitter, source.shape).astype(np.float32))
+        image = cv2.warpAffine(image, affine, (side, side), borderMode=cv2.BORDER_REFLECT_101)
+        dx, dy = (gaussian_filter(rng.uniform(-1, 1, (side, side)), smoothing, mode="reflect", truncate=3) * scale
+                  for _ in range(2))
+        warped = [map_coordinates(image[..., c], [rows + dy, cols + dx], order=1, mode="reflect")
+                  for c in range(image.shape[2])]
+        target[...] = _to_uint8(np.stack(warped, axis=-1))
+    return out
+
+
+def saturate(images, severity, rng):
+    factor, offset = SATURATE[severity - 1]
+    out = np.empty_like(images)
+    for image, target in zip(_unit(images), out):
+        hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+        hsv[..., 1] = np.clip(hsv[..., 1] * factor + offset, 0, 1)
+        target[...] = _to_uint8(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
+    return out
+
+
 CORRUPTIONS = {
     "gaussian_noise": gaussian_noise,
     "shot_noise": shot_noise,
@@ -190,7 +294,15 @@ CORRUPTIONS = {
     "darken": darken,
     "contrast": contrast,
     "fog": fog,
+    "zoom_blur": zoom_blur,
+    "snow": snow,
+    "frost": frost,
+    "elastic_transform": elastic_transform,
+    "saturate": saturate,
 }
+# The suite before these five were added: its mean is kept beside the 15-corruption one.
+ORIGINAL_TEN = ("gaussian_noise", "shot_noise", "gaussian_blur", "motion_blur", "jpeg", "pixelate", "brightness",
+                "darken", "contrast", "fog")
 
 
 def corrupt(images, name, severity, seed):

@@ -41,10 +41,12 @@ def browser_paths():
     return chromium, driver
 
 
-def serve(exports):
-    """serve.py on a free port for the export folders under `exports`: (process, base URL)."""
+def serve(exports, metrics=None):
+    """serve.py on a free port for the export folders under `exports`, their accuracies from the
+    export metrics in `metrics` (default: none): (process, base URL)."""
+    metrics = metrics or Path(exports) / ".no-metrics"
     proc = subprocess.Popen([sys.executable, str(SERVE), "--port", "0", "--quiet", "--exports", str(exports),
-                             "--metrics", str(exports / ".no-metrics")],
+                             "--metrics", str(metrics)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
@@ -54,19 +56,30 @@ def serve(exports):
     return proc, f"http://127.0.0.1:{match.group(1)}/"
 
 
-def measure(export_dir, name, runs, timeout=180):
-    """The page with the export `export_dir` (models/export/NAME) loaded: {load_ms, latency_ms,
-    backend, threads, renderer, cross_origin_isolated, tfjs, browser, runs}."""
+def chrome(timeout=180, extra_flags=()):
+    """Headless Chromium through chromedriver (Selenium) with FLAGS and `extra_flags`, its page
+    load and script timeouts `timeout` seconds; PageUnavailable without Chromium."""
     chromium, driver_path = browser_paths()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in FLAGS:
+    for flag in (*FLAGS, *extra_flags):
         options.add_argument(flag)
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look anything up
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(timeout)
+    driver.set_script_timeout(timeout)
+    return driver
+
+
+def measure(export_dir, name, runs, timeout=180):
+    """The page with the export `export_dir` (models/export/NAME) loaded: {load_ms, latency_ms,
+    backend, threads, renderer, cross_origin_isolated, tfjs, browser, runs}."""
+    browser_paths()  # PageUnavailable before any work
+    from selenium.webdriver.support.ui import WebDriverWait
+
     with tempfile.TemporaryDirectory(prefix="page-") as tmp:
         # Only the page's files of the export: serve.py serves nothing a symlink points out to.
         folder = Path(tmp) / name
@@ -76,9 +89,7 @@ def measure(export_dir, name, runs, timeout=180):
         server, url = serve(Path(tmp))
         driver = None
         try:
-            driver = webdriver.Chrome(service=Service(driver_path), options=options)
-            driver.set_page_load_timeout(timeout)
-            driver.set_script_timeout(timeout)
+            driver = chrome(timeout)
             driver.get(url)
             WebDriverWait(driver, timeout).until(lambda d: d.execute_script(
                 "const s = document.getElementById('status'); "

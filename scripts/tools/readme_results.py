@@ -5,10 +5,11 @@ Usage: python scripts/tools/readme_results.py [--readme README.md]   (make readm
 One row per model of the registry: the test accuracy of the reference run (evaluate.json; the
 accuracy of the exported artifacts), its 95% binomial interval as a single run on the test set,
 the mean ± std over seeds where the seed table (make seeds: reports/studies/seeds/seeds.json)
-holds the current run (cifar.spread.current), the training time and precision
+holds the current run (cifar.spread.current), the mean accuracy on the robustness stage's
+corrupted test images (reports/metrics/robustness.json), the training time and precision
 (reports/metrics/train/NAME.json) and the host; then the whole pipeline's cost from
-`make stage-times`. The block between the README's
-`<!-- results-table ... -->` markers is replaced; tests/test_newcomer.py checks it is current.
+`make stage-times`, and which model to ship for photos from the wild (`advice`). The block between
+the README's `<!-- results-table ... -->` markers is replaced; tests/test_newcomer.py checks it is current.
 """
 
 from __future__ import annotations
@@ -23,21 +24,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for th
 
 from cifar import spread  # noqa: E402
 
-HEADER = ["| model | test accuracy | 95% interval, one run | over seeds, mean ± std | training time | precision | host |",
-          "|---|---|---|---|---|---|---|"]
+HEADER = ["| model | test accuracy | 95% interval, one run | over seeds, mean ± std | corrupted test images | "
+          "training time | precision | host |",
+          "|---|---|---|---|---|---|---|---|"]
 BLOCK = re.compile(r"(<!-- results-table:.*?-->\n)(.*?)(<!-- /results-table -->)", re.S)
+
+
+def metrics(root):
+    """(registry, evaluate.json, robustness.json or {} before that stage has run) under `root`."""
+    import yaml
+
+    root = Path(root)
+    robust = root / "reports/metrics/robustness.json"
+    return (yaml.safe_load((root / "params.yaml").read_text())["models"],
+            json.loads((root / "reports/metrics/evaluate.json").read_text()),
+            json.loads(robust.read_text()) if robust.is_file() else {})
 
 
 def rows(root=Path(".")):
     """The table's lines (header included) from the metrics under `root`."""
-    import yaml
-
     root = Path(root)
-    registry = yaml.safe_load((root / "params.yaml").read_text())["models"]
-    evaluated = json.loads((root / "reports/metrics/evaluate.json").read_text())
+    registry, evaluated, robust = metrics(root)
     seeds_path = root / "reports/studies/seeds/seeds.json"
     seeds = json.loads(seeds_path.read_text()) if seeds_path.is_file() else {}
     images = evaluated["data"]["test_images"]
+    kinds = len(next((r["corruptions"] for k, r in robust.items() if k != "data"), ()))
     lines = list(HEADER)
     for name, entry in registry.items():
         trained = json.loads((root / f"reports/metrics/train/{name}.json").read_text())
@@ -45,7 +56,9 @@ def rows(root=Path(".")):
         low, high = spread.single_run_interval(accuracy, images)
         row = seeds.get(name)
         over_seeds = spread.describe(row) if spread.current(row, accuracy, summary["wall_time_s"]) else "1 run"
-        lines.append(f"| {entry['label']} | {accuracy:.2%} | {low:.2%} – {high:.2%} | {over_seeds} | "
+        corrupted = (f"{robust[name]['mean_corruption_accuracy']:.2%} (mean of {kinds} kinds)" if name in robust
+                     else "not measured")
+        lines.append(f"| {entry['label']} | {accuracy:.2%} | {low:.2%} – {high:.2%} | {over_seeds} | {corrupted} | "
                      f"{summary['wall_time_s'] / 60:.1f} min | {summary.get('precision', 'float32')} | "
                      f"{host['cpu']}, {host['cpu_count']} cores |")
     return lines
@@ -66,10 +79,43 @@ def cost(root=Path(".")):
             "[stage_times.json](reports/studies/stage_times/stage_times.json).")
 
 
+def advice(root=Path(".")):
+    """Which model to ship for photos from the wild, and why, from the metrics: the model most
+    accurate on the robustness stage's corrupted test images, against the most accurate on clean
+    ones, with their training times. None before the robustness stage has run."""
+    root = Path(root)
+    registry, evaluated, robust = metrics(root)
+    if not robust:
+        return None
+    measured = [name for name in registry if name in robust and name in evaluated]
+    if not measured:
+        return None
+    clean = {name: evaluated[name]["test"]["accuracy"] for name in measured}
+    corrupted = {name: robust[name]["mean_corruption_accuracy"] for name in measured}
+    kinds = robust[measured[0]]["corruptions"]
+    severities = len([key for key in next(iter(kinds.values())) if key.startswith("severity_")])
+    sturdy, best = max(measured, key=corrupted.get), max(measured, key=clean.get)
+
+    def minutes(name):
+        return json.loads((root / f"reports/metrics/train/{name}.json").read_text())[name]["wall_time_s"] / 60
+
+    first = (f"For photos from the wild (noisy, blurred, compressed, in fog or snow), ship `{sturdy}`: "
+             f"{corrupted[sturdy]:.1%} on the robustness stage's corrupted test images (mean of {len(kinds)} kinds, "
+             f"{severities} severities each)")
+    if sturdy == best:
+        return first + f", and the most accurate on clean ones too ({clean[sturdy]:.2%})."
+    return (first + f", against {corrupted[best]:.1%} for `{best}`. "
+            f"On clean test images it gives {clean[sturdy]:.2%} to `{best}`'s {clean[best]:.2%}, "
+            f"for {minutes(sturdy) / minutes(best):.2f}x its training time "
+            f"({minutes(sturdy):.1f} min against {minutes(best):.1f}); `{best}` stays the choice for clean, "
+            "well-lit pictures.")
+
+
 def block(root=Path(".")):
-    """What goes between the markers: the table, then the pipeline's cost."""
-    line = cost(root)
-    return "\n".join(rows(root)) + "\n" + (f"\n{line}\n" if line else "")
+    """What goes between the markers: the table, the pipeline's cost, then which model to ship
+    for photos from the wild."""
+    lines = [line for line in (cost(root), advice(root)) if line]
+    return "\n".join(rows(root)) + "\n" + "".join(f"\n{line}\n" for line in lines)
 
 
 def main():

@@ -6,7 +6,8 @@ Usage: python scripts/tools/serve.py [--host 127.0.0.1] [--port 8000] [--exports
     /vendor/tfjs/            node_modules/@tensorflow/tfjs/dist/ (tf.min.js)
     /vendor/tfjs-backend-wasm/  node_modules/@tensorflow/tfjs-backend-wasm/dist/ (.js, .wasm)
     /models/index.json       the exported models that have a TF.js version, with their classes,
-                             the most accurate first (from the parity metrics)
+                             the most accurate first (from the parity metrics), and their
+                             accuracy on corrupted images (the robustness metrics)
     /models/<name>/          models/export/<name>/ (tfjs/model.json and its weight shards)
 
 Nothing is fetched from a CDN: `make setup` installs the npm packages, `make export` the models.
@@ -36,8 +37,17 @@ def test_accuracy(metrics_dir, name):
         return None
 
 
+def corrupted_accuracy(metrics_dir, name):
+    """The model's mean accuracy on the robustness stage's corrupted test images (its
+    robustness.json beside the export metrics' folder, as the pipeline writes them), or None."""
+    try:
+        return json.loads((Path(metrics_dir).parent / "robustness.json").read_text())[name]["mean_corruption_accuracy"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def model_index(exports, metrics_dir=None, warn=None):
-    """[{name, label, classes, url, quantization, accuracy}] for every export folder with a TF.js
+    """[{name, label, classes, url, quantization, accuracy, corrupted_accuracy}] for every export folder with a TF.js
     model, the most accurate first (the page loads the first). Hidden folders (an export still
     being written, `.cnn.1234.x.tmp`) are not models. An export whose metadata.json is corrupt or
     from an older export is skipped, with one line to `warn` (default: stderr), and the rest are served."""
@@ -59,6 +69,7 @@ def model_index(exports, metrics_dir=None, warn=None):
                  f"({type(err).__name__}: {err}); rerun `dvc repro --force export@{name}`")
             continue
         entry["accuracy"] = test_accuracy(metrics_dir, name) if metrics_dir else None
+        entry["corrupted_accuracy"] = corrupted_accuracy(metrics_dir, name) if metrics_dir else None
         found.append(entry)
     return sorted(found, key=lambda m: -(m["accuracy"] or 0))
 

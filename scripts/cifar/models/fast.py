@@ -39,8 +39,9 @@ SCHEMA = {  # params.yaml `train_fast`
     "batchnorm_momentum": params.number(float, 0, 1, hi_open=True),
     "logit_scale": params.number(float, 0, 10, lo_open=True),
     "augment": {
-        "policy": params.choice("flip_translate"),
+        "policy": params.choice("flip_translate", "augmix"),
         "translate_px": params.number(int, 0, 8),
+        "augmix": lambda value: None if value is None else _augmix(value),
     },
     "train": {
         "optimizer": params.choice("sgd_nesterov"),
@@ -63,6 +64,31 @@ SCHEMA = {  # params.yaml `train_fast`
         "precision": params.choice("float32", "mixed_bfloat16", "mixed_float16"),
     },
 }
+AUGMIX_RULES = {"severity": params.number(int, 1, 10), "width": params.number(int, 1, 10),
+                "depth": params.number(int, 0, 10), "alpha": params.number(float, 0, 100, lo_open=True)}
+
+
+def _augmix(value):
+    """Rule for `augment.augmix`: null, or {severity 1-10, width 1-10, depth 0-10 (0: 1 to 3 per
+    chain), alpha > 0}, AugMix's settings (cifar.augmix)."""
+    allowed = ("null, or {severity: 1-10, width: 1-10, depth: 0-10 (0: 1 to 3 per chain), alpha: > 0}, "
+               "AugMix's settings")
+    if not isinstance(value, dict) or set(value) != set(AUGMIX_RULES):
+        return allowed
+    return allowed if any(rule(value[key]) for key, rule in AUGMIX_RULES.items()) else None
+
+
+def validate(values, where="train_fast", path="params.yaml"):
+    """Check the section against SCHEMA, and that `augment.augmix` is set exactly when the policy
+    is augmix (a setting the policy ignores must be null, so changing it cannot retrain for nothing)."""
+    params.validate(values, SCHEMA, where, path)
+    augment = values["augment"]
+    if (augment["policy"] == "augmix") != (augment["augmix"] is not None):
+        need = "give it AugMix's settings" if augment["policy"] == "augmix" else "set it to null"
+        raise params.ParamsError(f"{path}: {where}.augment.augmix = {augment['augmix']!r} with policy "
+                                 f"{augment['policy']!r}; {need}")
+
+
 SOURCE_IMAGES = 1024  # airbench's unit: its learning rate and weight decay are per 1,024 images
 
 
