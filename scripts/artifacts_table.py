@@ -30,24 +30,38 @@ COLUMNS = ("model", "artifact", "runs in", "integer-only", "test accuracy", "vs 
 
 
 class TableError(outputs.StageError, ValueError):
-    """A parity file is missing or lacks what the table needs."""
+    """No parity file is there, or one lacks what the table needs."""
 
 
 def load_results(metrics_dir, names):
-    """{model: parity JSON} for every registered model, in registry order."""
-    found = {}
+    """({model: parity JSON}, [models without parity results]) for the registered models, in
+    registry order. A model not exported yet is listed, not fatal, as long as one model is: the
+    DVC stage always has them all (it depends on every parity file); run by hand after exporting
+    some, the table names the rest with the stage to run."""
+    found, missing = {}, []
     for name in names:
         path = Path(metrics_dir) / f"{name}.json"
         if not path.is_file():
-            raise TableError(f"{path} not found: model '{name}' has no parity results; run "
-                             f"`dvc repro parity@{name}` (or `make export`) first")
+            missing.append(name)
+            continue
         try:
             found[name] = json.loads(path.read_text())
             found[name]["artifacts"]["keras"]["accuracy"]
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise TableError(f"{path} is not a parity result (no artifacts.keras.accuracy: {error}); "
                              f"rerun `dvc repro --force parity@{name}`") from None
-    return found
+    if not found:
+        raise TableError(f"{metrics_dir}: no parity results for any of {', '.join(names)}; run "
+                         "`make export` (or `dvc repro parity@<model>`) first")
+    return found, missing
+
+
+def missing_markdown(missing, labels):
+    if not missing:
+        return ""
+    stages = " ".join(f"parity@{name}" for name in missing)
+    return (f"\nNot exported yet, so not in the tables: {', '.join(labels.get(n, n) for n in missing)}; "
+            f"run `dvc repro {stages}`.\n")
 
 
 def target_cell(key, artifact, targets):
@@ -175,10 +189,10 @@ def block_of(text):
 
 def render(metrics_dir, params_path="params.yaml"):
     registry = params.load(["models"], params_path)["models"]
-    results = load_results(metrics_dir, list(registry))
+    results, missing = load_results(metrics_dir, list(registry))
     labels = {name: entry.get("label", name) for name, entry in registry.items()}
     table = rows(results, labels)
-    return table, markdown(table, results) + page_markdown(results, labels)
+    return table, markdown(table, results) + page_markdown(results, labels) + missing_markdown(missing, labels)
 
 
 def main():
