@@ -174,15 +174,41 @@ async function handleFile(file) {
   }
 }
 
+// XNNPACK's thread count for the WASM backend. TF.js's own choice is half the logical cores (it
+// assumes two hyperthreads per core), 1 to 4; on a 2- or 3-core machine that is one thread, and
+// two run the fast model's page latency 1.5x faster (docs/export.md). So: at least 2 where there
+// are 2 cores, else TF.js's choice. `?threads=N` in the page's address sets it, to compare.
+function wasmThreads() {
+  const asked = Number(new URLSearchParams(location.search).get("threads"));
+  if (Number.isInteger(asked) && asked >= 1) return Math.min(asked, 8);  // 8: the build's worker pool
+  const cores = navigator.hardwareConcurrency || 1;
+  return Math.min(cores, 4, Math.max(2, Math.floor(cores / 2)));
+}
+
+// tf.setBackend("wasm") with `threads` XNNPACK threads. The WASM module caps the count at
+// navigator.hardwareConcurrency / 2, read once as it starts (tfjs-backend-wasm's backend.cc,
+// `num_cores`), whatever tf.wasm.setThreadsCount asks; TF.js has no option to lift the cap. So
+// while the module starts, the page shows it a core count that admits `threads`, then removes
+// that override: everything after sees the browser's own number again.
+async function startWasm(threads) {
+  const shown = threads > Math.floor((navigator.hardwareConcurrency || 1) / 2);
+  if (shown) Object.defineProperty(navigator, "hardwareConcurrency", {get: () => 2 * threads, configurable: true});
+  try {
+    tf.wasm.setThreadsCount(threads);
+    return await tf.setBackend("wasm");
+  } finally {
+    if (shown) delete navigator.hardwareConcurrency;
+  }
+}
+
 async function init() {
   try {
     renderer = hardwareWebGL();
     if (!renderer || !(await tf.setBackend("webgl"))) {
       renderer = null;
-      // Cross-origin isolated (serve.py's headers), TF.js loads its multi-threaded SIMD build and
-      // runs XNNPACK on half the logical cores (one per physical core on most x86 machines, 1 to 4).
+      // Cross-origin isolated (serve.py's headers), TF.js loads its multi-threaded SIMD build.
       tf.wasm.setWasmPaths(new URL("vendor/tfjs-backend-wasm/", document.baseURI).href);
-      if (!(await tf.setBackend("wasm"))) throw new Error("the WASM backend did not start");
+      if (!(await startWasm(wasmThreads()))) throw new Error("the WASM backend did not start");
     }
     await tf.ready();
     models = await (await fetch("models/index.json")).json();

@@ -74,9 +74,10 @@ def chrome(timeout=180, extra_flags=()):
     return driver
 
 
-def measure(export_dir, name, runs, timeout=180):
+def measure(export_dir, name, runs, timeout=180, threads=None):
     """The page with the export `export_dir` (models/export/NAME) loaded: {load_ms, latency_ms,
-    backend, threads, renderer, cross_origin_isolated, tfjs, browser, runs}."""
+    backend, threads, renderer, cross_origin_isolated, tfjs, browser, runs}. `threads`: the WASM
+    backend's thread count, as the page's `?threads=N` (default: the page's own choice)."""
     browser_paths()  # PageUnavailable before any work
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -90,7 +91,7 @@ def measure(export_dir, name, runs, timeout=180):
         driver = None
         try:
             driver = chrome(timeout)
-            driver.get(url)
+            driver.get(url + (f"?threads={int(threads)}" if threads else ""))
             WebDriverWait(driver, timeout).until(lambda d: d.execute_script(
                 "const s = document.getElementById('status'); "
                 f"return s.dataset.state === 'error' || (s.dataset.state === 'ready' && s.dataset.model === '{name}')"))
