@@ -21,7 +21,7 @@ QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500 -S shared.
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock-gpu gpu-check repro quick seeds readme profile stage-times test bench sizes robust-tune int8-study export pull serve plots dag clean-venv
+.PHONY: help setup lock-gpu gpu-check repro quick seeds readme profile stage-times test bench sizes robust-tune fast-tune int8-study export pull serve plots dag clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -100,6 +100,10 @@ sizes: setup ## MobileNetV2 input size against val and test accuracy and time (s
 robust-tune: setup ## candidates of the robust model on corrupted val images (CANDIDATES="LABEL FOLDER ...") -> reports/studies/robust/
 	@test -n "$(CANDIDATES)" || { echo 'give CANDIDATES="LABEL FOLDER ...": folders with NAME.keras, NAME.json and params.yaml'; exit 2; }
 	python scripts/tools/robust_tune.py $$(printf -- '--candidate %s %s ' $(CANDIDATES)) --images $${IMAGES:-1000}
+
+fast-tune: setup ## candidates of the fast model on every val image, with its test-time augmentation (CANDIDATES="LABEL FOLDER ...") -> reports/studies/fast/
+	@test -n "$(CANDIDATES)" || { echo 'give CANDIDATES="LABEL FOLDER ...": folders with NAME.keras, NAME.json and params.yaml'; exit 2; }
+	python scripts/tools/fast_tune.py $$(printf -- '--candidate %s %s ' $(CANDIDATES))
 
 int8-study: setup ## every post-training quantization option of each trained model, measured: reports/studies/int8/<model>.json (MODELS="cnn")
 	@names="$(MODELS)"; [ -n "$$names" ] || names=$$(cd scripts && python -c 'from cifar import params; print(*params.load(["models"], "../params.yaml")["models"])'); \

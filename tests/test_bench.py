@@ -57,3 +57,9 @@ def test_bench_reports_every_model_the_matmul_fraction_the_time_ratio_and_the_le
         # One round: the lever's ratio is its rate over the default's.
         assert levers["onednn_off"]["vs_default"] == pytest.approx(
             levers["onednn_off"]["img_per_s"] / levers["default_img_per_s"], rel=0.01, abs=0.001)  # rounded to 3 places
+
+
+def test_a_section_lever_applies_only_to_the_models_whose_section_has_its_key():
+    fused = bench.LEVERS["fused_batchnorm"][1]
+    assert [name for name in MODEL_NAMES if bench.lever_applies(name, fused)] == ["fast", "fast_robust"]
+    assert all(bench.lever_applies(name, bench.LEVERS["half_batch"][1]) for name in MODEL_NAMES)

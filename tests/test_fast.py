@@ -249,3 +249,118 @@ def test_weight_decay_is_airbenchs_per_step_share_of_each_weight():
     made = fast.recipe(SECTION["train"], steps_per_epoch=39)
     optimizer, peak = made.optimizer, float(made.optimizer.learning_rate) / 0.2  # step 0: 0.2 x the peak
     assert optimizer.l2 * peak == pytest.approx(0.0153 * 1024 / (1024 * (1 + 1 / (1 - 0.85))), rel=1e-6)
+
+
+def newton_schulz(matrix, steps):
+    """NumPy copy of airbench94_muon's zeropower_via_newtonschulz5 (in float64): the reference."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = matrix / (np.linalg.norm(matrix) + 1e-7)
+    tall = x.shape[0] > x.shape[1]
+    x = x.T if tall else x
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+@pytest.mark.parametrize("shape", [(16, 72), (72, 16)])
+def test_orthogonalise_is_newton_schulz_and_flattens_the_spectrum(shape):
+    g = np.random.default_rng(0).normal(size=shape) * np.linspace(0.01, 3, shape[1])  # ill-conditioned
+    got = keras.ops.convert_to_numpy(fast.orthogonalise(keras.ops.convert_to_tensor(g.astype("float32")), 5))
+    np.testing.assert_allclose(got, newton_schulz(g, 5), rtol=1e-3, atol=1e-4)
+    singular = np.linalg.svd(got, compute_uv=False)
+    assert singular.min() > 0.5 and singular.max() < 1.3  # the raw spectrum spanned 300x
+    u, _, vt = np.linalg.svd(g, full_matrices=False)
+    assert np.sum(got * (u @ vt)) / (np.linalg.norm(got) * np.linalg.norm(u @ vt)) > 0.95  # ~ U V^T
+
+
+def test_muon_steps_the_filters_and_sgd_the_rest():
+    """Two steps of BiasScaledSGD with Muon on a conv kernel, its bias and a dense kernel, against
+    a NumPy reference: the filter takes Muon's step (Nesterov momentum, rescaled to norm
+    sqrt(out), orthogonalised (out, k*k*in) update, no L2); the others SGD with L2 and the bias scale."""
+    conv, dense = keras.layers.Conv2D(4, 3, name="c"), keras.layers.Dense(2, name="d")
+    conv.build((None, 5, 5, 3))
+    dense.build((None, 3))
+    rng = np.random.default_rng(1)
+    variables = [conv.kernel, conv.bias, dense.kernel]
+    start = [v.numpy().astype(np.float64) for v in variables]
+    grads = [[rng.normal(size=v.shape) for v in variables] for _ in range(2)]
+    lr, scale, mu, l2, bias_scale = 0.1, 2.0, 0.6, 0.01, 3.0
+    optimizer = fast.BiasScaledSGD(learning_rate=lr, momentum=0.0, bias_scale=bias_scale, l2=l2,
+                                   muon_scale=scale, muon_momentum=mu, newton_schulz_steps=3)
+    for step in grads:
+        optimizer.apply([keras.ops.convert_to_tensor(g.astype("float32")) for g in step], variables)
+    kernel, bias, head = start
+    buffer = np.zeros_like(kernel)
+    for g_kernel, g_bias, g_head in grads:
+        buffer = mu * buffer + g_kernel
+        direction = (g_kernel + mu * buffer).transpose(3, 0, 1, 2).reshape(4, -1)
+        update = newton_schulz(direction, 3).reshape(4, 3, 3, 3).transpose(1, 2, 3, 0)
+        kernel = kernel * 2.0 / np.linalg.norm(kernel) - lr * scale * update
+        bias = bias - lr * (bias_scale * g_bias + l2 * bias)
+        head = head - lr * (g_head + l2 * head)
+    for variable, expected in zip(variables, (kernel, bias, head)):
+        np.testing.assert_allclose(variable.numpy(), expected, rtol=2e-4, atol=2e-5)
+    assert np.linalg.norm(conv.kernel.numpy()) == pytest.approx(2.0, rel=0.2)  # held near sqrt(out)
+    again = fast.BiasScaledSGD.from_config(optimizer.get_config())
+    assert (again.muon_scale, again.muon_momentum, again.newton_schulz_steps) == (scale, mu, 3)
+
+
+@pytest.mark.parametrize("muon, error", [
+    ({"learning_rate": 0.24, "momentum": 0.6}, "newton_schulz_steps"),
+    ({"learning_rate": 0, "momentum": 0.6, "newton_schulz_steps": 3}, "learning_rate: > 0"),
+    ({"learning_rate": 0.24, "momentum": 1.0, "newton_schulz_steps": 3}, "momentum: 0 to < 1"),
+    ("yes", "Muon's settings"),
+])
+def test_muon_settings_are_checked(muon, error):
+    from cifar import params
+
+    section = {**SECTION, "train": {**SECTION["train"], "muon": muon}}
+    with pytest.raises(params.ParamsError, match="train.muon") as raised:
+        fast.validate(section)
+    assert error in str(raised.value)
+
+
+def test_the_recipe_gives_muon_its_peak_on_the_schedules_shape():
+    train = {**SECTION["train"], "muon": {"learning_rate": 0.24, "momentum": 0.6, "newton_schulz_steps": 3}}
+    optimizer = fast.recipe(train, steps_per_epoch=39).optimizer
+    peak, _ = fast.per_step(train["learning_rate"], train["weight_decay"], train["momentum"], train["batch_size"])
+    assert optimizer.muon_scale * peak == pytest.approx(0.24) and optimizer.muon_momentum == 0.6
+    assert fast.recipe(SECTION["train"], steps_per_epoch=39).optimizer.muon_scale == 0.0  # params.yaml: off
+
+
+@pytest.mark.parametrize("policy, tolerance", [("float32", 1e-4), ("mixed_bfloat16", 0.05)])
+def test_fused_batchnorm_trains_and_infers_as_keras_batchnorm(policy, tolerance):
+    """`batchnorm: fused` is Keras' layer with TF's fused kernel in training: the same output,
+    gradients and moving statistics in a training step (to float32's or bfloat16's resolution),
+    the same variables, and Keras' own arithmetic at inference."""
+    import tensorflow as tf
+
+    x = images(64, seed=4)
+    built = {}
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        for kind in ("keras", "fused"):
+            keras.utils.set_random_seed(0)
+            built[kind] = fast.build({**SECTION, "widths": [8, 16, 16], "whiten_images": 64, "batchnorm": kind}, x)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    plain, fused = built["keras"], built["fused"]
+    assert [w.path for w in plain.weights] == [w.path for w in fused.weights]
+    fused.set_weights(plain.get_weights())
+    assert {type(layer).__name__ for layer in fused.get_layer("fast_net").layers} >= {"FusedBatchNormalization"}
+    batch = tf.constant(x, tf.float32)
+    outputs, grads = {}, {}
+    for kind, model in built.items():
+        with tf.GradientTape() as tape:
+            out = model(batch, training=True)
+            loss = tf.reduce_sum(out[:, 0])
+        outputs[kind], grads[kind] = out.numpy(), tape.gradient(loss, model.trainable_weights)
+    np.testing.assert_allclose(outputs["fused"], outputs["keras"], atol=tolerance)
+    for a, b in zip(grads["keras"], grads["fused"], strict=True):
+        assert np.linalg.norm(b - a) <= max(tolerance, 1e-3) * 10 * (np.linalg.norm(a) + 1e-6)
+    # The moving statistics moved alike; the variance by the unbiased estimate's n/(n-1), here at
+    # most 1.002 (64 images of 3x3 maps in the last group).
+    for a, b in zip(plain.weights, fused.weights, strict=True):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-2 if policy != "float32" else 2e-3, atol=1e-4)
+    np.testing.assert_allclose(fused.predict(x, verbose=0), plain.predict(x, verbose=0), atol=tolerance)

@@ -48,14 +48,20 @@ FAST = models.entry("fast")[1]
 SMALL_FAST = {**FAST, "widths": [8, 16, 16], "whiten_images": 128}
 
 
-def test_the_fast_recipe_trains_in_bfloat16_and_resumes_exactly(tmp_path):
-    """BiasScaledSGD, lookahead, the whitening convolution and BatchNormalization without a scale,
-    in mixed_bfloat16: the variables stay float32, the loss is finite, and a resumed run repeats
-    the uninterrupted one (to 1e-4)."""
+MUON = {"learning_rate": 0.24, "momentum": 0.6, "newton_schulz_steps": 3}
+
+
+@pytest.mark.parametrize("muon", [None, MUON], ids=["sgd", "muon"])
+def test_the_fast_recipe_trains_in_bfloat16_and_resumes_exactly(tmp_path, muon):
+    """BiasScaledSGD (with SGD or Muon for the filters), lookahead, the whitening convolution and
+    BatchNormalization without a scale, in mixed_bfloat16: the variables stay float32, the loss is
+    finite, and a resumed run repeats the uninterrupted one (to 1e-4): Muon's momentum buffers
+    are part of the resume state."""
     from test_training import StopAfter
 
     arrays = arrays_of()
-    train = {**FAST["train"], "epochs": 3, "batch_size": 32, "validate_every": 1, "precision": "mixed_bfloat16"}
+    train = {**FAST["train"], "epochs": 3, "batch_size": 32, "validate_every": 1, "precision": "mixed_bfloat16",
+             "muon": muon}
     build = lambda: fast.build(SMALL_FAST, arrays["x_train"])  # noqa: E731
     best, straight, summary = training.fit(build, arrays, train, FAST["augment"], 3, tmp_path / "a", recipe=fast.recipe)
     expected = precision.resolve("mixed_bfloat16")[0]

@@ -48,3 +48,28 @@ def test_a_folder_without_its_training_metrics_is_refused_before_any_work(pipeli
                   "--out", str(tmp_path / "study")], cwd=repo, check=False)
     assert result.returncode != 0 and "expected one NAME.keras with its NAME.json" in result.stderr
     assert not (tmp_path / "study").exists()
+
+
+def test_fast_candidates_are_measured_on_every_val_image_with_their_test_time_augmentation(pipeline, tmp_path):
+    """scripts/tools/fast_tune.py: the fast model's levers are judged on the whole val split,
+    through the entry's TTA, beside their training time; the settings that differ head the table."""
+    import yaml
+
+    repo, env, _ = pipeline
+    plain = candidate(repo, "fast", tmp_path / "plain")
+    muon = candidate(repo, "fast", tmp_path / "muon")
+    settings = yaml.safe_load((muon / "params.yaml").read_text())
+    settings["train_fast"]["train"]["muon"] = {"learning_rate": 0.24, "momentum": 0.6, "newton_schulz_steps": 3}
+    (muon / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    out = tmp_path / "study"
+    command = ["python", script("fast_tune"), "--candidate", "sgd", str(plain), "--candidate", "muon", str(muon),
+               "--out", str(out)]
+    run(command, cwd=repo)
+    rows = {row["label"]: row for row in json.loads((out / "tuning.json").read_text())["rows"]}
+    val = json.loads((repo / "reports" / "metrics" / "prepare.json").read_text())["counts"]["val"]
+    assert set(rows) == {"sgd", "muon"} and rows["sgd"]["tta"] == rows["muon"]["tta"] == 0  # the tiny pipeline's
+    assert all(row["val_images"] == val for row in rows.values())
+    assert rows["sgd"]["val_accuracy"] == rows["muon"]["val_accuracy"]  # the same model, two labels
+    md = (out / "tuning.md").read_text()
+    assert "train.muon" in md and "0.24" in md and "| sgd | null |" in md
+    assert run(command, cwd=repo).stdout.count("measured already") == 2

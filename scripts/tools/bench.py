@@ -19,7 +19,8 @@ All measurements use the same real CIFAR-10 training images in the same run:
   seed CNN's in its own precision, and against the seed's recipe as the seed wrote it (float32),
   with that recipe's predicted time on the pipeline's training split;
 - the usual speed levers for the two CNNs (LEVERS: oneDNN off, intra-op threads = cores with one
-  inter-op thread, steps_per_execution 8, half and double batch), each in a process of its own,
+  inter-op thread, steps_per_execution 8, half and double batch; for the fast models, fused
+  BatchNormalization in training), each in a process of its own,
   alternating with the default, as img/s and as a ratio to the default of the same round.
 """
 
@@ -191,11 +192,12 @@ def bench_precisions():
     return ["float32", *[p for p in precision.PRECISIONS[1:] if precision.resolve(p)[0] == p]]
 
 
-def registry_models(x_train, only=None, overrides=None, precision=None):
+def registry_models(x_train, only=None, overrides=None, precision=None, section_overrides=None):
     """{name: (model compiled with its own recipe, train_cfg, augment_cfg)} for every registered
     model (or the one named `only`), from its plan (cifar.models.plan), as its stage trains it:
     the first phase's model and settings, with the plan's epochs in all; its train settings
-    updated with `overrides` (a lever's steps_per_execution or jit_compile). Built in `precision`
+    updated with `overrides` (a lever's steps_per_execution or jit_compile), its params section
+    with `section_overrides` (a lever's architecture setting, as fused BatchNormalization). Built in `precision`
     (a Keras dtype policy), or in the model's own (its train settings' `precision`, resolved for
     this machine). A model that starts from pretrained weights starts from random ones here: the
     cost of a step does not depend on them."""
@@ -207,6 +209,7 @@ def registry_models(x_train, only=None, overrides=None, precision=None):
         if only and name != only:
             continue
         _, section = models.entry(name)
+        section = {**section, **(section_overrides or {})}
         plan = models.plan(entry, section, loaded["shared"], weights=None)
         first = plan.phases[0]
         train = {**first.train, "epochs": plan.epochs, **(overrides or {})}
@@ -263,7 +266,15 @@ LEVERS = {
     "xla": ({}, {"jit_compile": True}),
     "half_batch": ({}, {"batch_scale": 0.5}),
     "double_batch": ({}, {"batch_scale": 2.0}),
+    # Models whose params section has the key only (the fast ones): TF's fused kernel in training.
+    "fused_batchnorm": ({}, {"section": {"batchnorm": "fused"}}),
 }
+
+
+def lever_applies(name, settings):
+    """Whether a lever's settings apply to the model `name`: a section setting only where its
+    params section has that key."""
+    return set(settings.get("section", {})) <= set(models.entry(name)[1])
 
 
 def probe(args):
@@ -282,7 +293,8 @@ def probe(args):
     x, y = load_images(args)
     onehot = keras.utils.to_categorical(y, data.NUM_CLASSES)
     recipe_settings = {key: settings[key] for key in ("steps_per_execution", "jit_compile") if key in settings}
-    model, train, aug = registry_models(x, only=args.probe, overrides=recipe_settings)[args.probe]
+    model, train, aug = registry_models(x, only=args.probe, overrides=recipe_settings,
+                                        section_overrides=settings.get("section"))[args.probe]
     batch = max(1, int(train["batch_size"] * settings.get("batch_scale", 1)))
     stream = augment.train_dataset(x, onehot, batch, 0, aug, epochs=10_000)
     warm = max(2, settings.get("steps_per_execution", 1))
@@ -305,12 +317,12 @@ def levers(args, names, rounds, chosen=None):
         sys.exit(f"bench: error: unknown lever {unknown[0]!r}; known: {', '.join(LEVERS)}")
     results = {}
     for name in names:
-        ratios = {lever: [] for lever in LEVERS if lever in chosen and lever != "default"}
-        rates = {lever: [] for lever in LEVERS if lever in chosen}
+        applies = [lever for lever in LEVERS if lever in chosen and lever_applies(name, LEVERS[lever][1])]
+        ratios = {lever: [] for lever in applies if lever != "default"}
+        rates = {lever: [] for lever in applies}
         for _ in range(rounds):
-            for lever, (env, settings) in LEVERS.items():
-                if lever not in chosen:
-                    continue
+            for lever in applies:
+                env, settings = LEVERS[lever]
                 command = [sys.executable, __file__, "--archive", str(args.archive), "--out", str(args.out),
                            "--images", str(args.images), "--model-images", str(args.model_images),
                            "--probe", name, "--probe-settings", json.dumps(settings)]

@@ -79,10 +79,15 @@ def measure_candidate(label, folder, arrays, cfg, seed):
     }
 
 
-def markdown(rows):
+def differing(rows):
+    """The dotted settings whose values differ between the rows' candidates, sorted."""
     settings = [row["settings"] for row in rows]
     keys = sorted({key for s in settings for key in s})
-    differ = [key for key in keys if len({json.dumps(s.get(key)) for s in settings}) > 1]
+    return [key for key in keys if len({json.dumps(s.get(key)) for s in settings}) > 1]
+
+
+def markdown(rows):
+    differ = differing(rows)
     corruptions = list(rows[0]["corruptions"]) if rows else []
     head = ["candidate", *differ, "epochs", "training", "val (no TTA, training)", "val clean", "val corrupted"]
     lines = ["# Tuning the robust model on val", "",
@@ -105,35 +110,51 @@ def markdown(rows):
     return "\n".join(lines)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def candidate_parser(description, out):
+    """The command line of a tuning tool: --candidate LABEL FOLDER (repeated), --data, --out."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--candidate", nargs=2, action="append", required=True, metavar=("LABEL", "FOLDER"),
                         help="a folder with NAME.keras, NAME.json (its training metrics) and params.yaml")
     parser.add_argument("--data", type=Path, default=Path("data/prepared/cifar10.npz"))
+    parser.add_argument("--out", type=Path, default=Path(out))
+    return parser
+
+
+def tune(candidates, out, data_path, measure, describe, to_markdown, header=None):
+    """Measure each (label, folder) of `candidates` with `measure(label, folder, arrays)` -> row,
+    unless `out`/tuning.json has its label for the same model file; write tuning.json ({**header,
+    "rows"}) after each and tuning.md (`to_markdown(rows)`) at the end. Every folder is checked
+    before the first is measured."""
+    for _, folder in candidates:
+        candidate_files(folder)
+    table = out / "tuning.json"
+    rows = {row["label"]: row for row in (json.loads(table.read_text())["rows"] if table.is_file() else [])}
+    arrays = data.load_prepared(data_path)
+    for label, folder in candidates:
+        if label in rows and rows[label]["model_sha256"] == digest(candidate_files(folder)[1]):
+            print(f"{label}: measured already ({table})")
+            continue
+        rows[label] = measure(label, folder, arrays)
+        print(f"{label}: {describe(rows[label])}", flush=True)
+        outputs.write_json(table, {**(header or {}), "rows": list(rows.values())})
+    with outputs.atomic_path(out / "tuning.md") as tmp:
+        tmp.write_text(to_markdown(list(rows.values())))
+    print(f"Wrote {table} and {out / 'tuning.md'}")
+
+
+def main():
+    parser = candidate_parser(__doc__.splitlines()[0], "reports/studies/robust")
     parser.add_argument("--images", type=int, default=1000, help="val images to corrupt (the stage's robustness.images)")
-    parser.add_argument("--out", type=Path, default=Path("reports/studies/robust"))
     args = parser.parse_args()
     import robustness
 
     loaded = params.load(["shared", "robustness"], schemas={"robustness": robustness.SCHEMA})
     cfg = {**loaded["robustness"], "images": args.images}
-    for _, folder in args.candidate:
-        candidate_files(folder)  # every folder checked before the first is measured
-    table = args.out / "tuning.json"
-    rows = {row["label"]: row for row in (json.loads(table.read_text())["rows"] if table.is_file() else [])}
-    arrays = data.load_prepared(args.data)
-    for label, folder in args.candidate:
-        if label in rows and rows[label]["model_sha256"] == digest(candidate_files(folder)[1]):
-            print(f"{label}: measured already ({table})")
-            continue
-        rows[label] = measure_candidate(label, folder, arrays, cfg, loaded["shared"]["seed"])
-        row = rows[label]
-        print(f"{label}: val clean {row['val_clean_accuracy']:.2%}, corrupted {row['val_mean_corruption_accuracy']:.2%} "
-              f"({row['val_images']:,} val images, {len(row['corruptions'])} corruptions)", flush=True)
-        outputs.write_json(table, {"corruptions": cfg["corruptions"], "rows": list(rows.values())})
-    with outputs.atomic_path(args.out / "tuning.md") as tmp:
-        tmp.write_text(markdown(list(rows.values())))
-    print(f"Wrote {table} and {args.out / 'tuning.md'}")
+    tune(args.candidate, args.out, args.data,
+         lambda label, folder, arrays: measure_candidate(label, folder, arrays, cfg, loaded["shared"]["seed"]),
+         lambda row: (f"val clean {row['val_clean_accuracy']:.2%}, corrupted {row['val_mean_corruption_accuracy']:.2%} "
+                      f"({row['val_images']:,} val images, {len(row['corruptions'])} corruptions)"),
+         markdown, {"corruptions": cfg["corruptions"]})
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ SCHEMA = {  # params.yaml `train_fast`
     "whiten_patch": params.number(int, 1, 4),
     "whiten_images": params.number(int, 1, 50_000),
     "batchnorm_momentum": params.number(float, 0, 1, hi_open=True),
+    "batchnorm": params.choice("keras", "fused"),
     "logit_scale": params.number(float, 0, 10, lo_open=True),
     "augment": {
         "policy": params.choice("flip_translate", "augmix"),
@@ -56,6 +57,7 @@ SCHEMA = {  # params.yaml `train_fast`
         "label_smoothing": params.number(float, 0, 1, hi_open=True),
         "lookahead_every": params.number(int, 1, 10_000),
         "lookahead_decay": params.number(float, 0, 1),
+        "muon": lambda value: None if value is None else _muon(value),
         "validate_every": params.number(int, 1, 10_000),
         "drop_last": params.boolean,
         "distribute": params.choice("default", "mirrored", "multi_worker"),
@@ -76,6 +78,21 @@ def _augmix(value):
     if not isinstance(value, dict) or set(value) != set(AUGMIX_RULES):
         return allowed
     return allowed if any(rule(value[key]) for key, rule in AUGMIX_RULES.items()) else None
+
+
+MUON_RULES = {"learning_rate": params.number(float, 0, 10, lo_open=True),
+              "momentum": params.number(float, 0, 1, hi_open=True),
+              "newton_schulz_steps": params.number(int, 1, 10)}
+
+
+def _muon(value):
+    """Rule for `train.muon`: null (SGD for the convolution filters too), or {learning_rate > 0,
+    momentum in [0, 1), newton_schulz_steps 1-10}: Muon for the 3x3 filters (BiasScaledSGD)."""
+    allowed = ("null, or {learning_rate: > 0, momentum: 0 to < 1, newton_schulz_steps: 1-10}, "
+               "Muon's settings for the convolution filters")
+    if not isinstance(value, dict) or set(value) != set(MUON_RULES):
+        return allowed
+    return allowed if any(rule(value[key]) for key, rule in MUON_RULES.items()) else None
 
 
 def validate(values, where="train_fast", path="params.yaml"):
@@ -133,14 +150,45 @@ def dirac_init(conv):
     conv.kernel.assign(kernel)
 
 
-def conv_group(x, width, momentum, name):
+@keras.saving.register_keras_serializable(package="cifar.models.fast")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """Keras' BatchNormalization (the same variables, settings and inference), trained through
+    TensorFlow's fused kernel. Keras' own casts a bfloat16 input to float32 and normalises it in
+    separate elementwise ops; the fused kernel (oneDNN's on a CPU) takes the bfloat16 tensor,
+    keeps its statistics in float32 and does it in one pass, forward and backward. Outside
+    training (and for shapes it does not cover) it is Keras' layer, so every export sees the
+    plain arithmetic. The moving variance takes the batch's unbiased variance (TF's kernel, as
+    PyTorch's BatchNorm2d, which airbench uses; Keras' takes the biased one): n/(n-1) apart,
+    at most 1.0001 in training here (1,024 images of 3x3 maps in the last group)."""
+
+    def call(self, inputs, training=None, mask=None):
+        import tensorflow as tf
+
+        if not (training and self.trainable) or mask is not None or len(inputs.shape) != 4 \
+                or self.axis not in (-1, 3) or self.renorm:
+            return super().call(inputs, training=training, mask=mask)
+        channels = inputs.shape[-1]
+        scale = ops.cast(self.gamma, "float32") if self.scale else tf.ones([channels], tf.float32)
+        offset = ops.cast(self.beta, "float32") if self.center else tf.zeros([channels], tf.float32)
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, scale, offset, epsilon=self.epsilon, data_format="NHWC", is_training=True)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return outputs
+
+
+BATCHNORM = {"keras": layers.BatchNormalization, "fused": FusedBatchNormalization}
+
+
+def conv_group(x, width, momentum, name, batchnorm="keras"):
     bn = dict(momentum=momentum, epsilon=1e-5, scale=False)
+    BatchNormalization = BATCHNORM[batchnorm]  # noqa: N806 (a layer class)
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv1")(x)
     x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn1", **bn)(x)
+    x = BatchNormalization(name=f"{name}_bn1", **bn)(x)
     x = layers.Activation(gelu_tanh, name=f"{name}_gelu1")(x)
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv2")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn2", **bn)(x)
+    x = BatchNormalization(name=f"{name}_bn2", **bn)(x)
     return layers.Activation(gelu_tanh, name=f"{name}_gelu2")(x)
 
 
@@ -156,7 +204,7 @@ def build(section, images):
     whiten = layers.Conv2D(kernel.shape[-1], patch, padding="valid", use_bias=False, trainable=False, name="whiten")
     x = layers.Activation(gelu_tanh, name="whiten_gelu")(whiten(net_in))
     for i, width in enumerate(section["widths"], start=1):
-        x = conv_group(x, width, section["batchnorm_momentum"], f"group{i}")
+        x = conv_group(x, width, section["batchnorm_momentum"], f"group{i}", section["batchnorm"])
     x = layers.GlobalMaxPooling2D(name="pool")(x)  # airbench's max-pool 3 over the final 3x3
     x = layers.Dense(NUM_CLASSES, use_bias=False, name="logits")(x)
     logits = layers.Rescaling(section["logit_scale"], name="logit_scale")(x)
@@ -222,15 +270,53 @@ class BiasScaledSGD(keras.optimizers.SGD):
     sets the slow copies to the weights, before the first step of a run or of a resumed run
     (StartLookahead calls it at the first epoch's start, after a resume has restored the
     weights). No step waits on the host, and it works with any `steps_per_execution`.
+
+    With `muon_scale` > 0, the convolution filters (every trainable 4-D kernel) take Muon's step
+    instead (Jordan et al. 2024, as airbench94_muon): Nesterov momentum `muon_momentum` on the raw
+    gradient, the filter rescaled to Frobenius norm sqrt(out_channels), then a step of
+    `muon_scale` x the learning rate along the momentum's orthogonalisation, (out, k*k*in)
+    reshaped, by `newton_schulz_steps` of the quintic Newton-Schulz iteration. Those filters take
+    no L2 (the rescaling sets their size; BatchNormalization makes the network blind to it).
     """
 
     def __init__(self, bias_scale=1.0, l2=0.0, lookahead_every=0, lookahead_decay=0.0, total_steps=1,
-                 steps_per_epoch=1, **kwargs):
+                 steps_per_epoch=1, muon_scale=0.0, muon_momentum=0.6, newton_schulz_steps=3, **kwargs):
         super().__init__(**kwargs)
         self.bias_scale, self.l2 = float(bias_scale), float(l2)
         self.lookahead_every, self.lookahead_decay = int(lookahead_every), float(lookahead_decay)
         self.total_steps, self.steps_per_epoch = int(total_steps), int(steps_per_epoch)
+        self.muon_scale, self.muon_momentum = float(muon_scale), float(muon_momentum)
+        self.newton_schulz_steps = int(newton_schulz_steps)
         self._lookahead = None
+
+    def takes_muon(self, variable):
+        """Whether `variable` (a Keras or a tf.Variable) is a filter that takes Muon's step."""
+        return bool(self.muon_scale) and len(variable.shape) == 4
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        if self.muon_scale:  # one buffer per variable, so Keras' index finds it; only the filters' are used
+            self.muon_momentums = self.add_optimizer_variables(variables, "muon_momentum")
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not self.takes_muon(variable):
+            return super().update_step(gradient, variable, learning_rate)
+        # Keras passes the backend's variable here (a tf.Variable, a replica's under a strategy), so
+        # its slot is found as Keras' own optimizers and its custom-optimizer example find theirs:
+        # _get_variable_index, the one lookup that resolves every such form (tests/test_fast.py).
+        buffer = self.muon_momentums[self._get_variable_index(variable)]
+        gradient = ops.cast(gradient, variable.dtype)
+        self.assign(buffer, buffer * self.muon_momentum + gradient)
+        direction = gradient + self.muon_momentum * buffer  # Nesterov
+        k_h, k_w, c_in, c_out = variable.shape
+        as_matrix = ops.reshape(ops.transpose(direction, (3, 0, 1, 2)), (c_out, k_h * k_w * c_in))
+        update = ops.transpose(ops.reshape(orthogonalise(as_matrix, self.newton_schulz_steps),
+                                           (c_out, k_h, k_w, c_in)), (1, 2, 3, 0))
+        weight = variable * (c_out ** 0.5 / (ops.sqrt(ops.sum(ops.square(variable))) + 1e-12))
+        rate = ops.cast(learning_rate, variable.dtype) * self.muon_scale
+        self.assign(variable, weight - rate * update)
 
     def watch(self, weights):
         """Average these weights (a model's `weights`: its float ones take part). Call it in the
@@ -250,7 +336,7 @@ class BiasScaledSGD(keras.optimizers.SGD):
             if grad is not None:
                 if variable.path.endswith(("/beta", "/bias")):
                     grad = grad * self.bias_scale
-                if self.l2:
+                if self.l2 and not self.takes_muon(variable):
                     grad = grad + self.l2 * variable.value
             scaled.append(grad)
         if not self.lookahead_every:
@@ -293,7 +379,26 @@ class BiasScaledSGD(keras.optimizers.SGD):
     def get_config(self):
         return {**super().get_config(), "bias_scale": self.bias_scale, "l2": self.l2,
                 "lookahead_every": self.lookahead_every, "lookahead_decay": self.lookahead_decay,
-                "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch}
+                "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
+                "muon_scale": self.muon_scale, "muon_momentum": self.muon_momentum,
+                "newton_schulz_steps": self.newton_schulz_steps}
+
+
+def orthogonalise(matrix, steps):
+    """Muon's approximate orthogonalisation of a 2-D `matrix` (keras.ops): `steps` of the quintic
+    Newton-Schulz iteration X <- aX + (bA + cA^2)X, A = XX^T, from X = matrix / its Frobenius norm,
+    with Keller Jordan's coefficients (3.4445, -4.7750, 2.0315): the result's singular values lie
+    around 0.7-1.2 rather than exactly 1, which trains as well. Run on the wide orientation, so A
+    is the smaller Gram matrix."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    rows, cols = matrix.shape
+    x = matrix / (ops.sqrt(ops.sum(ops.square(matrix))) + 1e-7)
+    if rows > cols:
+        x = ops.transpose(x)
+    for _ in range(steps):
+        gram = ops.matmul(x, ops.transpose(x))
+        x = a * x + ops.matmul(b * gram + c * ops.matmul(gram, gram), x)
+    return ops.transpose(x) if rows > cols else x
 
 
 @keras.saving.register_keras_serializable(package="cifar.models.fast")
@@ -326,11 +431,15 @@ def recipe(train_cfg, steps_per_epoch):
     peak, decay = per_step(train_cfg["learning_rate"], train_cfg["weight_decay"], train_cfg["momentum"],
                            train_cfg["batch_size"])
     schedule = WarmupDecay(peak, total, round(train_cfg["warmup_fraction"] * total), start, end)
+    muon = train_cfg.get("muon") or {}  # Muon's learning rate has the schedule's shape, its own peak
     optimizer = BiasScaledSGD(learning_rate=schedule, momentum=train_cfg["momentum"], nesterov=True,
                               bias_scale=train_cfg["bias_lr_scale"], l2=decay / peak,
                               lookahead_every=train_cfg["lookahead_every"],
                               lookahead_decay=train_cfg["lookahead_decay"], total_steps=total,
-                              steps_per_epoch=steps_per_epoch)
+                              steps_per_epoch=steps_per_epoch,
+                              muon_scale=muon.get("learning_rate", 0.0) / peak,
+                              muon_momentum=muon.get("momentum", 0.6),
+                              newton_schulz_steps=muon.get("newton_schulz_steps", 3))
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg["label_smoothing"])
 
     def prepare(model):  # lookahead averages every float weight, not only the trainable ones
