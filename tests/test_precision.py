@@ -51,12 +51,12 @@ SMALL_FAST = {**FAST, "widths": [8, 16, 16], "whiten_images": 128}
 MUON = {"learning_rate": 0.24, "momentum": 0.6, "newton_schulz_steps": 3}
 
 
-@pytest.mark.parametrize("muon", [None, MUON], ids=["sgd", "muon"])
-def test_the_fast_recipe_trains_in_bfloat16_and_resumes_exactly(tmp_path, muon):
-    """BiasScaledSGD (with SGD or Muon for the filters), lookahead, the whitening convolution and
-    BatchNormalization without a scale, in mixed_bfloat16: the variables stay float32, the loss is
-    finite, and a resumed run repeats the uninterrupted one (to 1e-4): Muon's momentum buffers
-    are part of the resume state."""
+def test_the_fast_recipe_trains_in_bfloat16_and_resumes_exactly(tmp_path, muon=MUON):
+    """BiasScaledSGD (with Muon for the filters: its momentum buffers are part of the resume
+    state), lookahead, the whitening convolution and fused BatchNormalization without a scale,
+    in mixed_bfloat16: the variables stay float32, the loss is finite, and a resumed run repeats
+    the uninterrupted one (to 1e-4). The SGD filters' resume is tests/test_resume_e2e.py's, in
+    the default precision."""
     from test_training import StopAfter
 
     arrays = arrays_of()
