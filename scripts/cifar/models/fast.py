@@ -32,6 +32,33 @@ from cifar import params
 from cifar.data import IMAGE_SHAPE, NUM_CLASSES
 from cifar.models import Phase, Plan, Recipe
 
+AUGMIX_RULES = {"severity": params.number(int, 1, 10), "width": params.number(int, 1, 10),
+                "depth": params.number(int, 0, 10), "alpha": params.number(float, 0, 100, lo_open=True)}
+MUON_RULES = {"learning_rate": params.number(float, 0, 10, lo_open=True),
+              "momentum": params.number(float, 0, 1, hi_open=True),
+              "newton_schulz_steps": params.number(int, 1, 10)}
+
+
+def optional_block(rules, allowed):
+    """Rule for a setting that is null or a mapping with exactly `rules`' keys, each passing its
+    rule; `allowed` says what it may be."""
+    def rule(value):
+        if value is None:
+            return None
+        if not isinstance(value, dict) or set(value) != set(rules):
+            return allowed
+        return allowed if any(check(value[key]) for key, check in rules.items()) else None
+    return rule
+
+
+# `augment.augmix`: AugMix's settings (cifar.augmix), for the augmix policy only.
+_augmix = optional_block(AUGMIX_RULES, "null, or {severity: 1-10, width: 1-10, depth: 0-10 (0: 1 to 3 per chain), "
+                                       "alpha: > 0}, AugMix's settings")
+# `train.muon`: null (SGD for the convolution filters too), or Muon's settings for them (BiasScaledSGD).
+_muon = optional_block(MUON_RULES, "null, or {learning_rate: > 0, momentum: 0 to < 1, newton_schulz_steps: 1-10}, "
+                                   "Muon's settings for the convolution filters")
+
+
 SCHEMA = {  # params.yaml `train_fast`
     "widths": params.int_list(3, 1, 4096),
     "whiten_patch": params.number(int, 1, 4),
@@ -42,7 +69,7 @@ SCHEMA = {  # params.yaml `train_fast`
     "augment": {
         "policy": params.choice("flip_translate", "augmix"),
         "translate_px": params.number(int, 0, 8),
-        "augmix": lambda value: None if value is None else _augmix(value),
+        "augmix": _augmix,
     },
     "train": {
         "optimizer": params.choice("sgd_nesterov"),
@@ -57,7 +84,7 @@ SCHEMA = {  # params.yaml `train_fast`
         "label_smoothing": params.number(float, 0, 1, hi_open=True),
         "lookahead_every": params.number(int, 1, 10_000),
         "lookahead_decay": params.number(float, 0, 1),
-        "muon": lambda value: None if value is None else _muon(value),
+        "muon": _muon,
         "validate_every": params.number(int, 1, 10_000),
         "drop_last": params.boolean,
         "distribute": params.choice("default", "mirrored", "multi_worker"),
@@ -66,35 +93,6 @@ SCHEMA = {  # params.yaml `train_fast`
         "precision": params.choice("float32", "mixed_bfloat16", "mixed_float16"),
     },
 }
-AUGMIX_RULES = {"severity": params.number(int, 1, 10), "width": params.number(int, 1, 10),
-                "depth": params.number(int, 0, 10), "alpha": params.number(float, 0, 100, lo_open=True)}
-
-
-def _augmix(value):
-    """Rule for `augment.augmix`: null, or {severity 1-10, width 1-10, depth 0-10 (0: 1 to 3 per
-    chain), alpha > 0}, AugMix's settings (cifar.augmix)."""
-    allowed = ("null, or {severity: 1-10, width: 1-10, depth: 0-10 (0: 1 to 3 per chain), alpha: > 0}, "
-               "AugMix's settings")
-    if not isinstance(value, dict) or set(value) != set(AUGMIX_RULES):
-        return allowed
-    return allowed if any(rule(value[key]) for key, rule in AUGMIX_RULES.items()) else None
-
-
-MUON_RULES = {"learning_rate": params.number(float, 0, 10, lo_open=True),
-              "momentum": params.number(float, 0, 1, hi_open=True),
-              "newton_schulz_steps": params.number(int, 1, 10)}
-
-
-def _muon(value):
-    """Rule for `train.muon`: null (SGD for the convolution filters too), or {learning_rate > 0,
-    momentum in [0, 1), newton_schulz_steps 1-10}: Muon for the 3x3 filters (BiasScaledSGD)."""
-    allowed = ("null, or {learning_rate: > 0, momentum: 0 to < 1, newton_schulz_steps: 1-10}, "
-               "Muon's settings for the convolution filters")
-    if not isinstance(value, dict) or set(value) != set(MUON_RULES):
-        return allowed
-    return allowed if any(rule(value[key]) for key, rule in MUON_RULES.items()) else None
-
-
 def validate(values, where="train_fast", path="params.yaml"):
     """Check the section against SCHEMA, and that `augment.augmix` is set exactly when the policy
     is augmix (a setting the policy ignores must be null, so changing it cannot retrain for nothing)."""
@@ -314,7 +312,7 @@ class BiasScaledSGD(keras.optimizers.SGD):
         as_matrix = ops.reshape(ops.transpose(direction, (3, 0, 1, 2)), (c_out, k_h * k_w * c_in))
         update = ops.transpose(ops.reshape(orthogonalise(as_matrix, self.newton_schulz_steps),
                                            (c_out, k_h, k_w, c_in)), (1, 2, 3, 0))
-        weight = variable * (c_out ** 0.5 / (ops.sqrt(ops.sum(ops.square(variable))) + 1e-12))
+        weight = variable * (c_out ** 0.5 / (ops.norm(ops.reshape(variable, (-1,))) + 1e-12))
         rate = ops.cast(learning_rate, variable.dtype) * self.muon_scale
         self.assign(variable, weight - rate * update)
 
@@ -392,7 +390,7 @@ def orthogonalise(matrix, steps):
     is the smaller Gram matrix."""
     a, b, c = 3.4445, -4.7750, 2.0315
     rows, cols = matrix.shape
-    x = matrix / (ops.sqrt(ops.sum(ops.square(matrix))) + 1e-7)
+    x = matrix / (ops.norm(matrix) + 1e-7)
     if rows > cols:
         x = ops.transpose(x)
     for _ in range(steps):
@@ -431,15 +429,14 @@ def recipe(train_cfg, steps_per_epoch):
     peak, decay = per_step(train_cfg["learning_rate"], train_cfg["weight_decay"], train_cfg["momentum"],
                            train_cfg["batch_size"])
     schedule = WarmupDecay(peak, total, round(train_cfg["warmup_fraction"] * total), start, end)
-    muon = train_cfg.get("muon") or {}  # Muon's learning rate has the schedule's shape, its own peak
+    muon = train_cfg.get("muon")  # Muon's learning rate has the schedule's shape, its own peak
+    muon_settings = {"muon_scale": muon["learning_rate"] / peak, "muon_momentum": muon["momentum"],
+                     "newton_schulz_steps": muon["newton_schulz_steps"]} if muon else {}
     optimizer = BiasScaledSGD(learning_rate=schedule, momentum=train_cfg["momentum"], nesterov=True,
                               bias_scale=train_cfg["bias_lr_scale"], l2=decay / peak,
                               lookahead_every=train_cfg["lookahead_every"],
                               lookahead_decay=train_cfg["lookahead_decay"], total_steps=total,
-                              steps_per_epoch=steps_per_epoch,
-                              muon_scale=muon.get("learning_rate", 0.0) / peak,
-                              muon_momentum=muon.get("momentum", 0.6),
-                              newton_schulz_steps=muon.get("newton_schulz_steps", 3))
+                              steps_per_epoch=steps_per_epoch, **muon_settings)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg["label_smoothing"])
 
     def prepare(model):  # lookahead averages every float weight, not only the trainable ones
