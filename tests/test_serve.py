@@ -112,3 +112,16 @@ def test_the_index_gives_each_models_test_and_corrupted_accuracy_the_most_accura
     assert [(m["name"], m["accuracy"], m["corrupted_accuracy"]) for m in index] == [
         ("plain", 0.936, 0.75), ("robust", 0.934, 0.85), ("unmeasured", 0.5, None)]
     assert all(m["corrupted_accuracy"] is None for m in serve.model_index(exports))  # no metrics: none
+
+
+def test_npm_packages_resolve_as_nodejs_does_from_a_copy_inside_the_repository(tmp_path):
+    # A `dvc exp run --temp` copy lives under the repository's .dvc/tmp/exps/ without node_modules.
+    package = tmp_path / "node_modules" / "@tensorflow" / "tfjs"
+    package.mkdir(parents=True)
+    copy = tmp_path / ".dvc" / "tmp" / "exps" / "standalone" / "tmp1"
+    copy.mkdir(parents=True)
+    assert serve.npm_package("@tensorflow/tfjs", copy) == package
+    (copy / "node_modules" / "@tensorflow" / "tfjs").mkdir(parents=True)  # its own comes first
+    assert serve.npm_package("@tensorflow/tfjs", copy) == copy / "node_modules" / "@tensorflow" / "tfjs"
+    # None anywhere: the copy's own path is named, so make_server's error says what to install.
+    assert serve.npm_package("left-pad", copy) == copy / "node_modules" / "left-pad"

@@ -140,12 +140,23 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             super().log_message(format, *args)
 
 
+def npm_package(name, start=REPO):
+    """The folder of npm package `name` as Node.js resolves it from `start`: the first
+    node_modules/<name> in `start` or above it. A `dvc exp run --temp` copy of the repository
+    (under .dvc/tmp/exps/) has no node_modules of its own and uses the repository's, as
+    Node.js does for the TF.js parity check; `start`'s own is named when none is found."""
+    for folder in (start, *start.parents):
+        if (folder / "node_modules" / name).is_dir():
+            return folder / "node_modules" / name
+    return start / "node_modules" / name
+
+
 def make_server(host, port, exports, quiet=False, metrics=None):
     exports = Path(exports).resolve()
     routes = {
         "/": REPO / "web",
-        "/vendor/tfjs/": REPO / "node_modules" / "@tensorflow" / "tfjs" / "dist",
-        "/vendor/tfjs-backend-wasm/": REPO / "node_modules" / "@tensorflow" / "tfjs-backend-wasm" / "dist",
+        "/vendor/tfjs/": npm_package("@tensorflow/tfjs") / "dist",
+        "/vendor/tfjs-backend-wasm/": npm_package("@tensorflow/tfjs-backend-wasm") / "dist",
         "/models/": exports,
     }
     for prefix, folder in routes.items():
