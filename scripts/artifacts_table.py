@@ -124,9 +124,10 @@ def markdown(table, results):
               f"latency is the median single-image prediction, throughput is batched. Targets: float "
               f"formats agree with Keras on >= {FLOAT_AGREEMENT:.1%} of the images; int8 is <= "
               f"{INT8_SIZE_RATIO:.0%} of the float32 TF-Lite file (or within {INT8_FLOOR_MARGIN:.0%} of it from its "
-              f"structural floor: int8 weights, int32 biases, their scales and zero points) and loses <= "
+              f"structural floor: int8 weights, 32- and 64-bit biases, their scales and zero points) and loses <= "
               f"{INT8_ACCURACY_DROP_PP} pp; the int8 file shipped is the first candidate (integer-only, then "
-              f"the worst layers in float) within that on val."]
+              f"int16 activations in the worst layers, then those layers in float) within that on val, else "
+              f"the most accurate."]
     return "\n".join(lines) + "\n"
 
 

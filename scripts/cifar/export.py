@@ -1,9 +1,11 @@
 """Turning a trained Keras model into the formats it ships in: SavedModel, TF-Lite, TF.js.
 
 Every format takes what the Keras model takes: raw RGB pixels, 0-255, NHWC, 32x32; the scaling
-lives inside the graph. The one exception is the full-int8 TF-Lite model, whose input tensor is
-uint8 (the same raw pixels, quantized with scale 1 and zero point 0) and whose output tensor is
-uint8 probabilities (probability = value / 256).
+lives inside the graph. The one exception is the int8 TF-Lite model: as the converter writes it
+(the `integer_only` candidate) its input tensor is uint8 (the same raw pixels, quantized with
+scale 1 and zero point 0) and its output tensor uint8 probabilities (probability = value / 256);
+the `int16_worst` candidate takes and gives int8 with the scale and zero point metadata.json
+records, the `float_worst` one float32.
 """
 
 from __future__ import annotations
@@ -367,19 +369,62 @@ def selective(saved_model_dir, calibration, images, denylisted_ops=(), denyliste
         raise ExportError(f"TF-Lite int8 conversion of {saved_model_dir} with layers in float failed: {err}") from err
 
 
-def int8_candidates(source, calibration, float_layers):
+def int16_activations(float_tflite, calibration, tensors, threads=None):
+    """Integer-only TF-Lite bytes made from a float32 .tflite by litert-quantizer (static
+    quantization, calibrated on `calibration`): int8 weights everywhere, int16 activations in the
+    operations that write the named `tensors` and int8 ones in the rest, with integer QUANTIZE
+    operations between them; int8 in and out (the raw pixels with the calibrated scale and zero
+    point, the probabilities likewise: metadata.json records both)."""
+    import contextlib
+    import io
+    import os
+    import warnings
+
+    from ai_edge_litert.interpreter import Interpreter
+    from litert_quantizer import quantizer
+
+    try:
+        (signature, spec), = Interpreter(model_content=bytes(float_tflite)).get_signature_list().items()
+        batches = [{spec["inputs"][0]: calibration[i:i + 1].astype(np.float32)} for i in range(len(calibration))]
+        quant = quantizer.Quantizer(bytearray(float_tflite))
+        quant.add_static_config(".*", "*", 8, 8)  # activation bits, weight bits
+        if tensors:
+            # An operation's scope is the names of the tensors it writes, each followed by ';'
+            # (litert_quantizer.utils.tfl_flatbuffer_utils.get_op_scope); the later rule wins.
+            quant.add_static_config("^(?:" + "|".join(re.escape(t) for t in tensors) + ");$", "*", 16, 8)
+        # Its progress bars and its note on keeping every tensor for calibration are not news.
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), quiet_converter():
+            warnings.simplefilter("ignore")
+            qsvs = quant.calibrate({signature: batches}, num_threads=threads or len(os.sched_getaffinity(0)))
+            return bytes(quant.quantize(qsvs, enable_progress_bar=False, enable_progress_report=False).quantized_model)
+    except Exception as err:  # the quantizer raises many types; all mean the same here
+        raise ExportError(f"litert-quantizer's int16 activations for {len(tensors)} layer(s) failed: {err}") from err
+
+
+def int8_candidates(source, calibration, float_layers, int16_layers=0):
     """The int8 files the export tries, in order of preference: [(name, integer-only, what it is,
-    make() -> bytes)]. Integer-only first (what microcontrollers and integer NPUs need), then the
-    quantization debugger's `float_layers` worst layers kept in float."""
-    def worst_in_float():
-        ranking = debugger_ranking(source, calibration, calibration[:DEBUG_IMAGES])
-        return selective(source, calibration, calibration[:DEBUG_IMAGES],
-                         denylisted_nodes=[tensor for tensor, _, _ in ranking[:float_layers]])
+    make() -> bytes)]. Integer-only first (what microcontrollers and integer NPUs need); then, still
+    integer-only, int16 activations in the quantization debugger's `int16_layers` worst layers
+    (litert-quantizer); then its `float_layers` worst layers kept in float. The debugger runs once,
+    when the first candidate that needs its ranking is made."""
+    ranked = []
+
+    def worst(count):
+        if not ranked:
+            ranked.extend(debugger_ranking(source, calibration, calibration[:DEBUG_IMAGES]))
+        return [tensor for tensor, _, _ in ranked[:count]]
 
     found = [("integer_only", True, "every operation int8", lambda: tflite(source, "int8", calibration))]
+    if int16_layers:
+        found.append((f"int16_worst{int16_layers}", True,
+                      f"int8 with int16 activations in the quantization debugger's {int16_layers} worst layer(s) "
+                      f"(litert-quantizer)",
+                      lambda: int16_activations(tflite(source, "float32"), calibration, worst(int16_layers))))
     if float_layers:
         found.append((f"float_worst{float_layers}", False,
-                      f"int8 with the quantization debugger's {float_layers} worst layer(s) in float", worst_in_float))
+                      f"int8 with the quantization debugger's {float_layers} worst layer(s) in float",
+                      lambda: selective(source, calibration, calibration[:DEBUG_IMAGES],
+                                        denylisted_nodes=worst(float_layers))))
     return found
 
 
@@ -440,8 +485,8 @@ def _make_tflite_int8(job):
             probabilities, _ = inference.predict_batches(inference.TFLitePredictor(path), val_x, 256)
             return float(np.mean(probabilities.argmax(1) == val_y))
 
-        payload, chosen = choose_int8(int8_candidates(source, calibration, job.cfg["int8_float_layers"]),
-                                      accuracy_of, float_accuracy, INT8_ACCURACY_DROP_PP)
+        candidates = int8_candidates(source, calibration, job.cfg["int8_float_layers"], job.cfg["int8_int16_layers"])
+        payload, chosen = choose_int8(candidates, accuracy_of, float_accuracy, INT8_ACCURACY_DROP_PP)
     for t in chosen["candidates"]:
         print(f"{job.name}: int8 candidate {t['candidate']:<14} val accuracy {t['val_accuracy'] * 100:6.2f}% "
               f"({-t['drop_pp']:+.2f} pp against float, {len(val_x):,} val images)")
@@ -520,7 +565,8 @@ def structural_floor(artifact):
     parts = artifact.get("bytes_by_part")
     if not parts:
         return None
-    return parts.get("int8_tensor_data", 0) + parts.get("int32_tensor_data", 0) + parts.get("quantization_params", 0)
+    return sum(parts.get(part, 0) for part in (  # int64: the biases of layers with int16 activations
+        "int8_tensor_data", "int32_tensor_data", "int64_tensor_data", "quantization_params"))
 
 
 def targets(results, artifacts):
