@@ -82,8 +82,9 @@ stage-times: setup ## run every stage from scratch (dvc repro --force), timing e
 test: setup ## run the test suite
 	python -m pytest
 
-bench: setup ## measure training img/s of every model (and against the machine's matmul rate), augmentation, speed levers
-	python scripts/tools/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out reports/studies/bench/bench.json
+bench: setup ## measure training img/s of every model (and against the machine's matmul rate), augmentation, speed levers (LEVER_MODELS=fast: levers of those models only)
+	python scripts/tools/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out reports/studies/bench/bench.json \
+		$(if $(LEVER_MODELS),--lever-models $(LEVER_MODELS))
 
 GPU_CHECK := build/gpu_check
 gpu-check: ## on a GPU machine: the GPU set-up, make bench, the fast model on the real data -> reports/studies/bench/gpu.json
