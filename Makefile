@@ -70,8 +70,10 @@ SEEDS ?= 3
 seeds: setup ## train MODELS (default every model) with SEEDS seeds (default 3), one after another -> reports/studies/seeds/
 	python scripts/tools/seeds.py --models $(or $(MODELS),all) --seeds $(SEEDS)
 
-readme: setup ## write the README's results table from the committed metrics and the seed table
+readme: setup ## write the README's results table (committed metrics, seed table) and docs/export.md's artifacts table
 	python scripts/tools/readme_results.py --readme README.md
+	python scripts/artifacts_table.py --metrics reports/metrics/export --table reports/artifacts.md \
+		--plot reports/eval/artifacts.csv --readme docs/export.md
 
 profile: setup ## where a training step's time goes, by kind of op, in each precision (MODEL=fast) -> reports/studies/profile/
 	python scripts/tools/profile_step.py --model $(or $(MODEL),fast)

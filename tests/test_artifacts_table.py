@@ -102,8 +102,7 @@ def test_readme_shows_the_table_the_committed_parity_results_give():
     _, text = artifacts_table.render(REPO / "reports" / "metrics" / "export", REPO / "params.yaml")
     readme = (REPO / "docs" / "export.md").read_text()
     assert artifacts_table.block_of(readme) == text, (
-        "README's artifacts table is stale: run `python scripts/artifacts_table.py --metrics "
-        "reports/metrics/export --table reports/artifacts.md --readme docs/export.md`")
+        "docs/export.md's artifacts table is stale: run `make readme`")
     assert (REPO / "reports" / "artifacts.md").read_text().endswith(text)
 
 
