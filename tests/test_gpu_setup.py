@@ -53,9 +53,8 @@ def test_the_gpu_check_writes_the_device_the_rates_and_the_time_to_accuracy(tmp_
     model = cnn.build_cnn(filters=(4, 4, 4), dense_units=4)
     model.save(tmp_path / "fast.keras")
     rates = {"train_img_per_s": 5000.0, "augmentation_img_per_s": 2500.0, "augmentation_vs_training": 0.5,
-             "fraction_of_matmul": 0.4}
-    (tmp_path / "bench.json").write_text(json.dumps({"models": {"fast": rates, "cnn": rates},
-                                                     "predicted_time_ratio_fast_vs_seed": 0.4}))
+             "fraction_of_matmul": 0.4, "predicted_time_vs_seed_recipe": 0.45}
+    (tmp_path / "bench.json").write_text(json.dumps({"models": {"fast": rates, "cnn": rates}}))
     (tmp_path / "train.json").write_text(json.dumps({"fast": {
         "device": "GPU:0 (NVIDIA H200)", "precision": "float32", "jit_compile": True, "best_val_accuracy": 0.9,
         "epochs_run": 13, "wall_time_s": 60.0, "train_img_per_s": 9000.0}}))
@@ -67,6 +66,7 @@ def test_the_gpu_check_writes_the_device_the_rates_and_the_time_to_accuracy(tmp_
     predicted = model.predict(x.astype("float32"), verbose=0).argmax(axis=1)
     assert result["device"] == "GPU:0 (NVIDIA H200)" and result["precision"] == "float32"
     assert result["models"]["fast"]["augmentation_vs_training"] == 0.5
+    assert result["models"]["fast"]["predicted_time_vs_seed_recipe"] == 0.45  # bench's field, per model
     assert result["fast"]["wall_time_s"] == 60.0 and result["fast"]["test_accuracy"] == float(np.mean(predicted == y))
     assert gpu_check.report(json.loads((tmp_path / "bench.json").read_text()),
                             json.loads((tmp_path / "train.json").read_text()), 0.5)["fast"]["test_accuracy"] == 0.5

@@ -29,9 +29,9 @@ def report(bench, trained, test_accuracy):
         "jit_compile": fast.get("jit_compile"),
         "models": {name: {"train_img_per_s": m["train_img_per_s"], "augmentation_img_per_s": m["augmentation_img_per_s"],
                           "augmentation_vs_training": m["augmentation_vs_training"],
-                          "fraction_of_matmul": m["fraction_of_matmul"]}
+                          "fraction_of_matmul": m["fraction_of_matmul"],
+                          "predicted_time_vs_seed_recipe": m.get("predicted_time_vs_seed_recipe")}
                    for name, m in bench["models"].items()},
-        "predicted_time_ratio_fast_vs_seed": bench.get("predicted_time_ratio_fast_vs_seed"),
         "fast": {"test_accuracy": test_accuracy, "best_val_accuracy": fast["best_val_accuracy"],
                  "epochs": fast["epochs_run"], "wall_time_s": fast["wall_time_s"],
                  "train_img_per_s": fast["train_img_per_s"]},
