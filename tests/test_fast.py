@@ -39,7 +39,7 @@ def test_whitening_filters_whiten_the_patches():
 
 def test_the_architecture_is_airbench94s():
     model = fast.build(SECTION, images(64))
-    assert model.count_params() == 1_973_920  # airbench94's 1.97M, without the whitening bias
+    assert model.count_params() == 1_973_920  # airbench94's 1.97M, without the whitening bias (its default here)
     net = model.get_layer("fast_net")
     assert [layer.filters for layer in net.layers if isinstance(layer, keras.layers.Conv2D)] == [24, 64, 64, 256, 256, 256, 256]
     assert not net.get_layer("whiten").trainable and not any(
@@ -214,6 +214,36 @@ def test_the_fast_recipe_trains_and_validates_as_configured(tmp_path):
     assert validated == [False, True, True]  # epoch 2 (every 2nd) and the last
     assert rows[-1]["loss"] < rows[0]["loss"] and summary["best_epoch"] in (2, 3)
     assert [r["lr"] for r in rows] == sorted([r["lr"] for r in rows], reverse=True)  # decaying after warm-up
+
+
+class WhitenBiasPerEpoch(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        whiten = self.model.get_layer("fast_net").get_layer("whiten")
+        self.layer, self.kernel = whiten, whiten.kernel.numpy()
+        self.seen = [whiten.bias.numpy()]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen.append(self.layer.bias.numpy())
+
+
+def test_the_whitening_bias_trains_for_its_epochs_then_stops(tmp_path):
+    """airbench's whitening bias: trained in epoch 1 of 3 (at the plain learning rate), then its
+    gradient is zero; only the fading momentum moves it in epoch 3. The filters never train."""
+    import synthetic
+
+    batch = synthetic.batch(544, seed=1)
+    x = batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
+    y = np.array(batch[b"labels"], np.uint8)
+    arrays = {"x_train": x[:512], "y_train": y[:512], "x_val": x[512:], "y_val": y[512:]}
+    train = {**SECTION["train"], "epochs": 3, "batch_size": 64, "validate_every": 3, "whiten_bias_epochs": 1}
+    section = {**SECTION, "widths": [8, 16, 16], "whiten_images": 256, "train": train}
+    watch = WhitenBiasPerEpoch()
+    model = lambda: fast.build(section, arrays["x_train"])  # noqa: E731
+    assert model().count_params() == fast.build({**section, "train": SECTION["train"]}, images(64)).count_params() + 24
+    training.fit(model, arrays, train, SECTION["augment"], 1, tmp_path / "state", [watch], recipe=fast.recipe)
+    moved = [float(np.abs(b - a).max()) for a, b in zip(watch.seen, watch.seen[1:])]
+    assert moved[0] > 1e-3 and moved[2] < 0.2 * moved[0], moved
+    np.testing.assert_allclose(watch.layer.kernel.numpy(), watch.kernel, atol=1e-6)  # lookahead's blend rounds
 
 
 def test_convolutions_start_with_dirac_filters():

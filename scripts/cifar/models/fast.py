@@ -11,9 +11,10 @@ from the paper's description, with its recipe, its optimizer and its schedule.
 
 BatchNormalization has no learned scale (as airbench: its weight is frozen at 1) and a fast
 moving average. Differences from airbench94, chosen to keep every artifact exportable and the
-code small: GELU is the tanh approximation (TF.js cannot run the exact one's Erfc), the
-whitening convolution has no bias (airbench trains one for 3 epochs), and the network trains on
-the 40,000-image split the pipeline shares. Test-time augmentation is an inference choice
+code small: GELU is the tanh approximation (TF.js cannot run the exact one's Erfc), and the
+network trains on the 40,000-image split the pipeline shares. The whitening convolution's bias
+is airbench's option `train.whiten_bias_epochs`: 0 builds none; N > 0 builds one that trains for
+the first N epochs, then stops (airbench trains it for 3). Test-time augmentation is an inference choice
 (`models.fast.tta`, cifar.tta), applied to the trained model.
 
 The recipe (`recipe`) is airbench's: SGD with Nesterov momentum on a warm-up/decay schedule per
@@ -84,6 +85,7 @@ SCHEMA = {  # params.yaml `train_fast`
         "label_smoothing": params.number(float, 0, 1, hi_open=True),
         "lookahead_every": params.number(int, 1, 10_000),
         "lookahead_decay": params.number(float, 0, 1),
+        "whiten_bias_epochs": params.number(int, 0, 10_000),
         "muon": _muon,
         "validate_every": params.number(int, 1, 10_000),
         "drop_last": params.boolean,
@@ -199,7 +201,8 @@ def build(section, images):
     kernel = whitening_filters((sample - mean) / std, patch)
 
     net_in = keras.Input(IMAGE_SHAPE, name="standardised")
-    whiten = layers.Conv2D(kernel.shape[-1], patch, padding="valid", use_bias=False, trainable=False, name="whiten")
+    bias = section["train"].get("whiten_bias_epochs", 0) > 0  # its optimizer stops it after those epochs
+    whiten = layers.Conv2D(kernel.shape[-1], patch, padding="valid", use_bias=bias, trainable=bias, name="whiten")
     x = layers.Activation(gelu_tanh, name="whiten_gelu")(whiten(net_in))
     for i, width in enumerate(section["widths"], start=1):
         x = conv_group(x, width, section["batchnorm_momentum"], f"group{i}", section["batchnorm"])
@@ -207,7 +210,8 @@ def build(section, images):
     x = layers.Dense(NUM_CLASSES, use_bias=False, name="logits")(x)
     logits = layers.Rescaling(section["logit_scale"], name="logit_scale")(x)
     net = keras.Model(net_in, logits, name="fast_net")
-    whiten.set_weights([kernel])
+    whiten.set_weights([kernel, np.zeros(kernel.shape[-1], np.float32)] if bias else [kernel])
+    whiten.kernel.trainable = False  # the filters stay the whitening ones; only the bias may train
     for layer in net.layers:
         if layer.name.startswith("group") and isinstance(layer, layers.Conv2D):
             dirac_init(layer)
@@ -269,6 +273,11 @@ class BiasScaledSGD(keras.optimizers.SGD):
     (StartLookahead calls it at the first epoch's start, after a resume has restored the
     weights). No step waits on the host, and it works with any `steps_per_execution`.
 
+    With `whiten_bias_steps` > 0, the whitening convolution's bias (the variable named
+    whiten/bias) trains for that many steps as airbench trains it: the plain learning rate (not
+    `bias_scale`) with L2; from then on its gradient is zero, and its Nesterov momentum carries it
+    a little further, fading by `momentum` each step (airbench leaves it out of the step instead).
+
     With `muon_scale` > 0, the convolution filters (every trainable 4-D kernel) take Muon's step
     instead (Jordan et al. 2024, as airbench94_muon): Nesterov momentum `muon_momentum` on the raw
     gradient, the filter rescaled to Frobenius norm sqrt(out_channels), then a step of
@@ -278,13 +287,15 @@ class BiasScaledSGD(keras.optimizers.SGD):
     """
 
     def __init__(self, bias_scale=1.0, l2=0.0, lookahead_every=0, lookahead_decay=0.0, total_steps=1,
-                 steps_per_epoch=1, muon_scale=0.0, muon_momentum=0.6, newton_schulz_steps=3, **kwargs):
+                 steps_per_epoch=1, muon_scale=0.0, muon_momentum=0.6, newton_schulz_steps=3,
+                 whiten_bias_steps=0, **kwargs):
         super().__init__(**kwargs)
         self.bias_scale, self.l2 = float(bias_scale), float(l2)
         self.lookahead_every, self.lookahead_decay = int(lookahead_every), float(lookahead_decay)
         self.total_steps, self.steps_per_epoch = int(total_steps), int(steps_per_epoch)
         self.muon_scale, self.muon_momentum = float(muon_scale), float(muon_momentum)
         self.newton_schulz_steps = int(newton_schulz_steps)
+        self.whiten_bias_steps = int(whiten_bias_steps)
         self._lookahead = None
 
     def takes_muon(self, variable):
@@ -332,10 +343,13 @@ class BiasScaledSGD(keras.optimizers.SGD):
         scaled = []
         for grad, variable in zip(grads, variables):
             if grad is not None:
-                if variable.path.endswith(("/beta", "/bias")):
+                whiten_bias = variable.path.split("/")[-2:] == ["whiten", "bias"]
+                if variable.path.endswith(("/beta", "/bias")) and not whiten_bias:
                     grad = grad * self.bias_scale
                 if self.l2 and not self.takes_muon(variable):
                     grad = grad + self.l2 * variable.value
+                if whiten_bias:  # self.iterations: the steps taken before this one
+                    grad = grad * ops.cast(self.iterations < self.whiten_bias_steps, grad.dtype)
             scaled.append(grad)
         if not self.lookahead_every:
             return super().apply(scaled, trainable_variables)
@@ -379,7 +393,7 @@ class BiasScaledSGD(keras.optimizers.SGD):
                 "lookahead_every": self.lookahead_every, "lookahead_decay": self.lookahead_decay,
                 "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
                 "muon_scale": self.muon_scale, "muon_momentum": self.muon_momentum,
-                "newton_schulz_steps": self.newton_schulz_steps}
+                "newton_schulz_steps": self.newton_schulz_steps, "whiten_bias_steps": self.whiten_bias_steps}
 
 
 def orthogonalise(matrix, steps):
@@ -436,7 +450,8 @@ def recipe(train_cfg, steps_per_epoch):
                               bias_scale=train_cfg["bias_lr_scale"], l2=decay / peak,
                               lookahead_every=train_cfg["lookahead_every"],
                               lookahead_decay=train_cfg["lookahead_decay"], total_steps=total,
-                              steps_per_epoch=steps_per_epoch, **muon_settings)
+                              steps_per_epoch=steps_per_epoch,
+                              whiten_bias_steps=train_cfg.get("whiten_bias_epochs", 0) * steps_per_epoch, **muon_settings)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg["label_smoothing"])
 
     def prepare(model):  # lookahead averages every float weight, not only the trainable ones
