@@ -39,11 +39,15 @@ def test_whitening_filters_whiten_the_patches():
 
 def test_the_architecture_is_airbench94s():
     model = fast.build(SECTION, images(64))
-    assert model.count_params() == 1_973_920  # airbench94's 1.97M, without the whitening bias (its default here)
+    assert SECTION["train"]["whiten_bias_epochs"] > 0
+    assert model.count_params() == 1_973_944  # airbench94's 1.97M, the whitening bias's 24 included
     net = model.get_layer("fast_net")
     assert [layer.filters for layer in net.layers if isinstance(layer, keras.layers.Conv2D)] == [24, 64, 64, 256, 256, 256, 256]
-    assert not net.get_layer("whiten").trainable and not any(
-        bn.scale for bn in net.layers if isinstance(bn, keras.layers.BatchNormalization))
+    whiten = net.get_layer("whiten")  # frozen filters; only its bias trains
+    assert [v.path.split("/")[-1] for v in whiten.trainable_weights] == ["bias"]
+    assert not any(bn.scale for bn in net.layers if isinstance(bn, keras.layers.BatchNormalization))
+    without = fast.build({**SECTION, "train": {**SECTION["train"], "whiten_bias_epochs": 0}}, images(64))
+    assert without.count_params() == 1_973_920 and not without.get_layer("fast_net").get_layer("whiten").trainable_weights
 
 
 def test_test_time_augmentation_averages_the_views_in_one_call_and_only_at_inference(small):
@@ -239,7 +243,8 @@ def test_the_whitening_bias_trains_for_its_epochs_then_stops(tmp_path):
     section = {**SECTION, "widths": [8, 16, 16], "whiten_images": 256, "train": train}
     watch = WhitenBiasPerEpoch()
     model = lambda: fast.build(section, arrays["x_train"])  # noqa: E731
-    assert model().count_params() == fast.build({**section, "train": SECTION["train"]}, images(64)).count_params() + 24
+    no_bias = {**section, "train": {**train, "whiten_bias_epochs": 0}}
+    assert model().count_params() == fast.build(no_bias, images(64)).count_params() + 24
     training.fit(model, arrays, train, SECTION["augment"], 1, tmp_path / "state", [watch], recipe=fast.recipe)
     moved = [float(np.abs(b - a).max()) for a, b in zip(watch.seen, watch.seen[1:])]
     assert moved[0] > 1e-3 and moved[2] < 0.2 * moved[0], moved
