@@ -36,6 +36,10 @@ def test_the_table_gives_the_spread_and_a_single_runs_interval():
     assert spread.describe(row) == "94.00% ± 0.20% (3 seeds)"
     text = seeds.markdown({"fast": row}, 10_000)
     assert "| fast CNN | 3 (42, 43, 44) | 94.00% ± 0.20% | 93.80% – 94.20% |" in text
+    # One run (the pipeline's own, before a sweep) has no spread: no std, and not shown as one.
+    alone = spread.table(runs[1:2], 10_000, {"fast": "fast CNN"})["fast"]
+    assert alone["runs"] == 1 and not spread.current(alone, 0.940, 1100.0)
+    assert "| fast CNN | 1 (42) | 94.00% ± - | 94.00% – 94.00% | 18.3 ± - min |" in seeds.markdown({"fast": alone}, 10_000)
 
 
 def test_a_sweep_reuses_the_pipelines_run_trains_the_other_seeds_and_skips_finished_ones(pipeline_copy):

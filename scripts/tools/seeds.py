@@ -123,10 +123,13 @@ def markdown(summary, test_images):
              "|---|---|---|---|---|---|---|"]
     for row in summary.values():
         acc, time_s = row["test_accuracy"], row["wall_time_s"]
+        several = row["runs"] > 1  # one run has no standard deviation
+        acc_std = f"{acc['std']:.2%}" if several else "-"
+        time_std = f"{time_s['std'] / 60:.1f}" if several else "-"
         lines.append(
             f"| {row['label']} | {row['runs']} ({', '.join(map(str, row['seeds']))}) | "
-            f"{acc['mean']:.2%} ± {acc['std']:.2%} | {acc['min']:.2%} – {acc['max']:.2%} | "
-            f"{time_s['mean'] / 60:.1f} ± {time_s['std'] / 60:.1f} min | {', '.join(row['precision'])} | "
+            f"{acc['mean']:.2%} ± {acc_std} | {acc['min']:.2%} – {acc['max']:.2%} | "
+            f"{time_s['mean'] / 60:.1f} ± {time_std} min | {', '.join(row['precision'])} | "
             f"{'; '.join(row['cpu'])} |")
     low, high = next(iter(summary.values()))["single_run_95_interval"] if summary else (0, 0)
     lines += ["", f"One run's accuracy on {test_images:,} test images carries a 95% binomial interval of about "
