@@ -42,6 +42,19 @@ def test_the_table_gives_the_spread_and_a_single_runs_interval():
     assert "| fast CNN | 1 (42) | 94.00% ± - | 94.00% – 94.00% | 18.3 ± - min |" in seeds.markdown({"fast": alone}, 10_000)
 
 
+def test_a_sweep_needs_the_lock_s_recipe_and_tolerates_only_missing_outputs():
+    absent = {"changed outs": {"models/trained/cnn.keras": "not in cache"}}
+    assert seeds.pipeline_state("train_cnn", {}) == "current"
+    assert seeds.pipeline_state("train_cnn", {"train_cnn": [absent]}) == "absent"
+    assert seeds.pipeline_state("train_cnn", {"train_cnn": [{"changed outs": {"m.keras": "deleted"}}]}) == "absent"
+    assert seeds.pipeline_state("train_cnn", {"train_cnn": [{"changed outs": {"m.keras": "modified"}}]}) is None
+    assert seeds.pipeline_state("train_cnn", {"train_cnn": [{"changed deps": {"scripts/train_cnn.py": "modified"}}, absent]}) is None
+    assert seeds.pipeline_state("train_cnn", {"train_cnn": [{"changed params": {"params.yaml": {"x": "modified"}}}]}) is None
+    # missing data upstream is not a missing output of this stage: its deps changed too
+    assert seeds.pipeline_state("train_cnn", {"prepare": [{"changed outs": {"d.npz": "deleted"}}],
+                                              "train_cnn": [{"changed deps": {"d.npz": "deleted"}}]}) is None
+
+
 def test_a_sweep_reuses_the_pipelines_run_trains_the_other_seeds_and_skips_finished_ones(pipeline_copy):
     repo, env, _ = pipeline_copy
     (repo / "reports/studies/seeds/runs.json").unlink(missing_ok=True)  # the reference run's, not this pipeline's
@@ -69,6 +82,12 @@ def test_a_sweep_reuses_the_pipelines_run_trains_the_other_seeds_and_skips_finis
     assert table["pipeline_run"]["model_sha256"] == runs[0]["model_sha256"]
     again = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env)
     assert "--seed" not in again.stdout  # both runs are kept: nothing trains again
+    # A fresh clone without the DVC cache: the pipeline's model is absent, its recorded run stands.
+    (repo / "models/trained/cnn.keras").unlink()
+    assert "--seed" not in run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env).stdout
+    (repo / "reports/studies/seeds/runs.json").write_text(json.dumps(runs[1:]))  # and without it: no run to measure
+    absent = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, check=False, **env)
+    assert absent.returncode != 0 and "train_cnn has no outputs here" in absent.stderr
     bad = run(["python", script("seeds"), "--models", "resnet"], cwd=repo, check=False, **env)
     assert bad.returncode != 0 and "unknown model(s) resnet" in bad.stderr
     set_param(repo, "shared.train.epochs", 1)  # another recipe: the sweep wants the pipeline's run first

@@ -9,7 +9,8 @@ command as dvc.yaml writes it but with `--seed S` and every output under build/s
 same test set. Its test accuracy is measured as `evaluate` measures it: the float32 model with its
 test-time augmentation (params.yaml models.NAME.tta).
 
-The model's training stage must be up to date (`dvc status`): the run with shared.seed is the
+The model's training stage must be up to date (`dvc status`), or, once the pipeline's run is in
+runs.json, only lack its outputs (a fresh clone without the DVC cache): the run with shared.seed is the
 pipeline's own (its model, models/trained/NAME.keras, is measured here, its training time read
 from reports/metrics/train/NAME.json), and every run carries the id of the recipe it trained
 (dvc.lock's record of the stage: command, code and data md5s, params). Runs of another recipe are
@@ -74,13 +75,36 @@ def run_record(name, seed, summary, accuracy, environment, source, model_path):
             "model_sha256": outputs.sha256_of(model_path)}
 
 
-def up_to_date(stage):
-    """Stop unless `dvc status` shows the training stage `stage` up to date: the sweep trains the
-    recipe the pipeline trained, and its first seed is that run."""
+MISSING = ("not in cache", "deleted")  # how `dvc status` names an output that is absent, not changed
+
+
+def pipeline_state(stage, status):
+    """"current" when `dvc status --json` (parsed: `status`) shows the training stage `stage`, and
+    everything upstream of it, up to date; "absent" when its only change is that its outputs are
+    missing (a fresh clone without the DVC cache: the lock still describes what it trained); None
+    otherwise (changed code, params or data: another recipe than the lock's)."""
+    changes = [change for entries in status.values() for change in entries]
+    if not changes:
+        return "current"
+    outs_only = all(isinstance(change, dict) and set(change) == {"changed outs"} and
+                    set(change["changed outs"].values()) <= set(MISSING) for change in changes)
+    return "absent" if outs_only and stage in status else None
+
+
+def check_pipeline(stage, recorded):
+    """Stop unless the sweep trains the recipe the pipeline trained (dvc.lock's): the stage is up to
+    date, or its outputs are only missing and its own run (`recorded`) is already in runs.json, so
+    the remaining seeds can train on a fresh clone without the pipeline's model."""
     status = subprocess.run(["dvc", "status", "--json", stage], capture_output=True, text=True)
-    if status.returncode or json.loads(status.stdout or "{}"):
-        raise SystemExit(f"seeds: the pipeline's {stage} is not up to date (dvc status {stage}); run "
-                         f"`dvc repro {stage}` first: the sweep's first seed is the pipeline's run, the others its recipe")
+    state = None if status.returncode else pipeline_state(stage, json.loads(status.stdout or "{}"))
+    if state == "current" or (state == "absent" and recorded):
+        return
+    if state == "absent":
+        raise SystemExit(f"seeds: the pipeline's {stage} has no outputs here (dvc status {stage}) and its run is not "
+                         f"in runs.json; run `dvc pull {stage}` or `dvc repro {stage}` first: the sweep's first "
+                         "seed is the pipeline's run, the others its recipe")
+    raise SystemExit(f"seeds: the pipeline's {stage} is not up to date (dvc status {stage}); run "
+                     f"`dvc repro {stage}` first: the sweep's first seed is the pipeline's run, the others its recipe")
 
 
 def recipe_id(stage, lock="dvc.lock"):
@@ -158,8 +182,9 @@ def main():
     runs = json.loads(runs_path.read_text()) if runs_path.is_file() else []
     for name in names:
         entry, _ = models.entry(name)
-        up_to_date(entry["stage"])
         recipe = recipe_id(entry["stage"])
+        check_pipeline(entry["stage"], any(r["model"] == name and r["seed"] == first and r.get("recipe") == recipe
+                                           for r in runs))
         older = [r for r in runs if r["model"] == name and r.get("recipe") != recipe]
         if older:  # another recipe's runs (other code, params or data): not part of this spread
             print(f"seeds: {name}: dropping {len(older)} run(s) of an earlier recipe", flush=True)
