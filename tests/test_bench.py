@@ -64,3 +64,8 @@ def test_a_section_lever_applies_only_to_the_models_whose_section_has_its_key():
     fused = bench.LEVERS["fused_batchnorm"][1]
     assert [name for name in MODEL_NAMES if bench.lever_applies(name, fused)] == ["fast", "fast_robust"]
     assert all(bench.lever_applies(name, bench.LEVERS["half_batch"][1]) for name in MODEL_NAMES)
+    no_bias = bench.LEVERS["whiten_bias_off"][1]  # a nested key: train.whiten_bias_epochs
+    assert [name for name in MODEL_NAMES if bench.lever_applies(name, no_bias)] == ["fast", "fast_robust"]
+    section = {"batchnorm": "keras", "train": {"epochs": 15, "whiten_bias_epochs": 3}}
+    assert bench.merged(section, no_bias["section"]) == {"batchnorm": "keras", "train": {"epochs": 15, "whiten_bias_epochs": 0}}
+    assert section["train"]["whiten_bias_epochs"] == 3  # the params section itself is untouched

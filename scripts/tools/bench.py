@@ -192,6 +192,15 @@ def bench_precisions():
     return ["float32", *[p for p in precision.PRECISIONS[1:] if precision.resolve(p)[0] == p]]
 
 
+def merged(section, overrides):
+    """`section` with `overrides` put in, nested dicts key by key ({"train": {"epochs": 1}}
+    changes one train setting and keeps the others)."""
+    out = dict(section)
+    for key, value in overrides.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def registry_models(x_train, only=None, overrides=None, precision=None, section_overrides=None):
     """{name: (model compiled with its own recipe, train_cfg, augment_cfg)} for every registered
     model (or the one named `only`), from its plan (cifar.models.plan), as its stage trains it:
@@ -209,7 +218,7 @@ def registry_models(x_train, only=None, overrides=None, precision=None, section_
         if only and name != only:
             continue
         _, section = models.entry(name)
-        section = {**section, **(section_overrides or {})}
+        section = merged(section, section_overrides or {})
         plan = models.plan(entry, section, loaded["shared"], weights=None)
         first = plan.phases[0]
         train = {**first.train, "epochs": plan.epochs, **(overrides or {})}
@@ -268,13 +277,22 @@ LEVERS = {
     "double_batch": ({}, {"batch_scale": 2.0}),
     # Models whose params section has the key only (the fast ones): TF's fused kernel in training.
     "fused_batchnorm": ({}, {"section": {"batchnorm": "fused"}}),
+    # No whitening bias: what its backward pass costs. Its gradient is zeroed after its epochs, not
+    # cut, so every step pays it (the backward of the first conv group down to the whitening).
+    "whiten_bias_off": ({}, {"section": {"train": {"whiten_bias_epochs": 0}}}),
 }
 
 
 def lever_applies(name, settings):
     """Whether a lever's settings apply to the model `name`: a section setting only where its
-    params section has that key."""
-    return set(settings.get("section", {})) <= set(models.entry(name)[1])
+    params section has that key (nested keys too: {"train": {"whiten_bias_epochs": 0}})."""
+
+    def has(section, keys):
+        return all(key in section and (not isinstance(value, dict) or
+                                       (isinstance(section[key], dict) and has(section[key], value)))
+                   for key, value in keys.items())
+
+    return has(models.entry(name)[1], settings.get("section", {}))
 
 
 def probe(args):
