@@ -55,6 +55,18 @@ def test_a_sweep_needs_the_lock_s_recipe_and_tolerates_only_missing_outputs():
                                               "train_cnn": [{"changed deps": {"d.npz": "deleted"}}]}) is None
 
 
+def test_the_pipelines_run_is_measured_again_once_the_pipeline_retrains_its_model(tmp_path):
+    model = tmp_path / "cnn.keras"
+    model.write_bytes(b"the first model")
+    runs = [{"model": "cnn", "seed": 42, "model_sha256": seeds.outputs.sha256_of(model)},
+            {"model": "cnn", "seed": 43, "model_sha256": "another seed's"}]
+    assert seeds.retrained_pipeline_run(runs, "cnn", 42, model) is None  # the model it measured
+    assert seeds.retrained_pipeline_run(runs, "cnn", 42, tmp_path / "absent.keras") is None  # a clone without the cache
+    model.write_bytes(b"the model of a later dvc repro")
+    assert seeds.retrained_pipeline_run(runs, "cnn", 42, model) is runs[0]
+    assert seeds.retrained_pipeline_run(runs, "fast", 42, model) is None  # no run of that model yet
+
+
 def test_a_sweep_reuses_the_pipelines_run_trains_the_other_seeds_and_skips_finished_ones(pipeline_copy):
     repo, env, _ = pipeline_copy
     (repo / "reports/studies/seeds/runs.json").unlink(missing_ok=True)  # the reference run's, not this pipeline's

@@ -16,7 +16,9 @@ from reports/metrics/train/NAME.json), and every run carries the id of the recip
 (dvc.lock's record of the stage: command, code and data md5s, params). Runs of another recipe are
 dropped, so a spread is always of one recipe; `evaluate` shows it beside the pipeline's run only.
 
-Each finished run is kept in runs.json, so a rerun skips it and an interrupted sweep continues.
+Each finished run is kept in runs.json, so a rerun skips it and an interrupted sweep continues;
+the pipeline's run is measured again when its model file is another than the one it measured (a
+later `dvc repro` of the same recipe).
 seeds.json and seeds.md give, per model, the mean, the standard deviation (n - 1), the min and
 the max of test accuracy and of training time, the CPU they ran on, and the 95% interval of a
 single run's accuracy on the test set (Wilson's binomial interval at the mean): cifar.spread.
@@ -128,6 +130,15 @@ def pipeline_run(name, entry, seed, data_path):
                       "pipeline (dvc repro)", model)
 
 
+def retrained_pipeline_run(runs, name, first, model_path):
+    """The recorded run of seed `first` (the pipeline's) when the pipeline's model file is present
+    and another than the one it measured (a later `dvc repro` of the same recipe); else None."""
+    recorded = next((r for r in runs if r["model"] == name and r["seed"] == first), None)
+    if recorded and model_path.is_file() and outputs.sha256_of(model_path) != recorded.get("model_sha256"):
+        return recorded
+    return None
+
+
 def trained_run(name, entry, seed, folder, data_path):
     """Train `name` with `seed` into `folder` by its stage's own command, then measure it."""
     metrics = folder / "metrics.json"
@@ -189,6 +200,10 @@ def main():
         if older:  # another recipe's runs (other code, params or data): not part of this spread
             print(f"seeds: {name}: dropping {len(older)} run(s) of an earlier recipe", flush=True)
             runs = [r for r in runs if r not in older]
+        replaced = retrained_pipeline_run(runs, name, first, Path(f"models/trained/{name}.keras"))
+        if replaced:  # the pipeline trained this recipe again (another model file): its run is measured anew
+            print(f"seeds: {name}: the pipeline's model is not the one seed {first} measured; measuring it again", flush=True)
+            runs = [r for r in runs if r is not replaced]
         for seed in range(first, first + args.seeds):
             if any(r["model"] == name and r["seed"] == seed for r in runs):
                 continue
