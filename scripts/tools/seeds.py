@@ -121,10 +121,15 @@ def recipe_id(stage, lock="dvc.lock"):
     return hashlib.sha256(json.dumps(ran, sort_keys=True).encode()).hexdigest()
 
 
+def pipeline_model(name):
+    """The model file the pipeline's training stage of `name` writes."""
+    return Path(f"models/trained/{name}.keras")
+
+
 def pipeline_run(name, entry, seed, data_path):
     """The pipeline's own run of `name` (seed shared.seed): its model, models/trained/NAME.keras,
     measured here, its time from its training metrics."""
-    model = Path(f"models/trained/{name}.keras")
+    model = pipeline_model(name)
     train = json.loads(Path(f"reports/metrics/train/{name}.json").read_text())
     return run_record(name, seed, train[name], test_accuracy(model, entry, data_path), train["environment"],
                       "pipeline (dvc repro)", model)
@@ -200,7 +205,7 @@ def main():
         if older:  # another recipe's runs (other code, params or data): not part of this spread
             print(f"seeds: {name}: dropping {len(older)} run(s) of an earlier recipe", flush=True)
             runs = [r for r in runs if r not in older]
-        replaced = retrained_pipeline_run(runs, name, first, Path(f"models/trained/{name}.keras"))
+        replaced = retrained_pipeline_run(runs, name, first, pipeline_model(name))
         if replaced:  # the pipeline trained this recipe again (another model file): its run is measured anew
             print(f"seeds: {name}: the pipeline's model is not the one seed {first} measured; measuring it again", flush=True)
             runs = [r for r in runs if r is not replaced]
