@@ -18,8 +18,8 @@ export CIFAR10_ARCHIVE CIFAR10_SHA256 MOBILENET_WEIGHTS MOBILENET_WEIGHTS_SHA256
 # and MobileNetV2 reads the images at their own 32 px: at 128 px its fine-tuning and export took
 # 38 s and 89 s of a 2-core CPU's quick run, against 17 s and 20 s for the seed CNN.
 QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500 -S shared.train.epochs=2 \
-	-S train_fast.train.epochs=2 -S train_fast_robust.train.epochs=2 -S finetune_mobilenet.phases.1.epochs=1 \
-	-S finetune_mobilenet.input_size=32 -S robustness.images=50 \
+	-S fast.train.epochs=2 -S fast_robust.train.epochs=2 -S mobilenet.phases.1.epochs=1 \
+	-S mobilenet.input_size=32 -S robustness.images=50 \
 	-S models.fast.tta=0 -S models.fast_robust.tta=0 -S export.int8_calibration_images=200 -S parity.latency_runs=10
 PORT ?= 8000
 
@@ -72,7 +72,7 @@ seeds: setup ## train MODELS (default every model) with SEEDS seeds (default 3),
 
 readme: setup ## write the README's results table (committed metrics, seed table) and docs/export.md's artifacts table
 	python scripts/tools/readme_results.py --readme README.md
-	python scripts/artifacts_table.py --metrics reports/metrics/export --table reports/artifacts.md \
+	python scripts/artifacts_table.py --metrics reports/metrics/export --pages reports/metrics/demo --table reports/artifacts.md \
 		--plot reports/eval/artifacts.csv --readme docs/export.md
 
 profile: setup ## where a training step's time goes, by kind of op, in each precision (MODEL=fast) -> reports/studies/profile/
@@ -95,8 +95,8 @@ gpu-check: ## on a GPU machine: the GPU set-up, make bench, the fast model on th
 	mkdir -p $(GPU_CHECK)
 	python scripts/tools/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out $(GPU_CHECK)/bench.json
 	dvc repro prepare
-	python scripts/train_fast.py --name fast --data data/prepared/cifar10.npz --model $(GPU_CHECK)/fast.keras \
-		--history $(GPU_CHECK)/fast.csv --metrics $(GPU_CHECK)/fast.json --state $(GPU_CHECK)/state
+	python scripts/train.py --name fast --data data/prepared/cifar10.npz --model $(GPU_CHECK)/fast.keras \
+		--metrics $(GPU_CHECK)/fast.json --state $(GPU_CHECK)/state
 	python scripts/tools/gpu_check.py --bench $(GPU_CHECK)/bench.json --train-metrics $(GPU_CHECK)/fast.json \
 		--model $(GPU_CHECK)/fast.keras --data data/prepared/cifar10.npz --out reports/studies/bench/gpu.json
 

@@ -1,12 +1,12 @@
 """Stage `evaluate`: measure every model of the registry on the training and test sets, compare them.
 
 Usage: python scripts/evaluate.py --data data/prepared/cifar10.npz --models models/trained \
-           --histories reports/history --train-metrics reports/metrics/train \
+           --live reports/live --train-metrics reports/metrics/train \
            --metrics reports/metrics/evaluate.json --plots reports/eval \
            --figures reports/figures/evaluate --summary reports/summary.md
 
 The models are the registry's (params.yaml `models`): NAME is read from models/trained/NAME.keras,
-reports/history/NAME.csv and reports/metrics/train/NAME.json. For each: loss and accuracy on the
+reports/live/NAME/ (its training stage's DVCLive log) and reports/metrics/train/NAME.json. For each: loss and accuracy on the
 training and test sets (printed in percent, as the seed did), scikit-learn's per-class
 precision/recall/F1, the confusion matrix (DVC plot data and a heatmap), per-class accuracy,
 the seed's training-curve figure and a gallery of misclassified test images. Across models:
@@ -16,12 +16,11 @@ reports/summary.md and a chart of test accuracy against training time.
 import argparse
 import contextlib
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
-from cifar import data, evaluation, outputs, params, spread, training, tta
+from cifar import data, evaluation, models, outputs, params, spread, training
 
 TRAIN_KEYS = ("params", "best_val_accuracy", "best_epoch", "epochs_run", "wall_time_s", "train_img_per_s")
 PLOT_DIRS = ("confusion", "per_class", "reliability")  # the training curves are DVCLive's (reports/live/NAME/)
@@ -68,7 +67,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--models", required=True, type=Path, help="folder of NAME.keras")
-    parser.add_argument("--histories", required=True, type=Path, help="folder of NAME.csv")
+    parser.add_argument("--live", required=True, type=Path, help="folder of the training stages' DVCLive logs (NAME/)")
     parser.add_argument("--train-metrics", required=True, type=Path, help="folder of NAME.json")
     parser.add_argument("--robustness", required=True, type=Path, help="the robustness stage's metrics (JSON)")
     parser.add_argument("--metrics", required=True, type=Path)
@@ -77,9 +76,6 @@ def main():
     parser.add_argument("--charts", required=True, type=Path,
                         help="folder for the git-tracked charts (accuracy against time, robustness)")
     parser.add_argument("--summary", required=True, type=Path)
-    parser.add_argument("--seeds", type=Path,
-                        help="the seed table (make seeds: reports/studies/seeds/seeds.json); a model's spread is "
-                             "shown where it holds the current run")
     args = parser.parse_args()
     loaded_params = params.load(["models", "evaluate"], schemas={"evaluate": SCHEMA})
     registry, cfg = loaded_params["models"], loaded_params["evaluate"]
@@ -87,17 +83,16 @@ def main():
     # Every input is checked before the slow part starts.
     for path in (args.metrics, args.summary):
         outputs.check_output(path)
-    loaded = {name: tta.trained(name, entry, args.models)
+    loaded = {name: models.load(args.models / f"{name}.keras", entry["tta"], models.train_stage(name))
               for name, entry in registry.items()}
     trained, histories = {}, {}
     for name, entry in registry.items():
         trained[name] = outputs.read_json(
-            args.train_metrics / f"{name}.json", entry["stage"],
+            args.train_metrics / f"{name}.json", models.train_stage(name),
             needs=[f"{name}.{k}" for k in TRAIN_KEYS])[name]
-        histories[name] = read_history(args.histories / f"{name}.csv", entry["stage"])
+        histories[name] = read_history(args.live / name, models.train_stage(name))
     robustness = outputs.read_json(args.robustness, "robustness", needs=["data.test_images", *[
         f"{name}.{key}" for name in registry for key in ("clean_accuracy", "mean_corruption_accuracy", "corruptions")]])
-    seeds = json.loads(args.seeds.read_text()) if args.seeds and args.seeds.is_file() else {}  # make seeds' table
     arrays = data.load_prepared(args.data)
     names = [str(n) for n in arrays["class_names"]]
     results, summary_rows = {}, []
@@ -114,10 +109,6 @@ def main():
                     name, model, arrays, names, cfg["batch_size"], cfg["calibration_bins"], cfg["train_images"])
                 low, high = spread.single_run_interval(metrics["test"]["accuracy"], len(arrays["y_test"]))
                 metrics["test"]["single_run_95_interval"] = {"low": low, "high": high}  # Wilson's
-                if spread.current(seeds.get(name), metrics["test"]["accuracy"], trained[name]["wall_time_s"]):
-                    row = seeds[name]
-                    metrics["seeds"] = {"runs": row["runs"], "test_accuracy": row["test_accuracy"],
-                                        "wall_time_s": row["wall_time_s"]}
                 results[name] = metrics
                 history = histories[name]  # epochs 1-based
                 write_plot_data(plot_dirs, name, arrays["y_test"], predicted, names, metrics)
@@ -175,8 +166,8 @@ def main():
             f"train accuracy measured on {len(arrays['y_train'][:cfg['train_images'] or None]):,} of them "
             f"(archive sha256 `{str(arrays['archive_sha256'])[:12]}...`).\n\n"
             + evaluation.summary_markdown(summary_rows)
-            + "\n## Spread over seeds\n\n"
-            + spread_markdown(summary_rows, results, seeds, len(arrays["y_test"]))
+            + "\n## One run, and the spread over seeds\n\n"
+            + spread_markdown(summary_rows, results, len(arrays["y_test"]))
             + "\n## Robustness and calibration\n\n"
             + evaluation.quality_markdown(summary_rows, robustness["data"]["test_images"],
                                           len(robustness[summary_rows[0]["model"]]["corruptions"]))
@@ -186,47 +177,46 @@ def main():
     print(f"Wrote {args.metrics}, {args.plots}/, {args.figures}/ and {args.summary}")
 
 
-def spread_markdown(rows, results, seeds, images):
-    """Each model's test accuracy as one run (with its 95% binomial interval on `images` test
-    images) and, where the seed table holds this run, its mean ± std, min and max over seeds."""
-    lines = ["| model | this run | 95% interval, one run | over seeds, mean ± std | min – max | training time over seeds |",
-             "|---|---|---|---|---|---|"]
-    missing = []
+def spread_markdown(rows, results, images):
+    """Each model's test accuracy as one run, with its 95% binomial interval on `images` test
+    images; the spread over seeds is a study's (make seeds), linked, not read: no stage depends on
+    a study."""
+    lines = ["| model | this run | 95% interval, one run |", "|---|---|---|"]
     for r in rows:
         interval = results[r["model"]]["test"]["single_run_95_interval"]
-        low, high = interval["low"], interval["high"]
-        found = results[r["model"]].get("seeds")
-        if found:
-            acc, t = found["test_accuracy"], found["wall_time_s"]
-            cells = (f"{acc['mean']:.2%} ± {acc['std']:.2%} ({found['runs']} seeds)", f"{acc['min']:.2%} – {acc['max']:.2%}",
-                     f"{t['mean'] / 60:.1f} ± {t['std'] / 60:.1f} min")
-        else:
-            cells = ("-", "-", "-")
-            missing.append(r["model"])
-        lines.append(f"| {r['label']} | {r['test_accuracy']:.2%} | {low:.2%} – {high:.2%} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    text += (f"\nThe interval is Wilson's for one run on {images:,} test images; the spread is over seeds of the same "
-             "model on the same split (`make seeds`: reports/studies/seeds/).")
-    if missing:
-        text += f" No seed sweep includes this run of: {', '.join(missing)} (`make seeds MODELS={','.join(missing)}`)."
-    return text + "\n"
+        lines.append(f"| {r['label']} | {r['test_accuracy']:.2%} | {interval['low']:.2%} – {interval['high']:.2%} |")
+    return ("\n".join(lines) + f"\n\nThe interval is Wilson's for one run on {images:,} test images. The spread over "
+            "seeds of the same model on the same split is a study, kept apart from the pipeline: "
+            "[studies/seeds/seeds.md](studies/seeds/seeds.md) (`make seeds`); the README's results table shows it "
+            "beside the run it includes (`make readme`).\n")
 
 
-def read_history(path, stage):
-    """A model's per-epoch history, with an error naming the file and its stage if it is damaged."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: it is written by the '{stage}' stage; run `dvc repro {stage}`")
+def read_history(folder, stage):
+    """A model's per-epoch history from its training stage's DVCLive log (`folder`/plots/metrics:
+    train/ and eval/ TSVs, step = epoch - 1), as rows of epoch, loss, accuracy, val_loss,
+    val_accuracy and lr; NaN where an epoch had no validation pass. An error names the folder
+    and its stage if the log is missing or damaged."""
+    import math
+
+    metrics = Path(folder) / "plots" / "metrics"
+    columns = {"loss": "train/loss", "accuracy": "train/accuracy", "lr": "train/learning_rate",
+               "val_loss": "eval/loss", "val_accuracy": "eval/accuracy"}
+    series = {}
     try:
-        rows = training.read_history(path)  # floats already; every column the plots need must be there
-        for row in rows:
-            [row[key] for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr")]
+        for key, rel in columns.items():
+            with open(metrics / f"{rel}.tsv", newline="") as f:
+                series[key] = {int(row["step"]): float(row[rel.split("/")[1]]) for row in csv.DictReader(f, delimiter="\t")}
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err.filename} not found: the DVCLive log is written by the '{stage}' stage; "
+                                f"run `dvc repro {stage}`") from None
     except (KeyError, ValueError, TypeError, csv.Error) as err:
-        raise outputs.StageError(f"{path} is not a history CSV ({type(err).__name__}: {err}); it is written by the "
+        raise outputs.StageError(f"{metrics} is not a DVCLive log ({type(err).__name__}: {err}); it is written by the "
                                  f"'{stage}' stage: run `dvc repro --force {stage}`") from None
-    if not rows:
-        raise outputs.StageError(f"{path} has no epochs; it is written by the '{stage}' stage: "
+    if not series["loss"]:
+        raise outputs.StageError(f"{metrics} has no epochs; it is written by the '{stage}' stage: "
                                  f"run `dvc repro --force {stage}`")
-    return rows
+    return [{"epoch": step + 1, **{key: values.get(step, math.nan) for key, values in series.items()}}
+            for step in sorted(series["loss"])]
 
 
 def chart_link(charts, summary, name):

@@ -54,12 +54,12 @@ def main():
     name = args.name
     entry, _ = models.entry(name)
     if not args.model.is_file():
-        stage = entry["stage"]
+        stage = models.train_stage(name)
         raise FileNotFoundError(f"{args.model} not found: there is no trained '{name}' model to export. "
                                 f"It is written by the '{stage}' stage; run `dvc repro {stage}` "
                                 f"(or `make export`, which runs every stage it needs)")
     arrays = data.load_prepared(args.data)
-    model = models.load(args.model, entry["stage"])  # a ModelError names the file if it is not a Keras model
+    model = models.load(args.model, stage=models.train_stage(name))  # a ModelError names the file if it is not a Keras model
     calibration = None
     if settings["temperature"] == "val":  # fitted on the trained model's own val probabilities
         _, calibration = export.calibrated(model, arrays)

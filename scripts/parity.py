@@ -7,8 +7,7 @@ Each artifact runs where its users run it: the SavedModel in TensorFlow, the .tf
 ai_edge_litert's Interpreter, the TF.js model in Node.js on the WASM backend
 (scripts/cifar/tfjs_predict.mjs, through cifar.inference.run_tfjs). For each: test accuracy, top-1 agreement with the Keras model, the
 largest absolute difference in any class probability, size, median single-image latency and
-batch throughput. The TF.js model is also run in the demo page in headless Chromium
-(cifar.page): the page's load time, median latency and backend, when Chromium is installed. Targets: float formats agree with Keras on >= 99.9% of the test images; the
+batch throughput (the demo page's own numbers are the `demo@NAME` stage's). Targets: float formats agree with Keras on >= 99.9% of the test images; the
 int8 model is <= 30% of the float32 model's size and loses <= 0.5 points of accuracy.
 """
 
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar import data, export, inference, models, outputs, page, params
+from cifar import data, export, inference, models, outputs, params
 
 SCHEMA = {  # params.yaml `parity`
     "batch_size": params.number(int, 1, 65_536),
@@ -84,7 +83,7 @@ def main():
 
     # The reference: the Keras model as the artifacts hold it (its temperature, its test-time augmentation).
     temperature = (meta.get("temperature") or {}).get("temperature")
-    keras_model = export.shipped(models.load(args.model, entry["stage"]), entry["tta"], temperature)
+    keras_model = export.shipped(models.load(args.model, stage=models.train_stage(name)), entry["tta"], temperature)
     reference, timing = measure(inference.KerasPredictor(model=keras_model), x, batch, runs)
     # The Keras model is the reference: its row has its accuracy, and no agreement with itself.
     keras_accuracy = float(np.mean(reference.argmax(axis=1) == y))
@@ -101,21 +100,6 @@ def main():
                         **{k: artifact[k] for k in ("candidate", "integer_only") if k in artifact}}
         report(name, key, results[key])
 
-    if "tfjs" in results:  # the demo page's own numbers, where the page runs: a browser
-        try:
-            found = page.measure(args.export, name, runs or 1)
-            count = found.get("threads")
-            threads = f", {count} thread{'s' if count != 1 else ''}" if count else ""
-            print(f"{name}: {'tfjs in the demo page':<20} load {found['load_ms']:,.0f} ms  {found['latency_ms']:6.2f} ms/img"
-                  f"  ({found['backend']}{threads}, {found['browser']})")
-            if found.get("backend") == "wasm" and (count or 1) > 1:
-                # The page's thread choice against TF.js's own on this machine (1 thread on 2 cores).
-                found["one_thread_latency_ms"] = page.measure(args.export, name, runs or 1, threads=1)["latency_ms"]
-                print(f"{name}: {'tfjs, page, 1 thread':<20} {found['one_thread_latency_ms']:6.2f} ms/img")
-        except page.PageUnavailable as err:
-            found = {"skipped": str(err)}
-            print(f"parity: warning: {name}: the demo page was not measured: {err}")
-        results["tfjs"]["page"] = found
     summary = targets(results, meta["artifacts"])
     print(f"{name}: float formats agree with Keras on >= {summary['float_agreement_min'] * 100:.2f}% "
           f"(target {FLOAT_AGREEMENT * 100:.1f}%): {'met' if summary['float_agreement_met'] else 'MISSED'}; "

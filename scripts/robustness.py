@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar import corruptions, data, evaluation, outputs, params, tta
+from cifar import corruptions, data, evaluation, models, outputs, params
 
 SCHEMA = {  # params.yaml `robustness`
     "images": params.number(int, 0, 10_000),
@@ -84,7 +84,7 @@ def main():
     registry, cfg, seed = loaded_params["models"], loaded_params["robustness"], loaded_params["shared"]["seed"]
 
     outputs.check_output(args.metrics)
-    loaded = {name: tta.trained(name, entry, args.models)
+    loaded = {name: models.load(args.models / f"{name}.keras", entry["tta"], models.train_stage(name))
               for name, entry in registry.items()}
     arrays = data.load_prepared(args.data)
     count = min(cfg["images"] or len(arrays["y_test"]), len(arrays["y_test"]))

@@ -129,6 +129,13 @@ def set_param(repo, dotted, value):
     path.write_text(yaml.safe_dump(values, sort_keys=False))
 
 
+def history(repo, name):
+    """The model `name`'s per-epoch history, as evaluate reads it from its DVCLive log."""
+    from evaluate import read_history
+
+    return read_history(repo / "reports" / "live" / name, f"train@{name}")
+
+
 def mobilenet_weights(folder):
     """A MobileNetV2 backbone weights file the test writes (ImageNet's cannot be downloaded here)."""
     import keras
@@ -140,7 +147,7 @@ def mobilenet_weights(folder):
 
 
 def default_phases(repo):
-    return yaml.safe_load((repo / "params.yaml").read_text())["finetune_mobilenet"]["phases"]
+    return yaml.safe_load((repo / "params.yaml").read_text())["mobilenet"]["phases"]
 
 
 def tiny_pipeline(root, epochs):
@@ -150,17 +157,17 @@ def tiny_pipeline(root, epochs):
     env = {"CIFAR10_ARCHIVE": str(archive), "CIFAR10_SHA256": synthetic.sha256(archive)}
     repo = copy_repo(root / "repo")
     set_param(repo, "shared.train.epochs", epochs)
-    set_param(repo, "train_fast.train.epochs", epochs)
-    set_param(repo, "train_fast_robust.train.epochs", epochs)
+    set_param(repo, "fast.train.epochs", epochs)
+    set_param(repo, "fast_robust.train.epochs", epochs)
     # The fast model's inference without its 6-view test-time augmentation: 6x less work in every
     # later stage (test_fast exports the model with it).
     set_param(repo, "models.fast.tta", 0)
     set_param(repo, "models.fast_robust.tta", 0)
-    set_param(repo, "finetune_mobilenet.weights", str(mobilenet_weights(root)))
+    set_param(repo, "fetch_weights.mobilenet", str(mobilenet_weights(root)))
     # MobileNetV2's recipe in phases as the default has it, at 32 px and one epoch a phase: the
     # default's 128 px costs 16x the work in every stage that runs the model.
-    set_param(repo, "finetune_mobilenet.input_size", 32)
-    set_param(repo, "finetune_mobilenet.phases", [{**phase, "epochs": 1} for phase in default_phases(repo)])
+    set_param(repo, "mobilenet.input_size", 32)
+    set_param(repo, "mobilenet.phases", [{**phase, "epochs": 1} for phase in default_phases(repo)])
     set_param(repo, "export.int8_calibration_images", 32)
     set_param(repo, "parity.latency_runs", 3)
     first = run(["dvc", "repro"], cwd=repo, **env)

@@ -32,11 +32,13 @@ def write_registry(tmp_path, names):
     import yaml
 
     values = yaml.safe_load((REPO / "params.yaml").read_text())
-    for entry in values["models"].values():  # only sections the registry names (or a stage reads) may be there
-        if entry["params"] != "train_cnn":
-            values.pop(entry["params"], None)
-    values["models"] = {name: {"module": "scripts/cifar/models/cnn.py", "stage": f"train_{name}",
-                               "params": "train_cnn", "label": f"the {name} model", "tta": 0} for name in names}
+    for name in values["models"]:  # only sections the registry names (or a stage reads) may be there
+        if name != "cnn":
+            values.pop(name, None)
+    values.pop("fast", None)
+    values["models"] = {name: {"module": "cnn", "recipe": "shared", "label": f"the {name} model", "tta": 0}
+                        for name in names}
+    values.update({name: {} for name in names})  # each model's own section: no overrides of cnn's
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(values, sort_keys=False))
     return params
@@ -99,7 +101,8 @@ def test_the_stage_writes_table_plot_and_readme_block_and_nothing_on_error(tmp_p
 
 
 def test_readme_shows_the_table_the_committed_parity_results_give():
-    _, text = artifacts_table.render(REPO / "reports" / "metrics" / "export", REPO / "params.yaml")
+    _, text = artifacts_table.render(REPO / "reports" / "metrics" / "export", REPO / "params.yaml",
+                                     REPO / "reports" / "metrics" / "demo")
     readme = (REPO / "docs" / "export.md").read_text()
     assert artifacts_table.block_of(readme) == text, (
         "docs/export.md's artifacts table is stale: run `make readme`")
@@ -111,17 +114,18 @@ def test_the_page_table_holds_the_default_model_to_its_latency_target(tmp_path):
     metrics.mkdir()
     page = {"backend": "wasm", "threads": 2, "renderer": None, "load_ms": 812.4, "browser": "headless Chromium 156"}
     accurate, small = parity_result(0.9, 0.9, 1000, 250, True, True), parity_result(0.8, 0.8, 1000, 250, True, True)
-    accurate["artifacts"]["tfjs"]["page"] = {**page, "latency_ms": 61.0}  # the page's default: the most accurate
-    small["artifacts"]["tfjs"]["page"] = {**page, "latency_ms": 4.0, "one_thread_latency_ms": 6.5}
     (metrics / "a.json").write_text(json.dumps(accurate))
     (metrics / "b.json").write_text(json.dumps(small))
-    _, text = artifacts_table.render(metrics, write_registry(tmp_path, ["a", "b"]))
+    pages = tmp_path / "demo"  # demo@NAME's files: the page's numbers, apart from parity's
+    pages.mkdir()
+    (pages / "a.json").write_text(json.dumps({"page": {**page, "latency_ms": 61.0}}))  # the page's default: the most accurate
+    (pages / "b.json").write_text(json.dumps({"page": {**page, "latency_ms": 4.0, "one_thread_latency_ms": 6.5}}))
+    registry = write_registry(tmp_path, ["a", "b"])
+    _, text = artifacts_table.render(metrics, registry, pages)
     assert "| the a model | wasm, 2 threads | 812 ms | 61.0 ms |  | default model: <= 50 ms **missed** |" in text
     assert "| the b model | wasm, 2 threads | 812 ms | 4.0 ms | 6.5 ms |  |" in text
     assert "Browser: headless Chromium 156." in text
     for name in ("a", "b"):  # a machine without Chromium: the table says so, and why
-        result = json.loads((metrics / f"{name}.json").read_text())
-        result["artifacts"]["tfjs"]["page"] = {"skipped": "needs Debian's chromium"}
-        (metrics / f"{name}.json").write_text(json.dumps(result))
-    _, text = artifacts_table.render(metrics, write_registry(tmp_path, ["a", "b"]))
+        (pages / f"{name}.json").write_text(json.dumps({"page": {"skipped": "needs Debian's chromium"}}))
+    _, text = artifacts_table.render(metrics, registry, pages)
     assert "The demo page was not measured: needs Debian's chromium." in text

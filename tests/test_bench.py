@@ -8,6 +8,7 @@ import yaml
 import synthetic
 from conftest import REPO, run, script, MODEL_NAMES
 import bench
+from cifar import params
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +32,7 @@ def test_bench_reports_every_model_the_matmul_fraction_the_time_ratio_and_the_le
     # The seed CNN's work per training image, counted by hand: 39.6 M multiply-adds forward
     # (convolutions 1.77 + 18.9 + 18.9 M, dense layers 0.14 M), 2 FLOP each, x3 with the backward pass.
     assert report["models"]["cnn"]["train_gflop_per_image"] == pytest.approx(0.2377, rel=0.03)
-    phases = yaml.safe_load((REPO / "params.yaml").read_text())["finetune_mobilenet"]["phases"]
+    phases = yaml.safe_load((REPO / "params.yaml").read_text())["mobilenet"]["phases"]
     assert report["models"]["mobilenet"]["epochs"] == sum(p["epochs"] for p in phases)  # the phased recipe's
     fast, cnn = report["models"]["fast"], report["models"]["cnn"]
     assert report["baseline"] == "cnn" and cnn["predicted_time_vs_baseline"] == 1
@@ -67,5 +68,5 @@ def test_a_section_lever_applies_only_to_the_models_whose_section_has_its_key():
     no_bias = bench.LEVERS["whiten_bias_off"][1]  # a nested key: train.whiten_bias_epochs
     assert [name for name in MODEL_NAMES if bench.lever_applies(name, no_bias)] == ["fast", "fast_robust"]
     section = {"batchnorm": "keras", "train": {"epochs": 15, "whiten_bias_epochs": 3}}
-    assert bench.merged(section, no_bias["section"]) == {"batchnorm": "keras", "train": {"epochs": 15, "whiten_bias_epochs": 0}}
+    assert params.merged(section, no_bias["section"]) == {"batchnorm": "keras", "train": {"epochs": 15, "whiten_bias_epochs": 0}}
     assert section["train"]["whiten_bias_epochs"] == 3  # the params section itself is untouched

@@ -28,18 +28,19 @@ def repo(pipeline, tmp_path_factory):
 
 def test_diff_across_branches_and_experiments(repo, tmp_path):
     repo, env = repo
-    before = yaml.safe_load((repo / "params.yaml").read_text())["finetune_mobilenet"]["dropout"]
+    before = yaml.safe_load((repo / "params.yaml").read_text())["mobilenet"]["dropout"]
     assert before != 0.5
     run(["git", "checkout", "-q", "-b", "more-dropout"], cwd=repo)
-    set_param(repo, "finetune_mobilenet.dropout", 0.5)
+    set_param(repo, "mobilenet.dropout", 0.5)
     ran = set(re.findall(r"Running stage '([^']+)'", run(["dvc", "repro"], cwd=repo, **env).stdout))
     # Only the fine-tuning and what reads its model, nothing of the other models.
-    assert ran == {"finetune_mobilenet", "robustness", "evaluate", "export@mobilenet", "parity@mobilenet", "artifacts_table"}
+    assert ran == {"train@mobilenet", "robustness", "evaluate", "export@mobilenet", "parity@mobilenet", "demo@mobilenet",
+                   "artifacts_table"}
     run([*GIT, "add", "-A"], cwd=repo)
     run([*GIT, "commit", "-qm", "dropout 0.5"], cwd=repo)
 
     params = json.loads(run(["dvc", "params", "diff", "main", "more-dropout", "--json"], cwd=repo).stdout)
-    changed = params["params.yaml"]["finetune_mobilenet.dropout"]
+    changed = params["params.yaml"]["mobilenet.dropout"]
     assert (changed["old"], changed["new"]) == (before, 0.5)
 
     metrics = json.loads(run(["dvc", "metrics", "diff", "main", "more-dropout", "--all", "--json"], cwd=repo).stdout)

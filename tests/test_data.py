@@ -279,5 +279,9 @@ def test_offline_mobilenet_weights_need_a_digest_and_source_json_says_which(work
     assert proc.returncode == 1 and "checksum mismatch" in proc.stderr
     run(["python", script("fetch_weights"), "--out", "pretrained"], cwd=workdir,
         MOBILENET_WEIGHTS=str(weights), MOBILENET_WEIGHTS_SHA256=data.sha256_of(weights))
-    source = json.loads((workdir / "pretrained" / "source.json").read_text())
+    source = json.loads((workdir / "pretrained" / "mobilenet" / "source.json").read_text())
     assert source["sha256"] == data.sha256_of(weights) and source["sha256_checked_against"] == "MOBILENET_WEIGHTS_SHA256"
+    # Every other model of the registry gets its folder too, naming no file: it starts from random weights.
+    others = json.loads((workdir / "pretrained" / "cnn" / "source.json").read_text())
+    assert others["file"] is None and others["origin"].startswith("none")
+    assert sorted(p.name for p in (workdir / "pretrained" / "cnn").iterdir()) == ["source.json"]

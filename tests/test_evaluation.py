@@ -38,13 +38,21 @@ def test_accuracy_against_time_puts_each_model_where_its_numbers_say(tmp_path):
     assert (tmp_path / "chart.png").stat().st_size > 5_000
 
 
-def test_training_curves_count_epochs_from_one(tmp_path):
-    from cifar import training
+def test_training_curves_come_from_the_dvclive_log_and_count_epochs_from_one(tmp_path):
+    import math
 
-    rows = [{"epoch": e, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4, "lr": 1e-3}
-            for e in range(3)]  # as Keras logs them: 0-based
-    training.write_history(rows, tmp_path / "history.csv")
-    fig = evaluation.training_curves(training.read_history(tmp_path / "history.csv"), "t")
+    from evaluate import read_history
+
+    metrics = tmp_path / "live" / "plots" / "metrics"
+    for rel, steps in (("train/loss", 3), ("train/accuracy", 3), ("train/learning_rate", 3),
+                       ("eval/loss", 2), ("eval/accuracy", 2)):  # no validation pass in the first epoch
+        (metrics / rel).parent.mkdir(parents=True, exist_ok=True)
+        name = rel.split("/")[1]
+        (metrics / f"{rel}.tsv").write_text(f"step\t{name}\n" + "".join(f"{s}\t0.{s + 1}\n" for s in range(3 - steps, 3)))
+    rows = read_history(tmp_path / "live", "train@cnn")  # DVCLive's steps are 0-based
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and math.isnan(rows[0]["val_accuracy"])
+    assert rows[2] == {"epoch": 3, "loss": 0.3, "accuracy": 0.3, "lr": 0.3, "val_loss": 0.3, "val_accuracy": 0.3}
+    fig = evaluation.training_curves(rows, "t")
     assert list(fig.axes[0].lines[0].get_xdata()) == [1, 2, 3]
     assert fig.axes[0].get_xlabel() == "Epoch" and fig.axes[1].get_ylabel() == "Loss"
 
@@ -52,8 +60,8 @@ def test_training_curves_count_epochs_from_one(tmp_path):
 def test_missing_model_names_file_and_stage(tmp_path):
     from cifar import models
 
-    with pytest.raises(models.ModelError, match=r"cnn.keras not found: it is written by the 'train_cnn' stage"):
-        models.load(tmp_path / "cnn.keras", "train_cnn")
+    with pytest.raises(models.ModelError, match=r"cnn.keras not found: it is written by the 'train@cnn' stage"):
+        models.load(tmp_path / "cnn.keras", stage="train@cnn")
 
 
 def test_corrupt_model_names_file_and_stage(tmp_path):
@@ -62,8 +70,8 @@ def test_corrupt_model_names_file_and_stage(tmp_path):
     from cifar import inference, models
 
     assert inference.ModelError is models.ModelError  # one error type for a model that cannot be loaded
-    with pytest.raises(models.ModelError, match=r"mobilenet.keras is not a readable Keras model .* 'finetune_mobilenet' stage"):
-        models.load(bad, "finetune_mobilenet")
+    with pytest.raises(models.ModelError, match=r"mobilenet.keras is not a readable Keras model .* 'train@mobilenet' stage"):
+        models.load(bad, stage="train@mobilenet")
 
 
 def test_evaluate_stage_with_corrupt_model_writes_nothing(workdir, archive):
@@ -80,12 +88,12 @@ def test_evaluate_stage_with_corrupt_model_writes_nothing(workdir, archive):
     keras.saving.save_model(cnn.build_cnn(filters=(4, 4, 4), dense_units=8), workdir / "trained" / "cnn.keras")
     (workdir / "trained" / "mobilenet.keras").write_bytes(b"\x00" * 100)
     proc = run(["python", script("evaluate"), "--data", "cifar10.npz", "--models", "trained",
-                "--train-metrics", "train", "--histories", "history", "--robustness", "robustness.json",
+                "--train-metrics", "train", "--live", "live", "--robustness", "robustness.json",
                 "--metrics", "out/evaluate.json", "--plots", "out/eval", "--figures", "out/figures",
                 "--charts", "out/charts", "--summary", "out/summary.md"], cwd=workdir, check=False)
     assert proc.returncode != 0
     assert "evaluate: error: trained/mobilenet.keras is not a readable Keras model" in proc.stderr
-    assert "'finetune_mobilenet' stage" in proc.stderr
+    assert "'train@mobilenet' stage" in proc.stderr
     assert not (workdir / "out").exists()
 
 

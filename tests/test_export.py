@@ -245,7 +245,7 @@ def test_export_before_training_names_the_model_and_its_stage(workdir):
     proc = run(["python", script("export"), "--name", "mobilenet", "--model", "models/trained/mobilenet.keras", "--data", "data/prepared/cifar10.npz",
                 "--out", str(out)], cwd=workdir, check=False)
     assert proc.returncode != 0
-    assert "models/trained/mobilenet.keras not found" in proc.stderr and "finetune_mobilenet" in proc.stderr
+    assert "models/trained/mobilenet.keras not found" in proc.stderr and "train@mobilenet" in proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
 
 

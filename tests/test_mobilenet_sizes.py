@@ -5,13 +5,13 @@ import mobilenet_sizes
 
 def test_experiment_metrics_are_found_by_name_in_dvc_exp_show():
     def exp(name, accuracy):
-        metrics = {mobilenet_sizes.METRICS: {"data": {"mobilenet": {"test_accuracy": accuracy}}}}
+        metrics = {mobilenet_sizes.METRICS: {"data": {"mobilenet": {"best_val_accuracy": accuracy}}}}
         return {"revs": [{"rev": "abc", "name": name, "data": {"metrics": metrics, "params": {}}}]}
 
     shown = [{"rev": "workspace", "name": None, "data": {"metrics": {}}},
              {"rev": "HEAD", "experiments": [exp("mobilenet-96px", 0.91), exp("mobilenet-32px", 0.7), exp("other", 0.5)]}]
     found = mobilenet_sizes.experiment_metrics(shown, {"mobilenet-32px", "mobilenet-96px", "mobilenet-160px"})
-    assert found == {"mobilenet-96px": {"test_accuracy": 0.91}, "mobilenet-32px": {"test_accuracy": 0.7}}
+    assert found == {"mobilenet-96px": {"best_val_accuracy": 0.91}, "mobilenet-32px": {"best_val_accuracy": 0.7}}
 
 
 def test_the_size_is_selected_on_val_never_on_test():

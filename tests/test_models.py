@@ -94,7 +94,7 @@ def test_frozen_batchnorm_stays_in_inference_mode():
         np.testing.assert_array_equal(got, want)
 
 
-SECTION = {"weights": "imagenet", "input_size": 32, "trainable_layers": 20, "dropout": 0.2, "train_batchnorm": False,
+SECTION = {"input_size": 32, "trainable_layers": 20, "dropout": 0.2, "train_batchnorm": False,
            "label_smoothing": 0.1, "augment": "none",
            "phases": [{"name": "head", "epochs": 1, "learning_rate": 1e-3, "trainable_layers": 0},
                       {"name": "top", "epochs": 2, "learning_rate": 1e-4, "trainable_layers": 12}]}
@@ -131,7 +131,7 @@ def stage_inputs(tmp_path):
     data.save_prepared(tmp_path / "cifar10.npz", {
         "x_train": x[:80], "y_train": y[:80], "x_val": x[80:100], "y_val": y[80:100], "x_test": x[100:],
         "y_test": y[100:], "class_names": np.array(data.CLASS_NAMES), "archive_sha256": np.array("0" * 64)})
-    args = argparse.Namespace(data=tmp_path / "cifar10.npz", model=tmp_path / "m.keras", history=tmp_path / "h.csv",
+    args = argparse.Namespace(data=tmp_path / "cifar10.npz", model=tmp_path / "m.keras",
                               metrics=tmp_path / "m.json", state=tmp_path / "state", keep_checkpoint_on_nan=False,
                               live=tmp_path / "live")
     train = {"epochs": 25, "batch_size": 40, "learning_rate": 1e-3, "lr_decay": 0.95, "early_stopping_patience": 10,
@@ -149,12 +149,14 @@ def test_the_stage_trains_the_phases_one_after_another(weights_file, tmp_path):
     from cifar import models
 
     plan = models.Plan(mobilenet.phases(SECTION, str(path), train), shared["augment"])
-    stage.run("mobilenet", plan, args, {"shared": shared, "finetune_mobilenet": SECTION,
-                                        "registry": {"stage": "finetune_mobilenet"}}, provenance={})
-    rows = args.history.read_text().splitlines()
-    assert rows[0] == "epoch,loss,accuracy,val_loss,val_accuracy,lr" and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
-    assert [float(r.split(",")[5]) for r in rows[1:]] == pytest.approx([1e-3, 1e-4, 0.95e-4])
+    stage.run("mobilenet", plan, args, {"shared": shared, "mobilenet": SECTION, "registry": {"module": "mobilenet"}},
+              provenance={})
     import json
+
+    from evaluate import read_history
+
+    rows = read_history(args.live, "train@mobilenet")  # the run's one record, DVCLive's, across the phases
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and [r["lr"] for r in rows] == pytest.approx([1e-3, 1e-4, 0.95e-4])
 
     summary = json.loads(args.metrics.read_text())["mobilenet"]
     assert summary["epochs_run"] == 3 and set(summary["phases"]) == {"head", "top"}
@@ -176,23 +178,27 @@ def tiny_stage_run(tmp_path, **kwargs):
     shared["train"] = {**train, **kwargs.pop("train", {})}
     build = kwargs.pop("build", lambda arrays: cnn.build_cnn(filters=(4, 8, 8), dense_units=8))
     plan = models.Plan([models.Phase(None, lambda arrays, previous: build(arrays), shared["train"])], shared["augment"])
-    stage.run("cnn", plan, args, {"shared": shared, "registry": {"stage": "train_cnn"}}, provenance={}, **kwargs)
+    stage.run("cnn", plan, args, {"shared": shared, "registry": {"module": "cnn"}}, provenance={}, **kwargs)
     return args
 
 
-def test_a_failure_after_training_keeps_the_resume_state_and_writes_nothing(tmp_path, capsys):
-    """MobileNetV2's test accuracy is measured after training: a kill (here an error) there must
-    not cost the training. No output is written, the state stays, and the rerun reuses it."""
-    def broken(best, arrays):
+def test_a_failure_after_training_keeps_the_resume_state_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    """A kill (here an interrupt) while the outputs are written must not cost the training: no
+    output is written, the state stays, and the rerun reuses it."""
+    from cifar import stage
+
+    def broken(path, data):
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        tiny_stage_run(tmp_path, train={"epochs": 2}, extra_metrics=broken)
+    with monkeypatch.context() as patched:
+        patched.setattr(stage.outputs, "write_json", broken)
+        with pytest.raises(KeyboardInterrupt):
+            tiny_stage_run(tmp_path, train={"epochs": 2})
     assert (tmp_path / "state" / "cnn" / "result.json").is_file()
-    assert not any((tmp_path / name).exists() for name in ("m.keras", "h.csv", "m.json"))
-    args = tiny_stage_run(tmp_path, train={"epochs": 2}, extra_metrics=lambda best, arrays: {"test_accuracy": 0.5})
+    assert not any((tmp_path / name).exists() for name in ("m.keras", "m.json"))
+    args = tiny_stage_run(tmp_path, train={"epochs": 2})
     assert "Training finished in an earlier attempt" in capsys.readouterr().out
-    assert json.loads(args.metrics.read_text())["cnn"]["test_accuracy"] == 0.5
+    assert json.loads(args.metrics.read_text())["cnn"]["epochs_run"] == 2
     assert not (tmp_path / "state" / "cnn").exists()
 
 
@@ -218,11 +224,11 @@ def test_a_nan_loss_fails_the_stage_naming_the_epoch_unless_asked_to_keep_the_ch
 
 @pytest.mark.parametrize("change, message", [
     # The default recipe is in phases: the top-level trainable_layers would change nothing.
-    ({"trainable_layers": 40}, "finetune_mobilenet.trainable_layers = 40 is ignored by the recipe in phases"),
-    ({"label_smoothing": None}, "finetune_mobilenet.label_smoothing is null, but the recipe in phases needs it"),
-    ({"phases": [], "trainable_layers": 20}, "finetune_mobilenet.train_batchnorm = False is ignored by the seed's one phase"),
+    ({"trainable_layers": 40}, "mobilenet.trainable_layers = 40 is ignored by the recipe in phases"),
+    ({"label_smoothing": None}, "mobilenet.label_smoothing is null, but the recipe in phases needs it"),
+    ({"phases": [], "trainable_layers": 20}, "mobilenet.train_batchnorm = False is ignored by the seed's one phase"),
     ({"phases": [], "train_batchnorm": None, "label_smoothing": None},
-     "finetune_mobilenet.trainable_layers is null, but the seed's one phase (phases: []) needs it"),
+     "mobilenet.trainable_layers is null, but the seed's one phase (phases: []) needs it"),
 ])
 def test_a_key_the_chosen_recipe_ignores_is_refused(change, message):
     import yaml
@@ -230,7 +236,7 @@ def test_a_key_the_chosen_recipe_ignores_is_refused(change, message):
     from conftest import REPO
     from cifar import params
 
-    values = {**yaml.safe_load((REPO / "params.yaml").read_text())["finetune_mobilenet"], **change}
+    values = {**yaml.safe_load((REPO / "params.yaml").read_text())["mobilenet"], **change}
     with pytest.raises(params.ParamsError, match=re.escape(message)):
         mobilenet.validate(values)
     seed = {**values, "phases": [], "trainable_layers": 20, "train_batchnorm": None, "label_smoothing": None}

@@ -4,7 +4,6 @@ as on two hosts. The global batch is split between them, so the run matches one 
 tolerance docs/cluster.md states; only the chief writes outputs; a killed worker, restarted, continues
 from the last finished epoch."""
 
-import csv
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ import time
 import pytest
 
 import synthetic
+import conftest
 from conftest import copy_repo, run, run_env, set_param
 
 pytestmark = pytest.mark.e2e
@@ -23,14 +23,13 @@ pytestmark = pytest.mark.e2e
 # order (the all-reduce, the synchronised BatchNormalization) make the runs drift apart slowly;
 # accuracy on near-chance synthetic data flips with that noise, so it is not compared.
 TOLERANCE = {1: 1e-4, 2: 1e-4, 3: 1e-3, 4: 1e-3}
-TRAIN = ["python", "scripts/train_cnn.py", "--name", "cnn", "--data", "data/prepared/cifar10.npz",
-         "--model", "models/trained/cnn.keras", "--history", "reports/history/cnn.csv",
+TRAIN = ["python", "scripts/train.py", "--name", "cnn", "--data", "data/prepared/cifar10.npz",
+         "--model", "models/trained/cnn.keras", "--live", "reports/live/cnn",
          "--metrics", "reports/metrics/train/cnn.json", "--state", "models/.resume"]
 
 
 def history(repo):
-    with open(repo / "reports" / "history" / "cnn.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    return conftest.history(repo, "cnn")  # the chief's DVCLive log
 
 
 def assert_same_history(a, b):
@@ -93,13 +92,13 @@ def hosts(tmp_path_factory):
     # tolerance is float32's; bfloat16's sums in another order differ more (docs/cluster.md).
     for key, value in [("shared.train.epochs", 4), ("shared.train.batch_size", 40),
                        ("shared.train.precision", "float32"),
-                       ("train_cnn.filters", [8, 16, 32]), ("train_cnn.dense_units", 32),
-                       ("train_cnn.block_dropout", [0.0, 0.0]), ("train_cnn.dense_dropout", 0.0)]:
+                       ("cnn.filters", [8, 16, 32]), ("cnn.dense_units", 32),
+                       ("cnn.block_dropout", [0.0, 0.0]), ("cnn.dense_dropout", 0.0)]:
         set_param(chief, key, value)
     run(["dvc", "repro", "prepare"], cwd=chief, CIFAR10_ARCHIVE=str(archive), CIFAR10_SHA256=synthetic.sha256(archive))
     run(TRAIN, cwd=chief)  # one process: the reference
     alone = history(chief)
-    for folder in ("models/trained", "reports/history", "reports/metrics/train"):
+    for folder in ("models/trained", "reports/live/cnn", "reports/metrics/train"):
         shutil.rmtree(chief / folder)
     set_param(chief, "shared.train.distribute", "multi_worker")
     worker = root / "worker"
@@ -123,7 +122,7 @@ def test_two_workers_train_as_one_process_and_only_the_chief_writes(hosts):
     # Worker 1 wrote nothing under models/ or reports/, and left nothing in its temporary folder.
     assert files_under(worker, "models", "reports") == before
     assert scratch(root / "tmp1") == []
-    for folder in ("models/trained", "reports/history", "reports/metrics/train"):
+    for folder in ("models/trained", "reports/live/cnn", "reports/metrics/train"):
         shutil.rmtree(chief / folder)
 
 
@@ -148,7 +147,7 @@ def test_a_killed_worker_restarted_continues_from_the_last_finished_epoch(hosts)
     # stops it); either way nothing is written and its resume state stays.
     code0, out0 = finish(procs[0], timeout=240)
     assert code0 != 0 and not (chief / "models" / "trained" / "cnn.keras").exists(), out0[-3000:]
-    assert "train_cnn: error: a worker of the cluster stopped answering" in out0 and "Traceback" not in out0, out0[-3000:]
+    assert "train@cnn: error: a worker of the cluster stopped answering" in out0 and "Traceback" not in out0, out0[-3000:]
 
     left_by_the_kill = scratch(root / "tmp1")  # SIGKILL leaves no chance to clean up
     ports = free_ports(2)

@@ -114,9 +114,9 @@ def test_a_stage_given_a_folder_as_its_model_path_stops_with_one_line(tmp_path):
     target = tmp_path / "models"
     target.mkdir()
     (target / "keep.txt").write_text("keep")
-    proc = run(["python", script("train_cnn"), "--name", "cnn", "--data", str(tmp_path / "none.npz"), "--model", str(target),
-                "--history", str(tmp_path / "h.csv"), "--metrics", str(tmp_path / "m.json"),
+    proc = run(["python", script("train"), "--name", "cnn", "--data", str(tmp_path / "none.npz"), "--model", str(target),
+                "--metrics", str(tmp_path / "m.json"),
                 "--state", str(tmp_path / "state")], cwd=REPO, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert f"train_cnn: error: {target} is a folder, but a file is to be written there" in proc.stderr
+    assert f"train@cnn: error: {target} is a folder, but a file is to be written there" in proc.stderr
     assert (target / "keep.txt").read_text() == "keep"

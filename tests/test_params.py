@@ -23,7 +23,8 @@ def edit(path, change):
     path.write_text(yaml.safe_dump(values))
 
 
-STAGE_SCHEMAS = {name: importlib.import_module(name).SCHEMA for name in params.STAGE_SECTIONS}
+# fetch_weights' section maps model names to weights: checked against the registry by the stage.
+STAGE_SCHEMAS = {name: getattr(importlib.import_module(name), "SCHEMA", None) for name in params.STAGE_SECTIONS}
 
 
 def test_repository_params_are_valid():
@@ -124,14 +125,17 @@ def test_stage_with_bad_params_exits_nonzero_and_writes_nothing(workdir, archive
 @pytest.mark.parametrize("change, message", [
     (lambda v: v.update(models={}), "'models' must map each model's name to its entry"),
     (lambda v: v["models"].update(CNN2=v["models"]["cnn"]), "models.CNN2 is not a valid model name"),
-    (lambda v: v["models"]["cnn"].pop("label"), "models.cnn must have exactly the keys module, stage, params, label, tta"),
+    (lambda v: v["models"]["cnn"].pop("label"), "models.cnn must have exactly the keys module, recipe, label, tta"),
     (lambda v: v["models"]["cnn"].update(module="cifar.models.cnn"), "models.cnn.module = 'cifar.models.cnn' is not allowed; "
-     "expected a model module of the project's package, scripts/cifar/models/NAME.py"),
+     "expected the name of a model module of the project's package, scripts/cifar/models/NAME.py"),
     # Only the project's model modules: params.yaml or a -S must not name any importable code.
-    (lambda v: v["models"]["cnn"].update(module="scripts/cifar/outputs.py"), "models.cnn.module = 'scripts/cifar/outputs.py' is not allowed"),
-    (lambda v: v["models"]["cnn"].update(module="scripts/cifar/models/../data.py"), "is not allowed"),
+    (lambda v: v["models"]["cnn"].update(module="../outputs"), "models.cnn.module = '../outputs' is not allowed"),
+    (lambda v: v["models"]["cnn"].update(module="scripts/cifar/models/cnn.py"), "is not allowed"),
     (lambda v: v["models"]["cnn"].update(tta=3), "models.cnn.tta = 3 is not allowed; expected one of 0, 1, 2"),
-    (lambda v: v["models"]["cnn"].update(params="nowhere"), "models.cnn.params names section 'nowhere', which is missing"),
+    (lambda v: v["models"]["cnn"].update(recipe="fast"), "models.cnn.recipe = 'fast' is not allowed; expected shared"),
+    (lambda v: v["models"]["fast_robust"].update(module="nowhere", recipe="nowhere"),
+     "models.fast_robust needs the section 'nowhere' (its module's settings), which is missing"),
+    (lambda v: v.pop("fast_robust"), "models.fast_robust needs the section 'fast_robust' (its overrides"),
 ])
 def test_the_model_registry_is_checked(params_file, change, message):
     edit(params_file, change)
@@ -141,16 +145,20 @@ def test_the_model_registry_is_checked(params_file, change, message):
 
 def test_a_registered_models_own_section_is_accepted_and_others_are_not(params_file):
     def add_toy(values):
-        values["models"]["toy"] = {"module": "scripts/cifar/models/cnn.py", "stage": "train_toy", "params": "toy",
-                                   "label": "toy", "tta": 0}
-        values["toy"] = values["train_cnn"]
+        values["models"]["toy"] = {"module": "cnn", "recipe": "shared", "label": "toy", "tta": 0}
+        values["toy"] = {"dense_units": 64}  # the seed CNN's settings, but for this key
 
     edit(params_file, add_toy)
     entry, section = models.entry("toy", params_file)
-    assert entry["stage"] == "train_toy" and section["filters"] == [64, 128, 256]
-    # The section is checked by its model module's rules (cifar.models.cnn.SCHEMA).
+    assert models.train_stage("toy") == "train@toy" and section["filters"] == [64, 128, 256]
+    assert section["dense_units"] == 64 and models.entry("cnn", params_file)[1]["dense_units"] == 512
+    # The merged settings are checked by its model module's rules (cifar.models.cnn.SCHEMA),
+    # under the name of the section a value came from.
     edit(params_file, lambda v: v["toy"].update(filters=[0, 1, 2]))
-    with pytest.raises(params.ParamsError, match=r"toy.filters = \[0, 1, 2\] is not allowed; expected a list of 3 integers"):
+    with pytest.raises(params.ParamsError, match=r"toy \(over cnn\).filters = \[0, 1, 2\] is not allowed; expected a list of 3"):
+        models.entry("toy", params_file)
+    edit(params_file, lambda v: v["toy"].update(filters=[64, 128, 256], widths=[1, 2, 3]))
+    with pytest.raises(params.ParamsError, match=r"unknown key 'toy \(over cnn\).widths'"):
         models.entry("toy", params_file)
     with pytest.raises(params.ParamsError, match="no model 'nope' in the models registry; registered: .*toy"):
         models.entry("nope", params_file)
@@ -176,7 +184,7 @@ def test_a_stage_checks_its_own_section(params_file, section, key, value, messag
 
 
 def test_every_stage_section_is_named_and_a_misspelt_one_fails(params_file):
-    assert set(STAGE_SCHEMAS) == {"augment_preview", "evaluate", "robustness", "export", "parity"}
+    assert set(STAGE_SCHEMAS) == {"fetch_weights", "augment_preview", "evaluate", "robustness", "export", "parity"}
     edit(params_file, lambda values: values.__setitem__("robustnes", values.pop("robustness")))
     with pytest.raises(params.ParamsError, match="unknown section 'robustnes'"):
         params.load(["shared"], params_file)
@@ -194,16 +202,16 @@ def test_every_stage_section_is_named_and_a_misspelt_one_fails(params_file):
 def test_mobilenet_checks_its_own_section_and_its_phases(phases, ok):
     from cifar.models import mobilenet
 
-    section = mobilenet.section(REPO / "params.yaml")  # the repository's: valid
+    section = models.entry("mobilenet", REPO / "params.yaml")[1]  # the repository's: valid
     if ok:
-        params.validate({**section, "phases": phases}, mobilenet.SCHEMA, "finetune_mobilenet")
+        params.validate({**section, "phases": phases}, mobilenet.SCHEMA, "mobilenet")
     else:
-        with pytest.raises(params.ParamsError, match="finetune_mobilenet.phases = .* is not allowed; expected"):
-            params.validate({**section, "phases": phases}, mobilenet.SCHEMA, "finetune_mobilenet")
+        with pytest.raises(params.ParamsError, match="mobilenet.phases = .* is not allowed; expected"):
+            params.validate({**section, "phases": phases}, mobilenet.SCHEMA, "mobilenet")
 
 
 def test_a_model_module_outside_the_package_is_refused_before_import():
     from cifar import models
 
-    with pytest.raises(params.ParamsError, match="module = 'os.py' is not allowed"):
-        models.module({"module": "os.py"})
+    with pytest.raises(params.ParamsError, match="module = 'os.path' is not allowed"):
+        models.module({"module": "os.path"})

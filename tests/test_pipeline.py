@@ -9,7 +9,7 @@ import yaml
 
 import synthetic
 from cifar import data, inference
-from conftest import run, set_param, MODEL_NAMES
+from conftest import history, run, set_param, MODEL_NAMES
 
 pytestmark = pytest.mark.e2e
 
@@ -19,9 +19,11 @@ def ran_stages(output):
 
 
 def validate_every(repo, name):
-    """The model's epochs between validation passes: its own training section's, else shared.train's."""
+    """The model's epochs between validation passes: its own training settings', else shared.train's."""
+    from cifar import models
+
+    own = models.entry(name, repo / "params.yaml")[1].get("train", {})
     values = yaml.safe_load((repo / "params.yaml").read_text())
-    own = values[values["models"][name]["params"]].get("train", {})
     return own.get("validate_every", values["shared"]["train"].get("validate_every", 1))
 
 
@@ -29,8 +31,8 @@ def test_repro_runs_every_stage_and_leaves_status_clean(pipeline):
     repo, env, first = pipeline
     registry = yaml.safe_load((repo / "params.yaml").read_text())["models"]
     assert ran_stages(first) == {"download", "prepare", "augment_preview", "fetch_weights", "robustness", "evaluate",
-                                 "artifacts_table", *(entry["stage"] for entry in registry.values()),
-                                 *(f"{stage}@{name}" for name in registry for stage in ("export", "parity"))}
+                                 "artifacts_table",
+                                 *(f"{stage}@{name}" for name in registry for stage in ("train", "export", "parity", "demo"))}
     assert (repo / "data" / "prepared" / "cifar10.npz").is_file()
     table = (repo / "reports" / "artifacts.md").read_text()
     export = yaml.safe_load((repo / "params.yaml").read_text())["export"]
@@ -48,8 +50,8 @@ def test_repro_runs_every_stage_and_leaves_status_clean(pipeline):
         assert (repo / "models" / "trained" / f"{name}.keras").is_file()
         metrics = json.loads((repo / "reports" / "metrics" / "train" / f"{name}.json").read_text())
         assert metrics[name]["epochs_run"] == 2
-        history = (repo / "reports" / "history" / f"{name}.csv").read_text().splitlines()
-        assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,lr" and len(history) == 3
+        rows = history(repo, name)  # DVCLive's log, the one record of the run
+        assert [r["epoch"] for r in rows] == [1, 2] and all(r["loss"] > 0 and r["lr"] > 0 for r in rows)
     weights = json.loads((repo / "reports" / "metrics" / "train" / "mobilenet.json").read_text())["weights"]
     assert weights["file"] == "mobilenet_v2_no_top.weights.h5"
     assert weights["sha256"] == synthetic.sha256(repo.parent / "mobilenet_v2_test.weights.h5")
@@ -95,10 +97,9 @@ def test_robustness_and_calibration_for_every_model(pipeline):
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
     summary = (repo / "reports" / "summary.md").read_text()
     assert "## Robustness and calibration" in summary and "mean corruption accuracy" in summary
-    # Each model's single-run interval; the committed seed table holds the reference run's models,
-    # not these, so no spread is shown beside them.
+    # Each model's single-run interval; the spread over seeds is a study's, linked, never read.
     evaluated = json.loads((repo / "reports" / "metrics" / "evaluate.json").read_text())
-    assert "## Spread over seeds" in summary and f"No seed sweep includes this run of: {', '.join(MODEL_NAMES)} " in summary
+    assert "## One run, and the spread over seeds" in summary and "(studies/seeds/seeds.md)" in summary
     for name in MODEL_NAMES:
         low, high = evaluated[name]["test"]["single_run_95_interval"].values()
         assert low <= evaluated[name]["test"]["accuracy"] <= high and high - low > 0.05  # 40 test images
@@ -159,14 +160,23 @@ def test_changing_a_preview_param_reruns_only_augment_preview(pipeline_copy):
 
 def changed_stages(repo, env):
     """The stages whose own deps or params changed (`dvc status`): a `dvc repro` reruns them and
-    everything downstream of them, as test_branches checks on a real rerun of finetune_mobilenet."""
+    everything downstream of them, as test_branches checks on a real rerun of train@mobilenet."""
     return set(json.loads(run(["dvc", "status", "--json"], cwd=repo, **env).stdout))
 
 
-def test_changing_a_finetune_param_reruns_only_finetune(pipeline_copy):
+def test_changing_a_models_param_reruns_only_its_training(pipeline_copy):
+    """A model's own section retrains that model; its module's section every model built by the
+    module (fast_robust's settings are fast's with its own laid over them)."""
     repo, env, _ = pipeline_copy
-    set_param(repo, "finetune_mobilenet.dropout", 0.3)
-    assert changed_stages(repo, env) == {"finetune_mobilenet"}
+    set_param(repo, "mobilenet.dropout", 0.3)
+    assert changed_stages(repo, env) == {"train@mobilenet"}
+    set_param(repo, "mobilenet.dropout", 0.2)
+    set_param(repo, "fast_robust.train.epochs", 3)
+    assert changed_stages(repo, env) == {"train@fast_robust"}
+    set_param(repo, "fast.train.momentum", 0.8)
+    assert changed_stages(repo, env) == {"train@fast_robust", "train@fast"}
+    diff = json.loads(run(["dvc", "params", "diff", "--json"], cwd=repo, **env).stdout)["params.yaml"]
+    assert set(diff) == {"fast_robust.train.epochs", "fast.train.momentum"}
 
 
 def test_the_same_weights_under_another_path_do_not_retrain(pipeline_copy, tmp_path):
@@ -176,9 +186,9 @@ def test_the_same_weights_under_another_path_do_not_retrain(pipeline_copy, tmp_p
     moved = tmp_path / "elsewhere" / "renamed.weights.h5"
     moved.parent.mkdir()
 
-    weights = yaml.safe_load((repo / "params.yaml").read_text())["finetune_mobilenet"]["weights"]
+    weights = yaml.safe_load((repo / "params.yaml").read_text())["fetch_weights"]["mobilenet"]
     moved.write_bytes(open(weights, "rb").read())
-    set_param(repo, "finetune_mobilenet.weights", str(moved))
+    set_param(repo, "fetch_weights.mobilenet", str(moved))
     assert ran_stages(run(["dvc", "repro"], cwd=repo, **env).stdout) == {"fetch_weights"}
     assert json.loads(run(["dvc", "status", "--json"], cwd=repo, **env).stdout) == {}
 
@@ -187,7 +197,7 @@ def test_changing_an_augmentation_param_does_not_rerun_prepare(pipeline_copy):
     """The seed's transforms feed the seed CNN and MobileNetV2; the fast models have their own."""
     repo, env, _ = pipeline_copy
     set_param(repo, "shared.augment.rotation_degrees", 5)
-    assert changed_stages(repo, env) == {"augment_preview", "train_cnn", "finetune_mobilenet"}
+    assert changed_stages(repo, env) == {"augment_preview", "train@cnn", "train@mobilenet"}
 
 
 def stage_commands(repo):
@@ -199,7 +209,9 @@ def stage_commands(repo):
         keys = list(models) if "foreach" in stage else [None]
         for key in keys:
             body = json.dumps(stage.get("do", stage))
-            body = json.loads(body.replace("${key}", key) if key else body)
+            if key:
+                body = re.sub(r"\$\{item\.(\w+)\}", lambda m: str(models[key][m.group(1)]), body.replace("${key}", key))
+            body = json.loads(body)
             written = [next(iter(o)) if isinstance(o, dict) else o
                        for kind in ("outs", "metrics", "plots") for o in body.get(kind, [])]
             if len(written) >= 2:
@@ -227,7 +239,7 @@ def test_a_stage_that_fails_after_its_first_write_changes_no_output(pipeline_cop
 
     repo, env, _ = pipeline_copy
     commands = stage_commands(repo)
-    assert {"prepare", "train_cnn", "train_fast", "finetune_mobilenet", "robustness", "evaluate",
+    assert {"prepare", "train@cnn", "train@fast", "train@mobilenet", "robustness", "evaluate",
             "artifacts_table"} <= set(commands)
     monkeypatch.chdir(repo)
     for key, value in env.items():  # the offline inputs, as `dvc repro` got them

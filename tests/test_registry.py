@@ -1,7 +1,8 @@
-"""The model registry is the one list: a toy model added in a copy of the repository (one module,
-one params section, one registry entry, one stage) is trained, evaluated, exported and
-parity-checked by `dvc repro` with no other file edited, and nothing that was already up to date
-reruns. Editing one model's module reruns that model's stages and the every-model ones only."""
+"""The model registry is the one list: a toy model added in a copy of the repository through its
+module and params alone (the module, its section and its registry entry; no dvc.yaml edit, no
+script) is trained, evaluated, exported and parity-checked by `dvc repro`, and nothing that was
+already up to date reruns. Editing one model's module reruns that model's stages and the
+every-model ones only."""
 
 import json
 import re
@@ -38,15 +39,6 @@ def ran_stages(output):
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-TOY_SCRIPT = '''"""Stage `train_toy`: train the toy model."""
-
-from cifar import stage
-
-if __name__ == "__main__":
-    stage.main("train_toy", lambda: stage.train(__doc__.splitlines()[0]))
-'''
-
-
 @pytest.fixture(scope="module")
 def toy_repo(pipeline, tmp_path_factory):
     """A copy of the shared tiny pipeline (outputs and DVC cache included) with a toy model added."""
@@ -54,25 +46,19 @@ def toy_repo(pipeline, tmp_path_factory):
     repo = tmp_path_factory.mktemp("registry") / "repo"
     shutil.copytree(source, repo, symlinks=True)
     (repo / "scripts" / "cifar" / "models" / "toy.py").write_text(TOY_BUILDER)
-    (repo / "scripts" / "train_toy.py").write_text(TOY_SCRIPT)
-
     values = yaml.safe_load((repo / "params.yaml").read_text())
-    values["models"]["toy"] = {"module": "scripts/cifar/models/toy.py", "stage": "train_toy", "params": "toy",
-                               "label": "toy CNN", "tta": 1}
+    values["models"]["toy"] = {"module": "toy", "recipe": "shared", "label": "toy CNN", "tta": 1}
     values["toy"] = {"filters": 4}
     (repo / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
-
-    pipeline_file = yaml.safe_load((repo / "dvc.yaml").read_text())
-    stage = json.loads(json.dumps(pipeline_file["stages"]["train_cnn"]).replace("train_cnn", "train_toy").replace("cnn", "toy"))
-    stage["params"] = ["shared", "models.toy.module", "models.toy.params", "toy"]
-    pipeline_file["stages"]["train_toy"] = stage
-    (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline_file, sort_keys=False))
     return repo, env, run(["dvc", "repro"], cwd=repo, **env).stdout
 
 
 def test_a_registered_model_goes_through_every_later_stage(toy_repo):
     repo, env, output = toy_repo
-    assert ran_stages(output) == {"train_toy", "robustness", "evaluate", "export@toy", "parity@toy", "artifacts_table"}
+    # fetch_weights reruns for the new registry entry (its folder: no pretrained weights) and
+    # writes the other models' folders as they were, so nothing else retrains.
+    assert ran_stages(output) == {"fetch_weights", "train@toy", "robustness", "evaluate", "export@toy", "parity@toy",
+                                  "demo@toy", "artifacts_table"}
     evaluated = json.loads((repo / "reports" / "metrics" / "evaluate.json").read_text())
     assert set(evaluated) >= {"cnn", "mobilenet", "toy"} and "accuracy" in evaluated["toy"]["test"]
     parity = json.loads((repo / "reports" / "metrics" / "export" / "toy.json").read_text())
@@ -122,18 +108,18 @@ def test_editing_one_models_module_reruns_only_that_models_stages(toy_repo, tmp_
 
     with open(repo / "scripts" / "cifar" / "models" / "toy.py", "a") as f:
         f.write("\n# an edit\n")
-    assert changed() == {"train_toy", "export@toy", "parity@toy", *every_model}
+    assert changed() == {"train@toy", "export@toy", "parity@toy", *every_model}
     with open(repo / "scripts" / "cifar" / "models" / "fast.py", "a") as f:
         f.write("\n# an edit\n")
     values = yaml.safe_load((repo / "params.yaml").read_text())
     # Every model built by fast.py: the fast model and its robust variant.
-    fast = [name for name, entry in values["models"].items() if entry["module"] == "scripts/cifar/models/fast.py"]
+    fast = [name for name, entry in values["models"].items() if entry["module"] == "fast"]
     assert "fast" in fast and "cnn" not in fast
-    edited = {"train_toy", "export@toy", "parity@toy",
-              *(f"{stage}@{name}" for name in fast for stage in ("export", "parity")),
-              *(values["models"][name]["stage"] for name in fast)}
+    edited = {"train@toy", "export@toy", "parity@toy",
+              *(f"{stage}@{name}" for name in fast for stage in ("train", "export", "parity"))}
     assert changed() == {*edited, *every_model}
     # Test-time augmentation is an inference choice: changing it retrains nothing.
     values["models"]["cnn"]["tta"] = 1
     (repo / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
-    assert changed() - edited == {"export@cnn", "parity@cnn", "artifacts_table", *every_model}
+    # (fetch_weights reads the registry too: it reruns, a second's copy, and its outputs are as before.)
+    assert changed() - edited == {"fetch_weights", "export@cnn", "parity@cnn", "artifacts_table", *every_model}

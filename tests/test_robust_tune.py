@@ -59,7 +59,7 @@ def test_fast_candidates_are_measured_on_every_val_image_with_their_test_time_au
     plain = candidate(repo, "fast", tmp_path / "plain")
     muon = candidate(repo, "fast", tmp_path / "muon")
     settings = yaml.safe_load((muon / "params.yaml").read_text())
-    settings["train_fast"]["train"]["muon"] = {"learning_rate": 0.24, "momentum": 0.6, "newton_schulz_steps": 3}
+    settings["fast"]["train"]["muon"] = {"learning_rate": 0.24, "momentum": 0.6, "newton_schulz_steps": 3}
     (muon / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     out = tmp_path / "study"
     command = ["python", script("fast_tune"), "--candidate", "sgd", str(plain), "--candidate", "muon", str(muon),

@@ -12,11 +12,12 @@ import stage_times
 
 
 def test_a_seed_run_is_the_stages_own_command_with_its_outputs_moved(tmp_path):
-    command = seeds.stage_command("finetune_mobilenet", "mobilenet", 43, tmp_path, REPO / "dvc.yaml")
-    assert command[1] == "scripts/finetune_mobilenet.py" and command[-2:] == ["--seed", "43"]
+    command = seeds.stage_command("train@mobilenet", 43, tmp_path, REPO)
+    assert command[1] == "scripts/train.py" and command[-2:] == ["--seed", "43"]
     flags = dict(zip(command[2:-2:2], command[3:-2:2]))
-    assert flags["--weights"] == "models/pretrained" and flags["--data"] == "data/prepared/cifar10.npz"
-    for flag in ("--model", "--history", "--metrics", "--live", "--state"):
+    assert flags["--name"] == "mobilenet" and flags["--data"] == "data/prepared/cifar10.npz"
+    assert flags["--weights"] == "models/pretrained/mobilenet"
+    for flag in ("--model", "--metrics", "--live", "--state"):
         assert flags[flag].startswith(str(tmp_path)), flag  # nothing of the pipeline's is written
 
 
@@ -44,15 +45,15 @@ def test_the_table_gives_the_spread_and_a_single_runs_interval():
 
 def test_a_sweep_needs_the_lock_s_recipe_and_tolerates_only_missing_outputs():
     absent = {"changed outs": {"models/trained/cnn.keras": "not in cache"}}
-    assert seeds.pipeline_state("train_cnn", {}) == "current"
-    assert seeds.pipeline_state("train_cnn", {"train_cnn": [absent]}) == "absent"
-    assert seeds.pipeline_state("train_cnn", {"train_cnn": [{"changed outs": {"m.keras": "deleted"}}]}) == "absent"
-    assert seeds.pipeline_state("train_cnn", {"train_cnn": [{"changed outs": {"m.keras": "modified"}}]}) is None
-    assert seeds.pipeline_state("train_cnn", {"train_cnn": [{"changed deps": {"scripts/train_cnn.py": "modified"}}, absent]}) is None
-    assert seeds.pipeline_state("train_cnn", {"train_cnn": [{"changed params": {"params.yaml": {"x": "modified"}}}]}) is None
+    assert seeds.pipeline_state("train@cnn", {}) == "current"
+    assert seeds.pipeline_state("train@cnn", {"train@cnn": [absent]}) == "absent"
+    assert seeds.pipeline_state("train@cnn", {"train@cnn": [{"changed outs": {"m.keras": "deleted"}}]}) == "absent"
+    assert seeds.pipeline_state("train@cnn", {"train@cnn": [{"changed outs": {"m.keras": "modified"}}]}) is None
+    assert seeds.pipeline_state("train@cnn", {"train@cnn": [{"changed deps": {"scripts/train.py": "modified"}}, absent]}) is None
+    assert seeds.pipeline_state("train@cnn", {"train@cnn": [{"changed params": {"params.yaml": {"x": "modified"}}}]}) is None
     # missing data upstream is not a missing output of this stage: its deps changed too
-    assert seeds.pipeline_state("train_cnn", {"prepare": [{"changed outs": {"d.npz": "deleted"}}],
-                                              "train_cnn": [{"changed deps": {"d.npz": "deleted"}}]}) is None
+    assert seeds.pipeline_state("train@cnn", {"prepare": [{"changed outs": {"d.npz": "deleted"}}],
+                                              "train@cnn": [{"changed deps": {"d.npz": "deleted"}}]}) is None
 
 
 def test_the_pipelines_run_is_measured_again_once_the_pipeline_retrains_its_model(tmp_path):
@@ -73,7 +74,7 @@ def test_a_sweep_reuses_the_pipelines_run_trains_the_other_seeds_and_skips_finis
     proc = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env)
     runs = json.loads((repo / "reports/studies/seeds/runs.json").read_text())
     assert [(r["seed"], r["source"]) for r in runs] == [(42, "pipeline (dvc repro)"), (43, "scripts/tools/seeds.py")]
-    assert runs[0]["recipe"] == runs[1]["recipe"] == seeds.recipe_id("train_cnn", repo / "dvc.lock")
+    assert runs[0]["recipe"] == runs[1]["recipe"] == seeds.recipe_id("train@cnn", repo / "dvc.lock")
     (folder,) = (repo / "build/seeds").glob("cnn-43-*")
     trained = json.loads((folder / "metrics.json").read_text())["cnn"]
     assert trained["wall_time_s"] > 0 and runs[1]["wall_time_s"] == trained["wall_time_s"]
@@ -83,12 +84,14 @@ def test_a_sweep_reuses_the_pipelines_run_trains_the_other_seeds_and_skips_finis
     assert runs[0]["test_accuracy"] == pytest.approx(evaluated, abs=1e-5)  # measured as evaluate measures it
     assert runs[0]["model_sha256"] != runs[1]["model_sha256"]  # another seed, another model
     assert "--seed 43" in proc.stdout
-    # The pipeline's outputs are untouched; only evaluate, which shows the table, is stale.
-    assert set(json.loads(run(["dvc", "status", "--json"], cwd=repo, **env).stdout)) == {"evaluate"}
-    run(["dvc", "repro", "evaluate"], cwd=repo, **env)
-    evaluated = json.loads((repo / "reports/metrics/evaluate.json").read_text())
-    assert evaluated["cnn"]["seeds"]["runs"] == 2 and "seeds" not in evaluated["fast"]
-    assert "(2 seeds)" in (repo / "reports/summary.md").read_text()
+    # A study: the pipeline is untouched and up to date; the README's table shows the spread
+    # beside the run it includes (make readme), the summary links the seed table.
+    assert json.loads(run(["dvc", "status", "--json"], cwd=repo, **env).stdout) == {}
+    run(["python", script("readme_results"), "--readme", "README.md"], cwd=repo, **env)
+    rows = [line for line in (repo / "README.md").read_text().splitlines() if line.startswith("| ")]
+    assert any(line.startswith("| seed CNN |") and "(2 seeds)" in line for line in rows)
+    assert not any(line.startswith("| fast CNN") and "seeds)" in line for line in rows)
+    assert "(studies/seeds/seeds.md)" in (repo / "reports/summary.md").read_text()
     table = json.loads((repo / "reports/studies/seeds/seeds.json").read_text())["cnn"]
     assert table["runs"] == 2 and table["test_accuracy"]["min"] <= table["test_accuracy"]["max"]
     assert table["pipeline_run"]["model_sha256"] == runs[0]["model_sha256"]
@@ -99,27 +102,27 @@ def test_a_sweep_reuses_the_pipelines_run_trains_the_other_seeds_and_skips_finis
     assert "--seed" not in run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env).stdout
     (repo / "reports/studies/seeds/runs.json").write_text(json.dumps(runs[1:]))  # and without it: no run to measure
     absent = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, check=False, **env)
-    assert absent.returncode != 0 and "train_cnn has no outputs here" in absent.stderr
+    assert absent.returncode != 0 and "train@cnn has no outputs here" in absent.stderr
     bad = run(["python", script("seeds"), "--models", "resnet"], cwd=repo, check=False, **env)
     assert bad.returncode != 0 and "unknown model(s) resnet" in bad.stderr
     set_param(repo, "shared.train.epochs", 1)  # another recipe: the sweep wants the pipeline's run first
     stale = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, check=False, **env)
-    assert stale.returncode != 0 and "train_cnn is not up to date" in stale.stderr
+    assert stale.returncode != 0 and "train@cnn is not up to date" in stale.stderr
 
 
 def test_stage_times_time_each_stage_from_its_start_to_the_next():
     clock = iter([10.0, 70.0, 75.0, 200.0]).__next__
-    lines = ["Stage 'download' didn't change, skipping\n", "Running stage 'train_cnn':\n", "Epoch 1/2\n",
+    lines = ["Stage 'download' didn't change, skipping\n", "Running stage 'train@cnn':\n", "Epoch 1/2\n",
              "Running stage 'export@cnn':\n", "Running stage 'evaluate':\n", "Updating lock file 'dvc.lock'\n"]
     ran, skipped = stage_times.timed(lines, clock=clock, echo=lambda line: None)
-    assert ran == {"train_cnn": 60.0, "export@cnn": 5.0, "evaluate": 125.0} and skipped == ["download"]
+    assert ran == {"train@cnn": 60.0, "export@cnn": 5.0, "evaluate": 125.0} and skipped == ["download"]
 
 
 def test_stage_times_compare_with_the_seed_recipe_only_on_the_host_bench_ran_on(tmp_path, monkeypatch):
     monkeypatch.setattr(stage_times.outputs, "hardware", lambda: {"cpu": "Intel Xeon", "cpu_count": 2})
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"environment": {"cpu": "Intel Xeon"}, "seed_recipe_float32_s": 1000.0}))
-    result = stage_times.record({"train_cnn": 600.0, "finetune_mobilenet": 400.0, "evaluate": 500.0}, [], "dvc repro", bench)
+    result = stage_times.record({"train@cnn": 600.0, "train@mobilenet": 400.0, "evaluate": 500.0}, [], "dvc repro", bench)
     assert result["total_s"] == 1500.0 and result["training_s"] == 1000.0 and result["total_vs_seed_recipe"] == 1.5
     bench.write_text(json.dumps({"environment": {"cpu": "AMD EPYC"}, "seed_recipe_float32_s": 1000.0}))
     other = stage_times.record({"evaluate": 500.0}, [], "dvc repro", bench)

@@ -71,8 +71,8 @@ def test_every_stage_declares_the_code_it_runs(name, stage):
         assert not missing, f"stage {name} runs {script} but does not declare {missing}"
     if name == "parity":  # it runs TF.js in Node.js through this script and the npm packages
         assert {"scripts/cifar/tfjs_predict.mjs", "package-lock.json"} <= deps
-    if name in ("export", "parity"):  # the Keras objects of the model it loads
-        assert "${item.module}" in deps
+    if name in ("train", "export", "parity"):  # the model's own module: its builder, the Keras objects it loads
+        assert "scripts/cifar/models/${item.module}.py" in deps
 
 
 def test_scripts_holds_one_script_per_stage_named_as_the_stage():
@@ -108,16 +108,19 @@ def test_the_resume_identity_hashes_exactly_the_code_the_stage_declares(tmp_path
 
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copytree(SCRIPTS, tmp_path / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
-    declared = set(stage.declared_code("train_fast", tmp_path))
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    declared = set(stage.declared_code("train@fast", tmp_path))
     assert {d for d in declared if not d.startswith("scripts/cifar/training/")} == {
-        d for d in dict(stages())["train_fast"]["deps"] if d.startswith("scripts/") and d != "scripts/cifar/training"}
+        d.replace("${item.module}", "fast") for d in dict(stages())["train"]["deps"]
+        if d.startswith("scripts/") and d != "scripts/cifar/training"}
     assert "scripts/cifar/training/fit.py" in declared  # a folder counts with every file in it
     assert "scripts/cifar/models/fast.py" in declared and "scripts/cifar/models/mobilenet.py" not in declared
-    before = stage.code_digest("train_fast", tmp_path)
+    before = stage.code_digest("train@fast", tmp_path)
+    assert stage.code_digest("train@fast_robust", tmp_path) == before  # the same module, the same code
     (tmp_path / "scripts" / "cifar" / "models" / "mobilenet.py").write_text("# another model's code\n")
-    assert stage.code_digest("train_fast", tmp_path) == before
+    assert stage.code_digest("train@fast", tmp_path) == before
     with open(tmp_path / "scripts" / "cifar" / "models" / "fast.py", "a") as f:
         f.write("\n# an edit\n")
-    assert stage.code_digest("train_fast", tmp_path) != before
+    assert stage.code_digest("train@fast", tmp_path) != before
     with pytest.raises(stage.outputs.StageError, match="has no stage 'train_nothing'"):
-        stage.code_digest("train_nothing", tmp_path)
+        stage.code_digest("train_nothing@cnn", tmp_path)

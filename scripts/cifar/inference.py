@@ -40,9 +40,9 @@ class KerasPredictor:
 
     def __init__(self, path=None, level=0, model=None):
         """The .keras file `path` with test-time augmentation at `level`, or a Keras `model` as it is."""
-        from cifar import models, tta
+        from cifar import models
 
-        self.model = model if model is not None else tta.wrap(models.load(path), level)
+        self.model = model if model is not None else models.load(path, level)
 
     def predict(self, images):
         return np.asarray(self.model.predict_on_batch(images.astype(np.float32)), np.float32)

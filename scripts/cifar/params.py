@@ -121,16 +121,16 @@ def _weights(value):
     return "'imagenet', 'none', or the path of a Keras weights file ending in .h5"
 
 
-REGISTRY_KEYS = ("module", "stage", "params", "label", "tta")
+REGISTRY_KEYS = ("module", "recipe", "label", "tta")
 NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
-# Only the project's own model modules: the registry names code to import, and params.yaml (or a
-# `-S` on the command line) must not be a way to import any module. An entry names its module by
-# its file, which dvc.yaml's export and parity stages then declare as a dependency.
-MODULE = re.compile(r"scripts/cifar/models/[a-z][a-z0-9_]*\.py")
+# Only the project's own model modules, by name: the registry names code to import, and
+# params.yaml (or a `-S` on the command line) must not be a way to import any module. dvc.yaml's
+# train, export and parity stages declare its file, scripts/cifar/models/MODULE.py, as a dependency.
+MODULE = NAME
 
 
 def _registry(value, path):
-    """Check the `models` section: {name: {module, stage, params, label, tta}}; raise ParamsError."""
+    """Check the `models` section: {name: {module, recipe, label, tta}}; raise ParamsError."""
     if not isinstance(value, dict) or not value:
         raise ParamsError(f"{path}: 'models' must map each model's name to its entry, got {value!r}")
     for name, entry in value.items():
@@ -140,22 +140,39 @@ def _registry(value, path):
         if not isinstance(entry, dict) or set(entry) != set(REGISTRY_KEYS):
             got = sorted(entry) if isinstance(entry, dict) else entry
             raise ParamsError(f"{path}: models.{name} must have exactly the keys {', '.join(REGISTRY_KEYS)}; got {got}")
-        for key in ("module", "stage", "params", "label"):
-            if not (isinstance(entry[key], str) and entry[key].strip()):
-                raise ParamsError(f"{path}: models.{name}.{key} = {entry[key]!r} is not allowed; expected a non-empty string")
-        if not MODULE.fullmatch(entry["module"]):
-            raise ParamsError(f"{path}: models.{name}.module = {entry['module']!r} is not allowed; expected a model "
-                              "module of the project's package, scripts/cifar/models/NAME.py")
+        if not (isinstance(entry["module"], str) and MODULE.fullmatch(entry["module"])):
+            raise ParamsError(f"{path}: models.{name}.module = {entry['module']!r} is not allowed; expected the name "
+                              "of a model module of the project's package, scripts/cifar/models/NAME.py (e.g. fast)")
+        if entry["recipe"] not in ("shared", entry["module"]):
+            raise ParamsError(f"{path}: models.{name}.recipe = {entry['recipe']!r} is not allowed; expected shared (it "
+                              f"trains with the seed's settings, shared.train and shared.augment) or {entry['module']!r} "
+                              "(a recipe of its own, in its module's section)")
+        if not (isinstance(entry["label"], str) and entry["label"].strip()):
+            raise ParamsError(f"{path}: models.{name}.label = {entry['label']!r} is not allowed; expected a non-empty string")
         if entry["tta"] not in (0, 1, 2) or isinstance(entry["tta"], bool):
             raise ParamsError(f"{path}: models.{name}.tta = {entry['tta']!r} is not allowed; expected one of 0, 1, 2 "
                               "(test-time augmentation: none, flip, flip + 1 px shifts)")
+
+
+def model_sections(registry):
+    """The params sections the registry names: each module's settings, and each model's own
+    (its overrides of its module's; the same section where the model is named as its module)."""
+    return {*(entry["module"] for entry in registry.values()), *registry}
+
+
+def merged(base, overrides):
+    """`base` with `overrides` laid over it key by key, nested mappings merged the same way."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
 
 
 # Sections of the stages downstream of training. Their schemas live with their stages
 # (e.g. scripts/evaluate.py's SCHEMA, passed to load()), so that changing one touches only that
 # stage: every training stage depends on this file. They are named here so that a misspelt
 # section still fails every stage.
-STAGE_SECTIONS = ("augment_preview", "evaluate", "robustness", "export", "parity")
+STAGE_SECTIONS = ("fetch_weights", "augment_preview", "evaluate", "robustness", "export", "parity")
 
 SCHEMA = {
     "models": _registry,  # the model registry, checked as a whole
@@ -254,16 +271,19 @@ def load(sections, path="params.yaml", schemas=None):
         raise ParamsError(f"{path}: missing section 'models' (the model registry)")
     _registry(params["models"], path)
     for name, entry in params["models"].items():
-        if entry["params"] not in params:
-            raise ParamsError(f"{path}: models.{name}.params names section '{entry['params']}', which is missing")
+        for section in (entry["module"], name):
+            if section not in params:
+                raise ParamsError(f"{path}: models.{name} needs the section '{section}' ("
+                                  + ("its module's settings" if section == entry["module"] else
+                                     "its overrides of its module's settings; {} for none") + "), which is missing")
     # A registered model's params section may be one SCHEMA does not know (a new model's):
     # then it must be a mapping, and its builder reads what it needs from it.
-    model_sections = {entry["params"] for entry in params["models"].values()}
-    unknown = sorted(set(params) - set(SCHEMA) - set(STAGE_SECTIONS) - model_sections)
+    registered = model_sections(params["models"])
+    unknown = sorted(set(params) - set(SCHEMA) - set(STAGE_SECTIONS) - registered)
     if unknown:
         raise ParamsError(
             f"{path}: unknown section '{unknown[0]}'; allowed sections: {', '.join([*SCHEMA, *STAGE_SECTIONS])}, "
-            "and the params sections the models registry names"
+            "and the sections the models registry names (its modules and models)"
         )
     for section in sections:
         if section not in params:

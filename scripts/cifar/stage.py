@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -22,25 +23,41 @@ from cifar import data, models, outputs, params, training
 REPO = Path(__file__).resolve().parents[2]
 
 
-def declared_code(stage, root=REPO):
-    """The code files the dvc.yaml stage `stage` declares as deps (those under scripts/; a
-    folder counts with every file in it), as paths relative to `root`."""
+def resolved(stage, root=REPO):
+    """The dvc.yaml entry of `stage` (cmd, deps, ...), for a foreach stage (`train@NAME`) with
+    `${key}` and `${item.KEY}` filled in from the registry entry NAME, as DVC fills them in."""
     from ruamel.yaml import YAML, YAMLError
 
     dvc_yaml = root / "dvc.yaml"
     try:
         stages = YAML(typ="safe").load(dvc_yaml.read_text())["stages"]
     except (OSError, YAMLError, KeyError, TypeError) as err:
-        raise outputs.StageError(f"{dvc_yaml} cannot be read ({type(err).__name__}: {err}); the resume state "
-                                 "is stamped with the code the stage declares there") from None
-    base = stage.split("@", 1)[0]
+        raise outputs.StageError(f"{dvc_yaml} cannot be read ({type(err).__name__}: {err})") from None
+    base, _, key = stage.partition("@")
     if base not in stages:
-        raise outputs.StageError(f"{dvc_yaml} has no stage '{stage}' (a models.NAME.stage in params.yaml names it); "
-                                 "the resume state is stamped with the code that stage declares as deps")
+        raise outputs.StageError(f"{dvc_yaml} has no stage '{base}'")
     entry = stages[base].get("do", stages[base])
+    item = params.load(["models"], root / "params.yaml")["models"].get(key, {}) if key else {}
+
+    def fill(value):
+        if isinstance(value, str):
+            value = value.replace("${key}", key)
+            return re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item.get(m.group(1), m.group(0))), value)
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        if isinstance(value, dict):
+            return {fill(k): fill(v) for k, v in value.items()}
+        return value
+
+    return fill(entry)
+
+
+def declared_code(stage, root=REPO):
+    """The code files the dvc.yaml stage `stage` declares as deps (those under scripts/; a
+    folder counts with every file in it), as paths relative to `root`."""
     files = set()
-    for dep in entry.get("deps", []):
-        if not str(dep).startswith("scripts/"):
+    for dep in resolved(stage, root).get("deps", []):
+        if not dep.startswith("scripts/"):
             continue
         path = root / dep
         if path.is_dir():
@@ -48,7 +65,7 @@ def declared_code(stage, root=REPO):
         elif path.is_file():
             files.add(path)
         else:
-            raise outputs.StageError(f"{dvc_yaml}: stage '{stage}' declares {dep}, which does not exist")
+            raise outputs.StageError(f"{root / 'dvc.yaml'}: stage '{stage}' declares {dep}, which does not exist")
     return sorted(p.relative_to(root).as_posix() for p in files)
 
 
@@ -61,25 +78,26 @@ def code_digest(stage, root=REPO):
     return h.hexdigest()
 
 
-def train(description, extra_metrics=None):
+def train(description):
     """A training stage's body: the registry's model `--name`, trained by its plan (its module's,
-    or the seed's settings and recipe), from the pretrained weights in `--weights` if the stage
-    passes them (the `fetch_weights` folder)."""
+    or the seed's settings and recipe), from the pretrained weights in `--weights` (its folder
+    from `fetch_weights`, whose source.json names a file or none)."""
     parser = arguments(description)
     args = parser.parse_args()
     entry, section = models.entry(args.name)
     shared = params.load(["shared"])["shared"]
+    if entry["recipe"] != "shared":  # a recipe of its own reads the seed only, as dvc.yaml declares
+        shared = {"seed": shared["seed"]}
     if args.seed is not None:  # a seed sweep's run (scripts/tools/seeds.py); prepare's val split stays
         shared = {**shared, "seed": args.seed}
     weights, provenance = None, {}
     if args.weights:
-        weights, provenance["weights"] = weights_argument(args.weights)
-        # The weights count by content (source's sha256), not by the path that named them.
-        section = {k: v for k, v in section.items() if k != "weights"}
+        weights, source = weights_argument(args.weights)
+        if source["file"]:
+            provenance["weights"] = source
     plan = models.plan(entry, section, shared, weights)
-    cfg = {"shared": shared, entry["params"]: section,
-           "registry": {key: entry[key] for key in ("module", "params", "stage")}}
-    run(args.name, plan, args, cfg, provenance, extra_metrics)
+    cfg = {"shared": shared, args.name: section, "registry": dict(entry)}
+    run(args.name, plan, args, cfg, provenance)
 
 
 @contextlib.contextmanager
@@ -111,15 +129,13 @@ def weights_argument(folder):
     return (str(folder / source["file"]) if source["file"] else None), source
 
 
-def run(name, plan, args, cfg, provenance, extra_metrics=None):
+def run(name, plan, args, cfg, provenance):
     """Fit the model's `plan` (cifar.models.Plan) and write the model, history, DVCLive log and
     metrics `args` names.
 
     `cfg`: every params section the stage read (validated), `shared` and `registry` (the model's
-    entry, whose `stage` names the dvc.yaml stage) among them; `provenance`: the inputs the
-    metrics should name (the weights' sha256, say), also part of the identity.
-    `extra_metrics(best_model_path, arrays)`: more figures for the model's metrics (its test
-    accuracy, say), measured before anything is written.
+    entry) among them; `provenance`: the inputs the metrics should name (the weights' sha256,
+    say), also part of the identity.
 
     The plan's phases are fitted one after another, each built from the best model of the phase
     before (`previous`, a .keras path; None for the first, and on workers other than the chief,
@@ -139,7 +155,7 @@ def run(name, plan, args, cfg, provenance, extra_metrics=None):
     strategy = training.make_strategy(plan.phases[0].train.get("distribute", "default"))
     chief, task = training.worker_role(strategy)
     if chief:
-        for path in (args.model, args.history, args.metrics):
+        for path in (args.model, args.metrics):
             outputs.check_output(path)
     where, _, warning = training.device_report(strategy)
     precision, feature, _ = training.precision.resolve(plan.phases[0].train.get("precision", "float32"))
@@ -148,7 +164,7 @@ def run(name, plan, args, cfg, provenance, extra_metrics=None):
     if warning:
         print(f"{name}: warning: {warning}", flush=True)
     arrays = data.load_prepared(args.data)
-    identity = {"params": cfg, "code": code_digest(cfg["registry"]["stage"]), "inputs": provenance}
+    identity = {"params": cfg, "code": code_digest(models.train_stage(name)), "inputs": provenance}
     state = args.state / name  # the chief's; the other workers keep theirs in a temporary folder
     with kept_on_failure(args.live if chief else None, args.state / f".{name}.live-before"):
         live = training.LiveLog(Live(str(args.live), save_dvc_exp=False, dvcyaml=None)) if chief and args.live else None
@@ -169,13 +185,11 @@ def run(name, plan, args, cfg, provenance, extra_metrics=None):
             return
         if live is not None:
             live.live.end()
-        extra = extra_metrics(previous, arrays) if extra_metrics else {}
         with outputs.stage_outputs():
-            training.write_history(rows, args.history)
             with outputs.atomic_path(args.model) as tmp:
                 shutil.copyfile(previous, tmp)
             outputs.write_json(args.metrics, {
-                name: {**summary, **extra, "device": where,
+                name: {**summary, "device": where,
                        **({"gpu_unused": warning} if warning else {})},
                 "data": {"archive_sha256": str(arrays["archive_sha256"])},
                 **provenance,
@@ -211,10 +225,10 @@ def arguments(description):
     parser.add_argument("--name", required=True, help="the model's name in the registry (params.yaml `models`)")
     parser.add_argument("--data", required=True, type=Path, help="prepared arrays (.npz) from `prepare`")
     parser.add_argument("--model", required=True, type=Path, help="where the best model (.keras) goes")
-    parser.add_argument("--history", required=True, type=Path, help="per-epoch history CSV")
     parser.add_argument("--metrics", required=True, type=Path, help="training metrics JSON")
     parser.add_argument("--live", type=Path, help="DVCLive folder: every epoch's metrics, as training goes")
-    parser.add_argument("--weights", type=Path, help="folder from `fetch_weights`, for a model that starts from them")
+    parser.add_argument("--weights", type=Path, help="the model's folder from `fetch_weights` (its source.json names a "
+                                                     "weights file to start from, or none)")
     parser.add_argument("--state", required=True, type=Path,
                         help="folder for the resume state (kept only while training is unfinished)")
     parser.add_argument("--seed", type=int,

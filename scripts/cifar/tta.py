@@ -79,13 +79,3 @@ def wrap(model, level):
     averaged = TestTimeAugmentation(model, level=level, name="tta", dtype="float32")(inputs)
     outputs = layers.Identity(name="probabilities", dtype="float32")(averaged)
     return keras.Model(inputs, outputs, name=model.name)
-
-
-def trained(name, entry, folder="models/trained"):
-    """The registry's model `name` from `folder` (NAME.keras), as inference runs it: wrapped at its
-    entry's level (`tta`)."""
-    from pathlib import Path
-
-    from cifar import models
-
-    return wrap(models.load(Path(folder) / f"{name}.keras", entry["stage"]), entry.get("tta", 0))

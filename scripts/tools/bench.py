@@ -192,15 +192,6 @@ def bench_precisions():
     return ["float32", *[p for p in precision.PRECISIONS[1:] if precision.resolve(p)[0] == p]]
 
 
-def merged(section, overrides):
-    """`section` with `overrides` put in, nested dicts key by key ({"train": {"epochs": 1}}
-    changes one train setting and keeps the others)."""
-    out = dict(section)
-    for key, value in overrides.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def registry_models(x_train, only=None, overrides=None, precision=None, section_overrides=None):
     """{name: (model compiled with its own recipe, train_cfg, augment_cfg)} for every registered
     model (or the one named `only`), from its plan (cifar.models.plan), as its stage trains it:
@@ -218,7 +209,7 @@ def registry_models(x_train, only=None, overrides=None, precision=None, section_
         if only and name != only:
             continue
         _, section = models.entry(name)
-        section = merged(section, section_overrides or {})
+        section = params.merged(section, section_overrides or {})
         plan = models.plan(entry, section, loaded["shared"], weights=None)
         first = plan.phases[0]
         train = {**first.train, "epochs": plan.epochs, **(overrides or {})}

@@ -4,7 +4,7 @@ registry entry's test-time augmentation, against its training time.
 Usage: python scripts/tools/fast_tune.py --candidate LABEL FOLDER [--candidate ...] \
            [--out reports/studies/fast]
 
-Each candidate FOLDER holds what `train_fast` wrote with some settings, NAME.keras and its
+Each candidate FOLDER holds what `train@fast` wrote with some settings, NAME.keras and its
 training metrics NAME.json, and the params.yaml it trained with (as `make robust-tune`'s). Every
 val image is classified as `evaluate` classifies test images: through the model's test-time
 augmentation, so a lever is judged on the quantity the pipeline publishes, on val, and test stays
@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for the cifar package
 
-from cifar import models, outputs, tta  # noqa: E402
+from cifar import models, outputs  # noqa: E402
 from robust_tune import candidate_files, candidate_parser, differing, digest, flat, tune  # noqa: E402 (scripts/tools/)
 
 
@@ -32,7 +32,7 @@ def measure_candidate(label, folder, arrays, batch_size=256):
     name, model_path, metrics_path = candidate_files(folder)
     summary = json.loads(metrics_path.read_text())[name]
     entry, section = models.entry(name, Path(folder) / "params.yaml")
-    model = tta.wrap(models.load(Path(model_path), entry["stage"]), entry.get("tta", 0))
+    model = models.load(model_path, entry["tta"])
     probabilities = model.predict(arrays["x_val"], batch_size=batch_size, verbose=0)
     accuracy = float((probabilities.argmax(axis=1) == arrays["y_val"]).mean())
     return {

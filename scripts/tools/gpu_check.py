@@ -5,7 +5,7 @@ Usage: python scripts/tools/gpu_check.py --bench build/gpu_check/bench.json \
            --data data/prepared/cifar10.npz --out reports/studies/bench/gpu.json
 
 Reads what `make gpu-check` ran before it: `make bench` on this machine (`--bench`) and a real-data
-training of the fast model (`--train-metrics`, `--model`, written by the train_fast stage's
+training of the fast model (`--train-metrics`, `--model`, written by the train@fast stage's
 script outside the workspace's outputs), measures that model on the test set, and writes
 `--out`: the device and precision the training used, each model's training img/s beside its
 augmented stream's img/s, and the fast model's time to its accuracy.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the cifar package
 
-from cifar import data, evaluation, models, outputs, tta  # noqa: E402
+from cifar import data, evaluation, models, outputs  # noqa: E402
 
 
 def report(bench, trained, test_accuracy):
@@ -48,9 +48,9 @@ def main():
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
     bench = outputs.read_json(args.bench, "make bench", needs=["models"])
-    trained = outputs.read_json(args.train_metrics, "train_fast", needs=["fast.device", "fast.wall_time_s"])
+    trained = outputs.read_json(args.train_metrics, "train@fast", needs=["fast.device", "fast.wall_time_s"])
     arrays = data.load_prepared(args.data)
-    _, accuracy = evaluation.loss_and_accuracy(tta.trained("fast", models.entry("fast")[0], args.model.parent),
+    _, accuracy = evaluation.loss_and_accuracy(models.load(args.model, models.entry("fast")[0]["tta"]),
                                                arrays["x_test"], arrays["y_test"], 256)
     result = report(bench, trained, accuracy)
     outputs.write_json(args.out, result)

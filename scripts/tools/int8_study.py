@@ -127,7 +127,7 @@ def main():
     settings = cfg["export"]
     entry, _ = models.entry(args.name)
     arrays = data.load_prepared(args.data)
-    model = models.load(args.model, entry["stage"])
+    model = models.load(args.model)
     x_test, y_test = arrays["x_test"], arrays["y_test"]
     if args.test_images:
         x_test, y_test = x_test[:args.test_images], y_test[:args.test_images]

@@ -1,15 +1,16 @@
-"""MobileNetV2's input size against test accuracy and training time: one DVC experiment per size.
+"""MobileNetV2's input size against val accuracy and training time: one DVC experiment per size.
 
 Usage: python scripts/tools/mobilenet_sizes.py [--sizes 32 64 96 128 160] [--set KEY=VALUE ...]
            [--table reports/studies/mobilenet_sizes/mobilenet_sizes.csv] [--figure reports/studies/mobilenet_sizes/mobilenet_sizes.png]
 
 For each size, one after another (never at the same time: their times are compared), runs
-`dvc exp run --temp finetune_mobilenet -n mobilenet-<S>px -S finetune_mobilenet.input_size=S`
+`dvc exp run --temp train@mobilenet -n mobilenet-<S>px -S mobilenet.input_size=S`
 with the workspace's params otherwise (so every size gets the same recipe and budget; `--set`
 adds -S overrides to all, e.g. a shorter budget). The 32x32 images are upscaled inside the model,
 so each point is a model a user calls the same way. Then reads the experiments' training metrics
-(`dvc exp show --json`) and writes the table (size, best val accuracy, test accuracy, training
-minutes, img/s, and which size is selected: the best val accuracy, never test) and a figure of
+(`dvc exp show --json`) and writes the table (size, best val accuracy, training minutes, img/s,
+and which size is selected: the best val accuracy; no training stage reads test, which is
+evaluate's one-off report) and a figure of
 val accuracy against training time, one point per size, into
 reports/studies/mobilenet_sizes/ (a study, not a DVC metric); `make sizes` runs this script.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the cifar package
 
 METRICS = "reports/metrics/train/mobilenet.json"
-COLUMNS = ["input_size", "best_val_accuracy", "test_accuracy", "train_minutes", "train_img_per_s", "epochs", "selected"]
+COLUMNS = ["input_size", "best_val_accuracy", "train_minutes", "train_img_per_s", "epochs", "selected"]
 
 
 def dvc(*args, check=True):
@@ -88,14 +89,14 @@ def main():
     if not args.collect_only:
         for name, size in names.items():
             dvc("exp", "remove", name, check=False)  # a rerun replaces the experiment of that name
-            overrides = [f"-S=finetune_mobilenet.input_size={size}", *(f"-S={s}" for s in args.set)]
-            print(f"{name}: dvc exp run --temp finetune_mobilenet {' '.join(overrides)}", flush=True)
-            dvc("exp", "run", "--temp", "finetune_mobilenet", "-n", name, *overrides)
+            overrides = [f"-S=mobilenet.input_size={size}", *(f"-S={s}" for s in args.set)]
+            print(f"{name}: dvc exp run --temp train@mobilenet {' '.join(overrides)}", flush=True)
+            dvc("exp", "run", "--temp", "train@mobilenet", "-n", name, *overrides)
     found = experiment_metrics(json.loads(dvc("exp", "show", "--json").stdout), set(names))
     missing = sorted(set(names) - set(found), key=names.get)
     if missing:
         sys.exit(f"mobilenet_sizes: error: no metrics for {', '.join(missing)}; run without --collect-only")
-    rows = [{"input_size": names[name], "test_accuracy": m["test_accuracy"], "best_val_accuracy": m["best_val_accuracy"],
+    rows = [{"input_size": names[name], "best_val_accuracy": m["best_val_accuracy"],
              "train_minutes": round(m["wall_time_s"] / 60, 2), "train_img_per_s": m["train_img_per_s"],
              "epochs": m["epochs_run"]} for name, m in sorted(found.items(), key=lambda item: names[item[0]])]
     chosen = select(rows)
@@ -106,9 +107,9 @@ def main():
         writer.writerows(rows)
     figure(rows, args.figure)
     for r in rows:
-        print(f"{r['input_size']:>4} px: val {r['best_val_accuracy']:.2%} (test {r['test_accuracy']:.2%}), "
+        print(f"{r['input_size']:>4} px: val {r['best_val_accuracy']:.2%}, "
               f"{r['train_minutes']:.1f} min")
-    print(f"Selected by val accuracy: {chosen['input_size']} px (finetune_mobilenet.input_size). "
+    print(f"Selected by val accuracy: {chosen['input_size']} px (mobilenet.input_size). "
           f"Wrote {args.table} and {args.figure}")
 
 

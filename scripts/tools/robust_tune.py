@@ -5,7 +5,7 @@ Usage: python scripts/tools/robust_tune.py --candidate LABEL FOLDER [--candidate
 
 Each candidate FOLDER holds what a training stage wrote, NAME.keras and its training metrics
 NAME.json (NAME: the registry entry, their top key), and the params.yaml it trained with: a run of
-`train_fast_robust` with other settings, or the plain fast model as the baseline. The model runs
+`train@fast_robust` with other settings, or the plain fast model as the baseline. The model runs
 with its entry's test-time augmentation. The
 first `--images` **val** images are corrupted exactly as the robustness stage corrupts test
 images (params.yaml robustness.corruptions, severities 1-5, drawn from shared.seed), so settings
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for the cifar package
 
-from cifar import data, models, outputs, params, tta  # noqa: E402
+from cifar import data, models, outputs, params  # noqa: E402
 
 
 def digest(path):
@@ -60,7 +60,7 @@ def measure_candidate(label, folder, arrays, cfg, seed):
     name, model_path, metrics_path = candidate_files(folder)
     trained = json.loads(metrics_path.read_text())
     entry, section = models.entry(name, folder / "params.yaml")
-    model = tta.wrap(models.load(Path(model_path), entry["stage"]), entry.get("tta", 0))
+    model = models.load(model_path, entry["tta"])
     count = min(cfg["images"], len(arrays["y_val"]))
     clean, labels = arrays["x_val"][:count], arrays["y_val"][:count]
     corrupted = robustness.corrupted_sets(clean, cfg["corruptions"], seed)

@@ -37,22 +37,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for th
 
 from cifar import outputs, spread  # noqa: E402
 
-def stage_command(stage, name, seed, folder, dvc_yaml="dvc.yaml"):
+def stage_command(stage, seed, folder, root=Path(".")):
     """The training stage's command from dvc.yaml, with `--seed seed` and its outputs in `folder`."""
-    from ruamel.yaml import YAML
+    from cifar.stage import resolved
 
-    stages = YAML(typ="safe").load(Path(dvc_yaml).read_text())["stages"]
-    if stage not in stages or "cmd" not in stages[stage]:
-        raise SystemExit(f"seeds: {dvc_yaml} has no stage '{stage}' with a cmd (params.yaml models.{name}.stage)")
-    tokens = shlex.split(stages[stage]["cmd"])
-    places = {"--model": folder / "model.keras", "--history": folder / "history.csv",
-              "--metrics": folder / "metrics.json", "--live": folder / "live", "--state": folder / "state"}
+    tokens = shlex.split(resolved(stage, Path(root).resolve()).get("cmd", ""))
+    places = {"--model": folder / "model.keras", "--metrics": folder / "metrics.json", "--live": folder / "live",
+              "--state": folder / "state"}
     for i, token in enumerate(tokens[:-1]):
         if token in places:
             tokens[i + 1] = str(places.pop(token))
     missing = [flag for flag in ("--model", "--metrics", "--state") if flag in places]
     if missing:
-        raise SystemExit(f"seeds: the cmd of stage '{stage}' in {dvc_yaml} lacks {', '.join(missing)}")
+        raise SystemExit(f"seeds: the cmd of stage '{stage}' in dvc.yaml lacks {', '.join(missing)}")
     return [sys.executable if tokens[0] == "python" else tokens[0], *tokens[1:], "--seed", str(seed)]
 
 
@@ -60,10 +57,10 @@ def test_accuracy(model_path, entry, data_path, batch_size=256):
     """The saved model's test accuracy as evaluate measures it (float32, with its TTA level)."""
     import numpy as np
 
-    from cifar import data, evaluation, models, tta
+    from cifar import data, evaluation, models
 
     arrays = data.load_prepared(data_path)
-    model = tta.wrap(models.load(model_path, entry["stage"]), entry.get("tta", 0))
+    model = models.load(model_path, entry["tta"])
     probabilities = model.predict(arrays["x_test"].astype(np.float32), batch_size=batch_size, verbose=0)
     return float(evaluation.loss_and_accuracy_of(probabilities, arrays["y_test"])[1])
 
@@ -146,9 +143,11 @@ def retrained_pipeline_run(runs, name, first, model_path):
 
 def trained_run(name, entry, seed, folder, data_path):
     """Train `name` with `seed` into `folder` by its stage's own command, then measure it."""
+    from cifar import models
+
     metrics = folder / "metrics.json"
     if not metrics.is_file():
-        command = stage_command(entry["stage"], name, seed, folder)
+        command = stage_command(models.train_stage(name), seed, folder)
         print(f"seeds: {name}, seed {seed}: {shlex.join(command)}", flush=True)
         if subprocess.run(command).returncode:
             raise SystemExit(f"seeds: training {name} with seed {seed} failed; rerun to continue it from its last epoch")
@@ -198,8 +197,8 @@ def main():
     runs = json.loads(runs_path.read_text()) if runs_path.is_file() else []
     for name in names:
         entry, _ = models.entry(name)
-        recipe = recipe_id(entry["stage"])
-        check_pipeline(entry["stage"], any(r["model"] == name and r["seed"] == first and r.get("recipe") == recipe
+        recipe = recipe_id(models.train_stage(name))
+        check_pipeline(models.train_stage(name), any(r["model"] == name and r["seed"] == first and r.get("recipe") == recipe
                                            for r in runs))
         older = [r for r in runs if r["model"] == name and r.get("recipe") != recipe]
         if older:  # another recipe's runs (other code, params or data): not part of this spread

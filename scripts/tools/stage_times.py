@@ -28,7 +28,7 @@ from cifar import outputs  # noqa: E402
 
 STARTED = re.compile(r"^Running stage '([^']+)'")
 SKIPPED = re.compile(r"^(?:Stage )?'([^']+)' didn't change, skipping")
-TRAINING = ("train_", "finetune_")  # the training stages' names start so (params.yaml models.NAME.stage)
+TRAINING = ("train@",)  # the training stages: train@NAME, one per model of the registry
 
 
 def timed(lines, clock=time.monotonic, echo=print):

@@ -1,9 +1,9 @@
 """The model registry's code. Each model is one module of this package, named by its registry
-entry (params.yaml `models.NAME.module`, its file: scripts/cifar/models/NAME.py, imported as
-cifar.models.NAME), and holds everything that model is:
+entry (params.yaml `models.NAME.module`: MODULE, its file scripts/cifar/models/MODULE.py, imported
+as cifar.models.MODULE), and holds everything that model is:
 
-- `build(section, images=None, weights=None)`: the uncompiled Keras model, from the model's params
-  section; it takes raw 0-255 RGB (32, 32, 3) and scales it itself, so every exported format is
+- `build(section, images=None, weights=None)`: the uncompiled Keras model, from the model's
+  settings (the module's section, with the model's own section laid over it: `section`); it takes raw 0-255 RGB (32, 32, 3) and scales it itself, so every exported format is
   called the same way. `images` (the training images) and `weights` (the file `fetch_weights`
   placed) are passed only to a builder that names them.
 - `plan(section, shared, weights=None)` (optional): how it trains, a `Plan`: its phases, their
@@ -14,7 +14,8 @@ cifar.models.NAME), and holds everything that model is:
   `cifar.models.NAME`, so a saved model names the module that defines them and `load` imports
   exactly that module.
 
-Only its training stage depends on the module, so editing one model retrains that model alone.
+Only its models' stages depend on the module, so editing one model retrains that model alone.
+Its training stage is `train@NAME` (dvc.yaml's foreach over the registry, scripts/train.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from pathlib import Path
 from typing import Callable
 
 from cifar.outputs import StageError
-from cifar.params import MODULE
 
 IMPORTED = re.compile(r"cifar\.models\.[a-z][a-z0-9_]*")  # a model module's import name
 
@@ -73,22 +73,28 @@ class Plan:
         return sum(phase.train["epochs"] for phase in self.phases)
 
 
+def train_stage(name):
+    """The dvc.yaml stage that trains the registry's model `name` (writes models/trained/NAME.keras)."""
+    return f"train@{name}"
+
+
 def module(entry, where="models"):
     """The registry entry's model module, imported (so its Keras objects are registered)."""
-    from cifar.params import ParamsError
+    from cifar.params import MODULE, ParamsError
 
-    path = entry["module"]
-    if not MODULE.fullmatch(path):
-        raise ParamsError(f"params.yaml: {where}.module = {path!r} is not allowed; a model is a module of the "
-                          "project's package, scripts/cifar/models/NAME.py")
+    name = entry["module"]
+    if not MODULE.fullmatch(name):
+        raise ParamsError(f"params.yaml: {where}.module = {name!r} is not allowed; a model is a module of the "
+                          "project's package, scripts/cifar/models/NAME.py, named by NAME")
     try:
-        return importlib.import_module("cifar.models." + Path(path).stem)
+        return importlib.import_module("cifar.models." + name)
     except ModuleNotFoundError as err:
-        raise ParamsError(f"params.yaml: {where}.module = {path!r} not found ({err})") from None
+        raise ParamsError(f"params.yaml: {where}.module = {name!r} not found ({err}); expected "
+                          f"scripts/cifar/models/{name}.py") from None
 
 
 def entry(name, path="params.yaml"):
-    """(registry entry, its params section checked by the model module's rules) for the model `name`."""
+    """(registry entry, its settings checked by the model module's rules) for the model `name`."""
     from cifar import params
 
     loaded = params.load(["models"], path)["models"]
@@ -98,12 +104,17 @@ def entry(name, path="params.yaml"):
 
 
 def section(entry, path="params.yaml", name=None):
-    """The model's params section, checked by its module's rules (`validate` or `SCHEMA`)."""
+    """The model's settings: its module's section with the model's own section (`name`) laid over
+    it (cifar.params.merged), checked by the module's rules (`validate` or `SCHEMA`) under the
+    name of the section a value came from."""
     from cifar import params
 
-    where = entry["params"]
-    values = params.load([where], path)[where]
-    found = module(entry, f"models.{name}" if name else "models")
+    base = entry["module"]
+    own = name or base
+    loaded = params.load([base, own], path)
+    values = params.merged(loaded[base], loaded[own]) if own != base else loaded[base]
+    found = module(entry, f"models.{own}")
+    where = own if own == base else f"{own} (over {base})"
     if hasattr(found, "validate"):
         found.validate(values, where, path)
     elif hasattr(found, "SCHEMA"):
@@ -130,7 +141,12 @@ def plan(entry, section, shared, weights=None):
     found = module(entry)
     if hasattr(found, "plan"):
         return found.plan(section, shared, weights)
-    return Plan([Phase(None, lambda arrays, previous: build(found, section, entry["params"], images=arrays["x_train"],
+    if entry["recipe"] != "shared":
+        from cifar.params import ParamsError
+
+        raise ParamsError(f"params.yaml: models.*.recipe = {entry['recipe']!r}, but {found.__name__} has no plan of its "
+                          "own: it trains with the seed's settings; set recipe: shared")
+    return Plan([Phase(None, lambda arrays, previous: build(found, section, entry["module"], images=arrays["x_train"],
                                                              weights=weights), shared["train"])],
                 shared["augment"])
 
@@ -171,13 +187,19 @@ def float32_copy(path, out):
     return out
 
 
-def load(path, stage=None):
-    """The one loader of a .keras model: it imports the modules whose objects the file names, and
-    nothing else. A model trained in mixed precision comes back in float32 (`float32_copy`).
-    ModelError, naming the file and the stage that writes it, if it cannot load."""
+def load(path, tta=0, stage=None):
+    """The one loader of a .keras model, as inference runs it: with test-time augmentation at
+    level `tta` (cifar.tta.wrap; 0: none). It imports the modules whose objects the file names,
+    and nothing else. A model trained in mixed precision comes back in float32 (`float32_copy`).
+    ModelError, naming the file and the stage that writes it (`stage`; for models/trained/NAME.keras,
+    train@NAME), if it cannot load."""
     import keras
 
+    from cifar import tta as views
+
     path = Path(path)
+    if stage is None and path.parent.name == "trained":
+        stage = train_stage(path.stem)
     if not path.is_file():
         redo = f": it is written by the '{stage}' stage; run `dvc repro {stage}`" if stage else ""
         raise ModelError(f"{path} not found{redo}")
@@ -188,8 +210,8 @@ def load(path, stage=None):
         raise ModelError(f"{path} is not a readable Keras model ({type(err).__name__}: {err}){redo}") from None
     for name in registered_modules(path, config):
         if name == "cifar":
-            importlib.import_module("cifar.tta")
-        elif IMPORTED.fullmatch(name):
+            continue  # cifar.tta's layer, imported above
+        if IMPORTED.fullmatch(name):
             try:
                 importlib.import_module(name)
             except ModuleNotFoundError:
@@ -199,8 +221,10 @@ def load(path, stage=None):
     try:
         if low_precision(path, config):  # every artifact is float32 at its interface and inside
             with tempfile.TemporaryDirectory(prefix="float32-") as tmp:
-                return keras.saving.load_model(float32_copy(path, Path(tmp) / path.name), compile=False)
-        return keras.saving.load_model(path, compile=False)
+                model = keras.saving.load_model(float32_copy(path, Path(tmp) / path.name), compile=False)
+        else:
+            model = keras.saving.load_model(path, compile=False)
     except Exception as err:  # zip, h5 and deserialisation errors all mean the same to a user
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         raise ModelError(f"{path} is not a readable Keras model ({type(err).__name__}: {first}){redo}") from None
+    return views.wrap(model, tta)

@@ -1,4 +1,4 @@
-"""The seed's CNN (registry entry `cnn`, stage `train_cnn`), trained with the seed's settings
+"""The seed's CNN (registry entry `cnn`, stage `train@cnn`), trained with the seed's settings
 (`shared.train`, `shared.augment`) and recipe (cifar.training.recipe), as the seed wrote them."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from keras import layers
 from cifar import params
 from cifar.data import IMAGE_SHAPE, NUM_CLASSES
 
-SCHEMA = {  # params.yaml `train_cnn`: the architecture
+SCHEMA = {  # params.yaml `cnn`: the architecture
     "filters": params.int_list(3, 1, 4096),
     "kernel_size": params.number(int, 1, 15),
     "block_dropout": params.float_list(2, 0, 1, hi_open=True),
@@ -47,6 +47,6 @@ def build_cnn(filters=(64, 128, 256), kernel_size=3, block_dropout=(0.25, 0.25),
 
 
 def build(section):
-    """build_cnn from its params section (train_cnn)."""
+    """build_cnn from its params section (cnn)."""
     return build_cnn(section["filters"], section["kernel_size"], section["block_dropout"],
                      section["dense_units"], section["dense_dropout"])

@@ -1,4 +1,4 @@
-"""The fast model (registry entry `fast`, stage `train_fast`): an airbench94-style network (Keller
+"""The fast model (registry entry `fast`, stage `train@fast`; `fast_robust` too): an airbench94-style network (Keller
 Jordan, "94% on CIFAR-10 in 3.29 seconds on a single GPU", arXiv 2404.00498), written in Keras
 from the paper's description, with its recipe, its optimizer and its schedule.
 
@@ -60,7 +60,7 @@ _muon = optional_block(MUON_RULES, "null, or {learning_rate: > 0, momentum: 0 to
                                    "Muon's settings for the convolution filters")
 
 
-SCHEMA = {  # params.yaml `train_fast`
+SCHEMA = {  # params.yaml `fast`
     "widths": params.int_list(3, 1, 4096),
     "whiten_patch": params.number(int, 1, 4),
     "whiten_images": params.number(int, 1, 50_000),
@@ -95,7 +95,7 @@ SCHEMA = {  # params.yaml `train_fast`
         "precision": params.choice("float32", "mixed_bfloat16", "mixed_float16"),
     },
 }
-def validate(values, where="train_fast", path="params.yaml"):
+def validate(values, where="fast", path="params.yaml"):
     """Check the section against SCHEMA, and that `augment.augmix` is set exactly when the policy
     is augmix (a setting the policy ignores must be null, so changing it cannot retrain for nothing)."""
     params.validate(values, SCHEMA, where, path)
@@ -437,7 +437,7 @@ class StartLookahead(keras.callbacks.Callback):
 
 
 def recipe(train_cfg, steps_per_epoch):
-    """airbench's recipe for `train_cfg` (train_fast.train, in airbench's units)."""
+    """airbench's recipe for `train_cfg` (fast.train, in airbench's units)."""
     total = train_cfg["epochs"] * steps_per_epoch
     start, end = train_cfg["lr_start_end"]
     peak, decay = per_step(train_cfg["learning_rate"], train_cfg["weight_decay"], train_cfg["momentum"],

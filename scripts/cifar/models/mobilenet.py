@@ -1,4 +1,4 @@
-"""MobileNetV2 with a new head (registry entry `mobilenet`, stage `finetune_mobilenet`): the
+"""MobileNetV2 with a new head (registry entry `mobilenet`, stage `train@mobilenet`): the
 ImageNet backbone fine-tuned on CIFAR-10, with the seed's settings (`shared.train`) in phases, e.g.
 a new head on the frozen backbone, then the backbone's top at a lower learning rate, each
 starting from the best model of the one before; or the seed's one phase."""
@@ -13,7 +13,13 @@ from cifar.data import IMAGE_SHAPE as INPUT_SHAPE
 from cifar.data import NUM_CLASSES
 from cifar.models import Phase, Plan
 
-# The `finetune_mobilenet` section, checked here rather than in cifar.params, so that changing it
+# The ImageNet backbone `fetch_weights.mobilenet: imagenet` names (the fetch_weights stage downloads it),
+# and the name it is stored under.
+IMAGENET_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+                "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
+BACKBONE = "mobilenet_v2_no_top"
+
+# The `mobilenet` section, checked here rather than in cifar.params, so that changing it
 # touches this model's stage only.
 def _phases(value):
     """Rule for `phases`: [] (the seed's one phase) or a list of {name, epochs, learning_rate,
@@ -45,7 +51,6 @@ def _or_null(rule):
 
 
 SCHEMA = {
-    "weights": params.weights_file,
     "input_size": params.number(int, 32, 224),
     "trainable_layers": _or_null(params.number(int, 0)),
     "dropout": params.number(float, 0, 1, hi_open=True),
@@ -61,7 +66,7 @@ ONE_PHASE_ONLY = ("trainable_layers",)
 PHASES_ONLY = ("train_batchnorm", "label_smoothing")
 
 
-def validate(values, where="finetune_mobilenet", path="params.yaml"):
+def validate(values, where="mobilenet", path="params.yaml"):
     """Check the section against SCHEMA, and that it sets exactly the keys its recipe reads: a key
     the recipe would ignore must be null, so that changing it cannot retrain for nothing."""
     params.validate(values, SCHEMA, where, path)
@@ -77,13 +82,6 @@ def validate(values, where="finetune_mobilenet", path="params.yaml"):
     for key in needed:
         if values[key] is None:
             raise params.ParamsError(f"{path}: {where}.{key} is null, but {recipe} needs it; give it a value")
-
-
-def section(path="params.yaml", name="finetune_mobilenet"):
-    """The model's params section, validated (`validate`)."""
-    values = params.load([name], path)[name]
-    validate(values, name, path)
-    return values
 
 
 def build_mobilenet(weights="imagenet", input_size=32, trainable_layers=20, dropout=0.2,
@@ -118,7 +116,7 @@ def build_mobilenet(weights="imagenet", input_size=32, trainable_layers=20, drop
 
 
 def build(section, weights=None):
-    """build_mobilenet from its params section (finetune_mobilenet) and the weights file that
+    """build_mobilenet from its params section (mobilenet) and the weights file that
     fetch_weights placed (`weights`: a path, or None for random initialisation): the model of
     the section's first phase, or of the seed's one phase."""
     first = section["phases"][0] if section.get("phases") else {"trainable_layers": section["trainable_layers"]}

@@ -27,7 +27,6 @@ from cifar.training import callbacks as cb
 from cifar.training import distribute, precision as precisions, recipe as recipes
 from cifar.training.resume import ResumeState, digest
 
-HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
 
 
 class TrainingError(StageError, RuntimeError):
@@ -207,14 +206,3 @@ def combine_phases(summaries):
         "train_img_per_s": round(sum(images) / training_s, 1) if training_s else 0.0,
         "phases": {name: summary for name, summary in summaries},
     }
-
-
-def write_history(rows, path):
-    """The per-epoch history as CSV with 1-based epochs and the columns in HISTORY_COLUMNS."""
-    from cifar.outputs import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "epoch": int(row["epoch"]) + 1})
