@@ -70,7 +70,8 @@ SEEDS ?= 3
 seeds: setup ## train MODELS (default every model) with SEEDS seeds (default 3), one after another -> reports/studies/seeds/
 	python scripts/tools/seeds.py --models $(or $(MODELS),all) --seeds $(SEEDS)
 
-readme: setup ## write the README's results table (committed metrics, seed table) and docs/export.md's artifacts table
+readme: setup ## write the seed tables from runs.json, the README's results table (committed metrics, seed table) and docs/export.md's artifacts table
+	python scripts/tools/seeds.py --models all --tables-only
 	python scripts/tools/readme_results.py --readme README.md
 	python scripts/artifacts_table.py --metrics reports/metrics/export --pages reports/metrics/demo --table reports/artifacts.md \
 		--plot reports/eval/artifacts.csv --readme docs/export.md

@@ -422,3 +422,27 @@ def test_a_gpu_that_tensorflow_does_not_see_is_reported_with_the_fix(tmp_path, m
     assert "make setup GPU=1" in warning
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert training.nvidia_gpu() in (None, "/dev/nvidia0")
+
+
+def test_the_replayed_improvement_rule_is_each_callbacks_own():
+    """cifar.training.callbacks.improved (the resume's replay) decides as EarlyStopping and
+    ReduceLROnPlateau do, epoch by epoch, ties and min_delta included."""
+    from cifar.training.callbacks import improved
+
+    cases = [(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=100), "val_accuracy",
+              [0.5, 0.5, 0.6, 0.59, 0.6000001, 0.7]),
+             (keras.callbacks.ReduceLROnPlateau(monitor="val_loss", mode="min", patience=100), "val_loss",
+              [1.0, 0.99995, 0.9, 0.95, 0.8999, 0.8])]  # its default min_delta: 1e-4
+    for callback, key, values in cases:
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        callback.set_model(model)
+        callback.on_train_begin()
+        best, decisions = None, []
+        for epoch, value in enumerate(values):
+            ours = best is None or improved(callback, value, best)
+            callback.on_epoch_end(epoch, {key: value})
+            decisions.append(ours)
+            assert (callback.wait == 0) == ours, (key, epoch, value)
+            best = value if ours else best
+        assert True in decisions[1:] and False in decisions, decisions  # both kinds of epoch were seen

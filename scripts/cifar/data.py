@@ -117,6 +117,9 @@ def copy_verified(src, sha256, dest):
 
 
 def _reconstruct():
+    """numpy's array rebuilder, under the name the pickle gives it: the archive was pickled by
+    numpy 1 (numpy.core), numpy 2 moved it to numpy._core; a name of numpy's own pickle format,
+    not an API we choose (test_data unpickles the real archive and a synthetic one)."""
     try:
         from numpy._core.multiarray import _reconstruct  # numpy 2
     except ImportError:  # numpy 1.x

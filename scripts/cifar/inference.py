@@ -249,13 +249,14 @@ def radiance_size(path):
 
 
 def orient(image, orientation):
-    """Turn a decoded image upright as EXIF `orientation` says, as browsers do (a view)."""
-    if orientation in (5, 6, 7, 8):
-        image = np.swapaxes(image, 0, 1)
-    flips = {2: (slice(None), slice(None, None, -1)), 3: (slice(None, None, -1), slice(None, None, -1)),
-             4: (slice(None, None, -1),), 6: (slice(None), slice(None, None, -1)),
-             7: (slice(None, None, -1), slice(None, None, -1)), 8: (slice(None, None, -1),)}
-    return image[flips[orientation]] if orientation in flips else image
+    """Turn a decoded image (uint8 RGB) upright as EXIF `orientation` says, as browsers do:
+    Pillow's `ImageOps.exif_transpose`, given the orientation the header held (the pixels were
+    decoded by OpenCV, which keeps 16-bit and float formats Pillow does not)."""
+    from PIL import Image, ImageOps
+
+    upright = Image.fromarray(image)
+    upright.getexif()[0x0112] = orientation  # the EXIF Orientation tag
+    return np.asarray(ImageOps.exif_transpose(upright))
 
 
 def read_image(path, max_pixels=None):

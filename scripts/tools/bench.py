@@ -51,7 +51,7 @@ def images_per_second(batches, limit):
 
 
 def seed_stream(x, y, batch_size, seed, config):
-    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+    from tensorflow.keras.preprocessing.image import ImageDataGenerator  # the seed's API, public in tf.keras
 
     rng = np.random.default_rng(seed)
     generator = ImageDataGenerator(

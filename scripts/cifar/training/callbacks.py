@@ -83,6 +83,16 @@ class EpochSeeds(keras.callbacks.Callback):
             state.assign(np.array([value, 0], dtype=state.dtype))
 
 
+def improved(monitor, value, best):
+    """Whether `value` improves on `best` for the EarlyStopping or ReduceLROnPlateau `monitor`, by
+    its public settings: `mode` (min or max; the recipes set it) and `min_delta`, as Keras reads
+    them. tests/test_training.py checks it against each callback's own decision, epoch by epoch."""
+    if monitor.mode not in ("min", "max"):
+        raise ValueError(f"{type(monitor).__name__}({monitor.monitor}) needs mode='min' or 'max' to be replayed")
+    delta = abs(monitor.min_delta)
+    return value > best + delta if monitor.mode == "max" else value < best - delta
+
+
 class ResumeMonitors(keras.callbacks.Callback):
     """After a resume, replay the finished epochs' history into the monitoring callbacks.
 
@@ -106,13 +116,11 @@ class ResumeMonitors(keras.callbacks.Callback):
         start = epoch
         rows = read_history(self.history_path)[:start]
         for cb in self.monitors:
-            if cb.monitor_op is None:
-                cb._set_monitor_op()
             for row in rows:
                 value = row[cb.monitor]
                 if not np.isfinite(value):  # an epoch without validation: nothing to compare
                     continue
-                if cb.best is None or cb._is_improvement(value, cb.best):
+                if cb.best is None or improved(cb, value, cb.best):
                     cb.best, cb.wait = value, 0
                     if isinstance(cb, keras.callbacks.EarlyStopping):
                         cb.best_epoch = int(row["epoch"])

@@ -33,6 +33,13 @@ class TrainingError(StageError, RuntimeError):
     """Training could not produce a model (a NaN loss from the first epoch on, say)."""
 
 
+def nested_layers(layer):
+    """`layer` and every layer inside it, through nested models (MobileNetV2's backbone)."""
+    yield layer
+    for inner in getattr(layer, "layers", ()):
+        yield from nested_layers(inner)
+
+
 def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_callbacks=(), identity=None,
         strategy=None, recipe=None, live=None):
     """Compile and fit the model from `build_model()` on the prepared arrays.
@@ -104,7 +111,7 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
         if strategy.num_replicas_in_sync > 1:
             # Normalise by the statistics of the global batch, as one process would, not by
             # each replica's share of it.
-            for layer in model._flatten_layers():
+            for layer in nested_layers(model):
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.synchronized = True
         recipe_callbacks, monitors = recipes.compile_for(model, train_cfg, steps, recipe)
