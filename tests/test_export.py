@@ -12,7 +12,7 @@ from conftest import MODEL_NAMES, REPO, missing, run, script
 
 import export as export_stage  # scripts/export.py
 import parity
-from cifar import data, export, inference, outputs
+from cifar import data, export, inference, outputs, tflite
 
 
 def small_cnn(seed=0):
@@ -171,9 +171,9 @@ def test_int16_activations_in_the_named_layers_keep_the_file_integer_only(export
             found.setdefault(op["op_name"], set()).update(dtypes[i] for i in op["outputs"] if i >= 0)
         return path, found
 
-    path, plain = written(export.int16_activations(float_tflite, calibration, []))
+    path, plain = written(tflite.int16_activations(float_tflite, calibration, []))
     assert "int16" not in set().union(*plain.values())
-    path, mixed = written(export.int16_activations(float_tflite, calibration, convs[:1]))
+    path, mixed = written(tflite.int16_activations(float_tflite, calibration, convs[:1]))
     assert mixed["CONV_2D"] == {"int8", "int16"}  # the first convolution only
     assert "QUANTIZE" in mixed and not {"float32", "float16"} & set().union(*mixed.values())  # integer-only
     predictor = inference.TFLitePredictor(path)
@@ -181,7 +181,7 @@ def test_int16_activations_in_the_named_layers_keep_the_file_integer_only(export
     x = arrays["x_test"]
     assert np.abs(predictor.predict(x) - model.predict(x.astype(np.float32), verbose=0)).max() < 0.2
     with pytest.raises(export.ExportError, match="int16 activations"):
-        export.int16_activations(b"not a flatbuffer", calibration, convs[:1])
+        tflite.int16_activations(b"not a flatbuffer", calibration, convs[:1])
 
 
 def test_each_tflite_file_says_where_its_bytes_go(exported):
@@ -356,7 +356,7 @@ def test_int8_ships_the_first_candidate_within_target_on_val_and_makes_no_later_
 
     accuracy = {b"integer_only": 0.900, b"float_worst3": 0.921, b"more": 0.93}
     candidates = [candidate("integer_only", 0.9), candidate("float_worst3", 0.921, False), candidate("more", 0.93, False)]
-    payload, chosen = export.choose_int8(candidates, accuracy.get, float_accuracy=0.924, drop_pp=0.5)
+    payload, chosen = tflite.choose_int8(candidates, accuracy.get, float_accuracy=0.924, drop_pp=0.5)
     assert payload == b"float_worst3" and made == ["integer_only", "float_worst3"]  # "more" never made
     assert chosen["candidate"] == "float_worst3" and chosen["integer_only"] is False
     assert "first candidate within 0.5 pp" in chosen["why"]
@@ -364,7 +364,7 @@ def test_int8_ships_the_first_candidate_within_target_on_val_and_makes_no_later_
     assert all("payload" not in t for t in chosen["candidates"])
     # None within: the most accurate ships, and the record says why.
     made.clear()
-    payload, chosen = export.choose_int8(candidates[:2], accuracy.get, float_accuracy=0.95, drop_pp=0.5)
+    payload, chosen = tflite.choose_int8(candidates[:2], accuracy.get, float_accuracy=0.95, drop_pp=0.5)
     assert payload == b"float_worst3" and "no candidate within 0.5 pp" in chosen["why"]
 
 

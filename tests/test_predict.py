@@ -10,7 +10,7 @@ from conftest import REPO, run, script
 from test_export import small_cnn
 
 import predict
-from cifar import data, export, inference
+from cifar import data, export, inference, tflite
 
 PHOTO = REPO / "tests" / "data" / "chelsea_cat.jpg"  # a real 451x300 photograph (see README there)
 
@@ -22,7 +22,7 @@ def models(tmp_path_factory):
     model = small_cnn(seed=3)
     model.save(folder / "small.keras")
     export.saved_model(model, folder / "saved_model", np.zeros((2, 32, 32, 3), np.uint8))
-    (folder / "small.tflite").write_bytes(export.tflite(folder / "saved_model", "float32"))
+    (folder / "small.tflite").write_bytes(tflite.tflite(folder / "saved_model", "float32"))
     return folder, model
 
 

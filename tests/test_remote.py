@@ -25,6 +25,15 @@ def test_a_teammate_pulls_every_output_and_recomputes_nothing(pipeline, tmp_path
     assert "jobs" not in run(["git", "show", "HEAD:.dvc/config"], cwd=repo).stdout
     assert "team" in run(["git", "show", "HEAD:.dvc/config"], cwd=repo).stdout
 
+    # Each model's export by its name in dvc.yaml's artifacts (DVC's model registry), from the remote.
+    for name in ("cnn", "fast_robust"):
+        run(["dvc", "artifacts", "get", str(repo), name, "-o", str(tmp_path / "shipped" / name)], cwd=tmp_path)
+        got = tmp_path / "shipped" / name
+        assert (got / "metadata.json").read_bytes() == (repo / "models" / "export" / name / "metadata.json").read_bytes()
+        assert (got / f"{name}_int8.tflite").is_file() and (got / "tfjs" / "model.json").is_file()
+    bad = run(["dvc", "artifacts", "get", str(repo), "resnet", "-o", str(tmp_path / "none")], cwd=tmp_path, check=False)
+    assert bad.returncode != 0 and not (tmp_path / "none").exists()
+
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(repo), str(clone)], cwd=tmp_path)
     assert not (clone / "models" / "trained" / "cnn.keras").exists()

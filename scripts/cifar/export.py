@@ -11,23 +11,18 @@ records, the `float_worst` one float32.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from cifar.outputs import StageError
+from cifar.tflite import (ExportError, calibration_sample, choose_int8, describe, int8_candidates, structural_floor,
+                          tflite, tflite_bytes_by_part)
 
-TFLITE_KINDS = ("float32", "dynamic_range", "int8")
 TFJS_QUANTIZATION = ("none", "float16", "uint8")
 # Largest |difference| in probabilities tolerated between a float conversion and Keras.
 FLOAT_TOLERANCE = 1e-4
-
-
-class ExportError(StageError, RuntimeError):
-    """A conversion failed or its result does not compute what the Keras model computes."""
 
 
 def max_diff(a, b):
@@ -137,82 +132,6 @@ def calibrated_model(model, temperature):
     return scaled
 
 
-def representative(images):
-    def generate():
-        for i in range(len(images)):
-            yield [images[i:i + 1].astype(np.float32)]
-
-    return generate
-
-
-# What the TF-Lite converter prints on every conversion, as C++ log lines: not news to a user.
-CONVERTER_NOISE = re.compile(
-    r"All log messages before absl::InitializeLog|Ignored output_format|Ignored drop_control_dependency"
-    r"|MLIR V1 optimization pass is not enabled|^fully_quantize: |^Estimated count of arithmetic ops"
-)
-
-
-def quiet_converter():
-    """filtered_stderr for the converter's routine lines, unless CIFAR10_VERBOSE is set."""
-    import contextlib
-    import os
-
-    import cifar
-
-    if os.environ.get("CIFAR10_VERBOSE", "0") not in ("", "0"):
-        return contextlib.nullcontext()
-    return cifar.filtered_stderr(CONVERTER_NOISE)
-
-
-def converter_for(saved_model_dir, kind, calibration_images=None, float_fallback=False):
-    """The TF-Lite converter of a SavedModel, set up for `kind`: the export's kinds (TFLITE_KINDS)
-    and the int8 study's variants of int8 (`int16x8`: int16 activations, `per_tensor` weights).
-
-    float32: no quantization. dynamic_range: int8 weights, float activations and I/O.
-    int8: weights and activations int8 (calibrated on `calibration_images`), integer-only ops
-    (with `float_fallback`, float kernels where the converter is told to keep some), uint8 input
-    (raw pixels) and uint8 output (probability * 256).
-    """
-    import tensorflow as tf
-
-    if kind not in (*TFLITE_KINDS, "int16x8", "per_tensor"):
-        raise ValueError(f"unknown TF-Lite kind {kind!r}; expected one of {', '.join(TFLITE_KINDS)}")
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
-    if kind == "float32":
-        return converter
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if kind == "dynamic_range":
-        return converter
-    if calibration_images is None or not len(calibration_images):
-        raise ValueError(f"{kind} conversion needs calibration images")
-    converter.representative_dataset = representative(calibration_images)
-    if kind == "int16x8":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        converter.inference_input_type = converter.inference_output_type = tf.int16
-        return converter
-    if kind == "per_tensor":
-        # No public option turns per-channel weights off; the study measures what they buy. A
-        # private attribute: set only if the converter still has it (test_int8_study runs it).
-        if not hasattr(converter, "_experimental_disable_per_channel"):
-            raise RuntimeError("this TF-Lite converter no longer has _experimental_disable_per_channel: "
-                               "the per_tensor variant cannot be made")
-        converter._experimental_disable_per_channel = True
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, *(
-        [tf.lite.OpsSet.TFLITE_BUILTINS] if float_fallback else [])]
-    converter.inference_input_type = converter.inference_output_type = tf.uint8
-    return converter
-
-
-def tflite(saved_model_dir, kind, calibration_images=None):
-    """Convert a SavedModel to TF-Lite bytes (`converter_for`'s kinds)."""
-    converter = converter_for(saved_model_dir, kind, calibration_images)
-    try:
-        with quiet_converter():
-            return converter.convert()
-    except Exception as err:  # the converter raises many types; all mean the same here
-        raise ExportError(f"TF-Lite {kind} conversion of {saved_model_dir} failed: {err}") from err
-
-
 def shipped(model, tta_level=0, temperature=None):
     """The model every artifact holds, and parity's Keras reference: `model` with `temperature`
     inside (`calibrated_model`; None: as trained), wrapped in test-time augmentation at
@@ -265,42 +184,6 @@ def size_of(path):
 # ---- The formats table: what the export stage makes and how the parity stage checks it. -------
 
 
-def describe(detail):
-    """A TF-Lite tensor's dtype, shape and quantization, for metadata.json."""
-    scale, zero = detail["quantization"]
-    out = {"dtype": np.dtype(detail["dtype"]).name, "shape": [int(d) for d in detail["shape_signature"]]}
-    if scale:
-        out["quantization"] = {"scale": float(scale), "zero_point": int(zero)}
-    return out
-
-
-def tflite_bytes_by_part(path):
-    """Where a .tflite file's bytes go: constant tensor data by dtype, the quantization parameters
-    (a float32 scale and an int64 zero point per channel of a per-channel-quantized tensor, one of
-    each for a per-tensor one) and the tensor names; `other` is the flatbuffer's structure. This
-    is why an int8 file is more than a quarter of the float32 one: read with TF-Lite's own
-    flatbuffer_utils."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model(str(path))
-    data, quantization, names = {}, 0, 0
-    for subgraph in model.subgraphs:
-        for tensor in subgraph.tensors:
-            names += len(tensor.name or b"")
-            buffer = model.buffers[tensor.buffer].data
-            if buffer is not None and len(buffer):
-                dtype = flatbuffer_utils.type_to_name(tensor.type).lower()
-                data[dtype] = data.get(dtype, 0) + len(buffer)
-            q = tensor.quantization
-            if q is not None:
-                quantization += 4 * len(q.scale if q.scale is not None else []) + 8 * len(
-                    q.zeroPoint if q.zeroPoint is not None else [])
-    total = Path(path).stat().st_size
-    parts = {f"{dtype}_tensor_data": size for dtype, size in sorted(data.items())}
-    parts.update(quantization_params=quantization, tensor_names=names)
-    return {**parts, "other": total - sum(parts.values())}
-
-
 def _write_tflite(path, payload):
     from cifar import inference
 
@@ -308,12 +191,6 @@ def _write_tflite(path, payload):
     interpreter = inference.TFLitePredictor(path, threads=1)  # loads: the bytes are a valid model
     return {"file": path.name, "bytes": len(payload), "bytes_by_part": tflite_bytes_by_part(path),
             "input": describe(interpreter.input), "output": describe(interpreter.output)}
-
-
-def calibration_sample(x_train, count, seed):
-    """`count` training images drawn at random with `seed`: the int8 calibration set."""
-    rng = np.random.default_rng(seed)
-    return x_train[rng.permutation(len(x_train))[:min(count, len(x_train))]]
 
 
 def _make_saved_model(job):
@@ -329,133 +206,6 @@ def _make_tflite(kind):
         return _write_tflite(job.out / f"{job.name}_{kind}.tflite", tflite(job.out / "saved_model", kind))
 
     return make
-
-
-def debugger_ranking(saved_model_dir, calibration, images):
-    """[(tensor name, op name, rmse / scale)] worst first: TF-Lite's quantization debugger's
-    per-layer error on `images`, in units of the layer's quantization step (about 0.29 for
-    rounding alone)."""
-    import csv
-    import io
-
-    import tensorflow as tf
-
-    converter = converter_for(saved_model_dir, "int8", calibration)
-    converter.inference_input_type = tf.float32  # the debugger compares float activations
-    converter.inference_output_type = tf.float32
-    with quiet_converter():
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative(images))
-        debugger.run()
-    buffer = io.StringIO()
-    debugger.layer_statistics_dump(buffer)
-    ranked = []
-    for row in csv.DictReader(io.StringIO(buffer.getvalue())):
-        scale = float(row["scale"] or 0)
-        if scale > 0:
-            ranked.append((row["tensor_name"], row["op_name"], float(row["mean_squared_error"]) ** 0.5 / scale))
-    return sorted(ranked, key=lambda r: -r[2])
-
-
-def selective(saved_model_dir, calibration, images, denylisted_ops=(), denylisted_nodes=()):
-    """int8 TF-Lite bytes with the named ops or nodes kept in float (the quantization debugger's
-    selective quantization); every other operation int8, uint8 in and out as the export's int8."""
-    import tensorflow as tf
-
-    converter = converter_for(saved_model_dir, "int8", calibration, float_fallback=True)
-    options = tf.lite.experimental.QuantizationDebugOptions(
-        denylisted_ops=list(denylisted_ops) or None, denylisted_nodes=list(denylisted_nodes) or None)
-    try:
-        with quiet_converter():
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=representative(images), debug_options=options)
-            return debugger.get_nondebug_quantized_model()
-    except Exception as err:  # the converter raises many types; all mean the same here
-        raise ExportError(f"TF-Lite int8 conversion of {saved_model_dir} with layers in float failed: {err}") from err
-
-
-def int16_activations(float_tflite, calibration, tensors, threads=None):
-    """Integer-only TF-Lite bytes made from a float32 .tflite by litert-quantizer (static
-    quantization, calibrated on `calibration`): int8 weights everywhere, int16 activations in the
-    operations that write the named `tensors` and int8 ones in the rest, with integer QUANTIZE
-    operations between them; int8 in and out (the raw pixels with the calibrated scale and zero
-    point, the probabilities likewise: metadata.json records both)."""
-    import contextlib
-    import io
-    import os
-    import warnings
-
-    from ai_edge_litert.interpreter import Interpreter
-    from litert_quantizer import quantizer
-
-    try:
-        (signature, spec), = Interpreter(model_content=bytes(float_tflite)).get_signature_list().items()
-        batches = [{spec["inputs"][0]: calibration[i:i + 1].astype(np.float32)} for i in range(len(calibration))]
-        quant = quantizer.Quantizer(bytearray(float_tflite))
-        quant.add_static_config(".*", "*", 8, 8)  # activation bits, weight bits
-        if tensors:
-            # An operation's scope is the names of the tensors it writes, each followed by ';'
-            # (litert_quantizer.utils.tfl_flatbuffer_utils.get_op_scope); the later rule wins.
-            quant.add_static_config("^(?:" + "|".join(re.escape(t) for t in tensors) + ");$", "*", 16, 8)
-        # Its progress bars and its note on keeping every tensor for calibration are not news.
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), quiet_converter():
-            warnings.simplefilter("ignore")
-            qsvs = quant.calibrate({signature: batches}, num_threads=threads or len(os.sched_getaffinity(0)))
-            return bytes(quant.quantize(qsvs, enable_progress_bar=False, enable_progress_report=False).quantized_model)
-    except Exception as err:  # the quantizer raises many types; all mean the same here
-        raise ExportError(f"litert-quantizer's int16 activations for {len(tensors)} layer(s) failed: {err}") from err
-
-
-def int8_candidates(source, calibration, float_layers, int16_layers=0):
-    """The int8 files the export tries, in order of preference: [(name, integer-only, what it is,
-    make() -> bytes)]. Integer-only first (what microcontrollers and integer NPUs need); then, still
-    integer-only, int16 activations in the quantization debugger's `int16_layers` worst layers
-    (litert-quantizer); then its `float_layers` worst layers kept in float. The debugger runs once,
-    when the first candidate that needs its ranking is made."""
-    ranked = []
-
-    def worst(count):
-        if not ranked:
-            ranked.extend(debugger_ranking(source, calibration, calibration[:DEBUG_IMAGES]))
-        return [tensor for tensor, _, _ in ranked[:count]]
-
-    found = [("integer_only", True, "every operation int8", lambda: tflite(source, "int8", calibration))]
-    if int16_layers:
-        found.append((f"int16_worst{int16_layers}", True,
-                      f"int8 with int16 activations in the quantization debugger's {int16_layers} worst layer(s) "
-                      f"(litert-quantizer)",
-                      lambda: int16_activations(tflite(source, "float32"), calibration, worst(int16_layers))))
-    if float_layers:
-        found.append((f"float_worst{float_layers}", False,
-                      f"int8 with the quantization debugger's {float_layers} worst layer(s) in float",
-                      lambda: selective(source, calibration, calibration[:DEBUG_IMAGES],
-                                        denylisted_nodes=worst(float_layers))))
-    return found
-
-
-DEBUG_IMAGES = 200  # calibration images the quantization debugger compares float and int8 on
-
-
-def choose_int8(candidates, accuracy_of, float_accuracy, drop_pp):
-    """(bytes, record) of the first candidate within `drop_pp` points of `float_accuracy`, by
-    `accuracy_of(bytes)` (on val); if none is within, the most accurate. Later candidates are
-    not made once one is within."""
-    tried = []
-    for name, integer_only, what, make in candidates:
-        payload = make()
-        accuracy = accuracy_of(payload)
-        tried.append({"candidate": name, "integer_only": integer_only, "what": what, "bytes": len(payload),
-                      "val_accuracy": accuracy, "drop_pp": (float_accuracy - accuracy) * 100, "payload": payload})
-        if tried[-1]["drop_pp"] <= drop_pp:
-            chosen, why = tried[-1], f"the first candidate within {drop_pp} pp of float on val"
-            break
-    else:
-        chosen = max(tried, key=lambda t: t["val_accuracy"])
-        why = f"no candidate within {drop_pp} pp of float on val: the most accurate"
-    payload = chosen["payload"]
-    for t in tried:
-        del t["payload"]
-    return payload, {"candidate": chosen["candidate"], "integer_only": chosen["integer_only"], "why": why,
-                     "candidates": tried}
 
 
 def _make_tflite_int8(job):
@@ -561,16 +311,6 @@ def export_all(name, model, arrays, cfg, out):
         artifacts[fmt.key] = artifact
         print(f"{name}: {fmt.key:<20} {artifact['bytes'] / 1e6:8.2f} MB  {artifact['file']}")
     return artifacts
-
-
-def structural_floor(artifact):
-    """The bytes an int8 file cannot do without: its int8 weights, its int32 biases and their
-    per-channel scales and zero points (tflite_bytes_by_part); None without that breakdown."""
-    parts = artifact.get("bytes_by_part")
-    if not parts:
-        return None
-    return sum(parts.get(part, 0) for part in (  # int64: the biases of layers with int16 activations
-        "int8_tensor_data", "int32_tensor_data", "int64_tensor_data", "quantization_params"))
 
 
 def targets(results, artifacts):

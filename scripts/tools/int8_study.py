@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the ci
 import cifar  # noqa: F401  (first: it quiets TensorFlow's start-up lines)
 import numpy as np
 
-from cifar import data, export, inference, models, outputs, params
+from cifar import data, export, inference, models, outputs, params, tflite
 
 TOP_K = (1, 3, 10)
 
@@ -80,13 +80,13 @@ def equalize_before_batchnorm(model):
 
 
 def converter_for(saved_model_dir, calibration, kind, denylisted_ops=(), denylisted_nodes=()):
-    """The export's TF-Lite converter for `kind` (cifar.export.converter_for), with its
+    """The export's TF-Lite converter for `kind` (cifar.tflite.converter_for), with its
     calibration data; layers kept in float need float kernels allowed."""
-    return export.converter_for(saved_model_dir, kind, calibration, float_fallback=bool(denylisted_ops or denylisted_nodes))
+    return tflite.converter_for(saved_model_dir, kind, calibration, float_fallback=bool(denylisted_ops or denylisted_nodes))
 
 
 # The export stage's own: its int8 fallback candidate keeps the debugger's worst layers in float.
-debugger_ranking, selective = export.debugger_ranking, export.selective
+debugger_ranking, selective = tflite.debugger_ranking, tflite.selective
 
 
 def float_ops(path):
@@ -144,7 +144,7 @@ def main():
     folded, _ = export.fold_batchnorm_after_activation(scaled)
     keras_top1 = scaled.predict(x_test.astype(np.float32), batch_size=256, verbose=0).argmax(1)
     keras_accuracy = float((keras_top1 == y_test).mean())
-    calibration = export.calibration_sample(arrays["x_train"], settings["int8_calibration_images"], cfg["shared"]["seed"])
+    calibration = tflite.calibration_sample(arrays["x_train"], settings["int8_calibration_images"], cfg["shared"]["seed"])
     debug_images = calibration[:args.debug_images]
 
     results, ranking = {}, []
@@ -162,7 +162,7 @@ def main():
                   f"float ops {r['float_ops']}", flush=True)
 
         def convert(kind):
-            with export.quiet_converter():
+            with tflite.quiet_converter():
                 return converter_for(source, calibration, kind).convert()
 
         record("float32", convert("float32"), "no quantization (the size reference)")
@@ -183,7 +183,7 @@ def main():
             if diff > export.FLOAT_TOLERANCE:
                 sys.exit(f"int8_study: error: equalizing changed the model's output by {diff:.2e}")
             export.saved_model(equalized, Path(tmp) / "equalized", x_test[:64])
-            with export.quiet_converter():
+            with tflite.quiet_converter():
                 payload = converter_for(Path(tmp) / "equalized", calibration, "int8").convert()
             record("int8_equalized", payload, f"int8 of a copy with {pairs} BatchNormalization scale(s) moved "
                    f"before the ReLU into the convolution (max |difference| in float {diff:.1e})")
