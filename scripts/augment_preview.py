@@ -19,10 +19,9 @@ import numpy as np  # noqa: E402
 
 from cifar import augment, data, outputs, params  # noqa: E402
 
-SCHEMA = {  # params.yaml `augment_preview`
-    "images": params.number(int, 1, 32),
-    "variants": params.number(int, 1, 16),
-}
+class SCHEMA(params.Section):  # params.yaml `augment_preview`
+    images: params.number(int, 1, 32)
+    variants: params.number(int, 1, 16)
 
 
 def preview_figure(images, labels, names, variants, seed, config):

@@ -24,12 +24,11 @@ from cifar import data, evaluation, models, outputs, params, spread, training
 
 TRAIN_KEYS = ("params", "best_val_accuracy", "best_epoch", "epochs_run", "wall_time_s", "train_img_per_s")
 PLOT_DIRS = ("confusion", "per_class", "reliability")  # the training curves are DVCLive's (reports/live/NAME/)
-SCHEMA = {  # params.yaml `evaluate`
-    "batch_size": params.number(int, 1, 65_536),
-    "misclassified_images": params.number(int, 0, 120),
-    "calibration_bins": params.number(int, 2, 100),
-    "train_images": params.number(int, 0, 1_000_000),
-}
+class SCHEMA(params.Section):  # params.yaml `evaluate`
+    batch_size: params.number(int, 1, 65_536)
+    misclassified_images: params.number(int, 0, 120)
+    calibration_bins: params.number(int, 2, 100)
+    train_images: params.number(int, 0, 1_000_000)
 
 
 def evaluate_model(name, model, arrays, names, batch_size, bins, train_images=0):

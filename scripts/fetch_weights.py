@@ -107,9 +107,7 @@ def main():
         if name not in registry:
             raise params.ParamsError(f"params.yaml: fetch_weights.{name}: no model '{name}' in the models registry; "
                                      f"registered: {', '.join(registry)}")
-        allowed = params.weights_file(weights)
-        if allowed:
-            raise params.ParamsError(f"params.yaml: fetch_weights.{name} = {weights!r} is not allowed; expected {allowed}")
+        params.check(weights, params.weights_file, f"fetch_weights.{name}")
     with outputs.atomic_path(args.out, is_dir=True) as tmp:
         for name, entry in registry.items():
             place(name, entry, named.get(name), tmp / name)

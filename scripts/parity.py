@@ -18,10 +18,9 @@ import numpy as np
 
 from cifar import data, export, inference, models, outputs, params
 
-SCHEMA = {  # params.yaml `parity`
-    "batch_size": params.number(int, 1, 65_536),
-    "latency_runs": params.number(int, 0, 10_000),
-}
+class SCHEMA(params.Section):  # params.yaml `parity`
+    batch_size: params.number(int, 1, 65_536)
+    latency_runs: params.number(int, 0, 10_000)
 FLOAT_AGREEMENT, INT8_SIZE_RATIO, INT8_ACCURACY_DROP_PP = (
     export.FLOAT_AGREEMENT, export.INT8_SIZE_RATIO, export.INT8_ACCURACY_DROP_PP)
 

@@ -20,11 +20,10 @@ import numpy as np
 
 from cifar import corruptions, data, evaluation, models, outputs, params
 
-SCHEMA = {  # params.yaml `robustness`
-    "images": params.number(int, 0, 10_000),
-    "corruptions": params.names_from(list(corruptions.CORRUPTIONS)),
-    "batch_size": params.number(int, 1, 65_536),
-}
+class SCHEMA(params.Section):  # params.yaml `robustness`
+    images: params.number(int, 0, 10_000)
+    corruptions: params.names_from(list(corruptions.CORRUPTIONS))
+    batch_size: params.number(int, 1, 65_536)
 
 
 def corrupted_sets(images, names, seed):

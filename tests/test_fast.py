@@ -342,10 +342,13 @@ def test_muon_steps_the_filters_and_sgd_the_rest():
 
 
 @pytest.mark.parametrize("muon, error", [
-    ({"learning_rate": 0.24, "momentum": 0.6}, "newton_schulz_steps"),
-    ({"learning_rate": 0, "momentum": 0.6, "newton_schulz_steps": 3}, "learning_rate: > 0"),
-    ({"learning_rate": 0.24, "momentum": 1.0, "newton_schulz_steps": 3}, "momentum: 0 to < 1"),
-    ("yes", "Muon's settings"),
+    ({"learning_rate": 0.24, "momentum": 0.6}, "missing key 'fast.train.muon.newton_schulz_steps'"),
+    ({"learning_rate": 0, "momentum": 0.6, "newton_schulz_steps": 3},
+     "fast.train.muon.learning_rate = 0 is not allowed; expected a number in (0, 10]"),
+    ({"learning_rate": 0.24, "momentum": 1.0, "newton_schulz_steps": 3},
+     "fast.train.muon.momentum = 1.0 is not allowed; expected a number in [0, 1)"),
+    ("yes", "fast.train.muon = 'yes' is not allowed; expected a mapping of keys: learning_rate, momentum, "
+            "newton_schulz_steps, or null"),
 ])
 def test_muon_settings_are_checked(muon, error):
     from cifar import params

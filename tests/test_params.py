@@ -99,7 +99,7 @@ def test_every_resolution_scale_the_schema_allows_can_be_augmented():
     from cifar import augment
 
     low = 0.25
-    assert params.SCHEMA["shared"]["augment"]["resolution_scale"]([low, low]) is None
+    assert params.check([low, low], params.scale_range, "shared.augment.resolution_scale") == [low, low]
     config = {"resolution_scale": [low, low], "rotation_degrees": 0, "shift_fraction": 0, "horizontal_flip": False}
     out = augment.augment_batch(np.zeros((2, 32, 32, 3), np.uint8), 0, config)
     assert out.shape == (2, 32, 32, 3)
@@ -125,7 +125,8 @@ def test_stage_with_bad_params_exits_nonzero_and_writes_nothing(workdir, archive
 @pytest.mark.parametrize("change, message", [
     (lambda v: v.update(models={}), "'models' must map each model's name to its entry"),
     (lambda v: v["models"].update(CNN2=v["models"]["cnn"]), "models.CNN2 is not a valid model name"),
-    (lambda v: v["models"]["cnn"].pop("label"), "models.cnn must have exactly the keys module, recipe, label, tta"),
+    (lambda v: v["models"]["cnn"].pop("label"), "missing key 'models.cnn.label'"),
+    (lambda v: v["models"]["cnn"].update(stage="train_cnn"), "unknown key 'models.cnn.stage'; allowed keys here: label, module, recipe, tta"),
     (lambda v: v["models"]["cnn"].update(module="cifar.models.cnn"), "models.cnn.module = 'cifar.models.cnn' is not allowed; "
      "expected the name of a model module of the project's package, scripts/cifar/models/NAME.py"),
     # Only the project's model modules: params.yaml or a -S must not name any importable code.

@@ -137,7 +137,8 @@ def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_pat
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"models": {"fast": {"label": "fast CNN"}, "cnn": {"label": "seed CNN"}}}, sort_keys=False))
     metrics = tmp_path / "reports/metrics"
     (metrics / "train").mkdir(parents=True)
-    (metrics / "evaluate.json").write_text(json.dumps({"fast": {"test": {"accuracy": 0.94}}, "cnn": {"test": {"accuracy": 0.8}},
+    (metrics / "evaluate.json").write_text(json.dumps({"fast": {"test": {"accuracy": 0.94}}, "cnn": {"test": {"accuracy": 0.8},
+                                                       "train": {"accuracy": 0.85, "images": 10_000}},
                                                        "data": {"test_images": 10_000}}))
     host = {"cpu": "Intel Xeon", "cpu_count": 2}
     for name, seconds in (("fast", 1100.0), ("cnn", 1500.0)):
@@ -161,10 +162,15 @@ def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_pat
     assert readme_results.cost(tmp_path) is None  # before make stage-times
     (tmp_path / "reports/studies/stage_times").mkdir(parents=True)
     (tmp_path / "reports/studies/stage_times/stage_times.json").write_text(json.dumps(
-        {"total_s": 6000.0, "training_s": 4200.0, "total_vs_seed_recipe": 3.1234, "environment": host}))
+        {"total_s": 6000.0, "training_s": 4200.0, "total_vs_seed_recipe": 3.1234, "environment": host,
+         "finished": "2026-12-04T10:00:00+00:00"}))
     assert readme_results.cost(tmp_path).startswith(
-        "The whole pipeline, every stage from scratch (`make stage-times`), took 100 min (training 70 min) on "
-        "Intel Xeon, 2 cores, 3.12x the seed recipe's float32 training time on that host")
+        "The whole pipeline, every stage from scratch (`make stage-times`, finished 2026-12-04), took 100 min "
+        "(training 70 min) on Intel Xeon, 2 cores, 3.12x the seed recipe's float32 training time that host's")
+    # The seed CNN beside what the seed's text reports for it.
+    assert readme_results.seed_line(tmp_path).startswith(
+        "The seed reported 92.41% train and 86.73% test accuracy for its CNN; ours gets 85.00% train (on 10,000 "
+        "training images) and 80.00% test.")
     assert readme_results.advice(tmp_path) == (
         "For photos from the wild (noisy, blurred, compressed, in fog or snow), ship `fast`: 75.6% on the robustness "
         "stage's corrupted test images (mean of 2 kinds, 2 severities each), and the most accurate on clean ones too (94.00%).")

@@ -9,13 +9,12 @@ from keras import layers
 from cifar import params
 from cifar.data import IMAGE_SHAPE, NUM_CLASSES
 
-SCHEMA = {  # params.yaml `cnn`: the architecture
-    "filters": params.int_list(3, 1, 4096),
-    "kernel_size": params.number(int, 1, 15),
-    "block_dropout": params.float_list(2, 0, 1, hi_open=True),
-    "dense_units": params.number(int, 1, 65_536),
-    "dense_dropout": params.number(float, 0, 1, hi_open=True),
-}
+class SCHEMA(params.Section):  # params.yaml `cnn`: the architecture
+    filters: params.int_list(3, 1, 4096)
+    kernel_size: params.number(int, 1, 15)
+    block_dropout: params.float_list(2, 0, 1, hi_open=True)
+    dense_units: params.number(int, 1, 65_536)
+    dense_dropout: params.number(float, 0, 1, hi_open=True)
 
 
 def build_cnn(filters=(64, 128, 256), kernel_size=3, block_dropout=(0.25, 0.25),

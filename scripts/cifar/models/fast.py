@@ -33,68 +33,59 @@ from cifar import params
 from cifar.data import IMAGE_SHAPE, NUM_CLASSES
 from cifar.models import Phase, Plan, Recipe
 
-AUGMIX_RULES = {"severity": params.number(int, 1, 10), "width": params.number(int, 1, 10),
-                "depth": params.number(int, 0, 10), "alpha": params.number(float, 0, 100, lo_open=True)}
-MUON_RULES = {"learning_rate": params.number(float, 0, 10, lo_open=True),
-              "momentum": params.number(float, 0, 1, hi_open=True),
-              "newton_schulz_steps": params.number(int, 1, 10)}
+class AugMix(params.Section):  # `augment.augmix`: AugMix's settings (cifar.augmix), for the augmix policy only
+    severity: params.number(int, 1, 10)
+    width: params.number(int, 1, 10)
+    depth: params.number(int, 0, 10)  # 0: 1 to 3 operations per chain
+    alpha: params.number(float, 0, 100, lo_open=True)
 
 
-def optional_block(rules, allowed):
-    """Rule for a setting that is null or a mapping with exactly `rules`' keys, each passing its
-    rule; `allowed` says what it may be."""
-    def rule(value):
-        if value is None:
-            return None
-        if not isinstance(value, dict) or set(value) != set(rules):
-            return allowed
-        return allowed if any(check(value[key]) for key, check in rules.items()) else None
-    return rule
+class Muon(params.Section):  # `train.muon`: Muon's settings for the convolution filters (BiasScaledSGD)
+    learning_rate: params.number(float, 0, 10, lo_open=True)
+    momentum: params.number(float, 0, 1, hi_open=True)
+    newton_schulz_steps: params.number(int, 1, 10)
 
 
-# `augment.augmix`: AugMix's settings (cifar.augmix), for the augmix policy only.
-_augmix = optional_block(AUGMIX_RULES, "null, or {severity: 1-10, width: 1-10, depth: 0-10 (0: 1 to 3 per chain), "
-                                       "alpha: > 0}, AugMix's settings")
-# `train.muon`: null (SGD for the convolution filters too), or Muon's settings for them (BiasScaledSGD).
-_muon = optional_block(MUON_RULES, "null, or {learning_rate: > 0, momentum: 0 to < 1, newton_schulz_steps: 1-10}, "
-                                   "Muon's settings for the convolution filters")
+class Augment(params.Section):
+    policy: params.choice("flip_translate", "augmix")
+    translate_px: params.number(int, 0, 8)
+    augmix: params.or_null(AugMix)
 
 
-SCHEMA = {  # params.yaml `fast`
-    "widths": params.int_list(3, 1, 4096),
-    "whiten_patch": params.number(int, 1, 4),
-    "whiten_images": params.number(int, 1, 50_000),
-    "batchnorm_momentum": params.number(float, 0, 1, hi_open=True),
-    "batchnorm": params.choice("keras", "fused"),
-    "logit_scale": params.number(float, 0, 10, lo_open=True),
-    "augment": {
-        "policy": params.choice("flip_translate", "augmix"),
-        "translate_px": params.number(int, 0, 8),
-        "augmix": _augmix,
-    },
-    "train": {
-        "optimizer": params.choice("sgd_nesterov"),
-        "epochs": params.number(int, 1, 10_000),
-        "batch_size": params.number(int, 1, 65_536),
-        "learning_rate": params.number(float, 0, 1000, lo_open=True),
-        "lr_start_end": params.float_list(2, 0, 1),
-        "warmup_fraction": params.number(float, 0, 1),
-        "momentum": params.number(float, 0, 1, hi_open=True),
-        "weight_decay": params.number(float, 0, 1),
-        "bias_lr_scale": params.number(float, 0, 1000, lo_open=True),
-        "label_smoothing": params.number(float, 0, 1, hi_open=True),
-        "lookahead_every": params.number(int, 1, 10_000),
-        "lookahead_decay": params.number(float, 0, 1),
-        "whiten_bias_epochs": params.number(int, 0, 10_000),
-        "muon": _muon,
-        "validate_every": params.number(int, 1, 10_000),
-        "drop_last": params.boolean,
-        "distribute": params.choice("default", "mirrored", "multi_worker"),
-        "steps_per_execution": params.number(int, 1, 10_000),
-        "jit_compile": params.auto_or_boolean,
-        "precision": params.choice("float32", "mixed_bfloat16", "mixed_float16"),
-    },
-}
+class Train(params.Section):  # replaces shared.train for this model
+    optimizer: params.choice("sgd_nesterov")
+    epochs: params.number(int, 1, 10_000)
+    batch_size: params.number(int, 1, 65_536)
+    learning_rate: params.number(float, 0, 1000, lo_open=True)
+    lr_start_end: params.float_list(2, 0, 1)
+    warmup_fraction: params.number(float, 0, 1)
+    momentum: params.number(float, 0, 1, hi_open=True)
+    weight_decay: params.number(float, 0, 1)
+    bias_lr_scale: params.number(float, 0, 1000, lo_open=True)
+    label_smoothing: params.number(float, 0, 1, hi_open=True)
+    lookahead_every: params.number(int, 1, 10_000)
+    lookahead_decay: params.number(float, 0, 1)
+    whiten_bias_epochs: params.number(int, 0, 10_000)
+    muon: params.or_null(Muon)  # null: SGD for the filters too
+    validate_every: params.number(int, 1, 10_000)
+    drop_last: params.boolean
+    distribute: params.distribute
+    steps_per_execution: params.number(int, 1, 10_000)
+    jit_compile: params.auto_or_boolean
+    precision: params.precision
+
+
+class SCHEMA(params.Section):  # params.yaml `fast`
+    widths: params.int_list(3, 1, 4096)
+    whiten_patch: params.number(int, 1, 4)
+    whiten_images: params.number(int, 1, 50_000)
+    batchnorm_momentum: params.number(float, 0, 1, hi_open=True)
+    batchnorm: params.choice("keras", "fused")
+    logit_scale: params.number(float, 0, 10, lo_open=True)
+    augment: Augment
+    train: Train
+
+
 def validate(values, where="fast", path="params.yaml"):
     """Check the section against SCHEMA, and that `augment.augmix` is set exactly when the policy
     is augmix (a setting the policy ignores must be null, so changing it cannot retrain for nothing)."""

@@ -5,8 +5,11 @@ starting from the best model of the one before; or the seed's one phase."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import keras
 from keras import layers
+from pydantic import AfterValidator
 
 from cifar import params
 from cifar.data import IMAGE_SHAPE as INPUT_SHAPE
@@ -21,45 +24,35 @@ BACKBONE = "mobilenet_v2_no_top"
 
 # The `mobilenet` section, checked here rather than in cifar.params, so that changing it
 # touches this model's stage only.
-def _phases(value):
-    """Rule for `phases`: [] (the seed's one phase) or a list of {name, epochs, learning_rate,
-    trainable_layers} with distinct names."""
-    allowed = ("[] or a list of {name, epochs, learning_rate, trainable_layers} mappings with distinct "
-               "lowercase names, epochs >= 1, 0 < learning_rate <= 1, trainable_layers >= 0")
-    if not isinstance(value, list):
-        return allowed
-    names = []
-    for phase in value:
-        if not (isinstance(phase, dict) and set(phase) == {"name", "epochs", "learning_rate", "trainable_layers"}):
-            return allowed
-        if (not isinstance(phase["name"], str) or not phase["name"].isidentifier() or phase["name"] != phase["name"].lower()
-                or params.number(int, 1, 10_000)(phase["epochs"])
-                or params.number(float, 0, 1, lo_open=True)(phase["learning_rate"])
-                or params.number(int, 0)(phase["trainable_layers"])):
-            return allowed
-        names.append(phase["name"])
-    return None if len(set(names)) == len(names) else allowed
+class PhaseSettings(params.Section):
+    """One phase of the recipe: its name, epochs, learning rate and how many of the backbone's
+    last layers train."""
+    name: params.rule(lambda v: isinstance(v, str) and v.isidentifier() and v == v.lower(), "a lowercase name")
+    epochs: params.number(int, 1, 10_000)
+    learning_rate: params.number(float, 0, 1, lo_open=True)
+    trainable_layers: params.number(int, 0)
 
 
-def _or_null(rule):
-    """`rule`, or null: the key is not used by the chosen recipe (see `validate`)."""
-    def check(value):
-        allowed = rule(value) if value is not None else None
-        return f"{allowed}, or null" if allowed else None
-
-    return check
+def _distinct_names(phases):
+    if len({phase.name for phase in phases}) != len(phases):
+        raise ValueError("phase names repeat")
+    return phases
 
 
-SCHEMA = {
-    "input_size": params.number(int, 32, 224),
-    "trainable_layers": _or_null(params.number(int, 0)),
-    "dropout": params.number(float, 0, 1, hi_open=True),
-    "phases": _phases,
-    "train_batchnorm": _or_null(params.boolean),
-    "label_smoothing": _or_null(params.number(float, 0, 1, hi_open=True)),
-    "augment": params.choice("seed", "flip_translate", "none"),
-    "precision": _or_null(params.choice("float32", "mixed_bfloat16", "mixed_float16")),
-}
+class SCHEMA(params.Section):  # params.yaml `mobilenet`
+    input_size: params.number(int, 32, 224)
+    trainable_layers: params.or_null(params.number(int, 0))
+    dropout: params.number(float, 0, 1, hi_open=True)
+    # [] = the seed's one phase
+    phases: Annotated[list[PhaseSettings], AfterValidator(_distinct_names), params.Allowed(
+        "[] or a list of {name, epochs, learning_rate, trainable_layers} mappings with distinct lowercase names, "
+        "epochs >= 1, 0 < learning_rate <= 1, trainable_layers >= 0")]
+    train_batchnorm: params.or_null(params.boolean)
+    label_smoothing: params.or_null(params.number(float, 0, 1, hi_open=True))
+    augment: params.choice("seed", "flip_translate", "none")
+    precision: params.or_null(params.precision)
+
+
 # Which keys each recipe reads: the seed's one phase (phases: []) reads trainable_layers; a recipe
 # in phases has each phase's own trainable_layers, and reads train_batchnorm and label_smoothing.
 ONE_PHASE_ONLY = ("trainable_layers",)
