@@ -168,6 +168,7 @@ def test_changing_a_models_param_reruns_only_its_training(pipeline_copy):
     """A model's own section retrains that model; its module's section every model built by the
     module (fast_robust's settings are fast's with its own laid over them)."""
     repo, env, _ = pipeline_copy
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qam", "tiny params"], cwd=repo)
     set_param(repo, "mobilenet.dropout", 0.3)
     assert changed_stages(repo, env) == {"train@mobilenet"}
     set_param(repo, "mobilenet.dropout", 0.2)

@@ -25,8 +25,10 @@ def test_a_teammate_pulls_every_output_and_recomputes_nothing(pipeline, tmp_path
     assert "jobs" not in run(["git", "show", "HEAD:.dvc/config"], cwd=repo).stdout
     assert "team" in run(["git", "show", "HEAD:.dvc/config"], cwd=repo).stdout
 
-    # Each model's export by its name in dvc.yaml's artifacts (DVC's model registry), from the remote.
+    # Each model's export by its name in dvc.yaml's artifacts (DVC's model registry): a version
+    # registered with gto (a git tag), then fetched from the remote.
     for name in ("cnn", "fast_robust"):
+        run(["gto", "register", name], cwd=repo)
         run(["dvc", "artifacts", "get", str(repo), name, "-o", str(tmp_path / "shipped" / name)], cwd=tmp_path)
         got = tmp_path / "shipped" / name
         assert (got / "metadata.json").read_bytes() == (repo / "models" / "export" / name / "metadata.json").read_bytes()
