@@ -63,6 +63,8 @@ def evaluate_model(name, model, arrays, names, batch_size, bins, train_images=0)
 
 
 def main():
+    """The stage: every input checked before the slow part, then each model measured and its plot
+    data, figures and summary rows written, all swapped in together (long: one transaction)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--models", required=True, type=Path, help="folder of NAME.keras")

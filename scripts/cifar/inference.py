@@ -269,6 +269,10 @@ def read_image(path, max_pixels=None):
     then resized to 32x32 with pixel-area averaging (cv2.INTER_AREA) when shrinking, bilinear
     when enlarging. No full-size float64 copy is made: 16-bit and float images go to 8-bit
     in one OpenCV pass.
+
+    Long on purpose: one bounded decoder, each step a guard in the order the bytes allow it
+    (existence, header size, decode, bit depth, channels, orientation, size); split up, a caller
+    could run one step without the guards before it.
     """
     import cv2
 

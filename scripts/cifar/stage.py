@@ -130,8 +130,9 @@ def weights_argument(folder):
 
 
 def run(name, plan, args, cfg, provenance):
-    """Fit the model's `plan` (cifar.models.Plan) and write the model, history, DVCLive log and
-    metrics `args` names.
+    """Fit the model's `plan` (cifar.models.Plan) and write the model, DVCLive log and metrics
+    `args` names. One function because it is one transaction: the outputs swap in together, and
+    only then does the resume state go.
 
     `cfg`: every params section the stage read (validated), `shared` and `registry` (the model's
     entry) among them; `provenance`: the inputs the metrics should name (the weights' sha256,

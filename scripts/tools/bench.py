@@ -27,169 +27,17 @@ All measurements use the same real CIFAR-10 training images in the same run:
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the cifar package
 
 import cifar  # noqa: F401  (first: it quiets TensorFlow's start-up lines)
 import keras
-import numpy as np
 
 from cifar import augment, data, models, outputs, params
-from cifar.models import cnn
-
-
-def images_per_second(batches, limit):
-    """Consume `batches` until `limit` images went by; return img/s."""
-    seen, start = 0, time.perf_counter()
-    for x, _ in batches:
-        seen += len(x)
-        if seen >= limit:
-            break
-    return seen / (time.perf_counter() - start)
-
-
-def seed_stream(x, y, batch_size, seed, config):
-    from tensorflow.keras.preprocessing.image import ImageDataGenerator  # the seed's API, public in tf.keras
-
-    rng = np.random.default_rng(seed)
-    generator = ImageDataGenerator(
-        rotation_range=config["rotation_degrees"],
-        width_shift_range=config["shift_fraction"],
-        height_shift_range=config["shift_fraction"],
-        horizontal_flip=config["horizontal_flip"],
-        preprocessing_function=lambda img: augment.random_resolution_transform(
-            img, rng, config["resolution_scale"]
-        ),
-    )
-    return generator.flow(x.astype(np.float32) / 255.0, y, batch_size=batch_size, seed=seed)
-
-
-def measure(make_stream, images, repeats):
-    images_per_second(make_stream(), images)  # warm-up: thread pools, tracing, caches
-    return max(images_per_second(make_stream(), images) for _ in range(repeats))
-
-
-class BatchClock(keras.callbacks.Callback):
-    """The end time of every training batch of a fit() call."""
-
-    def on_train_begin(self, logs=None):
-        self.ends = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.ends.append(time.perf_counter())
-
-
-def steady_images_per_second(model, stream, steps, batch_size, steps_per_execution=1, skip=1):
-    """Training img/s of `model` on `stream` in steady state: one fit() of `steps` steps, timed
-    from the end of its first `skip` batch-callback calls to the end of its last (Keras calls them
-    once per `steps_per_execution` steps). A fit() call's own start-up (its data iterator, the
-    first batches' prefetch) is left out: training runs one long fit(), and for a model with short
-    steps (the seed CNN) that start-up would otherwise weigh as much as the steps themselves."""
-    steps = max(steps, (skip + 1) * steps_per_execution)
-    clock = BatchClock()
-    model.fit(stream, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[clock])
-    images = (len(clock.ends) - skip) * steps_per_execution * batch_size
-    return images / (clock.ends[-1] - clock.ends[skip - 1])
-
-
-def stream_images_per_second(stream, steps, batch_size):
-    """img/s of a training stream alone (augmentation and batching, no model): the rate an
-    accelerator could at most be fed at. Timed after its first batch, over `steps` batches."""
-    batches = iter(stream)
-    next(batches)
-    start = time.perf_counter()
-    for _ in range(steps):
-        next(batches)
-    return steps * batch_size / (time.perf_counter() - start)
-
-
-def training_images_per_second(stream, steps, batch_size):
-    """Fit the seed's CNN on `stream` for `steps` steps after a warm-up; return img/s."""
-    model = cnn.build_cnn()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
-    model.fit(stream, epochs=1, steps_per_epoch=max(5, steps // 5), verbose=0)  # tracing, thread pools
-    return steady_images_per_second(model, stream, steps, batch_size)
-
-
-def forward_flops(model):
-    """FLOPs (2 x multiply-adds) of one image's forward pass through the Conv2D, DepthwiseConv2D
-    and Dense layers, nested models included."""
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += forward_flops(layer)
-        elif isinstance(layer, keras.layers.DepthwiseConv2D):
-            _, h, w, c = layer.output.shape
-            kh, kw = layer.kernel_size
-            total += 2 * h * w * c * kh * kw
-        elif isinstance(layer, keras.layers.Conv2D):
-            _, h, w, c_out = layer.output.shape
-            kh, kw = layer.kernel_size
-            total += 2 * h * w * c_out * kh * kw * layer.input.shape[-1] // layer.groups
-        elif isinstance(layer, keras.layers.Dense):
-            total += 2 * layer.input.shape[-1] * layer.units
-    return total
-
-
-def matmul_gflops(sizes=(2048, 3072, 4096), repeats=3):
-    """The best float32 matrix-multiply rate of this machine now, NumPy and TensorFlow, GFLOP/s."""
-    import tensorflow as tf
-
-    best = {}
-    for n in sizes:
-        a, b = (np.random.default_rng(n).random((n, n), dtype=np.float32) for _ in range(2))
-        ta, tb = tf.constant(a), tf.constant(b)
-        for name, multiply in (("numpy", lambda: a @ b), ("tensorflow", lambda: tf.matmul(ta, tb).numpy())):
-            multiply()  # warm-up
-            for _ in range(repeats):
-                start = time.perf_counter()
-                multiply()
-                rate = 2 * n**3 / (time.perf_counter() - start) / 1e9
-                best[name] = max(best.get(name, 0.0), rate)
-    return best
-
-
-def precision_ceilings(precisions, n=2048, conv_shape=(256, 32, 32, 64), filters=256, repeats=3):
-    """{precision: {"matmul": GFLOP/s, "conv3x3": GFLOP/s}}: TensorFlow's best rate now for an
-    n x n matrix multiply and a 3x3 'same' convolution (batch, height, width, channels -> filters)
-    in each precision's compute dtype (float32, bfloat16 or float16): the ceiling a model's
-    training rate is a fraction of."""
-    import tensorflow as tf
-
-    dtypes = {"float32": tf.float32, "mixed_bfloat16": tf.bfloat16, "mixed_float16": tf.float16}
-    rng = np.random.default_rng(0)
-    batch, height, width, channels = conv_shape
-    found = {}
-    for precision in precisions:
-        dtype = dtypes[precision]
-        a, b = (tf.constant(rng.random((n, n), dtype=np.float32), dtype) for _ in range(2))
-        x = tf.constant(rng.random(conv_shape, dtype=np.float32), dtype)
-        kernel = tf.constant(rng.random((3, 3, channels, filters), dtype=np.float32), dtype)
-        work = {
-            "matmul": (2 * n**3, tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))),
-            "conv3x3": (2 * batch * height * width * filters * 9 * channels, tf.function(
-                lambda: tf.reduce_sum(tf.cast(tf.nn.conv2d(x, kernel, 1, "SAME"), tf.float32)))),
-        }
-        found[precision] = {}
-        for name, (flop, step) in work.items():
-            step().numpy()  # tracing, warm-up
-            best = 0.0
-            for _ in range(repeats):
-                start = time.perf_counter()
-                step().numpy()
-                best = max(best, flop / (time.perf_counter() - start) / 1e9)
-            found[precision][name] = round(best, 1)
-    return found
-
-
-def bench_precisions():
-    """float32, and each low precision this machine computes natively (cifar.training.precision:
-    bfloat16 on an AMX-BF16 or AVX512-BF16 CPU or an Ampere GPU, float16 on a GPU)."""
-    from cifar.training import precision
-
-    return ["float32", *[p for p in precision.PRECISIONS[1:] if precision.resolve(p)[0] == p]]
+from ceilings import bench_precisions, forward_flops, matmul_gflops, precision_ceilings  # noqa: E402 (scripts/tools/)
+from rates import (measure, seed_stream, steady_images_per_second, stream_images_per_second,  # noqa: E402
+                   training_images_per_second)
 
 
 def registry_models(x_train, only=None, overrides=None, precision=None, section_overrides=None):
@@ -372,7 +220,77 @@ def load_images(args):
     return x[: args.images], y[: args.images]
 
 
+def model_rows(rates, ceilings, ceiling_gflops):
+    """Each model's row of bench.json from its measured rates: in its own precision and in every
+    precision measured, as img/s, GFLOP/s and fractions of the ceilings measured in the same run."""
+    per_model = {}
+    for name, (by_precision, stream_rate, (model, train, _)) in rates.items():
+        gflop = 3 * forward_flops(model) / 1e9  # forward + backward, per training image
+        rate = by_precision.get(train["precision"], by_precision["float32"])  # in its own precision
+        per_model[name] = {
+            "precision": train["precision"],  # its own (params.yaml, resolved for this machine)
+            "train_img_per_s": round(rate, 1), "augmentation_img_per_s": round(stream_rate, 1),
+            # Above 1, the stream outpaces training here; below 1, it holds the model back.
+            "augmentation_vs_training": round(stream_rate / rate, 2),
+            "batch_size": train["batch_size"], "epochs": train["epochs"],
+            "train_gflop_per_image": round(gflop, 4), "gflops": round(rate * gflop, 1),
+            "fraction_of_matmul": round(rate * gflop / ceiling_gflops, 3),
+            "precisions": {p: {
+                "train_img_per_s": round(r, 1), "vs_float32": round(r / by_precision["float32"], 3),
+                "gflops": round(r * gflop, 1),
+                "fraction_of_matmul": round(r * gflop / ceilings[p]["matmul"], 3),
+                "fraction_of_conv3x3": round(r * gflop / ceilings[p]["conv3x3"], 3),
+            } for p, r in by_precision.items()},
+        }
+    return per_model
+
+
+def time_ratios(report, per_model, baseline):
+    """Each model's predicted training time against the baseline's (the seed CNN's, the registry's
+    first): same images per epoch, so (its epochs / its img/s) over (the baseline's), each in its
+    own precision; and against the seed's recipe as the seed wrote it (the baseline in float32),
+    with that recipe's time on the pipeline's training split (what stage_times.py compares with)."""
+    if baseline not in per_model:
+        sys.exit(f"bench: error: --baseline {baseline!r} is not a registered model ({', '.join(per_model)})")
+    report["baseline"] = baseline
+    base = per_model[baseline]["epochs"] / per_model[baseline]["train_img_per_s"]
+    seed_recipe = per_model[baseline]["epochs"] / per_model[baseline]["precisions"]["float32"]["train_img_per_s"]
+    for m in per_model.values():
+        m["predicted_time_vs_baseline"] = round(m["epochs"] / m["train_img_per_s"] / base, 3)
+        m["predicted_time_vs_seed_recipe"] = round(m["epochs"] / m["train_img_per_s"] / seed_recipe, 3)
+    report["train_images"] = training_images()
+    report["seed_recipe_float32_s"] = round(seed_recipe * report["train_images"], 1)
+
+
+def print_report(report):
+    """bench.json's numbers, a line each."""
+    per_model, baseline, ceilings, lever_results = (report["models"], report["baseline"], report["ceilings_gflops"],
+                                                    report["levers"])
+    for name, rate in report["augmentation_img_per_s"].items():
+        print(f"{name:>26}: {rate:10.1f} img/s")
+    print(f"{'speed-up vs seed':>26}: {report['speedup_vs_seed']:10.2f}x")
+    for name, rate in report["cnn_training_img_per_s"].items():
+        print(f"{'CNN training, ' + name:>40}: {rate:8.1f} img/s")
+    print(f"best float32 matmul: {report['matmul_gflops']}; ceilings per precision: {ceilings}")
+    for name, m in per_model.items():
+        print(f"{name:>10}: {m['train_img_per_s']:7.1f} img/s x {m['train_gflop_per_image']:.3f} GFLOP = "
+              f"{m['gflops']:5.1f} GFLOP/s, {m['fraction_of_matmul']:.0%} of the float32 matmul rate; its augmented "
+              f"stream alone {m['augmentation_img_per_s']:.0f} img/s ({m['augmentation_vs_training']:.1f}x training)")
+    for name, m in per_model.items():
+        print(f"{name:>10}: " + ", ".join(f"{p} {r['train_img_per_s']:.1f} img/s ({r['vs_float32']:.2f}x float32, "
+                                          f"{r['fraction_of_conv3x3']:.0%} of its 3x3 conv rate)"
+                                          for p, r in m["precisions"].items()))
+    print(f"predicted training time against {baseline}'s: " + ", ".join(
+        f"{name} {m['predicted_time_vs_baseline']:.2f}" for name, m in per_model.items()))
+    print(f"predicted training time against the seed recipe's ({report['seed_recipe_float32_s'] / 60:.1f} min in "
+          "float32): " + ", ".join(f"{name} {m['predicted_time_vs_seed_recipe']:.2f}" for name, m in per_model.items()))
+    for name, found in lever_results.items():
+        print(f"{name} levers (img/s against the default {found['default_img_per_s']}): " + ", ".join(
+            f"{lever} {m['vs_default']:.2f}x" for lever, m in found.items() if lever != "default_img_per_s"))
+
+
 def main():
+    """The benchmark, in the order it must run (long: its command line is a third of it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archive", required=True, type=Path)
     parser.add_argument("--sha256", help="expected sha256 (default: the SHA256SUMS beside it, else CIFAR10_SHA256 or download.sha256)")
@@ -419,29 +337,10 @@ def main():
     # Every registered model, alternating, in each precision this machine computes natively,
     # against the ceilings (matmul, 3x3 convolution) of that precision measured in the same run.
     matmul = matmul_gflops()
-    ceiling_gflops = max(matmul.values())
     precisions = bench_precisions()
     ceilings = precision_ceilings(precisions)
     rates = models_training_rates(x, onehot, seed, args.model_images, args.rounds, precisions)
-    per_model = {}
-    for name, (by_precision, stream_rate, (model, train, _)) in rates.items():
-        gflop = 3 * forward_flops(model) / 1e9  # forward + backward, per training image
-        rate = by_precision.get(train["precision"], by_precision["float32"])  # in its own precision
-        per_model[name] = {
-            "precision": train["precision"],  # its own (params.yaml, resolved for this machine)
-            "train_img_per_s": round(rate, 1), "augmentation_img_per_s": round(stream_rate, 1),
-            # Above 1, the stream outpaces training here; below 1, it holds the model back.
-            "augmentation_vs_training": round(stream_rate / rate, 2),
-            "batch_size": train["batch_size"], "epochs": train["epochs"],
-            "train_gflop_per_image": round(gflop, 4), "gflops": round(rate * gflop, 1),
-            "fraction_of_matmul": round(rate * gflop / ceiling_gflops, 3),
-            "precisions": {p: {
-                "train_img_per_s": round(r, 1), "vs_float32": round(r / by_precision["float32"], 3),
-                "gflops": round(r * gflop, 1),
-                "fraction_of_matmul": round(r * gflop / ceilings[p]["matmul"], 3),
-                "fraction_of_conv3x3": round(r * gflop / ceilings[p]["conv3x3"], 3),
-            } for p, r in by_precision.items()},
-        }
+    per_model = model_rows(rates, ceilings, max(matmul.values()))
     # The speed levers, for every model (or those of --lever-models).
     lever_models = args.lever_models.split(",") if args.lever_models else list(per_model)
     lever_results = levers(args, [n for n in lever_models if n in per_model], args.lever_rounds,
@@ -460,45 +359,9 @@ def main():
         "data": {"archive": args.archive.name, "sha256": sha},
         "environment": outputs.hardware(),
     }
-    # Each model's predicted training time against the baseline's (the seed CNN's, the registry's
-    # first): same images per epoch, so (its epochs / its img/s) over (the baseline's), each in its
-    # own precision; and against the seed's recipe as the seed wrote it (the baseline in float32).
-    baseline = args.baseline or next(iter(per_model))
-    if baseline not in per_model:
-        sys.exit(f"bench: error: --baseline {baseline!r} is not a registered model ({', '.join(per_model)})")
-    report["baseline"] = baseline
-    base = per_model[baseline]["epochs"] / per_model[baseline]["train_img_per_s"]
-    seed_recipe = per_model[baseline]["epochs"] / per_model[baseline]["precisions"]["float32"]["train_img_per_s"]
-    for m in per_model.values():
-        m["predicted_time_vs_baseline"] = round(m["epochs"] / m["train_img_per_s"] / base, 3)
-        m["predicted_time_vs_seed_recipe"] = round(m["epochs"] / m["train_img_per_s"] / seed_recipe, 3)
-    # The seed recipe's training time on the pipeline's training split at the measured float32 rate
-    # (its epochs, no early stop; validation passes left out): what stage_times.py compares with.
-    report["train_images"] = training_images()
-    report["seed_recipe_float32_s"] = round(seed_recipe * report["train_images"], 1)
+    time_ratios(report, per_model, args.baseline or next(iter(per_model)))
     outputs.write_json(args.out, report)
-    for name, rate in report["augmentation_img_per_s"].items():
-        print(f"{name:>26}: {rate:10.1f} img/s")
-    print(f"{'speed-up vs seed':>26}: {report['speedup_vs_seed']:10.2f}x")
-    for name, rate in report["cnn_training_img_per_s"].items():
-        print(f"{'CNN training, ' + name:>40}: {rate:8.1f} img/s")
-    print(f"best float32 matmul: {report['matmul_gflops']}; ceilings per precision: {ceilings}")
-    for name, m in per_model.items():
-        print(f"{name:>10}: {m['train_img_per_s']:7.1f} img/s x {m['train_gflop_per_image']:.3f} GFLOP = "
-              f"{m['gflops']:5.1f} GFLOP/s, {m['fraction_of_matmul']:.0%} of the float32 matmul rate; its augmented "
-              f"stream alone {m['augmentation_img_per_s']:.0f} img/s ({m['augmentation_vs_training']:.1f}x training)")
-    for name, m in per_model.items():
-        print(f"{name:>10}: " + ", ".join(f"{p} {r['train_img_per_s']:.1f} img/s ({r['vs_float32']:.2f}x float32, "
-                                          f"{r['fraction_of_conv3x3']:.0%} of its 3x3 conv rate)"
-                                          for p, r in m["precisions"].items()))
-    print(f"predicted training time against {baseline}'s: " + ", ".join(
-        f"{name} {m['predicted_time_vs_baseline']:.2f}" for name, m in per_model.items()))
-    print(f"predicted training time against the seed recipe's ({report['seed_recipe_float32_s'] / 60:.1f} min in "
-          "float32): " + ", ".join(f"{name} {m['predicted_time_vs_seed_recipe']:.2f}" for name, m in per_model.items()))
-    for name, found in lever_results.items():
-        print(f"{name} levers (img/s against the default {found['default_img_per_s']}): " + ", ".join(
-            f"{lever} {m['vs_default']:.2f}x" for lever, m in found.items() if lever != "default_img_per_s"))
-
+    print_report(report)
 
 if __name__ == "__main__":
     main()

@@ -116,6 +116,7 @@ def measure(path, x, y, keras_top1, latency_runs):
 
 
 def main():
+    """Every variant converted and measured in turn (long: one variant a few lines, in a row)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="the model's name in the registry")
     parser.add_argument("--model", required=True, type=Path)

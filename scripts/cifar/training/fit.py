@@ -74,6 +74,9 @@ def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_call
 
 def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_callbacks, identity, strategy, task,
          recipe, live):
+    """fit()'s body (its docstring says what it does). Long because Keras' fit takes its whole
+    set-up at once: the strategy's scope, the recipe, the resume state and its identity, the
+    callbacks in the order they must run, and the finished-but-not-written case."""
     chief = task is None or distribute.worker_role(strategy)[0]
     data_digest = digest(arrays["x_train"], arrays["y_train"], arrays["x_val"], arrays["y_val"])
     state = ResumeState(state_dir, {"train": train_cfg, "augment": augment_cfg, "seed": seed,
