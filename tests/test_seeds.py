@@ -56,6 +56,12 @@ def test_a_sweep_needs_the_lock_s_recipe_and_tolerates_only_missing_outputs():
                                               "train@cnn": [{"changed deps": {"d.npz": "deleted"}}]}) is None
 
 
+def test_a_sweep_before_the_pipeline_ran_the_stage_says_what_to_run(tmp_path):
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  prepare:\n    cmd: python scripts/prepare.py\n")
+    with pytest.raises(SystemExit, match=r"has no record of train@cnn: run `dvc repro train@cnn` first"):
+        seeds.recipe_id("train@cnn", tmp_path / "dvc.lock")
+
+
 def test_the_pipelines_run_is_measured_again_once_the_pipeline_retrains_its_model(tmp_path):
     model = tmp_path / "cnn.keras"
     model.write_bytes(b"the first model")

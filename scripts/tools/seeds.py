@@ -113,7 +113,11 @@ def recipe_id(stage, lock="dvc.lock"):
 
     from ruamel.yaml import YAML
 
-    entry = YAML(typ="safe").load(Path(lock).read_text())["stages"][stage]
+    stages = YAML(typ="safe").load(Path(lock).read_text())["stages"] if Path(lock).is_file() else {}
+    if stage not in stages:
+        raise SystemExit(f"seeds: {lock} has no record of {stage}: run `dvc repro {stage}` first (the sweep's "
+                         "first seed is the pipeline's run, the others its recipe)")
+    entry = stages[stage]
     ran = {key: entry.get(key) for key in ("cmd", "deps", "params")}
     return hashlib.sha256(json.dumps(ran, sort_keys=True).encode()).hexdigest()
 
