@@ -24,7 +24,7 @@ QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500 -S shared.
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock-gpu gpu-check repro quick seeds readme profile stage-times test bench sizes robust-tune fast-tune int8-study export pull serve plots dag clean-venv
+.PHONY: help setup lock-gpu gpu-check repro quick seeds readme fidelity profile stage-times test bench sizes robust-tune fast-tune int8-study export pull serve plots dag clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ readme: setup ## write the seed tables from runs.json, the README's results tabl
 	python scripts/tools/readme_results.py --readme README.md
 	python scripts/artifacts_table.py --metrics reports/metrics/export --pages reports/metrics/demo --table reports/artifacts.md \
 		--plot reports/eval/artifacts.csv --readme docs/export.md
+
+fidelity: setup ## the seed CNN's readings of the seed's text (READINGS="1 2": convs per block) against the seed's numbers, on val -> reports/studies/fidelity/
+	python scripts/tools/fidelity.py --readings $(or $(READINGS),1 2)
 
 profile: setup ## where a training step's time goes, by kind of op, in each precision (MODEL=fast) -> reports/studies/profile/
 	python scripts/tools/profile_step.py --model $(or $(MODEL),fast)

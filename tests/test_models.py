@@ -36,6 +36,20 @@ def test_cnn_params_change_the_network():
     assert [l.rate for l in model.layers if isinstance(l, layers.Dropout)] == [0.1, 0.3, 0.5]
 
 
+def test_cnn_blocks_repeat_their_conv_bn_pair_as_the_seeds_other_reading():
+    """convs_per_block: 2 reads "repeated layer blocks" as two Conv-BN pairs in each of the three
+    blocks, the pooling and dropout after them unchanged; 1 is the literal reading above."""
+    model = cnn.build(dict(filters=[8, 16, 32], convs_per_block=2, kernel_size=3, block_dropout=[0.25, 0.25],
+                           dense_units=16, dense_dropout=0.5))
+    kinds = [type(l).__name__ for l in model.layers]
+    pair = ["Conv2D", "BatchNormalization"]
+    assert kinds == ["Rescaling", *pair * 2, "MaxPooling2D", "Dropout", *pair * 2, "MaxPooling2D", "Dropout",
+                     *pair * 2, "GlobalAveragePooling2D", "Dense", "Dropout", "Dense"]
+    convs = [l for l in model.layers if isinstance(l, layers.Conv2D)]
+    assert [c.filters for c in convs] == [8, 8, 16, 16, 32, 32] and convs[1].input.shape[-1] == 8
+    assert model.output_shape == (None, 10)
+
+
 def test_cnn_scales_raw_pixels_itself():
     model = cnn.build_cnn()
     assert isinstance(model.layers[0], layers.Rescaling) and model.layers[0].scale == pytest.approx(1 / 255)

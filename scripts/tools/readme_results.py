@@ -94,7 +94,7 @@ def seed_line(root=Path(".")):
             f"its CNN; ours gets {ours['train']['accuracy']:.2%} train (on {ours['train']['images']:,} training "
             f"images) and {ours['test']['accuracy']:.2%} test. Ours reads the seed's text literally, one convolution "
             "per block; a train accuracy as high as the seed's needs more capacity than that, so its "
-            "\"repeated layer blocks\" likely held more convolutions each.")
+            "\"repeated layer blocks\" likely held more convolutions each (`make fidelity` compares the readings on val).")
 
 
 def advice(root=Path(".")):
