@@ -14,7 +14,9 @@ runs.json, only lack its outputs (a fresh clone without the DVC cache): the run 
 pipeline's own (its model, models/trained/NAME.keras, is measured here, its training time read
 from reports/metrics/train/NAME.json), and every run carries the id of the recipe it trained
 (dvc.lock's record of the stage: command, code and data md5s, params). Runs of another recipe are
-dropped, so a spread is always of one recipe; `evaluate` shows it beside the pipeline's run only.
+dropped, so a spread is always of one recipe; the README's results table (make readme) shows it
+beside the pipeline's run only. `--tables-only` rewrites seeds.json and seeds.md from runs.json
+without training or data. No stage reads them: a sweep never makes the pipeline stale.
 
 Each finished run is kept in runs.json, so a rerun skips it and an interrupted sweep continues;
 the pipeline's run is measured again when its model file is another than the one it measured (a
