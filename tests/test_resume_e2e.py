@@ -80,8 +80,9 @@ def test_a_killed_repro_resumes_to_the_uninterrupted_history(repo, name):
     assert kill_after(repo, env, stage, backup, epoch) == epoch
     assert not (repo / "models" / "trained" / f"{name}.keras").exists()
 
-    # --no-run-cache: DVC would otherwise restore the straight run's outputs (same inputs) instead of resuming.
-    again = run(["dvc", "repro", "--no-run-cache", stage], cwd=repo, **env)
+    # The same command as the killed run: a plain `dvc repro` would check the straight run's outputs
+    # out of the cache (dvc.lock still records them, and nothing changed) instead of training.
+    again = run(["dvc", "repro", "--force", "--single-item", stage], cwd=repo, **env)
     assert resuming in again.stdout, again.stdout
     assert not (repo / "models" / ".resume" / name).exists()
     # DVCLive's log, the run's one record: the finished epochs replayed, then the rest, step by
@@ -106,7 +107,7 @@ def test_an_edit_of_the_models_module_between_kill_and_rerun_starts_over(repo):
     assert kill_after(repo, env, "train@fast", "fast/backup", 1) >= 1
     module = repo / "scripts" / "cifar" / "models" / "fast.py"
     module.write_text(module.read_text() + "\n# an edit after the kill\n")
-    again = run(["dvc", "repro", "--no-run-cache", "train@fast"], cwd=repo, **env)
+    again = run(["dvc", "repro", "train@fast"], cwd=repo, **env)
     assert "Discarding resume state" in again.stdout and "(changed: code)" in again.stdout, again.stdout
     assert "Resuming at epoch" not in again.stdout
     assert len(history(repo, "fast")) == 5
