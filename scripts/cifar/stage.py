@@ -52,6 +52,23 @@ def resolved(stage, root=REPO):
     return fill(entry)
 
 
+def command(stage, places, root=REPO):
+    """The dvc.yaml command of `stage` as a token list, each flag of `places` ({"--model": path})
+    pointed elsewhere, and `python` the running interpreter: a stage's own run outside the
+    pipeline's outputs (seed sweeps, studies). Names the flags `places` asks for that it lacks."""
+    import shlex
+    import sys
+
+    tokens = shlex.split(resolved(stage, root).get("cmd", ""))
+    missing = [flag for flag in places if flag not in tokens[:-1]]
+    if missing:
+        raise outputs.StageError(f"the cmd of stage '{stage}' in dvc.yaml lacks {', '.join(missing)}")
+    for i, token in enumerate(tokens[:-1]):
+        if token in places:
+            tokens[i + 1] = str(places[token])
+    return [sys.executable if tokens[0] == "python" else tokens[0], *tokens[1:]]
+
+
 def declared_code(stage, root=REPO):
     """The code files the dvc.yaml stage `stage` declares as deps (those under scripts/; a
     folder counts with every file in it), as paths relative to `root`."""

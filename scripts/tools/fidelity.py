@@ -54,27 +54,23 @@ def choose(rows):
 
 def train(reading, folder, data):
     """The training stage's command for the seed CNN with `convs_per_block: reading`, outputs in `folder`."""
-    from cifar.stage import resolved
+    from cifar.stage import command
 
     repo = Path(__file__).resolve().parents[2]
     values = yaml.safe_load((repo / "params.yaml").read_text())
     values["cnn"]["convs_per_block"] = reading
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
-    command = resolved("train@cnn", repo)["cmd"].split()
     places = {"--data": data.resolve(), "--model": folder / "cnn.keras", "--metrics": folder / "metrics.json",
               "--live": folder / "live", "--state": folder / "state", "--weights": repo / "models/pretrained/cnn"}
-    for i, token in enumerate(command[:-1]):
-        if token in places:
-            command[i + 1] = str(places[token])
+    cmd = command("train@cnn", places, repo)
     if not (places["--weights"] / "source.json").is_file():  # no fetch_weights run here: the seed CNN starts from none
-        i = command.index("--weights")
-        del command[i:i + 2]
-    command[0] = sys.executable
-    command[1] = str(repo / command[1])
+        i = cmd.index("--weights")
+        del cmd[i:i + 2]
+    cmd[1] = str(repo / cmd[1])
     print(f"fidelity: convs_per_block {reading}: training in {folder}", flush=True)
     # Its own params.yaml: the stage reads params.yaml where it runs.
-    if subprocess.run(command, cwd=folder, env=os.environ).returncode:
+    if subprocess.run(cmd, cwd=folder, env=os.environ).returncode:
         raise SystemExit(f"fidelity: training reading {reading} failed; rerun to continue it from its last epoch")
 
 

@@ -41,18 +41,14 @@ from cifar import outputs, spread  # noqa: E402
 
 def stage_command(stage, seed, folder, root=Path(".")):
     """The training stage's command from dvc.yaml, with `--seed seed` and its outputs in `folder`."""
-    from cifar.stage import resolved
+    from cifar.stage import command
 
-    tokens = shlex.split(resolved(stage, Path(root).resolve()).get("cmd", ""))
     places = {"--model": folder / "model.keras", "--metrics": folder / "metrics.json", "--live": folder / "live",
               "--state": folder / "state"}
-    for i, token in enumerate(tokens[:-1]):
-        if token in places:
-            tokens[i + 1] = str(places.pop(token))
-    missing = [flag for flag in ("--model", "--metrics", "--state") if flag in places]
-    if missing:
-        raise SystemExit(f"seeds: the cmd of stage '{stage}' in dvc.yaml lacks {', '.join(missing)}")
-    return [sys.executable if tokens[0] == "python" else tokens[0], *tokens[1:], "--seed", str(seed)]
+    try:
+        return [*command(stage, places, Path(root).resolve()), "--seed", str(seed)]
+    except outputs.StageError as err:
+        raise SystemExit(f"seeds: {err}") from None
 
 
 def test_accuracy(model_path, entry, data_path, batch_size=256):
