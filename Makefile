@@ -76,8 +76,8 @@ readme: setup ## write the seed tables from runs.json, the README's results tabl
 	python scripts/artifacts_table.py --metrics reports/metrics/export --pages reports/metrics/demo --table reports/artifacts.md \
 		--plot reports/eval/artifacts.csv --readme docs/export.md
 
-fidelity: setup ## the seed CNN's readings of the seed's text (READINGS="1 2": convs per block) against the seed's numbers, on val -> reports/studies/fidelity/
-	python scripts/tools/fidelity.py --readings $(or $(READINGS),1 2)
+fidelity: setup ## the seed CNN's readings of the seed's text (READINGS="1 2": convs per block; PRECISION=float32: in float32) against the seed's numbers, on val -> reports/studies/fidelity/
+	python scripts/tools/fidelity.py --readings $(or $(READINGS),1 2) $(if $(PRECISION),--precision $(PRECISION))
 
 profile: setup ## where a training step's time goes, by kind of op, in each precision (MODEL=fast) -> reports/studies/profile/
 	python scripts/tools/profile_step.py --model $(or $(MODEL),fast)

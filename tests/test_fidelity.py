@@ -19,7 +19,7 @@ def test_the_reading_closest_to_the_seed_on_val_and_train_is_chosen_never_by_tes
     assert two["distance_pp"] == round((17.22 + 1.11 + 0.18 + 0.88 + 0.64) / 5, 2)
     text = fidelity.markdown([literal, two], chosen)
     assert "| the seed's text reports | 40.08% | 76.11% | 87.12% | 87.12% (23) | 92.41% | | | 86.73% |" in text
-    assert "| 2 conv per block (chosen) | 57.30% | 75.00% | 87.30% | 88.00% (22) | 93.05% | 4.01 pp | 50.0 min" in text
+    assert "| 2 conv per block (chosen), mixed_bfloat16 | 57.30% | 75.00% | 87.30% | 88.00% (22) | 93.05% | 4.01 pp | 50.0 min" in text
 
 
 def test_a_run_shorter_than_the_seeds_compares_the_epochs_it_has():

@@ -164,7 +164,7 @@ def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_pat
     assert lines[:2] == readme_results.HEADER
     assert lines[2] == ("| fast CNN | 94.00% | 93.52% – 94.45% | 94.00% ± 0.20% (3 seeds) | 75.59% (mean of 2 kinds) | "
                         "18.3 min | mixed_bfloat16 | Intel Xeon, 2 cores |")
-    assert "| seed CNN | 80.00% | 79.20% – 80.77% | 1 run | not measured | 25.0 min |" in lines[3]
+    assert "| seed CNN | 80.00% (seed: 86.73%) | 79.20% – 80.77% | 1 run | not measured | 25.0 min |" in lines[3]
     assert readme_results.cost(tmp_path) is None  # before make stage-times
     (tmp_path / "reports/studies/stage_times").mkdir(parents=True)
     (tmp_path / "reports/studies/stage_times/stage_times.json").write_text(json.dumps(
@@ -174,9 +174,18 @@ def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_pat
         "The whole pipeline, every stage from scratch (`make stage-times`, finished 2026-12-04), took 100 min "
         "(training 70 min) on Intel Xeon, 2 cores, 3.12x the seed recipe's float32 training time that host's")
     # The seed CNN beside what the seed's text reports for it.
-    assert readme_results.seed_line(tmp_path).startswith(
-        "The seed reported 92.41% train and 86.73% test accuracy for its CNN; ours gets 85.00% train (on 10,000 "
-        "training images) and 80.00% test.")
+    # The seed CNN beside what the seed's text reports for it, with the reading the committed run
+    # trained (dvc.lock; a lock from before the setting: the literal one) and the -S for the other.
+    assert "| seed CNN | 80.00% (seed: 86.73%) |" in lines[3]
+    assert readme_results.seed_line(tmp_path) == (
+        "The seed reported 92.41% train, 87.12% best val (epoch 23) and 86.73% test accuracy for its CNN; ours gets "
+        "85.00% train (on 10,000 training images) and 80.00% test, reading its text literally, one convolution per "
+        "block (`cnn.convs_per_block: 1`). The other reading is `dvc exp run -S cnn.convs_per_block=2`; the two "
+        "compared on val: [reports/studies/fidelity/](reports/studies/fidelity/fidelity.md).")
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"train@cnn": {
+        "params": {"params.yaml": {"cnn": {"convs_per_block": 2}, "shared": {}}}}}}))
+    assert "reading each block as two convolutions (the reading that follows the seed's val curve) " \
+           "(`cnn.convs_per_block: 2`). The other reading is `dvc exp run -S cnn.convs_per_block=1`" in readme_results.seed_line(tmp_path)
     assert readme_results.advice(tmp_path) == (
         "For photos from the wild (noisy, blurred, compressed, in fog or snow), ship `fast`: 75.6% on the robustness "
         "stage's corrupted test images (mean of 2 kinds, 2 severities each), and the most accurate on clean ones too (94.00%).")

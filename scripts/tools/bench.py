@@ -16,8 +16,9 @@ All measurements use the same real CIFAR-10 training images in the same run:
   Conv/Dense FLOPs) as a fraction of that precision's ceilings, a matrix multiply and a 3x3
   convolution measured in the same run;
 - each model's predicted training time (its epochs / its img/s, in its own precision) against the
-  seed CNN's in its own precision, and against the seed's recipe as the seed wrote it (float32),
-  with that recipe's predicted time on the pipeline's training split;
+  seed CNN's in its own precision, and against the seed's recipe as the seed wrote it (its CNN
+  read literally, one convolution per block, in float32: SEED_RECIPE, measured in the same
+  rounds), with that recipe's predicted time on the pipeline's training split;
 - the usual speed levers for the two CNNs (LEVERS: oneDNN off, intra-op threads = cores with one
   inter-op thread, steps_per_execution 8, half and double batch; for the fast models, fused
   BatchNormalization in training), each in a process of its own,
@@ -73,15 +74,25 @@ def registry_models(x_train, only=None, overrides=None, precision=None, section_
     return found
 
 
+# The seed's recipe as the seed wrote it, what every time ratio is against: the seed CNN read
+# literally (one convolution per block), in float32. The baseline does not move when the seed
+# CNN's default does (two convolutions per block since the fidelity study, reports/studies/fidelity/).
+SEED_RECIPE = {"model": "cnn", "section": {"convs_per_block": 1}, "precision": "float32"}
+
+
 def models_training_rates(x, onehot, seed, images_per_round, rounds, precisions=("float32",)):
     """Training img/s of every registered model in each of `precisions`, with its own batch size,
-    recipe and augmented stream, measured in alternating rounds (A, A', B, B', C, C', A, ...) so
-    that the machine's drift touches all alike; the median round of each. Returns {name:
-    ({precision: img/s}, its augmented stream alone in img/s, (model, train, augment) in the
-    model's own precision)}."""
+    recipe and augmented stream, and of the seed's recipe (SEED_RECIPE), measured in alternating
+    rounds (A, A', B, B', C, C', A, ...) so that the machine's drift touches all alike; the
+    median round of each. Returns ({name: ({precision: img/s}, its augmented stream alone in
+    img/s, (model, train, augment) in the model's own precision)}, the seed recipe's (img/s,
+    (model, train, augment)))."""
     built = {p: registry_models(x, precision=p) for p in precisions}
     own = registry_models(x)
     names = list(own)
+    recipe = registry_models(x, only=SEED_RECIPE["model"], precision=SEED_RECIPE["precision"],
+                             section_overrides=SEED_RECIPE["section"])[SEED_RECIPE["model"]]
+    recipe_rates = []
     streams = {}
     for name in names:
         _, train, aug = own[name]
@@ -100,8 +111,11 @@ def models_training_rates(x, onehot, seed, images_per_round, rounds, precisions=
             # The same stream, made anew, alone: how fast augmentation could feed this model.
             alone = augment.train_dataset(x, onehot, train["batch_size"], seed, aug, epochs=10_000)
             fed[name].append(stream_images_per_second(alone, steps, train["batch_size"]))
-    return {name: ({p: statistics.median(r) for p, r in rates[name].items()}, statistics.median(fed[name]), own[name])
-            for name in names}
+        batch = recipe[1]["batch_size"]
+        recipe_rates.append(steady_images_per_second(recipe[0], streams[SEED_RECIPE["model"]],
+                                                     max(3, images_per_round // batch), batch))
+    return ({name: ({p: statistics.median(r) for p, r in rates[name].items()}, statistics.median(fed[name]), own[name])
+             for name in names}, (statistics.median(recipe_rates), recipe))
 
 
 # The usual speed levers, each measured against the default in a process of its own (threading
@@ -245,16 +259,21 @@ def model_rows(rates, ceilings, ceiling_gflops):
     return per_model
 
 
-def time_ratios(report, per_model, baseline):
+def time_ratios(report, per_model, baseline, recipe):
     """Each model's predicted training time against the baseline's (the seed CNN's, the registry's
     first): same images per epoch, so (its epochs / its img/s) over (the baseline's), each in its
-    own precision; and against the seed's recipe as the seed wrote it (the baseline in float32),
-    with that recipe's time on the pipeline's training split (what stage_times.py compares with)."""
+    own precision; and against the seed's recipe as the seed wrote it (SEED_RECIPE, measured in
+    the same rounds: `recipe` is its img/s and (model, train, augment)), with that recipe's time
+    on the pipeline's training split (what stage_times.py compares with)."""
     if baseline not in per_model:
         sys.exit(f"bench: error: --baseline {baseline!r} is not a registered model ({', '.join(per_model)})")
     report["baseline"] = baseline
     base = per_model[baseline]["epochs"] / per_model[baseline]["train_img_per_s"]
-    seed_recipe = per_model[baseline]["epochs"] / per_model[baseline]["precisions"]["float32"]["train_img_per_s"]
+    rate, (model, train, _) = recipe
+    seed_recipe = train["epochs"] / rate
+    report["seed_recipe"] = {**SEED_RECIPE, "epochs": train["epochs"], "batch_size": train["batch_size"],
+                             "train_img_per_s": round(rate, 1),
+                             "train_gflop_per_image": round(3 * forward_flops(model) / 1e9, 4)}
     for m in per_model.values():
         m["predicted_time_vs_baseline"] = round(m["epochs"] / m["train_img_per_s"] / base, 3)
         m["predicted_time_vs_seed_recipe"] = round(m["epochs"] / m["train_img_per_s"] / seed_recipe, 3)
@@ -339,7 +358,7 @@ def main():
     matmul = matmul_gflops()
     precisions = bench_precisions()
     ceilings = precision_ceilings(precisions)
-    rates = models_training_rates(x, onehot, seed, args.model_images, args.rounds, precisions)
+    rates, recipe = models_training_rates(x, onehot, seed, args.model_images, args.rounds, precisions)
     per_model = model_rows(rates, ceilings, max(matmul.values()))
     # The speed levers, for every model (or those of --lever-models).
     lever_models = args.lever_models.split(",") if args.lever_models else list(per_model)
@@ -359,7 +378,7 @@ def main():
         "data": {"archive": args.archive.name, "sha256": sha},
         "environment": outputs.hardware(),
     }
-    time_ratios(report, per_model, args.baseline or next(iter(per_model)))
+    time_ratios(report, per_model, args.baseline or next(iter(per_model)), recipe)
     outputs.write_json(args.out, report)
     print_report(report)
 

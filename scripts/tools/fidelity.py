@@ -1,7 +1,7 @@
 """The seed CNN's readings of the seed's text against the seed's own numbers: a study on val.
 
-Usage: python scripts/tools/fidelity.py [--readings 1 2] [--out reports/studies/fidelity]
-       make fidelity [READINGS="1 2"]
+Usage: python scripts/tools/fidelity.py [--readings 1 2] [--precision float32] [--out reports/studies/fidelity]
+       make fidelity [READINGS="1 2"] [PRECISION=float32]
 
 The seed's text describes "a layered architecture of repeated layer blocks", then each block as
 one convolution followed by batch normalization, pooling and dropout. Each reading (how many
@@ -12,7 +12,10 @@ reports (SEED): its val accuracy after epochs 1, 6 and 23 and its best, from the
 its train accuracy on the whole training split, as the seed measured it; its training time.
 The reading chosen is the one closest to the seed on those (mean absolute difference, in points):
 val and train only. Test accuracy, measured once for each, is the one-off report beside the
-seed's. Writes fidelity.json and fidelity.md; a finished reading is not trained again.
+seed's. `--precision` trains the readings in another precision than the workspace's
+(shared.train.precision), in build/fidelity/convs-N-PRECISION/, as rows of their own: the
+evidence for the chosen reading's precision default. Writes fidelity.json and fidelity.md with
+every run found under the work folder; a finished run is not trained again.
 """
 
 from __future__ import annotations
@@ -52,13 +55,16 @@ def choose(rows):
     return min(rows, key=lambda row: row["distance_pp"])
 
 
-def train(reading, folder, data):
-    """The training stage's command for the seed CNN with `convs_per_block: reading`, outputs in `folder`."""
+def train(reading, folder, data, precision=None):
+    """The training stage's command for the seed CNN with `convs_per_block: reading` (and
+    `shared.train.precision: precision`, if given), outputs in `folder`."""
     from cifar.stage import command
 
     repo = Path(__file__).resolve().parents[2]
     values = yaml.safe_load((repo / "params.yaml").read_text())
     values["cnn"]["convs_per_block"] = reading
+    if precision:
+        values["shared"]["train"]["precision"] = precision
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     places = {"--data": data.resolve(), "--model": folder / "cnn.keras", "--metrics": folder / "metrics.json",
@@ -104,12 +110,13 @@ def markdown(rows, chosen):
              f"| the seed's text reports | {pct(SEED['val'][1])} | {pct(SEED['val'][6])} | {pct(SEED['val'][23])} | "
              f"{pct(SEED['best_val'])} ({SEED['best_epoch']}) | {pct(SEED['train'])} | | | {pct(SEED['test'])} |"]
     for r in rows:
-        mark = " (chosen)" if r is chosen else ""
-        lines.append(f"| {r['convs_per_block']} conv per block{mark} | {pct(r['val'].get(1))} | {pct(r['val'].get(6))} | "
+        mark = " (chosen)" if r["convs_per_block"] == chosen["convs_per_block"] else ""
+        lines.append(f"| {r['convs_per_block']} conv per block{mark}, {r['precision']} | {pct(r['val'].get(1))} | {pct(r['val'].get(6))} | "
                      f"{pct(r['val'].get(23))} | {pct(r['best_val'])} ({r['best_epoch']}) | {pct(r['train'])} | "
-                     f"{r['distance_pp']:.2f} pp | {r['wall_time_s'] / 60:.1f} min, {r['precision']} | {pct(r['test'])} |")
+                     f"{r['distance_pp']:.2f} pp | {r['wall_time_s'] / 60:.1f} min | {pct(r['test'])} |")
     host = rows[0]["environment"] if rows else {}
-    lines += ["", f"Distance: the mean absolute difference from the seed over the val and train columns (never test). "
+    lines += ["", f"Distance: the mean absolute difference from the seed over the val and train columns (never test); "
+                  "the reading of the closest run is chosen. "
                   f"One seed each (shared.seed), on {host.get('cpu', '?')}, {host.get('cpu_count', '?')} cores. "
                   "Written by scripts/tools/fidelity.py."]
     return "\n".join(lines) + "\n"
@@ -119,17 +126,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readings", type=int, nargs="+", default=[1, 2], help="convs_per_block values to compare")
     parser.add_argument("--data", type=Path, default=Path("data/prepared/cifar10.npz"))
+    parser.add_argument("--precision", help="train in this precision instead of shared.train.precision (runs of their own)")
     parser.add_argument("--work", type=Path, default=Path("build/fidelity"))
     parser.add_argument("--out", type=Path, default=Path("reports/studies/fidelity"))
     args = parser.parse_args()
     if not args.data.is_file():
         raise SystemExit(f"fidelity: {args.data} not found: run `dvc repro prepare` first")
-    rows = []
     for reading in args.readings:
-        folder = (args.work / f"convs-{reading}").resolve()
+        folder = (args.work / (f"convs-{reading}" + (f"-{args.precision}" if args.precision else ""))).resolve()
         if not (folder / "metrics.json").is_file():
-            train(reading, folder, args.data)
-        rows.append(measure(reading, folder, args.data))
+            train(reading, folder, args.data, args.precision)
+    rows = [measure(int(folder.name.split("-")[1]), folder, args.data)
+            for folder in sorted(args.work.resolve().glob("convs-*")) if (folder / "metrics.json").is_file()]
     chosen = choose(rows)
     outputs.write_json(args.out / "fidelity.json", {"seed": SEED, "readings": rows,
                                                     "chosen": chosen["convs_per_block"]})
