@@ -5,7 +5,8 @@ Usage: python scripts/download.py --out data/raw/cifar-10-python.tar.gz
 Reads params `download.url` and `download.sha256` (the official archive). For an offline
 copy, set CIFAR10_ARCHIVE to its path and CIFAR10_SHA256 to the sha256 you trust (or keep a
 `SHA256SUMS` file listing it beside the copy). Either way the archive is verified before it is
-written, and its content hash ends up in dvc.lock as this stage's output.
+written, and its content hash ends up in dvc.lock as this stage's output. With `prepare.source:
+images` (your own images) there is nothing to fetch: data/raw/ then holds a note saying so.
 """
 
 import argparse
@@ -18,8 +19,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
-    cfg = params.load(["download"])["download"]
-
+    loaded = params.load(["download", "prepare"])
+    cfg = loaded["download"]
+    if loaded["prepare"]["source"] == "images":  # your own images: no archive to fetch
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        (args.out.parent / "not-downloaded.txt").write_text(
+            f"prepare.source is images: prepare reads {loaded['prepare']['images']}, and CIFAR-10 is not downloaded.\n")
+        print(f"prepare.source is images ({loaded['prepare']['images']}): nothing to download")
+        return
     sha256, _ = data.trusted_sha256(cfg["sha256"])
     offline = data.offline_copy()
     if offline:

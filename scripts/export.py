@@ -74,7 +74,8 @@ def main():
             "label": entry["label"],
             "source": {"file": str(args.model), "sha256": outputs.sha256_of(args.model)},
             "classes": [str(c) for c in arrays["class_names"]],
-            "input": "RGB pixels 0-255, 32x32, NHWC; scaling is inside every model",
+            "input": "RGB pixels 0-255, NHWC; scaling is inside every model",
+            "input_shape": [int(n) for n in arrays["x_train"].shape[1:]],  # (side, side, 3)
             # The calibration inside every artifact: softmax(logits / temperature), or none.
             "temperature": calibration,
             # Test-time augmentation inside every artifact (params.yaml models.NAME.tta): views averaged.

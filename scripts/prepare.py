@@ -1,13 +1,23 @@
-"""Stage `prepare`: verify and read the archive, split train/val, store compact uint8 arrays.
+"""Stage `prepare`: read the data (the CIFAR-10 archive, or your own images), split it, store compact uint8 arrays.
 
 Usage: python scripts/prepare.py --archive data/raw/cifar-10-python.tar.gz \
            --out data/prepared/cifar10.npz --metrics reports/metrics/prepare.json
 
-The archive is checked before anything is unpickled, against the sha256 the user trusts: the one
-given for an offline copy (CIFAR10_SHA256, or the SHA256SUMS beside CIFAR10_ARCHIVE), else
-`download.sha256`, the official archive's; never against anything the pipeline wrote itself. The validation split is the seed's
-train_test_split(test_size=prepare.val_fraction, random_state=shared.seed). Pixels stay uint8
-0-255: the models scale them, so exported models take raw RGB.
+`prepare.source: cifar10` (the default): the archive is checked before anything is unpickled,
+against the sha256 the user trusts: the one given for an offline copy (CIFAR10_SHA256, or the
+SHA256SUMS beside CIFAR10_ARCHIVE), else `download.sha256`, the official archive's; never against
+anything the pipeline wrote itself. The validation split is the seed's train_test_split(
+test_size=prepare.val_fraction, random_state=shared.seed).
+
+`prepare.source: images`: the folder `prepare.images`, one sub-folder per class (or train/ and
+test/, each so), read by cifar.images: class names from the folder names, every image made
+`prepare.side` px square; without a test/ folder, `prepare.test_fraction` of each class is held
+out as test; val is held out of the rest; both stratified, with the seed. Unreadable files are
+listed and left out; what would make a bad data set stops the stage with what to fix.
+
+Pixels stay uint8 0-255: the models scale them, so exported models take raw RGB. The prepared
+file holds the class names, and the digest of what it came from (`archive_sha256`: the
+archive's, or the image folder's); prepare's metrics hold the per-class counts.
 """
 
 import argparse
@@ -24,49 +34,97 @@ def class_counts(labels, names):
     return {name: counts.get(i, 0) for i, name in enumerate(names)}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archive", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--metrics", required=True, type=Path)
-    args = parser.parse_args()
-    cfg = params.load(["shared", "download", "prepare"])
-    seed, prep = cfg["shared"]["seed"], cfg["prepare"]
+def imbalance(labels, names):
+    """The training split's largest class count over its smallest, printed with the counts when
+    above 1.5; None when a class has no training image."""
+    counts = class_counts(labels, names)
+    ratio = round(max(counts.values()) / min(counts.values()), 2) if min(counts.values()) else None
+    if ratio is None or ratio > 1.5:
+        print(f"prepare: note: classes are imbalanced (training images: "
+              f"{', '.join(f'{n} {c}' for n, c in counts.items())}); accuracy is then dominated by the large "
+              "classes: read evaluate's per-class accuracy")
+    return ratio
 
-    if not args.archive.is_file():
-        raise FileNotFoundError(f"{args.archive} not found: it is written by the 'download' stage; "
+
+def resized(images, side):
+    """`images` (N, s, s, 3) at `side` px: themselves at their own side, else resized (pixel-area
+    averaging when shrinking, bilinear when enlarging, as cifar.inference.read_image)."""
+    import cv2
+
+    if images.shape[1] == side:
+        return images
+    interpolation = cv2.INTER_AREA if images.shape[1] > side else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(image, (side, side), interpolation=interpolation) for image in images])
+
+
+def from_archive(archive, cfg, seed):
+    """CIFAR-10's arrays, class names and source (its sha256) from the verified archive."""
+    prep = cfg["prepare"]
+    if not archive.is_file():
+        raise FileNotFoundError(f"{archive} not found: it is written by the 'download' stage; "
                                 "run `dvc repro download`")
     expected, source = data.trusted_sha256(cfg["download"]["sha256"])
-    print(f"Verifying {args.archive} against sha256 {expected} ({source})")
-    x_train_full, y_train_full, x_test, y_test, names = data.read(args.archive, expected)
+    print(f"Verifying {archive} against sha256 {expected} ({source})")
+    x_train_full, y_train_full, x_test, y_test, names = data.read(archive, expected)
     if prep["train_limit"]:
         x_train_full, y_train_full = x_train_full[: prep["train_limit"]], y_train_full[: prep["train_limit"]]
     if prep["test_limit"]:
         x_test, y_test = x_test[: prep["test_limit"]], y_test[: prep["test_limit"]]
     x_train, x_val, y_train, y_val = data.split(x_train_full, y_train_full, prep["val_fraction"], seed)
+    arrays = {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val, "x_test": x_test, "y_test": y_test}
+    for key in ("x_train", "x_val", "x_test"):
+        arrays[key] = resized(arrays[key], prep["side"])
+    return arrays, names, {"archive": archive.name, "sha256": expected}
 
-    from keras.utils import to_categorical
 
-    for split_name, labels in (("y_train", y_train), ("y_val", y_val), ("y_test", y_test)):
-        print(f"{split_name} shape: {to_categorical(labels, data.NUM_CLASSES).shape}")
-    print(f"x_train {x_train.shape}, x_val {x_val.shape}, x_test {x_test.shape} (uint8 0-255)")
+def from_images(cfg, seed):
+    """The image folder's arrays, class names and source (folder, digest, files, unreadable ones)."""
+    from cifar import images
 
+    prep = cfg["prepare"]
+    folder = Path(prep["images"])
+    print(f"Reading {folder} (one sub-folder per class), images made {prep['side']}x{prep['side']}")
+    arrays, names, report = images.prepare(folder, prep["side"], prep["test_fraction"], prep["val_fraction"],
+                                           prep["max_unreadable"], seed)
+    for split, limit in (("train", prep["train_limit"]), ("test", prep["test_limit"])):
+        if limit:
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = arrays[f"x_{split}"][:limit], arrays[f"y_{split}"][:limit]
+    return arrays, names, {"images": str(folder), "sha256": report["sha256"], "files": report["files"],
+                           "own_test_split": report["own_test_split"], "unreadable": report["unreadable"]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archive", required=True, type=Path, help="the CIFAR-10 archive (prepare.source: cifar10)")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--metrics", required=True, type=Path)
+    args = parser.parse_args()
+    cfg = params.load(["shared", "download", "prepare"])
+    seed = cfg["shared"]["seed"]
+    if cfg["prepare"]["source"] == "images":
+        arrays, names, source = from_images(cfg, seed)
+    else:
+        arrays, names, source = from_archive(args.archive, cfg, seed)
+
+    print(f"{len(names)} classes: {', '.join(names)}")
+    for split in ("train", "val", "test"):  # the seed's printout: the one-hot label arrays' shapes
+        print(f"y_{split} shape: {(len(arrays[f'y_{split}']), len(names))}")
+    print(f"x_train {arrays['x_train'].shape}, x_val {arrays['x_val'].shape}, x_test {arrays['x_test'].shape} "
+          "(uint8 0-255)")
     data.save_prepared(args.out, {
-        "x_train": x_train, "y_train": y_train,
-        "x_val": x_val, "y_val": y_val,
-        "x_test": x_test, "y_test": y_test,
+        **arrays,
         "class_names": np.array(names),
-        "archive_sha256": np.array(expected),
+        "archive_sha256": np.array(source["sha256"]),
     })
     outputs.write_json(args.metrics, {
-        "source": {"archive": args.archive.name, "sha256": expected},
+        "source": source,
         "environment": outputs.hardware(),
-        "counts": {"train": len(y_train), "val": len(y_val), "test": len(y_test)},
-        "per_class": {
-            "train": class_counts(y_train, names),
-            "val": class_counts(y_val, names),
-            "test": class_counts(y_test, names),
-        },
+        "classes": list(names),
+        "side": int(arrays["x_train"].shape[1]),
+        "counts": {"train": len(arrays["y_train"]), "val": len(arrays["y_val"]), "test": len(arrays["y_test"])},
+        "per_class": {split: class_counts(arrays[f"y_{split}"], names) for split in ("train", "val", "test")},
+        # The largest class over the smallest, in the training split (1: balanced; the splits stay stratified).
+        "imbalance": imbalance(arrays["y_train"], names),
     })
     print(f"Wrote {args.out} and {args.metrics}")
 

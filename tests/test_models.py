@@ -39,15 +39,16 @@ def test_cnn_params_change_the_network():
 def test_cnn_blocks_repeat_their_conv_bn_pair_as_the_seeds_other_reading():
     """convs_per_block: 2 reads "repeated layer blocks" as two Conv-BN pairs in each of the three
     blocks, the pooling and dropout after them unchanged; 1 is the literal reading above."""
+    images = np.zeros((2, 64, 64, 3), np.uint8)  # the data's side and class count, not CIFAR-10's
     model = cnn.build(dict(filters=[8, 16, 32], convs_per_block=2, kernel_size=3, block_dropout=[0.25, 0.25],
-                           dense_units=16, dense_dropout=0.5))
+                           dense_units=16, dense_dropout=0.5), images, 3)
     kinds = [type(l).__name__ for l in model.layers]
     pair = ["Conv2D", "BatchNormalization"]
     assert kinds == ["Rescaling", *pair * 2, "MaxPooling2D", "Dropout", *pair * 2, "MaxPooling2D", "Dropout",
                      *pair * 2, "GlobalAveragePooling2D", "Dense", "Dropout", "Dense"]
     convs = [l for l in model.layers if isinstance(l, layers.Conv2D)]
     assert [c.filters for c in convs] == [8, 8, 16, 16, 32, 32] and convs[1].input.shape[-1] == 8
-    assert model.output_shape == (None, 10)
+    assert model.input_shape == (None, 64, 64, 3) and model.output_shape == (None, 3)
 
 
 def test_cnn_scales_raw_pixels_itself():
@@ -116,14 +117,14 @@ SECTION = {"input_size": 32, "trainable_layers": 20, "dropout": 0.2, "train_batc
 
 def test_a_phase_unfreezes_the_top_but_keeps_batchnorm_frozen_and_starts_from_the_last_phase(weights_file, tmp_path):
     path, expected = weights_file
-    head = mobilenet.phase_model(SECTION, str(path), SECTION["phases"][0], previous=None)
+    head = mobilenet.phase_model(SECTION, str(path), SECTION["phases"][0], None, (32, 32, 3), 10)
     assert not any(l.trainable for l in _backbone(head).layers)
     for got, want in zip(_backbone(head).get_weights(), expected):  # the backbone's weights, untouched
         np.testing.assert_array_equal(got, want)
     head.get_layer("probabilities").kernel.assign(np.full((1280, 10), 0.01, np.float32))
     head.save(tmp_path / "head.keras")
 
-    top = mobilenet.phase_model(SECTION, str(path), SECTION["phases"][1], previous=tmp_path / "head.keras")
+    top = mobilenet.phase_model(SECTION, str(path), SECTION["phases"][1], tmp_path / "head.keras", (32, 32, 3), 10)
     trained = [l for l in _backbone(top).layers if l.trainable]
     assert trained and all(not isinstance(l, layers.BatchNormalization) for l in trained)
     assert {l.name for l in trained} <= {l.name for l in _backbone(top).layers[-12:]}

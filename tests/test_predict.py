@@ -23,6 +23,8 @@ def models(tmp_path_factory):
     model.save(folder / "small.keras")
     export.saved_model(model, folder / "saved_model", np.zeros((2, 32, 32, 3), np.uint8))
     (folder / "small.tflite").write_bytes(tflite.tflite(folder / "saved_model", "float32"))
+    # As an export folder: its metadata.json names the classes.
+    (folder / "metadata.json").write_text(json.dumps({"classes": list(data.CLASS_NAMES), "input_shape": [32, 32, 3]}))
     return folder, model
 
 
@@ -243,8 +245,9 @@ def test_a_corrupt_or_old_metadata_json_is_one_line_with_exit_2(models, tmp_path
 def test_a_model_that_loads_but_takes_another_input_is_one_line_with_exit_2(tmp_path, capsys):
     import keras
 
-    other = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    other = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
     other.save(tmp_path / "other.keras")
+    (tmp_path / "metadata.json").write_text(json.dumps({"classes": list(data.CLASS_NAMES)}))
     assert predict.main(["--model", str(tmp_path / "other.keras"), str(PHOTO)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "loads, but does not take 32x32 RGB images" in err
@@ -294,3 +297,22 @@ def test_reading_a_header_never_switches_pillows_global_limit(tmp_path, monkeypa
         inference.read_image(png_header_only(tmp_path / "huge.png", 50000, 50000))
     assert inference.image_header(PHOTO)[:2] == (451, 300)
     assert written == []
+
+
+def test_a_trained_model_without_metadata_takes_its_class_names_and_side_from_its_data(tmp_path, capsys):
+    """A .keras file outside an export: the class names of the prepared data it was trained on, the
+    side of its own input (here 48 px and three classes of someone's own images)."""
+    import keras
+
+    model = keras.Sequential([keras.Input((48, 48, 3)), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    model.save(tmp_path / "own.keras")
+    prepared = tmp_path / "prepared.npz"
+    data.save_prepared(prepared, {"class_names": np.array(["cat", "dog", "fox"])})
+    assert inference.class_names(tmp_path / "own.keras", prepared) == ("cat", "dog", "fox")
+    predictor = inference.load(tmp_path / "own.keras")
+    assert predictor.side == 48
+    inference.check_takes_images(predictor, tmp_path / "own.keras", 3)
+    pixels, notes = inference.read_image(PHOTO, side=predictor.side)
+    assert pixels.shape == (48, 48, 3) and notes == ["451x300 centre 300x300 cropped, resized to 48x48"]
+    with pytest.raises(inference.ModelError, match="no metadata.json beside it names its classes"):
+        inference.class_names(tmp_path / "own.keras", tmp_path / "absent.npz")

@@ -18,7 +18,7 @@ def server(tmp_path):
         (exports / name / "tfjs").mkdir(parents=True)
         (exports / name / "tfjs" / "model.json").write_text("{}")
         (exports / name / "metadata.json").write_text(json.dumps(
-            {"classes": ["a", "b"], "artifacts": {"tfjs": {"file": "tfjs/model.json"}}}))
+            {"classes": ["a", "b"], "input_shape": [32, 32, 3], "artifacts": {"tfjs": {"file": "tfjs/model.json"}}}))
     (tmp_path / "secret.txt").write_text("not for the web")  # beside the exports: must stay private
     httpd = serve.make_server("127.0.0.1", 0, exports, quiet=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -48,6 +48,7 @@ def test_serves_the_page_and_a_model(server):
 def test_index_lists_finished_exports_only(server):
     status, body = get(server, "/models/index.json")
     assert status == 200 and [m["name"] for m in json.loads(body)] == ["cnn"]
+    assert json.loads(body)[0]["side"] == 32 and json.loads(body)[0]["classes"] == ["a", "b"]  # what the page draws and lists
 
 
 @pytest.mark.parametrize("path", ["/models/", "/models/cnn/", "/models/cnn/tfjs/", "/vendor/tfjs/",
@@ -77,7 +78,7 @@ def test_odd_paths_get_400_not_a_traceback(server, path):
 
 def test_a_corrupt_metadata_json_is_skipped_with_a_warning_and_the_rest_served(tmp_path, capsys):
     exports = tmp_path / "exports"
-    for name, meta in (("good", {"classes": ["a", "b"], "artifacts": {"tfjs": {"file": "tfjs/model.json"}}}),
+    for name, meta in (("good", {"classes": ["a", "b"], "input_shape": [32, 32, 3], "artifacts": {"tfjs": {"file": "tfjs/model.json"}}}),
                        ("broken", None), ("old", {"artifacts": {"tfjs": {"file": "tfjs/model.json"}}})):
         (exports / name / "tfjs").mkdir(parents=True)
         (exports / name / "tfjs" / "model.json").write_text("{}")
@@ -103,7 +104,7 @@ def test_the_index_gives_each_models_test_and_corrupted_accuracy_the_most_accura
         (exports / name / "tfjs").mkdir(parents=True)
         (exports / name / "tfjs" / "model.json").write_text("{}")
         (exports / name / "metadata.json").write_text(json.dumps(
-            {"classes": ["a", "b"], "artifacts": {"tfjs": {"file": "tfjs/model.json"}}}))
+            {"classes": ["a", "b"], "input_shape": [32, 32, 3], "artifacts": {"tfjs": {"file": "tfjs/model.json"}}}))
         (metrics / f"{name}.json").write_text(json.dumps({"artifacts": {"tfjs": {"accuracy": accuracy}}}))
     (metrics.parent / "robustness.json").write_text(json.dumps(
         {"data": {"test_images": 1000}, "plain": {"mean_corruption_accuracy": 0.75},

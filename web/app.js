@@ -2,18 +2,19 @@
 // WebGL where the browser has a hardware GPU, else on WASM (multi-threaded when the server sends
 // the cross-origin isolation headers, as scripts/tools/serve.py does). Preprocessing matches scripts/tools/predict.py: composite on white, turn upright as
 // its EXIF orientation says (the browser does this when it decodes), take the largest centred
-// square, scale it to 32x32; the model does its own 0-255 scaling.
+// square, scale it to the model's side (models/index.json: 32 for CIFAR-10); the model does its
+// own 0-255 scaling.
 "use strict";
 
-const SIDE = 32;
 // As scripts/cifar/inference.py's MAX_PIXELS: larger images are refused before they are drawn.
 const MAX_PIXELS = 40000000;
 const els = Object.fromEntries(
-  ["model", "status", "drop", "file", "result", "preview", "filename", "input", "top3", "timing", "error"]
+  ["model", "status", "drop", "file", "result", "preview", "filename", "input", "side", "classes", "top3", "timing",
+    "error"]
     .map((id) => [id, document.getElementById(id)]),
 );
 let models = [];
-let current = null; // {name, classes, graph, loadMs}
+let current = null; // {name, classes, side, graph, loadMs}
 let lastImage = null;
 let renderer = null; // the WebGL renderer, when the page runs on WebGL
 
@@ -36,12 +37,16 @@ async function loadModel(name) {
     const started = performance.now();
     const graph = await tf.loadGraphModel(info.url);
     // One prediction before the first visible one: the backend compiles its kernels then.
-    const warm = tf.tidy(() => graph.predict(tf.zeros([1, SIDE, SIDE, 3])));
+    const warm = tf.tidy(() => graph.predict(tf.zeros([1, info.side, info.side, 3])));
     await warm.data();
     warm.dispose();
     const loadMs = performance.now() - started;
     if (current) current.graph.dispose();
-    current = { name, classes: info.classes, graph, loadMs };
+    current = { name, classes: info.classes, side: info.side, graph, loadMs };
+    // What this model was trained on: its classes, and the side its input canvas is drawn at.
+    els.classes.textContent = info.classes.join(", ");
+    els.input.width = els.input.height = info.side;
+    els.side.textContent = `${info.side}×${info.side}`;
     status(`${name} ready in ${Math.round(loadMs)} ms (TF.js ${tf.version.tfjs}, ${backendLabel()})`, "ready");
     els.status.dataset.model = name;
     if (lastImage) await classify(lastImage.image, lastImage.label);
@@ -58,10 +63,11 @@ function toInput(image) {
   const height = image.naturalHeight || image.height;
   const side = Math.min(width, height);
   ctx.fillStyle = "#fff";
-  ctx.fillRect(0, 0, SIDE, SIDE);
+  const target = current.side;
+  ctx.fillRect(0, 0, target, target);
   ctx.imageSmoothingEnabled = true;
   ctx.imageSmoothingQuality = "high";
-  ctx.drawImage(image, (width - side) / 2, (height - side) / 2, side, side, 0, 0, SIDE, SIDE);
+  ctx.drawImage(image, (width - side) / 2, (height - side) / 2, side, side, 0, 0, target, target);
 }
 
 function backendLabel() {

@@ -18,44 +18,46 @@ import cv2
 import numpy as np
 
 from cifar import augmix
-from cifar.data import SIDE as SIZE
 
 # OpenCV's own thread pool only adds overhead on 32x32 images; tf.data runs batches in parallel.
 cv2.setNumThreads(1)
 
 
 def resize_pad_crop(image, new_size):
-    """Resize a uint8 HxWx3 image to new_size, then reflect-pad or center-crop back to 32x32."""
+    """Resize a square uint8 image (side, side, 3) to new_size, then reflect-pad or center-crop
+    back to its side."""
+    side = image.shape[0]
     resized = cv2.resize(image, (new_size, new_size), interpolation=cv2.INTER_LINEAR)
-    if new_size < SIZE:
-        pad = SIZE - new_size
+    if new_size < side:
+        pad = side - new_size
         top, left = pad // 2, pad // 2
         return cv2.copyMakeBorder(
             resized, top, pad - top, left, pad - left, borderType=cv2.BORDER_REFLECT
         )
-    start = (new_size - SIZE) // 2
-    return resized[start : start + SIZE, start : start + SIZE]
+    start = (new_size - side) // 2
+    return resized[start : start + side, start : start + side]
 
 
 def random_resolution_transform(image, rng=None, scale_range=(0.8, 1.2)):
     """The seed's custom transform: float32 [0,1] (32,32,3) in, float32 [0,1] (32,32,3) out.
 
     Converts to uint8 for OpenCV, resizes by a random factor in scale_range, pads back to
-    32x32 with cv2.BORDER_REFLECT when smaller or crops when larger.
+    32x32 with cv2.BORDER_REFLECT when smaller or crops when larger (any square side alike).
     """
     rng = np.random.default_rng() if rng is None else rng
     as_uint8 = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
-    new_size = int(SIZE * rng.uniform(*scale_range))
+    new_size = int(image.shape[0] * rng.uniform(*scale_range))
     return resize_pad_crop(as_uint8, new_size).astype(np.float32) / 255.0
 
 
-def affine_matrices(angles_degrees, shifts, flips):
-    """(N,2,3) matrices: flip about the vertical axis, rotate about the center, then shift.
+def affine_matrices(angles_degrees, shifts, flips, side=32):
+    """(N,2,3) matrices for images of `side` px: flip about the vertical axis, rotate about the
+    center, then shift.
 
     The rotation is cv2.getRotationMatrix2D's (positive angle = counter-clockwise), built for
     the whole batch at once because per-image numpy calls cost more than the warp itself.
     """
-    center = (SIZE - 1) / 2.0
+    center = (side - 1) / 2.0
     theta = np.deg2rad(angles_degrees)
     cos, sin = np.cos(theta), np.sin(theta)
     mirror = np.where(flips, -1.0, 1.0)
@@ -64,29 +66,30 @@ def affine_matrices(angles_degrees, shifts, flips):
     m[:, 1, 0], m[:, 1, 1] = -sin * mirror, cos
     m[:, 0, 2] = (1 - cos) * center - sin * center + shifts[:, 0]
     m[:, 1, 2] = sin * center + (1 - cos) * center + shifts[:, 1]
-    # Flipping first maps x to (SIZE - 1 - x): the rotation's x column moves the origin.
-    m[:, :, 2] += np.where(flips, SIZE - 1, 0)[:, None] * np.stack([cos, -sin], axis=1)
+    # Flipping first maps x to (side - 1 - x): the rotation's x column moves the origin.
+    m[:, :, 2] += np.where(flips, side - 1, 0)[:, None] * np.stack([cos, -sin], axis=1)
     return m
 
 
 def augment_batch(images, seed, config, start=0, total=None):
-    """Augment a uint8 batch (N,32,32,3) with a generator seeded by `seed` (an int or a list of
+    """Augment a uint8 batch (N, side, side, 3) with a generator seeded by `seed` (an int or a list of
     ints, as numpy.random.default_rng takes); returns uint8. When the batch is split between
     replicas, `images` are images start..start+N of a batch of `total`: the draws are the whole
     batch's, so every image gets the transform it gets unsplit."""
     rng = np.random.default_rng(seed)
+    side = images.shape[1]
     n = len(images) if total is None else total
     angles = rng.uniform(-config["rotation_degrees"], config["rotation_degrees"], n)
-    shift = config["shift_fraction"] * SIZE
+    shift = config["shift_fraction"] * side
     shifts = rng.uniform(-shift, shift, (n, 2))
     flips = rng.random(n) < 0.5 if config["horizontal_flip"] else np.zeros(n, bool)
-    sizes = (SIZE * rng.uniform(*config["resolution_scale"], n)).astype(int)
+    sizes = (side * rng.uniform(*config["resolution_scale"], n)).astype(int)
     part = slice(start, start + len(images))
-    matrices = affine_matrices(angles[part], shifts[part], flips[part])
+    matrices = affine_matrices(angles[part], shifts[part], flips[part], side)
     out = np.empty_like(images)
     for image, matrix, size, target in zip(images, matrices, sizes[part].tolist(), out):
         warped = cv2.warpAffine(
-            image, matrix, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            image, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
         target[...] = resize_pad_crop(warped, size)
     return out
@@ -97,7 +100,7 @@ def flip_translate_batch(images, index, seed, epoch, translate_px, start=0):
 
     Each image is mirrored in every other epoch, starting from a random (seeded) first choice,
     so over two epochs every image is seen both ways; then it is shifted by up to
-    `translate_px` pixels each way (reflect-padded, cropped back to 32x32). uint8 in and out.
+    `translate_px` pixels each way (reflect-padded, cropped back to its side). uint8 in and out.
     `index`: the batch's image indices; `images` are images start..start+N of it (all of it
     unless the batch is split between replicas; the draws are the whole batch's).
     """
@@ -110,7 +113,8 @@ def flip_translate_batch(images, index, seed, epoch, translate_px, start=0):
         padded = np.pad(out, ((0, 0), (t, t), (t, t), (0, 0)), mode="reflect")
         offsets = np.random.default_rng([seed, epoch, int(index[0]) if len(index) else 0, 4]).integers(
             0, 2 * t + 1, (len(index), 2))[part]
-        out = np.stack([padded[i, dy:dy + SIZE, dx:dx + SIZE] for i, (dy, dx) in enumerate(offsets)])
+        side = images.shape[1]
+        out = np.stack([padded[i, dy:dy + side, dx:dx + side] for i, (dy, dx) in enumerate(offsets)])
     return np.ascontiguousarray(out)
 
 
@@ -177,7 +181,7 @@ def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_
 
     def to_batch(epoch, step, part):
         images, labels = tf.numpy_function(load, [epoch, step, part], [tf.uint8, tf.as_dtype(y.dtype)])
-        images.set_shape((None, SIZE, SIZE, 3))
+        images.set_shape((None, *x.shape[1:]))
         labels.set_shape((None, *y.shape[1:]))
         return tf.cast(images, tf.float32), labels
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-SIZE = 32
-
 
 def _level(rng, severity, maxval):
     """AugMix's sample_level then float_parameter: U(0.1, severity) on its 0-10 scale, as a
@@ -33,7 +31,8 @@ def _signed(rng, value):
 def _affine(image, matrix):
     """PIL's Image.transform(AFFINE): `matrix` maps output pixels to input pixels; bilinear, the
     outside filled with black, as AugMix's PIL operations."""
-    return cv2.warpAffine(image, np.float32(matrix), (SIZE, SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+    side = image.shape[0]
+    return cv2.warpAffine(image, np.float32(matrix), (side, side), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
@@ -61,8 +60,9 @@ def solarize(image, rng, severity):
 
 def rotate(image, rng, severity):
     degrees = _signed(rng, int(_level(rng, severity, 30)))
-    matrix = cv2.getRotationMatrix2D(((SIZE - 1) / 2, (SIZE - 1) / 2), degrees, 1.0)
-    return cv2.warpAffine(image, matrix, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+    side = image.shape[0]
+    matrix = cv2.getRotationMatrix2D(((side - 1) / 2, (side - 1) / 2), degrees, 1.0)
+    return cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                           borderValue=0)
 
 
@@ -75,11 +75,11 @@ def shear_y(image, rng, severity):
 
 
 def translate_x(image, rng, severity):
-    return _affine(image, [[1, 0, _signed(rng, int(_level(rng, severity, SIZE / 3)))], [0, 1, 0]])
+    return _affine(image, [[1, 0, _signed(rng, int(_level(rng, severity, image.shape[0] / 3)))], [0, 1, 0]])
 
 
 def translate_y(image, rng, severity):
-    return _affine(image, [[1, 0, 0], [0, 1, _signed(rng, int(_level(rng, severity, SIZE / 3)))]])
+    return _affine(image, [[1, 0, 0], [0, 1, _signed(rng, int(_level(rng, severity, image.shape[0] / 3)))]])
 
 
 OPERATIONS = {
@@ -92,7 +92,7 @@ EXCLUDED = {"contrast": "contrast", "color": "saturate", "brightness": "brightne
 
 
 def augment_and_mix(image, rng, severity=3, width=3, depth=0, alpha=1.0):
-    """One uint8 image (32, 32, 3) through AugMix: `width` chains of `depth` operations (0: 1 to 3,
+    """One uint8 image (side, side, 3) through AugMix: `width` chains of `depth` operations (0: 1 to 3,
     drawn per chain), mixed. Returns float32 0-255."""
     weights = rng.dirichlet([alpha] * width).astype(np.float32)
     skip = np.float32(rng.beta(alpha, alpha))
@@ -107,7 +107,7 @@ def augment_and_mix(image, rng, severity=3, width=3, depth=0, alpha=1.0):
 
 
 def augmix_batch(images, index, seed, epoch, config, start=0):
-    """A uint8 batch (N, 32, 32, 3) through augment_and_mix; uint8 out. `index`: the batch's image
+    """A uint8 batch (N, side, side, 3) through augment_and_mix; uint8 out. `index`: the batch's image
     indices (images start..start+N of it): image i's draws come from (seed, epoch, index[i])."""
     out = np.empty_like(images)
     for image, i, target in zip(images, index[start:start + len(images)], out):

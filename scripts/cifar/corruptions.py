@@ -159,6 +159,12 @@ def contrast(images, severity, rng):
     return _to_uint8((x - means) * CONTRAST[severity - 1] + means)
 
 
+def fractal_side(side):
+    """The plasma map's side for images of `side` px: CIFAR-10-C's 32, or the power of two that
+    covers a larger image (the map is cropped to the image)."""
+    return max(32, 1 << (int(side) - 1).bit_length())
+
+
 def plasma_fractal(rng, mapsize=32, wibbledecay=3.0):
     """CIFAR-10-C's diamond-square height map: (mapsize, mapsize) floats in [0, 1]."""
     field = np.zeros((mapsize, mapsize))
@@ -191,7 +197,7 @@ def fog(images, severity, rng):
     out = np.empty_like(images)
     for image, target in zip(x, out):
         top = image.max()
-        foggy = image + strength * plasma_fractal(rng, 32, decay)[:side, :side, None]
+        foggy = image + strength * plasma_fractal(rng, fractal_side(side), decay)[:side, :side, None]
         target[...] = _to_uint8(foggy * top / (top + strength))
     return out
 
@@ -221,7 +227,7 @@ def frost_layer(rng, side=32):
     """A frost stand-in (side, side, 3) in [0, 1]: pale blue-white ice with crystal grain."""
     from scipy.ndimage import gaussian_filter
 
-    rough = plasma_fractal(rng, 32, 1.4)[:side, :side]
+    rough = plasma_fractal(rng, fractal_side(side), 1.4)[:side, :side]
     grain = gaussian_filter(rng.uniform(0, 1, (side, side)), 0.7, mode="reflect")
     grain = (grain - grain.min()) / (np.ptp(grain) or 1.0)
     ice = np.clip(0.35 + 0.45 * rough + 0.35 * grain, 0, 1)

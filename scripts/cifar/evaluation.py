@@ -6,7 +6,6 @@ import csv
 
 import numpy as np
 
-from cifar.data import NUM_CLASSES
 
 
 def loss_and_accuracy(model, x, y, batch_size):
@@ -20,7 +19,7 @@ def loss_and_accuracy_of(probabilities, y):
     """(cross-entropy, accuracy) of predicted probabilities against integer labels `y`."""
     import keras
 
-    loss = keras.losses.categorical_crossentropy(keras.utils.to_categorical(y, NUM_CLASSES), probabilities)
+    loss = keras.losses.categorical_crossentropy(keras.utils.to_categorical(y, probabilities.shape[-1]), probabilities)
     return float(np.mean(np.asarray(loss))), float(np.mean(probabilities.argmax(axis=1) == y))
 
 
@@ -47,7 +46,7 @@ def expected_calibration_error(probabilities, y, bins=15):
 
 
 def negative_log_likelihood(probabilities, y):
-    """Mean -log p(true class): scikit-learn's log_loss over the 10 classes."""
+    """Mean -log p(true class): scikit-learn's log_loss over every class."""
     from sklearn.metrics import log_loss
 
     return float(log_loss(y, probabilities, labels=range(probabilities.shape[1])))

@@ -1,16 +1,17 @@
 """Running any exported model the same way, and turning image files into model input.
 
 `load(path)` opens a `.keras` file, a SavedModel folder or a `.tflite` file and returns a
-predictor: `predict(images)` takes uint8 RGB images (N, 32, 32, 3), raw 0-255, and returns
-float32 class probabilities (N, classes). `read_image(path)` reads any image OpenCV reads and
-returns the 32x32 RGB uint8 the models take, with notes on every conversion it made.
+predictor: `predict(images)` takes uint8 RGB images (N, side, side, 3), raw 0-255 (`side`: the
+predictor's, 32 for CIFAR-10), and returns float32 class probabilities (N, classes).
+`read_image(path, side=...)` reads any image OpenCV reads and returns the side x side RGB uint8
+the models take, with notes on every conversion it made; the prepare stage reads a folder of
+images through it too.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -19,20 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-import cifar
-from cifar.data import CLASS_NAMES, SIDE
-
-# Images with more pixels are refused from their header, before decoding: 40 megapixels is
-# more than a phone camera's photo, and decodes to 120 MB at 8 bits (240 MB at 16). The package
-# also caps OpenCV's decoder at it (cifar.OPENCV_MAX_PIXELS), as a second line.
-MAX_PIXELS = cifar.OPENCV_MAX_PIXELS
-
-
-from cifar.models import ModelError  # noqa: E402  (one error type for a model that cannot be loaded)
-
-
-class ImageError(ValueError):
-    """A file that is not a readable image."""
+import cifar  # noqa: F401  (first: it quiets TensorFlow's start-up lines)
+# The image-file decoder is cifar.decode's; named here too, as the inference API it belongs to.
+from cifar.decode import MAX_PIXELS, ImageError, image_header, orient, read_image  # noqa: F401
+from cifar.models import ModelError  # one error type for a model that cannot be loaded
 
 
 class KerasPredictor:
@@ -43,6 +34,11 @@ class KerasPredictor:
         from cifar import models
 
         self.model = model if model is not None else models.load(path, level)
+
+    @property
+    def side(self):
+        """The side of the square images it takes, px."""
+        return int(self.model.input_shape[1])
 
     def predict(self, images):
         return np.asarray(self.model.predict_on_batch(images.astype(np.float32)), np.float32)
@@ -58,6 +54,11 @@ class SavedModelPredictor:
         self.model = tf.saved_model.load(str(path))
         if not hasattr(self.model, "serve"):
             raise ModelError(f"{path}: this SavedModel has no `serve` endpoint; export it with scripts/export.py (Keras' ExportArchive)")
+
+    @property
+    def side(self):
+        """The side of the square images its `serve` signature takes, px."""
+        return int(self.model.serve.input_signature[0].shape[1])
 
     def predict(self, images):
         out = self.model.serve(self._tf.constant(images.astype(np.float32)))
@@ -79,6 +80,11 @@ class TFLitePredictor:
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self._batch = None
+
+    @property
+    def side(self):
+        """The side of the square images it takes, px."""
+        return int(self.input["shape"][1])
 
     @property
     def input_type(self):
@@ -156,9 +162,11 @@ def most_accurate(metrics="reports/metrics/evaluate.json"):
     return best, scored[best]
 
 
-def class_names(model_path):
-    """Class names from the metadata.json the export stage writes beside its artifacts, if any;
-    ModelError for one that is corrupt or from an older export."""
+def class_names(model_path, prepared=None):
+    """Class names from the metadata.json the export stage writes beside its artifacts; for a
+    model without one (a trained .keras file), those of the data it was trained on: the prepared
+    data file (`prepared`, default the repository's data/prepared/cifar10.npz). ModelError for a
+    corrupt metadata.json, or when neither is there."""
     path = Path(model_path)
     for folder in (path, *path.parents[:2]):  # a SavedModel folder, the export folder, its parent
         meta = folder / "metadata.json"
@@ -171,21 +179,30 @@ def class_names(model_path):
                 raise ModelError(f"{meta} is not an export's metadata ({type(err).__name__}: {err}); it is written "
                                  "by the export stage: rerun it with `dvc repro --force --glob 'export@*'`") from None
             return tuple(names)
-    return CLASS_NAMES
+    prepared = Path(prepared) if prepared else Path(__file__).resolve().parents[2] / "data/prepared/cifar10.npz"
+    try:
+        with np.load(prepared, allow_pickle=False) as npz:
+            return tuple(str(n) for n in npz["class_names"])
+    except (OSError, KeyError, ValueError) as err:
+        raise ModelError(f"{path}: no metadata.json beside it names its classes, and the prepared data "
+                         f"{prepared} cannot be read ({type(err).__name__}); use an exported model "
+                         "(models/export/NAME/...) or run `dvc repro prepare`") from None
 
 
 def check_takes_images(predictor, path, classes):
-    """ModelError unless `predictor` takes (N, 32, 32, 3) images and gives one probability per
-    class: a model that loads but was made for other input fails here, not on the first image."""
+    """ModelError unless `predictor` takes (N, side, side, 3) images (its `side`) and gives one
+    probability per class: a model that loads but was made for other input fails here, not on the
+    first image."""
+    side = predictor.side
     try:
-        out = np.asarray(predictor.predict(np.zeros((1, SIDE, SIDE, 3), np.uint8)))
+        out = np.asarray(predictor.predict(np.zeros((1, side, side, 3), np.uint8)))
     except Exception as err:  # shape errors differ by runtime: Keras, TF, LiteRT
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-        raise ModelError(f"{path}: loads, but does not take 32x32 RGB images ({type(err).__name__}: {first}); "
-                         "this project's models take (N, 32, 32, 3) raw 0-255 RGB") from None
+        raise ModelError(f"{path}: loads, but does not take {side}x{side} RGB images ({type(err).__name__}: "
+                         f"{first}); this project's models take (N, side, side, 3) raw 0-255 RGB") from None
     if out.shape != (1, classes):
-        raise ModelError(f"{path}: gives output of shape {out.shape[1:]} for one image, not {classes} class "
-                         "probabilities; it is not a CIFAR-10 classifier of this project")
+        raise ModelError(f"{path}: gives output of shape {out.shape[1:]} for one image, not {classes} "
+                         "class probabilities; it is not a classifier of this project for these classes")
 
 
 def predict_batches(predictor, images, batch_size):
@@ -204,143 +221,6 @@ def latency_ms(predictor, images, runs):
         predictor.predict(images[i % len(images):i % len(images) + 1])
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000)
-
-
-def image_header(path):
-    """(width, height, format, EXIF orientation 1-8) read from the file's header, without
-    decoding any pixels: by Pillow, or for Radiance HDR (which Pillow cannot parse) by
-    `radiance_size`; None for a format neither reads."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = 1
-            # These formats keep EXIF in the header; reading it does not decode the pixels.
-            if image.format in ("JPEG", "MPO", "TIFF", "WEBP"):
-                orientation = int(image.getexif().get(0x0112, 1) or 1)
-            return width, height, image.format, orientation if 1 <= orientation <= 8 else 1
-    except Image.DecompressionBombError as err:
-        # Over twice Pillow's own limit (default 179 megapixels), read from the header: Pillow
-        # refuses it before returning the size, which its message gives.
-        counts = [int(n) for n in re.findall(r"\d+", str(err))]
-        said = f"{counts[0]:,} pixels" if counts else str(err)
-        raise ImageError(f"image too large: {said} by its header, more than Pillow opens "
-                         f"({Image.MAX_IMAGE_PIXELS * 2:,}); scale it down first") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        pass
-    size = radiance_size(path)
-    return (*size, "HDR", 1) if size else None
-
-
-def radiance_size(path):
-    """(width, height) from a Radiance .hdr header ("#?RADIANCE", settings, a blank line, then
-    e.g. "-Y 480 +X 640"), or None if the file is not one."""
-    with open(path, "rb") as f:
-        head = f.read(4096)
-    if not head.startswith((b"#?RADIANCE", b"#?RGBE")):
-        return None
-    _, blank, rest = head.partition(b"\n\n")
-    match = re.match(rb"([-+])([XY]) (\d+) ([-+])([XY]) (\d+)\s", rest) if blank else None
-    if not match or match.group(2) == match.group(5):
-        return None
-    first, second = int(match.group(3)), int(match.group(6))
-    return (second, first) if match.group(2) == b"Y" else (first, second)
-
-
-def orient(image, orientation):
-    """Turn a decoded image (uint8 RGB) upright as EXIF `orientation` says, as browsers do:
-    Pillow's `ImageOps.exif_transpose`, given the orientation the header held (the pixels were
-    decoded by OpenCV, which keeps 16-bit and float formats Pillow does not)."""
-    from PIL import Image, ImageOps
-
-    upright = Image.fromarray(image)
-    upright.getexif()[0x0112] = orientation  # the EXIF Orientation tag
-    return np.asarray(ImageOps.exif_transpose(upright))
-
-
-def read_image(path, max_pixels=None):
-    """Read an image file as the models take it: (32, 32, 3) uint8 RGB.
-
-    Returns (pixels, notes): notes say what was converted (bit depth, channels, orientation,
-    size). The width and height are read from the header first: an image of more than
-    `max_pixels` (MAX_PIXELS) is refused before anything is decoded. An EXIF orientation is
-    applied as browsers apply it. Any size is accepted: the largest centred square is cropped,
-    then resized to 32x32 with pixel-area averaging (cv2.INTER_AREA) when shrinking, bilinear
-    when enlarging. No full-size float64 copy is made: 16-bit and float images go to 8-bit
-    in one OpenCV pass.
-
-    Long on purpose: one bounded decoder, each step a guard in the order the bytes allow it
-    (existence, header size, decode, bit depth, channels, orientation, size); split up, a caller
-    could run one step without the guards before it.
-    """
-    import cv2
-
-    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
-    path = Path(path)
-    if not path.exists():
-        raise ImageError("no such file")
-    if path.is_dir():
-        raise ImageError("is a folder, not an image file")
-    if path.stat().st_size == 0:
-        raise ImageError("empty file (0 bytes)")
-    header = image_header(path)
-    if header is None:
-        # OpenCV would decode such a file whole before any size check could run.
-        raise ImageError("not a readable image: its size cannot be read from its header (not a format Pillow "
-                         "parses, nor Radiance HDR), so it is not decoded; convert it to PNG, JPEG or TIFF")
-    width, height, kind, orientation = header
-    if width * height > max_pixels:
-        raise ImageError(f"image too large: {width}x{height} {kind} is {width * height:,} pixels, "
-                         f"over the limit of {max_pixels:,}; scale it down first")
-    # OpenCV's own cap (OPENCV_IO_MAX_IMAGE_PIXELS, set when the package is imported) backs this up.
-    try:
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    except cv2.error as err:
-        raise ImageError(f"OpenCV could not decode it ({err.msg if hasattr(err, 'msg') else err})") from None
-    if image is None or image.size == 0:
-        raise ImageError("not an image OpenCV can read (unknown format or corrupt data)")
-    notes = []
-    if image.dtype == np.uint16:
-        image = cv2.convertScaleAbs(image, alpha=1 / 257)  # rounds to nearest: 257 * v -> v
-        notes.append("16-bit converted to 8-bit")
-    elif image.dtype in (np.float32, np.float64):
-        peak = 1.0 if float(np.nanmax(image)) <= 1.0 else 255.0
-        np.nan_to_num(image, copy=False, nan=0.0, posinf=peak, neginf=0.0)
-        np.clip(image, 0, peak, out=image)  # in place: convertScaleAbs would mirror negatives
-        image = cv2.convertScaleAbs(image, alpha=255.0 / peak)
-        notes.append(f"floating-point ({'0-1' if peak == 1.0 else '0-255'}) converted to 8-bit")
-    elif image.dtype != np.uint8:
-        raise ImageError(f"unsupported pixel type {image.dtype}")
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    if channels == 1:
-        image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
-        notes.append("grayscale converted to RGB")
-    elif channels == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    elif channels == 4:
-        # On white: (rgb * a + 255 * (255 - a)) / 255, rounded, in 16-bit integers.
-        alpha = image[..., 3:4].astype(np.uint16)
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB).astype(np.uint16)
-        rgb *= alpha
-        rgb += 255 * (255 - alpha) + 127
-        image = (rgb // 255).astype(np.uint8)
-        notes.append("RGBA converted to RGB (composited on white)")
-    else:
-        raise ImageError(f"unsupported channel count {channels}")
-    if orientation != 1:
-        image = orient(image, orientation)
-        notes.append(f"EXIF orientation {orientation} applied")
-    height, width = image.shape[:2]
-    if (height, width) != (SIDE, SIDE):
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        image = np.ascontiguousarray(image[top:top + side, left:left + side])
-        interpolation = cv2.INTER_AREA if side > SIDE else cv2.INTER_LINEAR
-        image = cv2.resize(image, (SIDE, SIDE), interpolation=interpolation)
-        cropped = f"centre {side}x{side} cropped, " if side != max(height, width) else ""
-        notes.append(f"{width}x{height} {cropped}resized to {SIDE}x{SIDE}")
-    return np.ascontiguousarray(image), notes
 
 
 NODE_SCRIPT = Path(__file__).resolve().parent / "tfjs_predict.mjs"

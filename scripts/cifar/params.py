@@ -151,6 +151,11 @@ class Download(Section):
 
 
 class Prepare(Section):
+    source: choice("cifar10", "images")
+    images: rule(lambda v: isinstance(v, str) and v.strip() != "", "a folder path", str)
+    side: number(int, 16, 512)
+    test_fraction: number(float, 0, 1, lo_open=True, hi_open=True)
+    max_unreadable: number(float, 0, 1)
     val_fraction: number(float, 0, 1, lo_open=True, hi_open=True)
     train_limit: number(int, 0)
     test_limit: number(int, 0)

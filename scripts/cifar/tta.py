@@ -12,7 +12,6 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from cifar.data import IMAGE_SHAPE
 
 
 @keras.saving.register_keras_serializable(package="cifar")
@@ -74,7 +73,7 @@ def wrap(model, level):
     `image` and its output `probabilities`, as every model's."""
     if not level:
         return model
-    inputs = keras.Input(IMAGE_SHAPE, name="image")
+    inputs = keras.Input(model.input_shape[1:], name="image")
     # float32 in any precision: the views' probabilities are averaged as the model returns them.
     averaged = TestTimeAugmentation(model, level=level, name="tta", dtype="float32")(inputs)
     outputs = layers.Identity(name="probabilities", dtype="float32")(averaged)

@@ -66,7 +66,7 @@ def registry_models(x_train, only=None, overrides=None, precision=None, section_
         train["precision"] = policy
         keras.mixed_precision.set_global_policy(policy)
         try:
-            model = first.build({"x_train": x_train}, None)
+            model = first.build({"x_train": x_train, "class_names": data.CLASS_NAMES}, None)  # CIFAR-10: the archive it reads
             training.compile_for(model, train, augment.steps_per_epoch(len(x_train), train["batch_size"]), plan.recipe)
         finally:
             keras.mixed_precision.set_global_policy("float32")

@@ -7,8 +7,9 @@ ARTIFACT is a .keras file (models/trained/cnn.keras), a SavedModel folder
 any file OpenCV reads (PNG, JPEG, BMP, TIFF, WebP, ...) of up to --max-pixels (40 megapixels,
 checked from the header before decoding): 16-bit and floating-point images become 8-bit,
 grayscale becomes RGB, RGBA is composited on white, an EXIF orientation is applied as browsers
-apply it, and the largest centred square is resized to 32x32 (pixel-area averaging when
-shrinking). Each conversion is reported.
+apply it, and the largest centred square is resized to the model's side (32x32 for CIFAR-10;
+pixel-area averaging when shrinking). Class names come from the export's metadata.json, or for
+a .keras file from the prepared data it was trained on. Each conversion is reported.
 
 A file that cannot be read gets its own error line and the others are still classified; the
 exit status is 1 if any file failed, 2 if the model could not be loaded.
@@ -74,7 +75,7 @@ def main(argv=None):
     results = []
     for path in args.images:
         try:
-            pixels, notes = inference.read_image(path, args.max_pixels)
+            pixels, notes = inference.read_image(path, args.max_pixels, predictor.side)
         except inference.ImageError as err:
             results.append({"file": str(path), "error": str(err)})
             continue

@@ -146,7 +146,7 @@ def main():
     out = args.out or Path(f"reports/studies/profile/{args.model}.json")
     arrays = data.load_prepared(args.data)
     x = arrays["x_train"][: args.images]
-    onehot = keras.utils.to_categorical(arrays["y_train"][: args.images], data.NUM_CLASSES)
+    onehot = keras.utils.to_categorical(arrays["y_train"][: args.images], len(arrays["class_names"]))
     seed = params.load(["shared"])["shared"]["seed"]
     result = {"model": args.model, "steps": args.steps, "precisions": {}, "environment": outputs.hardware()}
     for precision in args.precisions.split(","):

@@ -47,7 +47,7 @@ def corrupted_accuracy(metrics_dir, name):
 
 
 def model_index(exports, metrics_dir=None, warn=None):
-    """[{name, label, classes, url, quantization, accuracy, corrupted_accuracy}] for every export folder with a TF.js
+    """[{name, label, classes, side, url, quantization, accuracy, corrupted_accuracy}] for every export folder with a TF.js
     model, the most accurate first (the page loads the first). Hidden folders (an export still
     being written, `.cnn.1234.x.tmp`) are not models. An export whose metadata.json is corrupt or
     from an older export is skipped, with one line to `warn` (default: stderr), and the rest are served."""
@@ -63,6 +63,7 @@ def model_index(exports, metrics_dir=None, warn=None):
             if not tfjs or not (meta.parent / tfjs["file"]).is_file():
                 continue
             entry = {"name": name, "label": str(info.get("label", name)), "classes": list(info["classes"]),
+                     "side": int(info["input_shape"][0]),
                      "url": f"models/{name}/{tfjs['file']}", "quantization": tfjs.get("quantization", "none")}
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
             warn(f"serve: warning: skipping {meta.parent}: its metadata.json is not an export's "

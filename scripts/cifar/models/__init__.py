@@ -2,10 +2,12 @@
 entry (params.yaml `models.NAME.module`: MODULE, its file scripts/cifar/models/MODULE.py, imported
 as cifar.models.MODULE), and holds everything that model is:
 
-- `build(section, images=None, weights=None)`: the uncompiled Keras model, from the model's
-  settings (the module's section, with the model's own section laid over it: `section`); it takes raw 0-255 RGB (32, 32, 3) and scales it itself, so every exported format is
-  called the same way. `images` (the training images) and `weights` (the file `fetch_weights`
-  placed) are passed only to a builder that names them.
+- `build(section, images=None, classes=None, weights=None)`: the uncompiled Keras model, from
+  the model's settings (the module's section, with the model's own section laid over it:
+  `section`), for the data's images (the training images, uint8 (N, side, side, 3): their shape
+  is the model's input) and its `classes` (how many); it takes raw 0-255 RGB and scales it
+  itself, so every exported format is called the same way. `images`, `classes` and `weights` (the
+  file `fetch_weights` placed) are passed only to a builder that names them.
 - `plan(section, shared, weights=None)` (optional): how it trains, a `Plan`: its phases, their
   settings, its augmentation and its recipe. Without one: one phase of `build` with the seed's
   settings (`shared.train`, `shared.augment`) and the seed's recipe (cifar.training.recipe).
@@ -147,7 +149,8 @@ def plan(entry, section, shared, weights=None):
         raise ParamsError(f"params.yaml: models.*.recipe = {entry['recipe']!r}, but {found.__name__} has no plan of its "
                           "own: it trains with the seed's settings; set recipe: shared")
     return Plan([Phase(None, lambda arrays, previous: build(found, section, entry["module"], images=arrays["x_train"],
-                                                             weights=weights), shared["train"])],
+                                                             classes=len(arrays["class_names"]), weights=weights),
+                       shared["train"])],
                 shared["augment"])
 
 

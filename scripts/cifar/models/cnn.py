@@ -7,7 +7,7 @@ import keras
 from keras import layers
 
 from cifar import params
-from cifar.data import IMAGE_SHAPE, NUM_CLASSES
+from cifar.data import IMAGE_SHAPE, NUM_CLASSES  # the defaults: CIFAR-10's
 
 class SCHEMA(params.Section):  # params.yaml `cnn`: the architecture
     filters: params.int_list(3, 1, 4096)
@@ -19,13 +19,14 @@ class SCHEMA(params.Section):  # params.yaml `cnn`: the architecture
 
 
 def build_cnn(filters=(64, 128, 256), kernel_size=3, block_dropout=(0.25, 0.25),
-              dense_units=512, dense_dropout=0.5, num_classes=NUM_CLASSES, convs_per_block=1):
+              dense_units=512, dense_dropout=0.5, num_classes=NUM_CLASSES, convs_per_block=1, input_shape=IMAGE_SHAPE):
     """The seed's CNN: two Conv-BN-MaxPool-Dropout blocks, Conv-BN-GAP, Dense, Dropout, softmax.
 
     `convs_per_block`: how many Conv-BN pairs each block repeats. The seed's text describes "a
     layered architecture of repeated layer blocks", then each block as one convolution "followed
     by batch normalization, pooling and dropout": 1 reads it literally, 2 reads each block as two
-    convolutions (reports/studies/fidelity/ compares the readings with the seed's numbers)."""
+    convolutions (reports/studies/fidelity/ compares the readings with the seed's numbers).
+    `input_shape` (side, side, 3) and `num_classes` are the data's (the pipeline passes its own)."""
 
     def block(width):
         return [layer for _ in range(convs_per_block) for layer in (
@@ -34,7 +35,7 @@ def build_cnn(filters=(64, 128, 256), kernel_size=3, block_dropout=(0.25, 0.25),
     f1, f2, f3 = filters
     return keras.Sequential(
         [
-            keras.Input(IMAGE_SHAPE, name="image"),
+            keras.Input(input_shape, name="image"),
             layers.Rescaling(1.0 / 255, name="scale_0_1"),
             *block(f1),
             layers.MaxPooling2D(),
@@ -53,7 +54,8 @@ def build_cnn(filters=(64, 128, 256), kernel_size=3, block_dropout=(0.25, 0.25),
     )
 
 
-def build(section):
-    """build_cnn from its params section (cnn)."""
+def build(section, images, classes):
+    """build_cnn from its params section (cnn), for the training `images`' shape and `classes` classes."""
     return build_cnn(section["filters"], section["kernel_size"], section["block_dropout"],
-                     section["dense_units"], section["dense_dropout"], convs_per_block=section["convs_per_block"])
+                     section["dense_units"], section["dense_dropout"], convs_per_block=section["convs_per_block"],
+                     num_classes=classes, input_shape=images.shape[1:])

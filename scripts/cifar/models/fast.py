@@ -30,7 +30,7 @@ import numpy as np
 from keras import layers, ops
 
 from cifar import params
-from cifar.data import IMAGE_SHAPE, NUM_CLASSES
+from cifar.data import NUM_CLASSES  # the default: CIFAR-10's
 from cifar.models import Phase, Plan, Recipe
 from cifar.training.airbench import BiasScaledSGD, WarmupDecay
 
@@ -184,22 +184,22 @@ def conv_group(x, width, momentum, name, batchnorm="keras"):
     return layers.Activation(gelu_tanh, name=f"{name}_gelu2")(x)
 
 
-def build(section, images):
+def build(section, images, classes=NUM_CLASSES):
     """The fast model from its params section and the training images (uint8 NHWC), which set the
-    standardisation and the whitening filters."""
+    input shape, the standardisation and the whitening filters, for `classes` classes."""
     sample = images[: section["whiten_images"]].astype(np.float32) / 255.0
     mean, std = sample.mean(axis=(0, 1, 2)), sample.std(axis=(0, 1, 2))
     patch = section["whiten_patch"]
     kernel = whitening_filters((sample - mean) / std, patch)
 
-    net_in = keras.Input(IMAGE_SHAPE, name="standardised")
+    net_in = keras.Input(images.shape[1:], name="standardised")
     bias = section["train"].get("whiten_bias_epochs", 0) > 0  # its optimizer stops it after those epochs
     whiten = layers.Conv2D(kernel.shape[-1], patch, padding="valid", use_bias=bias, trainable=bias, name="whiten")
     x = layers.Activation(gelu_tanh, name="whiten_gelu")(whiten(net_in))
     for i, width in enumerate(section["widths"], start=1):
         x = conv_group(x, width, section["batchnorm_momentum"], f"group{i}", section["batchnorm"])
     x = layers.GlobalMaxPooling2D(name="pool")(x)  # airbench's max-pool 3 over the final 3x3
-    x = layers.Dense(NUM_CLASSES, use_bias=False, name="logits")(x)
+    x = layers.Dense(classes, use_bias=False, name="logits")(x)
     logits = layers.Rescaling(section["logit_scale"], name="logit_scale")(x)
     net = keras.Model(net_in, logits, name="fast_net")
     whiten.set_weights([kernel, np.zeros(kernel.shape[-1], np.float32)] if bias else [kernel])
@@ -208,7 +208,7 @@ def build(section, images):
         if layer.name.startswith("group") and isinstance(layer, layers.Conv2D):
             dirac_init(layer)
 
-    inputs = keras.Input(IMAGE_SHAPE, name="image")
+    inputs = keras.Input(images.shape[1:], name="image")
     x = layers.Rescaling(1.0 / 255, name="scale_0_1")(inputs)
     x = layers.Normalization(mean=mean.tolist(), variance=(std ** 2).tolist(), name="standardise")(x)
     # float32 in any precision: the softmax and the loss stay float32 (mixed precision).
@@ -266,5 +266,5 @@ def recipe(train_cfg, steps_per_epoch):
 
 def plan(section, shared, weights=None):
     """One phase of `build` with its own settings (`train`) and augmentation (`augment`)."""
-    return Plan([Phase(None, lambda arrays, previous: build(section, arrays["x_train"]), section["train"])],
+    return Plan([Phase(None, lambda arrays, previous: build(section, arrays["x_train"], len(arrays["class_names"])), section["train"])],
                 section["augment"], recipe)

@@ -12,8 +12,7 @@ from keras import layers
 from pydantic import AfterValidator
 
 from cifar import params
-from cifar.data import IMAGE_SHAPE as INPUT_SHAPE
-from cifar.data import NUM_CLASSES
+from cifar.data import IMAGE_SHAPE, NUM_CLASSES  # the defaults: CIFAR-10's
 from cifar.models import Phase, Plan
 
 # The ImageNet backbone `fetch_weights.mobilenet: imagenet` names (the fetch_weights stage downloads it),
@@ -78,7 +77,7 @@ def validate(values, where="mobilenet", path="params.yaml"):
 
 
 def build_mobilenet(weights="imagenet", input_size=32, trainable_layers=20, dropout=0.2,
-                    num_classes=NUM_CLASSES, train_batchnorm=True):
+                    num_classes=NUM_CLASSES, train_batchnorm=True, input_shape=IMAGE_SHAPE):
     """MobileNetV2 (no top) with a GAP-Dropout-Dense head; only its last `trainable_layers` train.
 
     `weights` is "imagenet" (Keras' cached download), None, or the path of a weights file.
@@ -86,7 +85,8 @@ def build_mobilenet(weights="imagenet", input_size=32, trainable_layers=20, drop
     in inference mode: its ImageNet statistics are not overwritten by CIFAR-10 batches, the
     pitfall the Keras transfer-learning guide warns about. The unfrozen BN layers adapt, unless
     `train_batchnorm` is False: then every BatchNormalization stays frozen, as the guide advises
-    when fine-tuning the top of a backbone.
+    when fine-tuning the top of a backbone. `input_shape` (side, side, 3) and `num_classes` are
+    the data's (the pipeline passes its own); images are resized to `input_size` inside.
     """
     size = (input_size, input_size, 3)
     base = keras.applications.MobileNetV2(include_top=False, weights=weights, input_shape=size)
@@ -94,9 +94,9 @@ def build_mobilenet(weights="imagenet", input_size=32, trainable_layers=20, drop
     for i, layer in enumerate(base.layers):
         layer.trainable = i >= first_trained and (train_batchnorm or not isinstance(layer, layers.BatchNormalization))
 
-    inputs = keras.Input(INPUT_SHAPE, name="image")
+    inputs = keras.Input(input_shape, name="image")
     x = inputs
-    if input_size != INPUT_SHAPE[0]:
+    if input_size != input_shape[0]:
         x = layers.Resizing(input_size, input_size, interpolation="bilinear", name="upscale")(x)
     # MobileNetV2's own preprocessing: 0-255 -> [-1, 1] (keras.applications.mobilenet_v2.preprocess_input).
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_minus1_1")(x)
@@ -108,21 +108,22 @@ def build_mobilenet(weights="imagenet", input_size=32, trainable_layers=20, drop
     return keras.Model(inputs, outputs, name="mobilenet_v2")
 
 
-def build(section, weights=None):
+def build(section, images, classes, weights=None):
     """build_mobilenet from its params section (mobilenet) and the weights file that
-    fetch_weights placed (`weights`: a path, or None for random initialisation): the model of
-    the section's first phase, or of the seed's one phase."""
+    fetch_weights placed (`weights`: a path, or None for random initialisation), for the training
+    `images`' shape and `classes` classes: the model of the section's first phase, or of the
+    seed's one phase."""
     first = section["phases"][0] if section.get("phases") else {"trainable_layers": section["trainable_layers"]}
-    return phase_model(section, weights, first, previous=None)
+    return phase_model(section, weights, first, None, images.shape[1:], classes)
 
 
-def phase_model(section, weights, phase, previous):
+def phase_model(section, weights, phase, previous, input_shape, classes):
     """The model one phase of the recipe trains: the backbone's last `phase["trainable_layers"]`
     layers unfrozen (BatchNormalization only with `train_batchnorm`), starting from the best model
     of the phase before (`previous`, a .keras path), else from the backbone `weights`."""
     batchnorm = section.get("train_batchnorm", True) if section.get("phases") else True
     model = build_mobilenet(weights if previous is None else None, section["input_size"], phase["trainable_layers"],
-                            section["dropout"], train_batchnorm=batchnorm)
+                            section["dropout"], classes, batchnorm, input_shape)
     if previous is not None:
         model.load_weights(previous)  # matched by layer, whatever is frozen now
     return model
@@ -142,10 +143,12 @@ def phases(section, weights, train):
     `train` at its epochs and learning rate (and the section's label smoothing); or, with no
     phases, the seed's one phase: the last `trainable_layers` layers, `train` as it is."""
     if not section.get("phases"):
-        return [Phase(None, lambda arrays, previous: build(section, weights), train)]
+        return [Phase(None, lambda arrays, previous: build(section, arrays["x_train"], len(arrays["class_names"]), weights),
+                      train)]
     return [
         Phase(phase["name"],
-              lambda arrays, previous, phase=phase: phase_model(section, weights, phase, previous),
+              lambda arrays, previous, phase=phase: phase_model(section, weights, phase, previous,
+                                                                arrays["x_train"].shape[1:], len(arrays["class_names"])),
               {**train, "epochs": phase["epochs"], "learning_rate": phase["learning_rate"],
                "label_smoothing": section["label_smoothing"]})
         for phase in section["phases"]

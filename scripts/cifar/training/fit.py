@@ -21,7 +21,6 @@ import numpy as np
 import tensorflow as tf
 
 from cifar import augment
-from cifar.data import IMAGE_SHAPE, NUM_CLASSES
 from cifar.outputs import StageError
 from cifar.training import callbacks as cb
 from cifar.training import distribute, precision as precisions, recipe as recipes
@@ -121,8 +120,9 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
     if task:  # every worker starts from the chief's weights (a phase's model is built on the chief only)
         distribute.weights_from_chief(strategy, model, chief)
 
-    y_train = keras.utils.to_categorical(arrays["y_train"], NUM_CLASSES)
-    y_val = keras.utils.to_categorical(arrays["y_val"], NUM_CLASSES)
+    classes = model.output_shape[-1]  # one probability per class of the data it was built for
+    y_train = keras.utils.to_categorical(arrays["y_train"], classes)
+    y_val = keras.utils.to_categorical(arrays["y_val"], classes)
     train_ds = distribute.distributed_train_dataset(strategy, lambda replicas: augment.train_dataset(
         arrays["x_train"], y_train, batch, seed, augment_cfg, train_cfg.get("augment", True), epochs=epochs,
         first_epoch=min(first_epoch, epochs), drop_remainder=drop, replicas=replicas))
@@ -145,7 +145,7 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
         *extra_callbacks,
     ]
     # Build before fit: BackupAndRestore restores into a built model.
-    model.build((None, *IMAGE_SHAPE))
+    model.build((None, *arrays["x_train"].shape[1:]))
     # The seed's recipe validates every epoch (its callbacks watch val metrics); a recipe with
     # `validate_every` N validates every Nth epoch and the last (test-time augmentation makes a
     # validation pass cost a third of a training epoch).

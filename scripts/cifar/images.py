@@ -1,0 +1,220 @@
+"""Your own images: a folder of labelled photos read as the pipeline's data (prepare.source: images).
+
+The folder holds one sub-folder per class, named as the class (`cat/`, `dog/`, ...), or `train/`
+and `test/` sub-folders, each holding the same class folders (your own test split). Every file in
+a class folder is read by the predict command's bounded decoder (cifar.decode.read_image: any
+format OpenCV reads, size checked from the header before decoding, EXIF orientation applied, the
+largest centred square resized to `side`). Class names are the folder names, in sorted order (the
+label of each is its index). What cannot be read is listed by path and left out; what would make
+a bad data set (one class, a name that is not a label, too few images, too many unreadable ones)
+stops with a FolderError naming the folders and files; byte-identical files on both sides of the
+train/test line, or under two classes, are warnings naming them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import math
+import os
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from cifar.outputs import StageError
+
+# A class name: what metadata.json, the tables and the demo page show. Letters (any script),
+# digits, spaces, dots, dashes, underscores and pluses; no leading dot, space or punctuation.
+LABEL = re.compile(r"[^\W_][\w .+-]{0,63}")
+
+
+class FolderError(StageError, ValueError):
+    """The image folder cannot make a data set: what is wrong, where, and what to do."""
+
+
+def class_folders(root):
+    """{class name: folder} of the sub-folders of `root`, sorted by name. Hidden folders (.git,
+    .ipynb_checkpoints) are not classes; a name that is not a label is a FolderError."""
+    root = Path(root)
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    bad = [p.name for p in folders if not LABEL.fullmatch(p.name)]
+    if bad:
+        raise FolderError(f"{root}: folder names that are not valid class names: {', '.join(map(repr, bad))}. A "
+                          "class name starts with a letter or digit and holds letters, digits, spaces, '.', '-', "
+                          "'_' or '+' (64 at most): rename them")
+    return {p.name: p for p in folders}
+
+
+def layout(root):
+    """({split: {class: folder}}, whether the folder has its own test split): `root/train/CLASS`
+    and `root/test/CLASS`, or `root/CLASS` (split: "all")."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FolderError(f"prepare.images = {str(root)!r} is not a folder: give the folder of your images, one "
+                          "sub-folder per class (docs/pipeline.md, 'Your own images')")
+    top = class_folders(root)
+    if set(top) == {"train", "test"}:
+        splits = {split: class_folders(top[split]) for split in ("train", "test")}
+        if set(splits["train"]) != set(splits["test"]):
+            only = sorted(set(splits["train"]) ^ set(splits["test"]))
+            raise FolderError(f"{root}: train/ and test/ must hold the same class folders; only one of them has "
+                              f"{', '.join(only)}")
+        return splits, True
+    if "train" in top or "test" in top:
+        raise FolderError(f"{root}: a train/ or test/ folder beside class folders; give either train/ and test/ "
+                          "(each with one folder per class) or class folders only")
+    return {"all": top}, False
+
+
+def files_of(folder):
+    """Every regular file under a class folder (sub-folders included), sorted; hidden ones
+    (.DS_Store, ._photo.jpg) left out."""
+    return sorted(p for p in Path(folder).rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def read_files(paths, side, max_pixels=None):
+    """(images uint8 (N, side, side, 3), sha256 of each readable file's bytes, {path: why} of the
+    unreadable ones), in the order of `paths`, decoded in threads (OpenCV releases the GIL)."""
+    from cifar.decode import ImageError, read_image
+
+    def one(path):
+        try:
+            pixels, _ = read_image(path, max_pixels, side)
+        except ImageError as err:
+            return None, None, str(err)
+        return pixels, hashlib.sha256(Path(path).read_bytes()).hexdigest(), None
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = list(pool.map(one, paths))
+    kept = [(pixels, digest) for pixels, digest, _ in results if pixels is not None]
+    failed = {str(path): why for path, (_, _, why) in zip(paths, results) if why is not None}
+    images = np.stack([p for p, _ in kept]) if kept else np.zeros((0, side, side, 3), np.uint8)
+    return images, [d for _, d in kept], failed
+
+
+def check_unreadable(failed, totals, max_share):
+    """FolderError if more than `max_share` of a class folder's files are unreadable (or all)."""
+    by_folder = Counter(str(Path(path).parent) for path in failed)
+    over = [f"{folder}: {count} of {totals[folder]}" for folder, count in sorted(by_folder.items())
+            if count == totals[folder] or count / totals[folder] > max_share]
+    if over:
+        raise FolderError(f"too many unreadable files (more than prepare.max_unreadable = {max_share:.0%} of a "
+                          f"class): {'; '.join(over)}. The unreadable files are listed above; fix or remove them")
+
+
+def read_folder(root, side, max_unreadable, max_pixels=None, warn=print):
+    """The folder's images and labels per split, its class names and a report.
+
+    Returns ({split: (images, labels, digests, paths)}, class names, report): split "all", or
+    "train" and "test"; report: files, unreadable {path: why}, and the folder's digest (sha256 of
+    every readable file's relative path and content sha256, in order: what the data came from)."""
+    root = Path(root)
+    splits, own_test = layout(root)
+    names = sorted(next(iter(splits.values())))
+    if len(names) < 2:
+        found = f"one class folder ({names[0]})" if names else "no class folders"
+        raise FolderError(f"{root}: {found}; a classifier needs at least two classes, one sub-folder each")
+    out, failed, totals, listing = {}, {}, {}, hashlib.sha256()
+    for split, folders in splits.items():
+        paths, labels = [], []
+        for label, name in enumerate(names):
+            found = files_of(folders[name])
+            if not found:
+                raise FolderError(f"{folders[name]}: no files; every class needs images (remove the folder to drop "
+                                  "the class)")
+            totals[str(folders[name])] = len(found)
+            paths += found
+            labels += [label] * len(found)
+        images, digests, bad = read_files(paths, side, max_pixels)
+        for path, why in bad.items():
+            warn(f"prepare: warning: {path}: left out: {why}")
+        failed.update(bad)
+        keep = [i for i, p in enumerate(paths) if str(p) not in bad]
+        kept_paths = [paths[i] for i in keep]
+        for path, digest in zip(kept_paths, digests):
+            listing.update(f"{path.relative_to(root).as_posix()}\0{digest}\n".encode())
+        out[split] = (images, np.asarray([labels[i] for i in keep], np.uint8), digests, kept_paths)
+    check_unreadable(failed, totals, max_unreadable)
+    if failed:
+        warn(f"prepare: {len(failed)} of {sum(totals.values())} files left out as unreadable (listed above)")
+    return out, names, {"files": sum(totals.values()), "unreadable": failed, "sha256": listing.hexdigest(),
+                        "own_test_split": own_test}
+
+
+def check_counts(labels, names, test_fraction, val_fraction, where):
+    """FolderError naming every class with too few images for a split that leaves it at least one
+    test (`test_fraction` > 0), one val and one training image."""
+    counts = Counter(labels.tolist())
+    need = 1
+    while True:  # the fewest images whose stratified shares are each at least one
+        test = math.floor(need * test_fraction) if test_fraction else 0
+        val = math.floor((need - test) * val_fraction)
+        if (test >= 1 or not test_fraction) and val >= 1 and need - test - val >= 1:
+            break
+        need += 1
+    short = [f"{names[i]} ({counts.get(i, 0)})" for i in range(len(names)) if counts.get(i, 0) < need]
+    if short:
+        raise FolderError(f"{where}: too few readable images for the split in: {', '.join(short)}; each class needs "
+                          f"at least {need} (prepare.test_fraction {test_fraction}, prepare.val_fraction "
+                          f"{val_fraction}): add images, or remove the class folder")
+
+
+def overlaps(first, second, root):
+    """Lines naming the files of `second` whose bytes are those of files in `first`, each
+    (digests, paths): the same image on both sides of the train/test line."""
+    where = defaultdict(list)
+    for digest, path in zip(*first):
+        where[digest].append(path)
+    return [f"{path.relative_to(root)} = {', '.join(str(p.relative_to(root)) for p in where[digest])}"
+            for digest, path in zip(*second) if digest in where]
+
+
+def duplicates_across_classes(digests, paths, labels, root):
+    """Lines naming byte-identical files filed under two or more classes."""
+    seen = defaultdict(set)
+    files = defaultdict(list)
+    for digest, path, label in zip(digests, paths, labels.tolist()):
+        seen[digest].add(label)
+        files[digest].append(path)
+    return [" = ".join(str(p.relative_to(root)) for p in files[d]) for d, classes in seen.items() if len(classes) > 1]
+
+
+def stratified_split(labels, fraction, seed):
+    """(kept indices, held-out indices): a stratified split of `labels` holding out `fraction`,
+    with the seed (scikit-learn's train_test_split)."""
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=labels)
+
+
+def prepare(root, side, test_fraction, val_fraction, max_unreadable, seed, max_pixels=None, warn=print):
+    """The folder as prepare's arrays: ({x_train, y_train, x_val, y_val, x_test, y_test}, class
+    names, report). Without train/ and test/ sub-folders, `test_fraction` of each class is held out
+    as test; then `val_fraction` of the rest as val; both stratified, with the seed."""
+    root = Path(root)
+    found, names, report = read_folder(root, side, max_unreadable, max_pixels, warn)
+    if report["own_test_split"]:
+        (x_pool, y_pool, d_pool, p_pool), (x_test, y_test, d_test, p_test) = found["train"], found["test"]
+        check_counts(y_pool, names, 0, val_fraction, root / "train")
+        missing = [names[i] for i in range(len(names)) if not (y_test == i).any()]
+        if missing:
+            raise FolderError(f"{root / 'test'}: no readable test images for {', '.join(missing)}")
+    else:
+        x, y, digests, paths = found["all"]
+        check_counts(y, names, test_fraction, val_fraction, root)
+        keep, held = stratified_split(y, test_fraction, seed)
+        x_pool, y_pool, x_test, y_test = x[keep], y[keep], x[held], y[held]
+        d_pool, p_pool = [digests[i] for i in keep], [paths[i] for i in keep]
+        d_test, p_test = [digests[i] for i in held], [paths[i] for i in held]
+    for line in overlaps((d_pool, p_pool), (d_test, p_test), root):
+        warn(f"prepare: warning: the same image in training and test data: {line}")
+    all_digests, all_paths = d_pool + d_test, p_pool + p_test
+    for line in duplicates_across_classes(all_digests, all_paths, np.concatenate([y_pool, y_test]), root):
+        warn(f"prepare: warning: the same image under two classes: {line}")
+    train, val = stratified_split(y_pool, val_fraction, seed)
+    arrays = {"x_train": x_pool[train], "y_train": y_pool[train], "x_val": x_pool[val], "y_val": y_pool[val],
+              "x_test": x_test, "y_test": y_test}
+    return arrays, names, report
