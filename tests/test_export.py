@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cifar.outputs import StageError
+
 from conftest import MODEL_NAMES, REPO, missing, run, script
 
 import export as export_stage  # scripts/export.py
@@ -366,6 +368,18 @@ def test_int8_ships_the_first_candidate_within_target_on_val_and_makes_no_later_
     made.clear()
     payload, chosen = tflite.choose_int8(candidates[:2], accuracy.get, float_accuracy=0.95, drop_pp=0.5)
     assert payload == b"float_worst3" and "no candidate within 0.5 pp" in chosen["why"]
+    # A candidate LiteRT cannot run is recorded with its error and passed over; none that runs stops.
+    def refuses(payload):
+        if payload == b"integer_only":
+            raise RuntimeError("failed to create XNNPACK runtime\nNode number 32 failed to prepare.")
+        return accuracy[payload]
+
+    payload, chosen = tflite.choose_int8(candidates, refuses, float_accuracy=0.924, drop_pp=0.5)
+    assert payload == b"float_worst3" and chosen["candidates"][-1] == {
+        "candidate": "integer_only", "integer_only": True, "what": "the integer_only file",
+        "error": "failed to create XNNPACK runtime"}
+    with pytest.raises(StageError, match="no candidate runs in LiteRT: integer_only: failed to create XNNPACK runtime"):
+        tflite.choose_int8(candidates[:1], refuses, float_accuracy=0.924, drop_pp=0.5)
 
 
 def test_the_int8_size_target_counts_a_file_within_a_point_of_its_structural_floor():

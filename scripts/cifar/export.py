@@ -1,7 +1,7 @@
 """Turning a trained Keras model into the formats it ships in: SavedModel, TF-Lite, TF.js.
 
-Every format takes what the Keras model takes: raw RGB pixels, 0-255, NHWC, 32x32; the scaling
-lives inside the graph. The one exception is the int8 TF-Lite model: as the converter writes it
+Every format takes what the Keras model takes: raw RGB pixels, 0-255, NHWC, side x side (32 for
+CIFAR-10); the scaling lives inside the graph. The one exception is the int8 TF-Lite model: as the converter writes it
 (the `integer_only` candidate) its input tensor is uint8 (the same raw pixels, quantized with
 scale 1 and zero point 0) and its output tensor uint8 probabilities (probability = value / 256);
 the `int16_worst` candidate takes and gives int8 with the scale and zero point metadata.json

@@ -251,8 +251,8 @@ def run_tfjs(model_json, x, batch_size, latency_runs, processes=None):
             images, probs = Path(tmp) / f"x{number}.u8", Path(tmp) / f"p{number}.f32"
             np.ascontiguousarray(x[shard], dtype=np.uint8).tofile(images)
             command = [node, str(NODE_SCRIPT), "--model", str(model_json), "--images", str(images),
-                       "--count", str(shard.stop - shard.start), "--out", str(probs), "--batch", str(batch_size),
-                       "--latency-runs", str(runs)]
+                       "--count", str(shard.stop - shard.start), "--out", str(probs), "--side", str(x.shape[1]),
+                       "--batch", str(batch_size), "--latency-runs", str(runs)]
             return probs, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
         def finish(probs, proc):

@@ -4,7 +4,7 @@
 its cross-origin isolation headers), opens the page in Debian's Chromium through chromedriver
 (Selenium), waits for the page to load the model, then calls the page's `demo.benchmark(runs)`.
 Returns the page's load time (fetching the model, building it and its first prediction), the
-median per-image latency (reading the 32x32 input canvas, the network, the result back), and the
+median per-image latency (reading the model's input canvas, the network, the result back), and the
 backend the page picked: WebGL on a hardware GPU, else WASM with its thread count.
 The parity stage records it for the TF.js artifact.
 """

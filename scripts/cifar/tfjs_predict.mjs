@@ -2,8 +2,8 @@
 // raw images, plus single-image latency and batch throughput. The `parity` stage calls this.
 //
 // Usage: node scripts/cifar/tfjs_predict.mjs --model DIR/model.json --images X.u8 --count N \
-//            --out PROBS.f32 [--batch 256] [--latency-runs 50]
-// X.u8: N x 32 x 32 x 3 uint8 RGB, row-major. PROBS.f32: N x classes float32, little-endian.
+//            --out PROBS.f32 [--side 32] [--batch 256] [--latency-runs 50]
+// X.u8: N x side x side x 3 uint8 RGB, row-major. PROBS.f32: N x classes float32, little-endian.
 // Prints one JSON line: backend, threads, latency_ms, throughput_img_s.
 //
 // The model is read with fs and handed to tf.io.fromMemory, since pure tfjs (no tfjs-node,
@@ -21,6 +21,7 @@ const { values: args } = parseArgs({
     images: { type: "string" },
     count: { type: "string" },
     out: { type: "string" },
+    side: { type: "string", default: "32" },
     batch: { type: "string", default: "256" },
     "latency-runs": { type: "string", default: "50" },
   },
@@ -72,7 +73,7 @@ const model = await loadGraphModel(args.model);
 const count = Number(args.count);
 const batch = Number(args.batch);
 const pixels = fs.readFileSync(args.images);
-const side = 32;
+const side = Number(args.side);
 const perImage = side * side * 3;
 if (pixels.length !== count * perImage) {
   fail(`${args.images}: ${pixels.length} bytes, expected ${count} images x ${perImage}`);

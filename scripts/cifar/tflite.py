@@ -250,24 +250,38 @@ DEBUG_IMAGES = 200  # calibration images the quantization debugger compares floa
 def choose_int8(candidates, accuracy_of, float_accuracy, drop_pp):
     """(bytes, record) of the first candidate within `drop_pp` points of `float_accuracy`, by
     `accuracy_of(bytes)` (on val); if none is within, the most accurate. Later candidates are
-    not made once one is within."""
-    tried = []
+    not made once one is within. A candidate LiteRT cannot run (its delegate refuses to prepare a
+    node: seen for some int8 graphs at 64 px) is recorded with the error and passed over; none
+    that runs is a StageError."""
+    from cifar.outputs import StageError
+
+    tried, failed = [], []
     for name, integer_only, what, make in candidates:
         payload = make()
-        accuracy = accuracy_of(payload)
+        try:
+            accuracy = accuracy_of(payload)
+        except (RuntimeError, ValueError) as err:  # LiteRT's allocate_tensors and invoke errors
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            print(f"int8: candidate {name} does not run in LiteRT ({first}); trying the next")
+            failed.append({"candidate": name, "integer_only": integer_only, "what": what, "error": first})
+            continue
         tried.append({"candidate": name, "integer_only": integer_only, "what": what, "bytes": len(payload),
                       "val_accuracy": accuracy, "drop_pp": (float_accuracy - accuracy) * 100, "payload": payload})
         if tried[-1]["drop_pp"] <= drop_pp:
             chosen, why = tried[-1], f"the first candidate within {drop_pp} pp of float on val"
             break
     else:
+        if not tried:
+            raise StageError("int8: no candidate runs in LiteRT: " + "; ".join(
+                f"{f['candidate']}: {f['error']}" for f in failed) + "; set export.int8_int16_layers and "
+                "export.int8_float_layers to try others")
         chosen = max(tried, key=lambda t: t["val_accuracy"])
         why = f"no candidate within {drop_pp} pp of float on val: the most accurate"
     payload = chosen["payload"]
     for t in tried:
         del t["payload"]
     return payload, {"candidate": chosen["candidate"], "integer_only": chosen["integer_only"], "why": why,
-                     "candidates": tried}
+                     "candidates": tried + failed}
 
 
 def structural_floor(artifact):
