@@ -171,7 +171,9 @@ def test_the_real_digits_folder_runs_the_whole_pipeline_at_64_px(pipeline_copy):
     evaluated = json.loads((repo / "reports/metrics/evaluate.json").read_text())
     registry = yaml_load(repo / "params.yaml")["models"]
     accuracies = {name: evaluated[name]["test"]["accuracy"] for name in registry}
-    print("digits, test accuracy:", accuracies)
+    times = {name: json.loads((repo / f"reports/metrics/train/{name}.json").read_text())[name]["wall_time_s"]
+             for name in registry}
+    print("digits, test accuracy:", accuracies, "training seconds:", times)
     assert min(accuracies[name] for name in ("cnn", "fast", "fast_robust")) > 0.8, accuracies  # chance: 0.1
     assert set(evaluated["cnn"]["per_class"]) == set(names)  # evaluate's tables name the folder's classes
     for name in registry:
