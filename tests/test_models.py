@@ -271,3 +271,13 @@ def test_the_stage_says_and_records_where_it_trains(tmp_path, capsys):
     used, feature, _ = precision.resolve(default)  # what the default resolves to, here
     assert summary["device"].startswith(expected) and (summary["precision"], summary["precision_feature"]) == (used, feature)
     assert f"cnn: training on {summary['device']}, {used}" in capsys.readouterr().out
+
+
+def test_a_model_that_did_not_learn_is_a_warning_with_what_to_try():
+    from cifar import stage
+
+    assert stage.at_chance("cnn", 0.9555, 10, "mixed_bfloat16") is None
+    warning = stage.at_chance("fast", 0.1007, 10, "mixed_bfloat16")
+    assert warning.startswith("fast: warning: best val accuracy 10.07% is at chance (10.00% for 10 classes): the "
+                              "model did not learn. It trained in mixed_bfloat16: try float32")
+    assert "try float32" not in stage.at_chance("fast", 0.30, 3, "float32")  # 30% of three classes: chance too

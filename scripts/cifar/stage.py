@@ -219,6 +219,22 @@ def run(name, plan, args, cfg, provenance):
         f"{summary['epochs_run']} epochs in {summary['wall_time_s']:.0f} s, "
         f"{summary['train_img_per_s']} training img/s"
     )
+    warning = at_chance(name, summary["best_val_accuracy"], len(arrays["class_names"]), precision)
+    if warning:
+        print(warning)
+
+
+def at_chance(name, best_val, classes, precision):
+    """A warning line when the best val accuracy is no better than guessing (under 1.5 / classes):
+    the model did not learn, which a metric alone does not say. None otherwise."""
+    if best_val >= 1.5 / classes:
+        return None
+    hint = (f"it trained in {precision}: try float32 (-S MODULE.train.precision=float32 or "
+            "shared.train.precision; in bfloat16 the fast models do not learn grey images such as "
+            "scikit-learn's digits); " if precision != "float32" else "")
+    return (f"{name}: warning: best val accuracy {best_val:.2%} is at chance ({1 / classes:.2%} for {classes} classes): "
+            f"the model did not learn. {hint.capitalize()}check the images and labels "
+            "(reports/figures/augment_preview.png) and the number of training steps")
 
 
 def check_finite(name, phase, summary, epochs_before, keep_checkpoint):
