@@ -47,14 +47,13 @@ def imbalance(labels, names):
 
 
 def resized(images, side):
-    """`images` (N, s, s, 3) at `side` px: themselves at their own side, else resized (pixel-area
-    averaging when shrinking, bilinear when enlarging, as cifar.inference.read_image)."""
-    import cv2
+    """`images` (N, s, s, 3) at `side` px: themselves at their own side, else each resized as an
+    image file is (cifar.decode.resize_square)."""
+    from cifar.decode import resize_square
 
     if images.shape[1] == side:
         return images
-    interpolation = cv2.INTER_AREA if images.shape[1] > side else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(image, (side, side), interpolation=interpolation) for image in images])
+    return np.stack([resize_square(image, side) for image in images])
 
 
 def from_archive(archive, cfg, seed):

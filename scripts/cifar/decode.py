@@ -79,6 +79,17 @@ def orient(image, orientation):
     return np.asarray(ImageOps.exif_transpose(upright))
 
 
+def resize_square(image, side):
+    """A square uint8 image (s, s, 3) at `side` px: pixel-area averaging when shrinking, bilinear
+    when enlarging (the one resize rule for image files and for a data set's arrays)."""
+    import cv2
+
+    if image.shape[0] == side:
+        return image
+    interpolation = cv2.INTER_AREA if image.shape[0] > side else cv2.INTER_LINEAR
+    return cv2.resize(image, (side, side), interpolation=interpolation)
+
+
 def read_image(path, max_pixels=None, side=SIDE):
     """Read an image file as the models take it: (side, side, 3) uint8 RGB.
 
@@ -156,8 +167,7 @@ def read_image(path, max_pixels=None, side=SIDE):
         square = min(height, width)
         top, left = (height - square) // 2, (width - square) // 2
         image = np.ascontiguousarray(image[top:top + square, left:left + square])
-        interpolation = cv2.INTER_AREA if square > side else cv2.INTER_LINEAR
-        image = cv2.resize(image, (side, side), interpolation=interpolation)
+        image = resize_square(image, side)
         cropped = f"centre {square}x{square} cropped, " if square != max(height, width) else ""
         notes.append(f"{width}x{height} {cropped}resized to {side}x{side}")
     return np.ascontiguousarray(image), notes

@@ -162,24 +162,22 @@ def check_counts(labels, names, test_fraction, val_fraction, where):
                           f"{val_fraction}): add images, or remove the class folder")
 
 
-def overlaps(first, second, root):
-    """Lines naming the files of `second` whose bytes are those of files in `first`, each
-    (digests, paths): the same image on both sides of the train/test line."""
-    where = defaultdict(list)
-    for digest, path in zip(*first):
-        where[digest].append(path)
-    return [f"{path.relative_to(root)} = {', '.join(str(p.relative_to(root)) for p in where[digest])}"
-            for digest, path in zip(*second) if digest in where]
-
-
-def duplicates_across_classes(digests, paths, labels, root):
-    """Lines naming byte-identical files filed under two or more classes."""
-    seen = defaultdict(set)
-    files = defaultdict(list)
-    for digest, path, label in zip(digests, paths, labels.tolist()):
-        seen[digest].add(label)
-        files[digest].append(path)
-    return [" = ".join(str(p.relative_to(root)) for p in files[d]) for d, classes in seen.items() if len(classes) > 1]
+def duplicates(pool, test, root):
+    """Warning lines for byte-identical files, `pool` (the training and val images) and `test` each
+    (digests, paths, labels): a test image also among the training ones, an image under two classes."""
+    groups = defaultdict(list)  # digest: [(path, label, is a test image)]
+    for is_test, (digests, paths, labels) in ((False, pool), (True, test)):
+        for digest, path, label in zip(digests, paths, labels.tolist()):
+            groups[digest].append((path.relative_to(root), label, is_test))
+    lines = []
+    for group in groups.values():
+        trained = [str(path) for path, _, is_test in group if not is_test]
+        lines += [f"prepare: warning: the same image in training and test data: {path} = {', '.join(trained)}"
+                  for path, _, is_test in group if is_test and trained]
+        if len({label for _, label, _ in group}) > 1:
+            lines.append("prepare: warning: the same image under two classes: "
+                         + " = ".join(str(path) for path, _, _ in group))
+    return lines
 
 
 def stratified_split(labels, fraction, seed):
@@ -209,11 +207,8 @@ def prepare(root, side, test_fraction, val_fraction, max_unreadable, seed, max_p
         x_pool, y_pool, x_test, y_test = x[keep], y[keep], x[held], y[held]
         d_pool, p_pool = [digests[i] for i in keep], [paths[i] for i in keep]
         d_test, p_test = [digests[i] for i in held], [paths[i] for i in held]
-    for line in overlaps((d_pool, p_pool), (d_test, p_test), root):
-        warn(f"prepare: warning: the same image in training and test data: {line}")
-    all_digests, all_paths = d_pool + d_test, p_pool + p_test
-    for line in duplicates_across_classes(all_digests, all_paths, np.concatenate([y_pool, y_test]), root):
-        warn(f"prepare: warning: the same image under two classes: {line}")
+    for line in duplicates((d_pool, p_pool, y_pool), (d_test, p_test, y_test), root):
+        warn(line)
     train, val = stratified_split(y_pool, val_fraction, seed)
     arrays = {"x_train": x_pool[train], "y_train": y_pool[train], "x_val": x_pool[val], "y_val": y_pool[val],
               "x_test": x_test, "y_test": y_test}

@@ -229,12 +229,13 @@ def at_chance(name, best_val, classes, precision):
     the model did not learn, which a metric alone does not say. None otherwise."""
     if best_val >= 1.5 / classes:
         return None
-    hint = (f"it trained in {precision}: try float32 (-S MODULE.train.precision=float32 or "
-            "shared.train.precision; in bfloat16 the fast models do not learn grey images such as "
-            "scikit-learn's digits); " if precision != "float32" else "")
+    advice = ([f"it trained in {precision}: try float32 (-S MODULE.train.precision=float32 or "
+               "shared.train.precision; in bfloat16 the fast models do not learn grey images such as "
+               "scikit-learn's digits)"] if precision != "float32" else [])
+    advice.append("check the images and labels (reports/figures/augment_preview.png) and the number of training steps")
+    text = "; ".join(advice)
     return (f"{name}: warning: best val accuracy {best_val:.2%} is at chance ({1 / classes:.2%} for {classes} classes): "
-            f"the model did not learn. {hint.capitalize()}check the images and labels "
-            "(reports/figures/augment_preview.png) and the number of training steps")
+            f"the model did not learn. {text[0].upper()}{text[1:]}")
 
 
 def check_finite(name, phase, summary, epochs_before, keep_checkpoint):
