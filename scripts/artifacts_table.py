@@ -96,7 +96,9 @@ def rows(results, labels):
                 "model": labels.get(name, name), "name": name, "key": key, "artifact": what,
                 "runtime": runtime, "integer_only": integer_only,
                 "test_accuracy": round(artifact["accuracy"] * 100, 2),
-                "vs_keras_pp": round((artifact["accuracy"] - keras_accuracy) * 100, 2),
+                # against Keras on the same images (a sampled artifact's: its sample's)
+                "vs_keras_pp": round((artifact["accuracy"] - artifact.get("keras_accuracy", keras_accuracy)) * 100, 2),
+                "sample_images": artifact["images"] if artifact.get("sample") else None,
                 # The Keras model is the reference the others agree with or not.
                 "agreement": None if key == "keras" else round(artifact["agreement"] * 100, 2),
                 "megabytes": round(artifact["bytes"] / 1e6, 2),
@@ -112,7 +114,8 @@ def markdown(table, results):
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in table:
         cells = [r["model"], r["artifact"], r["runtime"], "yes" if r["integer_only"] else "no",
-                 f"{r['test_accuracy']:.2f}%", "" if r["key"] == "keras" else f"{r['vs_keras_pp']:+.2f} pp",
+                 f"{r['test_accuracy']:.2f}%" + ("*" if r["sample_images"] else ""),
+                 "" if r["key"] == "keras" else f"{r['vs_keras_pp']:+.2f} pp",
                  "reference" if r["agreement"] is None else f"{r['agreement']:.2f}%", f"{r['megabytes']:.2f} MB",
                  "" if r["vs_float32"] is None else f"{r['vs_float32']:.1f}%",
                  "" if r["latency_ms"] is None else f"{r['latency_ms']:.2f} ms",
@@ -129,6 +132,11 @@ def markdown(table, results):
               f"{INT8_ACCURACY_DROP_PP} pp; the int8 file shipped is the first candidate (integer-only, then "
               f"int16 activations in the worst layers, then those layers in float) within that on val, else "
               f"the most accurate."]
+    sampled = sorted({r["sample_images"] for r in table if r["sample_images"]})
+    if sampled:
+        lines += ["", f"\\* On a stratified sample of {' / '.join(f'{n:,}' for n in sampled)} test images (`parity.tfjs_sample`), "
+                  f"its change against Keras on the same images: agreeing on all of them shows >= {FLOAT_AGREEMENT:.1%} "
+                  "agreement at 95% confidence; one disagreement and parity runs every test image."]
     return "\n".join(lines) + "\n"
 
 

@@ -60,6 +60,19 @@ def test_rows_hold_each_artifacts_numbers_and_which_targets_it_misses(tmp_path):
     assert tfjs["a"]["target"] == "float: **missed**"  # 99% agreement < 99.9%
     assert "| the a model | TF-Lite int8 | LiteRT | yes | 88.00% | -2.00 pp | 90.00% | 0.00 MB | 32.0% | 0.25 ms |" in text
     assert "Test CPU, 2 cores" in text
+    assert "stratified sample" not in text
+
+
+def test_a_sampled_artifact_is_marked_and_compared_with_keras_on_its_sample(tmp_path):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    result = parity_result(0.9, 0.88, 1000, 320, False, False)
+    result["artifacts"]["tfjs"].update(accuracy=0.95, keras_accuracy=0.95, images=2995, sample="stratified")
+    (metrics / "a.json").write_text(json.dumps(result))
+    table, text = artifacts_table.render(metrics, write_registry(tmp_path, ["a"]))
+    tfjs = next(r for r in table if r["key"] == "tfjs")
+    assert tfjs["vs_keras_pp"] == 0.0 and tfjs["sample_images"] == 2995
+    assert "| 95.00%* | +0.00 pp |" in text and "\\* On a stratified sample of 2,995 test images" in text
 
 
 def test_a_model_without_parity_results_is_named_with_the_stage_to_run_and_a_broken_one_stops_it(tmp_path):

@@ -273,6 +273,38 @@ def test_parity_targets_come_from_the_formats_table():
     assert met["float_agreement_met"] and not met["int8_size_met"] and not met["int8_accuracy_met"]
 
 
+def test_tfjs_parity_runs_a_stratified_sample_sized_for_the_bound_and_every_image_on_a_disagreement():
+    assert parity.sample_size() == 2995 and parity.sample_size(0.99) == 299  # 0.999**2995 <= 5% < 0.999**2994
+    assert parity.lower_bound(2995, 2995) >= 0.999 > parity.lower_bound(2994, 2995)
+    labels = np.repeat(np.arange(10), [50, 150, 100, 100, 100, 100, 100, 100, 100, 100])
+    chosen = parity.stratified(labels, 299, seed=3)
+    assert len(chosen) == 299 and np.all(np.diff(chosen) > 0)
+    assert abs(np.sum(labels[chosen] == 1) - 45) <= 1 and abs(np.sum(labels[chosen] == 0) - 15) <= 1  # each class its share
+    assert np.array_equal(parity.stratified(labels, 5000, seed=3), np.arange(len(labels)))
+
+    reference = np.eye(10, dtype=np.float32)[labels]
+    x = np.arange(len(labels))[:, None]  # an "image" is its index: the fake runtime returns its reference row
+    calls = []
+
+    def runtime(flip):
+        def run(path, images, batch_size, latency_runs):
+            calls.append(len(images))
+            out = reference[images[:, 0]].copy()
+            if flip is not None and flip in images[:, 0]:
+                out[images[:, 0] == flip] = np.roll(out[images[:, 0] == flip], 1, axis=1)
+            return out, {"latency_ms": 1.0}
+        return run
+
+    probabilities, indices, _ = parity.run_sampled(runtime(None), "m", x, reference, labels, chosen, 64, 2)
+    assert calls == [299] and np.array_equal(indices, chosen) and np.array_equal(probabilities, reference[chosen])
+    calls.clear()
+    probabilities, indices, _ = parity.run_sampled(runtime(int(chosen[7])), "m", x, reference, labels, chosen, 64, 2)
+    assert calls == [299, len(labels) - 299] and np.array_equal(indices, np.arange(len(labels)))
+    result = parity.compare(probabilities, reference, labels)  # every image in its own row
+    assert result["images"] == len(labels) and result["agreement"] == 1 - 1 / len(labels)
+    assert np.array_equal(np.delete(probabilities, chosen[7], axis=0), np.delete(reference, chosen[7], axis=0))
+
+
 def test_a_quantized_tfjs_export_is_held_to_no_float_target(exported):
     out, model, artifacts, arrays = exported  # exported with tfjs_quantization: float16
     assert artifacts["tfjs"]["target"] == "none" and artifacts["tflite_float32"]["target"] == "float"

@@ -265,12 +265,14 @@ class Format:
     "float" (top-1 agreement with Keras >= FLOAT_AGREEMENT), "int8" (size <= INT8_SIZE_RATIO of
     `size_reference`'s and accuracy drop <= INT8_ACCURACY_DROP_PP) or "none" (reported only);
     `label` and `runs_in` name it in the artifacts table, `integer_only` says whether every
-    operation it computes is integer."""
+    operation it computes is integer; `sampled`: parity may check it on a stratified sample of the
+    test images (`parity.tfjs_sample`) rather than on all of them."""
 
-    def __init__(self, key, make, runtime, target, label, runs_in, integer_only=False, size_reference=None):
+    def __init__(self, key, make, runtime, target, label, runs_in, integer_only=False, size_reference=None,
+                 sampled=False):
         self.key, self.make, self.runtime, self.target = key, make, runtime, target
         self.label, self.runs_in, self.integer_only = label, runs_in, integer_only
-        self.size_reference = size_reference
+        self.size_reference, self.sampled = size_reference, sampled
 
 
 # The order is the order of work: every later format converts the SavedModel.
@@ -280,7 +282,7 @@ FORMATS = (
     Format("tflite_dynamic_range", _make_tflite("dynamic_range"), "tflite", "none", "TF-Lite dynamic range", "LiteRT"),
     Format("tflite_int8", _make_tflite_int8, "tflite", "int8", "TF-Lite int8", "LiteRT", integer_only=True,
            size_reference="tflite_float32"),
-    Format("tfjs", _make_tfjs, "node", "float", "TF.js", "TF.js WASM in Node.js"),
+    Format("tfjs", _make_tfjs, "node", "float", "TF.js", "TF.js WASM in Node.js", sampled=True),
 )
 FORMATS_BY_KEY = {f.key: f for f in FORMATS}
 # The reference every artifact is compared with (parity's `keras` row); not an export.
