@@ -150,7 +150,8 @@ def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_
     `config` is the seed's transforms (shared.augment), {"policy": "flip_translate",
     "translate_px": N} (flip_translate_batch, the fast model's), or {"policy": "augmix",
     "translate_px": N, "augmix": {severity, width, depth, alpha}}: flip_translate, then
-    cifar.augmix.augmix_batch (the robust fast model's).
+    AugMix (the robust fast model's): cifar.augmix's draws for the epoch, its operations as
+    TensorFlow ops in this pipeline's graph.
 
     `replicas` = (first, count, total): training split between `total` replicas (several
     workers), this stream feeding replicas first..first+count-1. Each step then yields `count`
@@ -165,6 +166,8 @@ def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_
     steps = steps_per_epoch(n, batch_size, drop_remainder)
     order = functools.lru_cache(maxsize=2)(lambda epoch: epoch_order(n, seed, epoch))
     first, count, total = replicas or (0, 1, 1)
+    augmixing = augment and config.get("policy") == "augmix"
+    drawn = functools.lru_cache(maxsize=2)(lambda epoch: augmix.draws(n, seed, epoch, config["augmix"], x.shape[1]))
 
     def load(epoch, step, part):
         epoch, step, part = int(epoch), int(step), int(part)
@@ -173,15 +176,24 @@ def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_
         images = x[index[share]]
         if augment and config.get("policy") in ("flip_translate", "augmix"):
             images = flip_translate_batch(images, index, seed, epoch, config["translate_px"], start=share.start)
-            if config["policy"] == "augmix":  # then AugMix, as its CIFAR recipe after crop and flip
-                images = augmix.augmix_batch(images, index, seed, epoch, config["augmix"], start=share.start)
         elif augment:
             images = augment_batch(images, [seed, epoch, step, 1], config, start=share.start, total=len(index))
+        if augmixing:  # then AugMix, as its CIFAR recipe after crop and flip: its draws here, its ops in the graph
+            return (images, y[index[share]], *(values[index[share]] for values in drawn(epoch).values()))
         return images, y[index[share]]
 
     def to_batch(epoch, step, part):
-        images, labels = tf.numpy_function(load, [epoch, step, part], [tf.uint8, tf.as_dtype(y.dtype)])
-        images.set_shape((None, *x.shape[1:]))
+        if augmixing:
+            images, labels, ops, amounts, weights, skip = tf.numpy_function(
+                load, [epoch, step, part], [tf.uint8, tf.as_dtype(y.dtype), tf.int32, tf.float32, tf.float32, tf.float32])
+            width, depth = config["augmix"]["width"], config["augmix"]["depth"] or 3
+            for tensor, shape in ((ops, (None, width, depth)), (amounts, (None, width, depth)),
+                                  (weights, (None, width)), (skip, (None,)), (images, (None, *x.shape[1:]))):
+                tensor.set_shape(shape)
+            images = augmix.mix(images, ops, amounts, weights, skip)
+        else:
+            images, labels = tf.numpy_function(load, [epoch, step, part], [tf.uint8, tf.as_dtype(y.dtype)])
+            images.set_shape((None, *x.shape[1:]))
         labels.set_shape((None, *y.shape[1:]))
         return tf.cast(images, tf.float32), labels
 

@@ -1,117 +1,205 @@
 """AugMix (Hendrycks et al., "AugMix: A Simple Data Processing Method to Improve Robustness and
-Uncertainty", ICLR 2020) for uint8 CIFAR batches, with NumPy and OpenCV.
+Uncertainty", ICLR 2020) for uint8 image batches, as batched TensorFlow graph ops.
 
 Each image gets `width` chains of 1-3 (or `depth`) operations drawn from OPERATIONS at
 `severity`; the chains are mixed with Dirichlet(alpha) weights, and the mix with the image with
-a Beta(alpha, alpha) weight. The operations are AugMix's own set for corruption benchmarks:
-its paper leaves out those that overlap ImageNet-C's corruptions (contrast, colour, brightness,
-sharpness; noise, blur and JPEG were never among them), so that the corruptions a model is
-measured on stay unseen in training. EXCLUDED names each left out and the corruption it overlaps.
+a Beta(alpha, alpha) weight. The operations are AugMix's own set for corruption benchmarks,
+computed as its reference code's PIL operations compute them (tests/test_augmix.py compares
+each with Pillow): its paper leaves out those that overlap ImageNet-C's corruptions (contrast,
+colour, brightness, sharpness; noise, blur and JPEG were never among them), so that the
+corruptions a model is measured on stay unseen in training. EXCLUDED names each left out and the
+corruption it overlaps.
 
-Every draw comes from (seed, epoch, image index): an image's augmentation does not depend on the
-batch it is in or on how a batch is split, so a resumed run repeats an uninterrupted one.
+Two halves. `draws` makes every random choice of one epoch, for every training image at once, in
+NumPy from (seed, epoch) alone: an image's augmentation does not depend on the batch it is in or
+on how a batch is split, so a resumed run repeats an uninterrupted one. `mix` applies a batch's
+draws in TensorFlow ops (the input pipeline's graph, off the GIL, in parallel): each of the
+width x depth chain steps is one batched affine warp of the images whose operation is geometric
+(identity for the others) and one batched lookup table for the rest.
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-
-def _level(rng, severity, maxval):
-    """AugMix's sample_level then float_parameter: U(0.1, severity) on its 0-10 scale, as a
-    fraction of `maxval`."""
-    return rng.uniform(0.1, severity) * maxval / 10
-
-
-def _signed(rng, value):
-    return value if rng.random() < 0.5 else -value
-
-
-def _affine(image, matrix):
-    """PIL's Image.transform(AFFINE): `matrix` maps output pixels to input pixels; bilinear, the
-    outside filled with black, as AugMix's PIL operations."""
-    side = image.shape[0]
-    return cv2.warpAffine(image, np.float32(matrix), (side, side), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
-def autocontrast(image, rng, severity):
-    low = image.min(axis=(0, 1), keepdims=True).astype(np.float32)
-    high = image.max(axis=(0, 1), keepdims=True).astype(np.float32)
-    span = np.where(high > low, high - low, 1.0)
-    stretched = np.where(high > low, (image - low) * (255.0 / span), image)
-    return np.clip(np.rint(stretched), 0, 255).astype(np.uint8)
-
-
-def equalize(image, rng, severity):
-    return np.stack([cv2.equalizeHist(np.ascontiguousarray(image[..., c])) for c in range(3)], axis=-1)
-
-
-def posterize(image, rng, severity):
-    bits = 4 - int(_level(rng, severity, 4))
-    return image & np.uint8((0xFF << (8 - bits)) & 0xFF)
-
-
-def solarize(image, rng, severity):
-    threshold = 256 - int(_level(rng, severity, 256))
-    return np.where(image < threshold, image, 255 - image).astype(np.uint8)
-
-
-def rotate(image, rng, severity):
-    degrees = _signed(rng, int(_level(rng, severity, 30)))
-    side = image.shape[0]
-    matrix = cv2.getRotationMatrix2D(((side - 1) / 2, (side - 1) / 2), degrees, 1.0)
-    return cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=0)
-
-
-def shear_x(image, rng, severity):
-    return _affine(image, [[1, _signed(rng, _level(rng, severity, 0.3)), 0], [0, 1, 0]])
-
-
-def shear_y(image, rng, severity):
-    return _affine(image, [[1, 0, 0], [_signed(rng, _level(rng, severity, 0.3)), 1, 0]])
-
-
-def translate_x(image, rng, severity):
-    return _affine(image, [[1, 0, _signed(rng, int(_level(rng, severity, image.shape[0] / 3)))], [0, 1, 0]])
-
-
-def translate_y(image, rng, severity):
-    return _affine(image, [[1, 0, 0], [0, 1, _signed(rng, int(_level(rng, severity, image.shape[0] / 3)))]])
-
-
-OPERATIONS = {
-    "autocontrast": autocontrast, "equalize": equalize, "posterize": posterize, "solarize": solarize,
-    "rotate": rotate, "shear_x": shear_x, "shear_y": shear_y, "translate_x": translate_x, "translate_y": translate_y,
-}
+# AugMix's operations for corruption benchmarks (its augmentations.augmentations), in a fixed
+# order: an operation's number in a draw is its index here.
+OPERATIONS = ("autocontrast", "equalize", "posterize", "solarize", "rotate", "shear_x", "shear_y",
+              "translate_x", "translate_y")
+GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 # AugMix's operations that its paper leaves out for corruption benchmarks, and what each overlaps.
 EXCLUDED = {"contrast": "contrast", "color": "saturate", "brightness": "brightness and darken",
             "sharpness": "the blurs"}
+NONE = -1  # no operation: the chain is shorter than this step
+CODE = {name: i for i, name in enumerate(OPERATIONS)}
 
 
-def augment_and_mix(image, rng, severity=3, width=3, depth=0, alpha=1.0):
-    """One uint8 image (side, side, 3) through AugMix: `width` chains of `depth` operations (0: 1 to 3,
-    drawn per chain), mixed. Returns float32 0-255."""
-    weights = rng.dirichlet([alpha] * width).astype(np.float32)
-    skip = np.float32(rng.beta(alpha, alpha))
-    names = list(OPERATIONS)
-    mix = np.zeros(image.shape, np.float32)
-    for weight in weights:
-        chained = image
-        for _ in range(depth or rng.integers(1, 4)):
-            chained = OPERATIONS[names[rng.integers(len(names))]](chained, rng, severity)
-        mix += weight * chained
-    return (1 - skip) * image.astype(np.float32) + skip * mix
+def amounts(ops, levels, signs, side):
+    """Each drawn operation's parameter, from its level (AugMix's sample_level / 10: U(0.1,
+    severity) / 10) as AugMix's int_parameter and float_parameter make it: posterize's bits kept,
+    solarize's threshold, rotate's degrees, shear's factor, translate's pixels (signed)."""
+    per_op = {
+        "posterize": 4 - np.floor(levels * 4),
+        "solarize": 256 - np.floor(levels * 256),
+        "rotate": signs * np.floor(levels * 30),
+        "shear_x": signs * levels * 0.3, "shear_y": signs * levels * 0.3,
+        "translate_x": signs * np.floor(levels * side / 3), "translate_y": signs * np.floor(levels * side / 3),
+    }
+    out = np.zeros(ops.shape, np.float32)
+    for name, values in per_op.items():
+        out = np.where(ops == CODE[name], values, out)
+    return out.astype(np.float32)
+
+
+BLOCK = 1024  # images drawn from one generator: image i's draws come from block i // BLOCK
+
+
+def draws(n, seed, epoch, config, side):
+    """Every random choice of `epoch` for images 0..n-1, indexed by image: {"ops": int32 (n,
+    width, steps) operation numbers (NONE past a chain's depth), "amounts": their parameters,
+    "weights": (n, width) Dirichlet chain weights, "skip": (n,) the Beta weight of the mix}.
+    Image i's row depends on (seed, epoch, i) only, never on n."""
+    width, alpha, steps = config["width"], config["alpha"], config["depth"] or 3
+    blocks = []
+    for block in range(-(-n // BLOCK)):
+        rng = np.random.default_rng([seed, epoch, block, 5])
+        weights = rng.dirichlet([alpha] * width, size=BLOCK).astype(np.float32)
+        skip = rng.beta(alpha, alpha, BLOCK).astype(np.float32)
+        depth = np.full((BLOCK, width), steps) if config["depth"] else rng.integers(1, 4, (BLOCK, width))
+        ops = rng.integers(0, len(OPERATIONS), (BLOCK, width, steps))
+        ops[np.arange(steps) >= depth[..., None]] = NONE
+        levels = rng.uniform(0.1, config["severity"], (BLOCK, width, steps)) / 10
+        signs = np.where(rng.random((BLOCK, width, steps)) < 0.5, 1.0, -1.0)
+        blocks.append({"ops": ops.astype(np.int32), "amounts": amounts(ops, levels, signs, side), "weights": weights,
+                       "skip": skip})
+    return {key: np.concatenate([b[key] for b in blocks])[:n] for key in ("ops", "amounts", "weights", "skip")}
+
+
+def _affine_rows(ops, amounts, side):
+    """Per image, the affine map from an output pixel to the input pixel it samples (the 8
+    numbers of TF's ImageProjectiveTransform, pixel indices), as PIL's Image.transform(AFFINE) and
+    Image.rotate compute it: PIL's coefficients act on pixel centres (index + 0.5). Identity for
+    an image whose operation is not geometric."""
+    import tensorflow as tf
+
+    zero, one = tf.zeros_like(amounts), tf.ones_like(amounts)
+    radians = -amounts * (np.pi / 180)  # PIL's rotate: counter-clockwise by `degrees`
+    cos, sin = tf.cos(radians), tf.sin(radians)
+    centre = side / 2
+    rows = {  # (a, b, c, d, e, f): input centre = (a x + b y + c, d x + e y + f) of output centre (x, y)
+        "rotate": (cos, sin, centre - cos * centre - sin * centre, -sin, cos, centre + sin * centre - cos * centre),
+        "shear_x": (one, amounts, zero, zero, one, zero),
+        "shear_y": (one, zero, zero, amounts, one, zero),
+        "translate_x": (one, zero, amounts, zero, one, zero),
+        "translate_y": (one, zero, zero, zero, one, amounts),
+    }
+    a, b, c, d, e, f = one, zero, zero, zero, one, zero
+    for name, row in rows.items():
+        chosen = tf.equal(ops, CODE[name])
+        a, b, c, d, e, f = (tf.where(chosen, new, old) for new, old in zip(row, (a, b, c, d, e, f)))
+    # centres to indices: index_in = a (x + .5) + b (y + .5) + c - .5
+    return tf.stack([a, b, c + 0.5 * (a + b - 1), d, e, f + 0.5 * (d + e - 1), zero, zero], axis=1)
+
+
+def _tables(images, ops, amounts):
+    """Per image and channel, the 256-entry lookup table of its point operation (autocontrast,
+    equalize, posterize, solarize, as PIL's ImageOps computes each; identity otherwise):
+    int32 (batch, 3, 256). `images`: int32 (batch, side, side, 3)."""
+    import tensorflow as tf
+
+    batch = tf.shape(images)[0]
+    values = tf.range(256, dtype=tf.float32)[None, None, :]
+    # Each image-channel's histogram, in one bincount.
+    channel_first = tf.transpose(images, [0, 3, 1, 2])
+    bins = tf.reshape(tf.range(batch * 3) * 256, [batch, 3, 1, 1]) + channel_first
+    histogram = tf.reshape(tf.math.bincount(tf.reshape(bins, [-1]), minlength=batch * 3 * 256,
+                                            maxlength=batch * 3 * 256), [batch, 3, 256])
+    present = histogram > 0
+    index = tf.range(256)[None, None, :]
+    low = tf.cast(tf.reduce_min(tf.where(present, index, 256), axis=2, keepdims=True), tf.float32)
+    high = tf.cast(tf.reduce_max(tf.where(present, index, -1), axis=2, keepdims=True), tf.float32)
+    # autocontrast: int(v * scale + offset), scale = 255 / (high - low), offset = -low * scale
+    scale = 255.0 / tf.maximum(high - low, 1.0)
+    stretched = tf.where(high > low, tf.clip_by_value(tf.floor(values * scale - low * scale + 1e-4), 0, 255), values)
+    # equalize: step = (pixels - those of the last present value) // 255; lut = (step // 2 + pixels below) // step
+    counts = tf.cast(histogram, tf.float32)
+    last = tf.reduce_sum(tf.where(index == tf.cast(high, tf.int32), counts, 0.0), axis=2, keepdims=True)
+    step = tf.floor((tf.reduce_sum(counts, axis=2, keepdims=True) - last) / 255)
+    below = tf.cumsum(counts, axis=2, exclusive=True)
+    equalized = tf.where(step > 0, tf.minimum(tf.floor((tf.floor(step / 2) + below) / tf.maximum(step, 1.0)), 255.0),
+                         values)
+    amount = amounts[:, None, None]
+    kept_bits = tf.clip_by_value(tf.cast(amount, tf.int32), 0, 8)
+    mask = tf.bitwise.bitwise_and(tf.bitwise.left_shift(255, 8 - kept_bits), 255)
+    posterized = tf.cast(tf.bitwise.bitwise_and(tf.cast(values, tf.int32), mask), tf.float32)
+    solarized = tf.where(values < amount, values, 255 - values)
+    table = tf.broadcast_to(values, [batch, 3, 256])
+    for name, lut in (("autocontrast", stretched), ("equalize", equalized), ("posterize", posterized),
+                      ("solarize", solarized)):
+        table = tf.where(tf.equal(ops, CODE[name])[:, None, None], lut, table)
+    return tf.cast(table, tf.int32)
+
+
+def _warp(images, ops, amounts, side):
+    """The geometric operations, as PIL computes them: bilinear from the edge-clamped image where
+    the sampled point (a pixel centre's image) lies inside it, black where it lies outside."""
+    import keras
+    import tensorflow as tf
+
+    rows = _affine_rows(ops, amounts, side)
+    warped = keras.ops.image.affine_transform(images, rows, interpolation="bilinear", fill_mode="nearest")
+    grid = tf.range(side, dtype=tf.float32)
+    x, y = grid[None, None, :], grid[None, :, None]
+    source_x = rows[:, 0, None, None] * x + rows[:, 1, None, None] * y + rows[:, 2, None, None]
+    source_y = rows[:, 3, None, None] * x + rows[:, 4, None, None] * y + rows[:, 5, None, None]
+    inside = ((source_x >= -0.5) & (source_x < side - 0.5) & (source_y >= -0.5) & (source_y < side - 0.5))
+    return tf.where(inside[..., None], tf.round(warped), 0.0)
+
+
+def _lookup(images, ops, amounts):
+    """The point operations: each image-channel through its lookup table (`_tables`)."""
+    import tensorflow as tf
+
+    pixels = tf.cast(images, tf.int32)
+    table = _tables(pixels, ops, amounts)  # (batch, 3, 256)
+    batch = tf.shape(images)[0]
+    offsets = tf.reshape(tf.range(batch * 3) * 256, [batch, 1, 1, 3])
+    return tf.cast(tf.gather(tf.reshape(table, [-1]), pixels + offsets), tf.float32)
+
+
+def _step(images, ops, amounts, side):
+    """One chain step for a batch: each image through its own operation (NONE: unchanged), each
+    kind computed on the images that take it only. float32 0-255 whole numbers in and out."""
+    import tensorflow as tf
+
+    geometric = ops >= CODE[GEOMETRIC[0]]
+    for chosen, apply in ((geometric, lambda *a: _warp(*a, side)), ((ops != NONE) & ~geometric, _lookup)):
+        at = tf.where(chosen)
+        images = tf.tensor_scatter_nd_update(
+            images, at, apply(tf.gather_nd(images, at), tf.gather_nd(ops, at), tf.gather_nd(amounts, at)))
+    return images
+
+
+def mix(images, ops, amounts, weights, skip):
+    """AugMix on a uint8 batch (N, side, side, 3) with its draws (the rows of `draws` for its
+    images): uint8 out. TensorFlow ops, for the input pipeline's graph or eagerly."""
+    import tensorflow as tf
+
+    side = images.shape[1]
+    x = tf.cast(images, tf.float32)
+    mixed = tf.zeros_like(x)
+    for chain in range(ops.shape[1]):
+        chained = x
+        for step in range(ops.shape[2]):
+            chained = _step(chained, ops[:, chain, step], amounts[:, chain, step], side)
+        mixed += weights[:, chain, None, None, None] * chained
+    out = (1 - skip[:, None, None, None]) * x + skip[:, None, None, None] * mixed
+    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
 
 
 def augmix_batch(images, index, seed, epoch, config, start=0):
-    """A uint8 batch (N, side, side, 3) through augment_and_mix; uint8 out. `index`: the batch's image
-    indices (images start..start+N of it): image i's draws come from (seed, epoch, index[i])."""
-    out = np.empty_like(images)
-    for image, i, target in zip(images, index[start:start + len(images)], out):
-        rng = np.random.default_rng([seed, epoch, int(i), 5])
-        mixed = augment_and_mix(image, rng, config["severity"], config["width"], config["depth"], config["alpha"])
-        target[...] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
-    return out
+    """A uint8 batch (N, side, side, 3) through AugMix, eagerly; uint8 out. `index`: the batch's
+    image indices (images start..start+N of it): image i's draws are `draws`' row index[i]."""
+    drawn = draws(int(index.max()) + 1, seed, epoch, config, images.shape[1])
+    rows = index[start:start + len(images)]
+    return mix(images, *(drawn[key][rows] for key in ("ops", "amounts", "weights", "skip"))).numpy()
