@@ -36,7 +36,7 @@ def evaluate_model(name, model, arrays, names, batch_size, bins, train_images=0)
     prepared split is shuffled, so they are a random sample; the accuracy is there to show the
     gap to test, which 10,000 images measure to about +-0.2 points."""
     def predict(x):
-        return model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0)
+        return evaluation.predict(model, x, batch_size)
 
     seen = slice(0, train_images or None)
     train_loss, train_acc = evaluation.loss_and_accuracy(model, arrays["x_train"][seen], arrays["y_train"][seen], batch_size)

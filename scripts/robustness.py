@@ -37,7 +37,7 @@ def measure(model, clean, labels, corrupted, batch_size):
     mean over every corruption and severity."""
 
     def accuracy(images):
-        probabilities = model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
+        probabilities = evaluation.predict(model, images, batch_size)
         return float(np.mean(probabilities.argmax(axis=1) == labels))
 
     cells = {key: accuracy(images) for key, images in corrupted.items()}

@@ -132,3 +132,21 @@ def test_temperature_scaling_lowers_the_val_nll_and_the_ece_and_keeps_the_predic
     np.testing.assert_allclose(scaled.sum(axis=1), 1.0, atol=1e-9)
     assert evaluation.negative_log_likelihood(test, y_test) == pytest.approx(
         -np.mean(np.log(test[np.arange(len(y_test)), y_test])), rel=1e-6)
+
+
+def test_predict_runs_any_batch_through_one_traced_graph_as_keras_does():
+    import keras
+
+    from cifar import tta
+
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Conv2D(4, 3),
+                            keras.layers.GlobalMaxPooling2D(), keras.layers.Dense(10, activation="softmax")])
+    model = tta.wrap(net, 2)  # the views go through as one batch
+    x = np.random.default_rng(0).integers(0, 256, (37, 8, 8, 3), dtype=np.uint8)
+    ours = evaluation.predict(model, x, batch_size=16)  # 16, 16, 5: three batch sizes, one trace
+    assert ours.dtype == np.float32 and ours.shape == (37, 10)
+    np.testing.assert_allclose(ours, model.predict(x.astype(np.float32), verbose=0), atol=1e-6)
+    np.testing.assert_allclose(evaluation.predict(model, x[:3], batch_size=1), ours[:3], atol=1e-6)
+    assert evaluation._FORWARD[model].experimental_get_tracing_count() == 1
+    assert evaluation.predict(model, x[:0]).shape == (0, 10)

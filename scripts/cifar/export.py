@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar import evaluation
 from cifar.tflite import (ExportError, calibration_sample, choose_int8, describe, int8_candidates, structural_floor,
                           tflite, tflite_bytes_by_part)
 
@@ -51,7 +52,7 @@ def saved_model(model, out_dir, check_images):
     archive.write_out(str(out_dir), verbose=False)
     reloaded = tf.saved_model.load(str(out_dir))
     x = check_images.astype(np.float32)
-    diff = max_diff(reloaded.serve(tf.constant(x))[SIGNATURE_OUTPUT].numpy(), model.predict(x, verbose=0))
+    diff = max_diff(reloaded.serve(tf.constant(x))[SIGNATURE_OUTPUT].numpy(), evaluation.predict(model, x))
     if diff > FLOAT_TOLERANCE:
         raise ExportError(f"the reloaded SavedModel {out_dir} differs from the Keras model by {diff:.2e}")
     return diff
@@ -143,10 +144,8 @@ def shipped(model, tta_level=0, temperature=None):
 
 def calibrated(model, arrays):
     """`model` with the temperature fitted on the val split inside it, and that fit's numbers."""
-    from cifar import evaluation
-
     y_val = arrays["y_val"]
-    probabilities = model.predict(arrays["x_val"].astype(np.float32), batch_size=256, verbose=0)
+    probabilities = evaluation.predict(model, arrays["x_val"])
     temperature = evaluation.fit_temperature(probabilities, y_val)
     return calibrated_model(model, temperature), {
         "temperature": temperature, "fitted_on": "val split",
@@ -218,12 +217,12 @@ def _make_tflite_int8(job):
     calibration = calibration_sample(job.arrays["x_train"], job.cfg["int8_calibration_images"], job.cfg["seed"])
     val_x = job.arrays["x_val"][:job.cfg["int8_selection_images"] or None]
     val_y = job.arrays["y_val"][:len(val_x)]
-    float_accuracy = float(np.mean(job.model.predict(val_x.astype(np.float32), batch_size=256, verbose=0).argmax(1) == val_y))
+    float_accuracy = float(np.mean(evaluation.predict(job.model, val_x).argmax(1) == val_y))
     with tempfile.TemporaryDirectory(prefix="int8-", dir=job.out) as tmp:
         source = job.out / "saved_model"
         if count:
             x = job.check.astype(np.float32)
-            diff = max_diff(folded.predict(x, verbose=0), job.model.predict(x, verbose=0))
+            diff = max_diff(evaluation.predict(folded, x), evaluation.predict(job.model, x))
             if diff > FLOAT_TOLERANCE:
                 raise ExportError(f"{job.name}: folding BatchNormalization changed the output by {diff:.2e}")
             source = Path(tmp) / "saved_model"

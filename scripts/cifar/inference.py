@@ -41,7 +41,9 @@ class KerasPredictor:
         return int(self.model.input_shape[1])
 
     def predict(self, images):
-        return np.asarray(self.model.predict_on_batch(images.astype(np.float32)), np.float32)
+        from cifar import evaluation
+
+        return evaluation.predict(self.model, images, batch_size=max(len(images), 1))
 
 
 class SavedModelPredictor:

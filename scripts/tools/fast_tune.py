@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for the cifar package
 
-from cifar import models, outputs  # noqa: E402
+from cifar import evaluation, models, outputs  # noqa: E402
 from robust_tune import candidate_files, candidate_parser, differing, digest, flat, tune  # noqa: E402 (scripts/tools/)
 
 
@@ -33,7 +33,7 @@ def measure_candidate(label, folder, arrays, batch_size=256):
     summary = json.loads(metrics_path.read_text())[name]
     entry, section = models.entry(name, Path(folder) / "params.yaml")
     model = models.load(model_path, entry["tta"])
-    probabilities = model.predict(arrays["x_val"], batch_size=batch_size, verbose=0)
+    probabilities = evaluation.predict(model, arrays["x_val"], batch_size)
     accuracy = float((probabilities.argmax(axis=1) == arrays["y_val"]).mean())
     return {
         "label": label, "model": name, "model_sha256": digest(model_path), "val_images": len(arrays["y_val"]),

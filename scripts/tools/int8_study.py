@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the ci
 import cifar  # noqa: F401  (first: it quiets TensorFlow's start-up lines)
 import numpy as np
 
-from cifar import data, export, inference, models, outputs, params, tflite
+from cifar import data, evaluation, export, inference, models, outputs, params, tflite
 
 TOP_K = (1, 3, 10)
 
@@ -143,7 +143,7 @@ def main():
         temperature = fitted["temperature"]
     scaled = export.shipped(model, entry["tta"], temperature)  # what the export ships
     folded, _ = export.fold_batchnorm_after_activation(scaled)
-    keras_top1 = scaled.predict(x_test.astype(np.float32), batch_size=256, verbose=0).argmax(1)
+    keras_top1 = evaluation.predict(scaled, x_test).argmax(1)
     keras_accuracy = float((keras_top1 == y_test).mean())
     calibration = tflite.calibration_sample(arrays["x_train"], settings["int8_calibration_images"], cfg["shared"]["seed"])
     debug_images = calibration[:args.debug_images]

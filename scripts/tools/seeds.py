@@ -59,7 +59,7 @@ def test_accuracy(model_path, entry, data_path, batch_size=256):
 
     arrays = data.load_prepared(data_path)
     model = models.load(model_path, entry["tta"])
-    probabilities = model.predict(arrays["x_test"].astype(np.float32), batch_size=batch_size, verbose=0)
+    probabilities = evaluation.predict(model, arrays["x_test"], batch_size)
     return float(evaluation.loss_and_accuracy_of(probabilities, arrays["y_test"])[1])
 
 
