@@ -29,6 +29,10 @@ def test_bench_reports_every_model_the_matmul_fraction_the_time_ratio_and_the_le
         # Each model's own augmented stream, alone, beside its training rate.
         assert model["augmentation_vs_training"] == pytest.approx(
             model["augmentation_img_per_s"] / model["train_img_per_s"], rel=0.02, abs=0.01)
+    # Inference as the later stages run it, plain and with the test-time views in one batch.
+    assert set(report["models"]["cnn"]["inference_img_per_s"]) == {"plain"}
+    views = report["models"]["fast"]["inference_img_per_s"]
+    assert views["per_view_vs_plain"] == pytest.approx(views["shipped"] * 6 / views["plain"], rel=0.01, abs=0.002)
     # The seed recipe's CNN (read literally) per training image, counted by hand: 39.6 M multiply-adds
     # forward (convolutions 1.77 + 18.9 + 18.9 M, dense layers 0.14 M), 2 FLOP each, x3 with the
     # backward pass; the default CNN repeats each block's convolution: + 3 x 37.7 M (64, 128 and 256

@@ -28,6 +28,7 @@ All measurements use the same real CIFAR-10 training images in the same run:
 import argparse
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the cifar package
@@ -101,6 +102,8 @@ def models_training_rates(x, onehot, seed, images_per_round, rounds, precisions=
             built[p][name][0].fit(streams[name], epochs=1, steps_per_epoch=2, verbose=0)  # tracing, thread pools
     rates = {name: {p: [] for p in precisions} for name in names}
     fed = {name: [] for name in names}
+    served = inference_models(built["float32"] if "float32" in built else registry_models(x, precision="float32"))
+    inferred = {name: {kind: [] for kind in served[name]} for name in names}
     for _ in range(rounds):
         for name in names:
             _, train, aug = own[name]
@@ -111,11 +114,34 @@ def models_training_rates(x, onehot, seed, images_per_round, rounds, precisions=
             # The same stream, made anew, alone: how fast augmentation could feed this model.
             alone = augment.train_dataset(x, onehot, train["batch_size"], seed, aug, epochs=10_000)
             fed[name].append(stream_images_per_second(alone, steps, train["batch_size"]))
+            for kind, model in served[name].items():
+                inferred[name][kind].append(inference_images_per_second(model, x[:max(512, images_per_round // 4)]))
         batch = recipe[1]["batch_size"]
         recipe_rates.append(steady_images_per_second(recipe[0], streams[SEED_RECIPE["model"]],
                                                      max(3, images_per_round // batch), batch))
-    return ({name: ({p: statistics.median(r) for p, r in rates[name].items()}, statistics.median(fed[name]), own[name])
+    return ({name: ({p: statistics.median(r) for p, r in rates[name].items()}, statistics.median(fed[name]), own[name],
+                    {kind: statistics.median(r) for kind, r in inferred[name].items()})
              for name in names}, (statistics.median(recipe_rates), recipe))
+
+
+def inference_models(float32_models):
+    """{name: {"plain": the model, "shipped": with its registry test-time augmentation}}: as
+    evaluate, robustness and parity run them, in float32 (cifar.models.load's precision)."""
+    from cifar import tta
+
+    registry = params.load(["models"])["models"]
+    return {name: {"plain": model, **({"shipped": tta.wrap(model, registry[name]["tta"])} if registry[name]["tta"] else {})}
+            for name, (model, _, _) in float32_models.items()}
+
+
+def inference_images_per_second(model, images):
+    """img/s of cifar.evaluation.predict (every later stage's Keras inference), after a warm-up."""
+    from cifar import evaluation
+
+    evaluation.predict(model, images[:256])
+    start = time.perf_counter()
+    evaluation.predict(model, images)
+    return len(images) / (time.perf_counter() - start)
 
 
 # The usual speed levers, each measured against the default in a process of its own (threading
@@ -238,7 +264,7 @@ def model_rows(rates, ceilings, ceiling_gflops):
     """Each model's row of bench.json from its measured rates: in its own precision and in every
     precision measured, as img/s, GFLOP/s and fractions of the ceilings measured in the same run."""
     per_model = {}
-    for name, (by_precision, stream_rate, (model, train, _)) in rates.items():
+    for name, (by_precision, stream_rate, (model, train, _), inferred) in rates.items():
         gflop = 3 * forward_flops(model) / 1e9  # forward + backward, per training image
         rate = by_precision.get(train["precision"], by_precision["float32"])  # in its own precision
         per_model[name] = {
@@ -255,7 +281,13 @@ def model_rows(rates, ceilings, ceiling_gflops):
                 "fraction_of_matmul": round(r * gflop / ceilings[p]["matmul"], 3),
                 "fraction_of_conv3x3": round(r * gflop / ceilings[p]["conv3x3"], 3),
             } for p, r in by_precision.items()},
+            # Inference in float32, as the later stages run it: plain, and with its test-time
+            # augmentation's views in one batch (per_view_vs_plain: that rate x its views / plain).
+            "inference_img_per_s": {kind: round(r, 1) for kind, r in inferred.items()},
         }
+        if "shipped" in inferred:
+            views = {1: 2, 2: 6}[params.load(["models"])["models"][name]["tta"]]
+            per_model[name]["inference_img_per_s"]["per_view_vs_plain"] = round(inferred["shipped"] * views / inferred["plain"], 3)
     return per_model
 
 
@@ -299,6 +331,10 @@ def print_report(report):
         print(f"{name:>10}: " + ", ".join(f"{p} {r['train_img_per_s']:.1f} img/s ({r['vs_float32']:.2f}x float32, "
                                           f"{r['fraction_of_conv3x3']:.0%} of its 3x3 conv rate)"
                                           for p, r in m["precisions"].items()))
+    for name, m in per_model.items():
+        print(f"{name:>10}: inference (float32) " + ", ".join(f"{kind} {r:.0f} img/s" if kind != "per_view_vs_plain" else
+                                                            f"per view {r:.2f}x plain"
+                                                            for kind, r in m["inference_img_per_s"].items()))
     print(f"predicted training time against {baseline}'s: " + ", ".join(
         f"{name} {m['predicted_time_vs_baseline']:.2f}" for name, m in per_model.items()))
     print(f"predicted training time against the seed recipe's ({report['seed_recipe_float32_s'] / 60:.1f} min in "
