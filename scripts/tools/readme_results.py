@@ -80,9 +80,14 @@ def cost(root=Path(".")):
     host = times["environment"]
     ratio = (f", {times['total_vs_seed_recipe']:.2f}x the seed recipe's float32 training time that host's `make bench` "
              "measured then" if times.get("total_vs_seed_recipe") else "")
+    later = ""
+    if times.get("later_s") is not None:  # a file from before the split has none
+        later = (f"; the stages after training (evaluation, robustness, exports, parity, the demo) "
+                 f"{times['later_s'] / 60:.0f} min" + (f", {times['later_vs_seed_recipe']:.2f}x"
+                                                      if times.get("later_vs_seed_recipe") else ""))
     return (f"The whole pipeline, every stage from scratch (`make stage-times`, finished {times['finished'][:10]}), took "
             f"{times['total_s'] / 60:.0f} min (training {times['training_s'] / 60:.0f} min) on {host['cpu']}, "
-            f"{host['cpu_count']} cores{ratio}; a recipe changed since counts from the next run: "
+            f"{host['cpu_count']} cores{ratio}{later}; a recipe changed since counts from the next run: "
             "[stage_times.json](reports/studies/stage_times/stage_times.json).")
 
 

@@ -6,8 +6,9 @@ Usage: python scripts/tools/stage_times.py [--out reports/studies/stage_times/st
 DVC prints "Running stage 'NAME':" as each stage starts; a stage's time runs from there to the
 next stage's start (or to the end of `dvc repro`), so it includes DVC's own work on its outputs.
 Stages DVC skipped as unchanged are listed as skipped. The file is written only if `dvc repro`
-succeeds, with the host it ran on, and the total against the seed recipe's float32 training time
-predicted by `make bench` (reports/studies/bench/bench.json), when bench ran on the same CPU;
+succeeds, with the host it ran on, and the total, the training stages and the stages after
+training (LATER) against the seed recipe's float32 training time predicted by `make bench`
+(reports/studies/bench/bench.json), when bench ran on the same CPU;
 `--compare-only` redoes that comparison after a later `make bench` on the same host.
 """
 
@@ -29,6 +30,9 @@ from cifar import outputs  # noqa: E402
 STARTED = re.compile(r"^Running stage '([^']+)'")
 SKIPPED = re.compile(r"^(?:Stage )?'([^']+)' didn't change, skipping")
 TRAINING = ("train@",)  # the training stages: train@NAME, one per model of the registry
+# The stages after training, what a user pays again on every change of a model: every stage that
+# reads a trained model or what is made from one (the rest are the data and the weights before it).
+LATER = ("robustness", "evaluate", "export@", "parity@", "demo@", "artifacts_table")
 
 
 def timed(lines, clock=time.monotonic, echo=print):
@@ -61,11 +65,12 @@ def seed_recipe_seconds(bench_path, cpu):
 
 
 def compared(result, bench_path):
-    """`result` with its total against the seed recipe's time from `bench_path`, if bench ran on
-    the CPU the stages ran on."""
+    """`result` with its total, its training stages and its later stages against the seed
+    recipe's time from `bench_path`, if bench ran on the CPU the stages ran on."""
     seed = seed_recipe_seconds(bench_path, result["environment"]["cpu"])
-    return {**result, "seed_recipe_float32_s": seed,
-            "total_vs_seed_recipe": round(result["total_s"] / seed, 3) if seed else None}
+    return {**result, "seed_recipe_float32_s": seed, **{
+        f"{part}_vs_seed_recipe": round(result[f"{part}_s"] / seed, 3) if seed and f"{part}_s" in result else None
+        for part in ("total", "training", "later")}}
 
 
 def record(ran, skipped, command, bench_path):
@@ -73,6 +78,7 @@ def record(ran, skipped, command, bench_path):
     host = outputs.hardware()
     total = sum(ran.values())
     training = sum(s for name, s in ran.items() if name.startswith(TRAINING))
+    later = sum(s for name, s in ran.items() if name.startswith(LATER))
     return compared({
         "command": command,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -80,6 +86,7 @@ def record(ran, skipped, command, bench_path):
         "skipped": skipped,
         "total_s": round(total, 1),
         "training_s": round(training, 1),
+        "later_s": round(later, 1),  # LATER: every stage after training
         "environment": host,
     }, bench_path)
 
@@ -108,8 +115,9 @@ def main():
         sys.exit(f"stage_times: {' '.join(command)} failed (exit {proc.returncode}); {args.out} left as it was")
     result = record(ran, skipped, " ".join(command), args.bench)
     outputs.write_json(args.out, result)
-    print(f"stage_times: {len(ran)} stages in {result['total_s'] / 60:.1f} min "
-          f"(training {result['training_s'] / 60:.1f} min) -> {args.out}")
+    print(f"stage_times: {len(ran)} stages in {result['total_s'] / 60:.1f} min (training "
+          f"{result['training_s'] / 60:.1f} min, the stages after it {result['later_s'] / 60:.1f} min: "
+          f"{result['later_vs_seed_recipe']}x the seed recipe's float32 training time) -> {args.out}")
 
 
 if __name__ == "__main__":
