@@ -112,3 +112,11 @@ def test_the_stream_applies_augmix_after_flip_translate():
     again = next(iter(augment.train_dataset(x, y, 8, 3, config)))[0].numpy()
     flipped = next(iter(augment.train_dataset(x, y, 8, 3, plain)))[0].numpy()
     assert np.array_equal(first, again) and not np.array_equal(first, flipped)
+    # What the graph makes of a batch is cifar.augmix's mix of its flipped and shifted images.
+    index = augment.epoch_order(16, 3, 0)[:8]
+    expected = augmix.augmix_batch(augment.flip_translate_batch(x[index], index, 3, 0, 2), index, 3, 0, SETTINGS)
+    assert np.array_equal(first, expected)
+    # Resumed at epoch 1, the stream repeats an uninterrupted one's batches from there.
+    whole = [b[0].numpy() for b in augment.train_dataset(x, y, 8, 3, config, epochs=2)]
+    resumed = [b[0].numpy() for b in augment.train_dataset(x, y, 8, 3, config, epochs=2, first_epoch=1)]
+    assert len(whole) == 4 and all(np.array_equal(a, b) for a, b in zip(whole[2:], resumed, strict=True))
