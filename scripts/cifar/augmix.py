@@ -14,8 +14,9 @@ Two halves. `draws` makes every random choice of one epoch, for every training i
 NumPy from (seed, epoch) alone: an image's augmentation does not depend on the batch it is in or
 on how a batch is split, so a resumed run repeats an uninterrupted one. `mix` applies a batch's
 draws in TensorFlow ops (the input pipeline's graph, off the GIL, in parallel): each of the
-width x depth chain steps is one batched affine warp of the images whose operation is geometric
-(identity for the others) and one batched lookup table for the rest.
+width x depth chain steps computes each kind of operation on the images that take it, in one
+batch: a bilinear warp for rotations and shears, a whole-pixel one for translations, lookup
+tables for autocontrast and equalize, pixel arithmetic for posterize and solarize.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import numpy as np
 # order: an operation's number in a draw is its index here.
 OPERATIONS = ("autocontrast", "equalize", "posterize", "solarize", "rotate", "shear_x", "shear_y",
               "translate_x", "translate_y")
-GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 # AugMix's operations that its paper leaves out for corruption benchmarks, and what each overlaps.
 EXCLUDED = {"contrast": "contrast", "color": "saturate", "brightness": "brightness and darken",
             "sharpness": "the blurs"}
@@ -101,10 +101,10 @@ def _affine_rows(ops, amounts, side):
     return tf.stack([a, b, c + 0.5 * (a + b - 1), d, e, f + 0.5 * (d + e - 1), zero, zero], axis=1)
 
 
-def _tables(images, ops, amounts):
-    """Per image and channel, the 256-entry lookup table of its point operation (autocontrast,
-    equalize, posterize, solarize, as PIL's ImageOps computes each; identity otherwise):
-    int32 (batch, 3, 256). `images`: int32 (batch, side, side, 3)."""
+def _tables(images, ops):
+    """Per image and channel, the 256-entry lookup table of its histogram operation
+    (autocontrast or equalize, as PIL's ImageOps computes each): int32 (batch, 3, 256).
+    `images`: int32 (batch, side, side, 3)."""
     import tensorflow as tf
 
     batch = tf.shape(images)[0]
@@ -128,21 +128,12 @@ def _tables(images, ops, amounts):
     below = tf.cumsum(counts, axis=2, exclusive=True)
     equalized = tf.where(step > 0, tf.minimum(tf.floor((tf.floor(step / 2) + below) / tf.maximum(step, 1.0)), 255.0),
                          values)
-    amount = amounts[:, None, None]
-    kept_bits = tf.clip_by_value(tf.cast(amount, tf.int32), 0, 8)
-    mask = tf.bitwise.bitwise_and(tf.bitwise.left_shift(255, 8 - kept_bits), 255)
-    posterized = tf.cast(tf.bitwise.bitwise_and(tf.cast(values, tf.int32), mask), tf.float32)
-    solarized = tf.where(values < amount, values, 255 - values)
-    table = tf.broadcast_to(values, [batch, 3, 256])
-    for name, lut in (("autocontrast", stretched), ("equalize", equalized), ("posterize", posterized),
-                      ("solarize", solarized)):
-        table = tf.where(tf.equal(ops, CODE[name])[:, None, None], lut, table)
-    return tf.cast(table, tf.int32)
+    return tf.cast(tf.where(tf.equal(ops, CODE["autocontrast"])[:, None, None], stretched, equalized), tf.int32)
 
 
 def _warp(images, ops, amounts, side):
-    """The geometric operations, as PIL computes them: bilinear from the edge-clamped image where
-    the sampled point (a pixel centre's image) lies inside it, black where it lies outside."""
+    """Rotations and shears, as PIL computes them: bilinear from the edge-clamped image where the
+    sampled point (a pixel centre's image) lies inside it, black where it lies outside."""
     import keras
     import tensorflow as tf
 
@@ -156,24 +147,52 @@ def _warp(images, ops, amounts, side):
     return tf.where(inside[..., None], tf.round(warped), 0.0)
 
 
+def _shift(images, ops, amounts, side):
+    """Translations: whole pixels, so each output pixel is an input pixel or black (PIL's
+    bilinear sampling at whole-pixel points), a nearest-neighbour warp."""
+    import keras
+
+    return keras.ops.image.affine_transform(images, _affine_rows(ops, amounts, side), interpolation="nearest",
+                                            fill_mode="constant", fill_value=0)
+
+
 def _lookup(images, ops, amounts):
-    """The point operations: each image-channel through its lookup table (`_tables`)."""
+    """Autocontrast and equalize: each image-channel through its lookup table (`_tables`)."""
     import tensorflow as tf
 
     pixels = tf.cast(images, tf.int32)
-    table = _tables(pixels, ops, amounts)  # (batch, 3, 256)
+    table = _tables(pixels, ops)  # (batch, 3, 256)
     batch = tf.shape(images)[0]
     offsets = tf.reshape(tf.range(batch * 3) * 256, [batch, 1, 1, 3])
     return tf.cast(tf.gather(tf.reshape(table, [-1]), pixels + offsets), tf.float32)
 
 
-def _step(images, ops, amounts, side):
-    """One chain step for a batch: each image through its own operation (NONE: unchanged), each
-    kind computed on the images that take it only. float32 0-255 whole numbers in and out."""
+def _pixelwise(images, ops, amounts):
+    """Posterize (the top `amount` bits kept) and solarize (values at or above `amount` inverted),
+    pixel by pixel."""
     import tensorflow as tf
 
-    geometric = ops >= CODE[GEOMETRIC[0]]
-    for chosen, apply in ((geometric, lambda *a: _warp(*a, side)), ((ops != NONE) & ~geometric, _lookup)):
+    amount = amounts[:, None, None, None]
+    kept_bits = tf.clip_by_value(tf.cast(amount, tf.int32), 0, 8)
+    mask = tf.bitwise.bitwise_and(tf.bitwise.left_shift(255, 8 - kept_bits), 255)
+    posterized = tf.cast(tf.bitwise.bitwise_and(tf.cast(images, tf.int32), mask), tf.float32)
+    solarized = tf.where(images < amount, images, 255 - images)
+    return tf.where(tf.equal(ops, CODE["posterize"])[:, None, None, None], posterized, solarized)
+
+
+def _step(images, ops, amounts, side):
+    """One chain step for a batch: each image through its own operation (NONE: unchanged), each
+    kind of operation computed on the images that take it only. float32 0-255 whole numbers in
+    and out."""
+    import tensorflow as tf
+
+    def any_of(*names):
+        return tf.reduce_any(tf.stack([tf.equal(ops, CODE[name]) for name in names]), axis=0)
+
+    for chosen, apply in ((any_of("rotate", "shear_x", "shear_y"), lambda *a: _warp(*a, side)),
+                          (any_of("translate_x", "translate_y"), lambda *a: _shift(*a, side)),
+                          (any_of("autocontrast", "equalize"), _lookup),
+                          (any_of("posterize", "solarize"), _pixelwise)):
         at = tf.where(chosen)
         images = tf.tensor_scatter_nd_update(
             images, at, apply(tf.gather_nd(images, at), tf.gather_nd(ops, at), tf.gather_nd(amounts, at)))

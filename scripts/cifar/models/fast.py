@@ -219,12 +219,8 @@ def build(section, images, classes=NUM_CLASSES):
 @keras.saving.register_keras_serializable(package="cifar.models.fast")
 def gelu_tanh(x):
     """GELU in its tanh approximation. The exact one lowers to Erfc, which TF.js cannot run; the
-    two differ by less than 1e-3 everywhere. Computed in float32 whatever the layer's compute
-    dtype, its result cast back: TensorFlow's bfloat16 elementwise kernels are slower on a CPU
-    than its float32 ones, so in mixed_bfloat16 this takes a third less time forward and
-    backward (make profile: GELU is most of the elementwise time left), and is more exact. In
-    float32 (inference, every export) the casts are no-ops."""
-    return ops.cast(keras.activations.gelu(ops.cast(x, "float32"), approximate=True), x.dtype)
+    two differ by less than 1e-3 everywhere."""
+    return keras.activations.gelu(x, approximate=True)
 
 
 class StartLookahead(keras.callbacks.Callback):
