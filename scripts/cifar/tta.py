@@ -14,6 +14,11 @@ from keras import layers, ops
 
 
 
+# Each level's views, by their weights: the image and its mirror (1); each of them also shifted
+# one pixel up-left and down-right (2). Level 0 is the image alone.
+VIEW_WEIGHTS = {0: (1.0,), 1: (0.5, 0.5), 2: (0.25, 0.25, 0.125, 0.125, 0.125, 0.125)}
+
+
 @keras.saving.register_keras_serializable(package="cifar")
 class TestTimeAugmentation(layers.Layer):
     """Average `net`'s outputs over flips (level >= 1) and 1 px translations (level 2).
@@ -37,15 +42,15 @@ class TestTimeAugmentation(layers.Layer):
         self.built = True
 
     def views(self, x):
-        """(the views stacked along the batch axis, the weight of each view)."""
+        """(the views stacked along the batch axis, the weight of each view: VIEW_WEIGHTS)."""
         if self.level == 1:
-            return ops.concatenate([x, ops.flip(x, axis=2)], axis=0), (0.5, 0.5)
+            return ops.concatenate([x, ops.flip(x, axis=2)], axis=0), VIEW_WEIGHTS[1]
         height, width = x.shape[1], x.shape[2]
         padded = ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="reflect")
         up_left = padded[:, 0:height, 0:width, :]
         down_right = padded[:, 2:height + 2, 2:width + 2, :]
         stacked = [v for view in (x, up_left, down_right) for v in (view, ops.flip(view, axis=2))]
-        return ops.concatenate(stacked, axis=0), (0.25, 0.25, 0.125, 0.125, 0.125, 0.125)
+        return ops.concatenate(stacked, axis=0), VIEW_WEIGHTS[2]
 
     def call(self, x, training=None):
         if training or self.level == 0:

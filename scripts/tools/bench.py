@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the ci
 import cifar  # noqa: F401  (first: it quiets TensorFlow's start-up lines)
 import keras
 
-from cifar import augment, data, models, outputs, params
+from cifar import augment, data, models, outputs, params, tta
 from ceilings import bench_precisions, forward_flops, matmul_gflops, precision_ceilings  # noqa: E402 (scripts/tools/)
 from rates import (measure, seed_stream, steady_images_per_second, stream_images_per_second,  # noqa: E402
                    training_images_per_second)
@@ -127,8 +127,6 @@ def models_training_rates(x, onehot, seed, images_per_round, rounds, precisions=
 def inference_models(float32_models):
     """{name: {"plain": the model, "shipped": with its registry test-time augmentation}}: as
     evaluate, robustness and parity run them, in float32 (cifar.models.load's precision)."""
-    from cifar import tta
-
     registry = params.load(["models"])["models"]
     return {name: {"plain": model, **({"shipped": tta.wrap(model, registry[name]["tta"])} if registry[name]["tta"] else {})}
             for name, (model, _, _) in float32_models.items()}
@@ -286,7 +284,7 @@ def model_rows(rates, ceilings, ceiling_gflops):
             "inference_img_per_s": {kind: round(r, 1) for kind, r in inferred.items()},
         }
         if "shipped" in inferred:
-            views = {1: 2, 2: 6}[params.load(["models"])["models"][name]["tta"]]
+            views = len(tta.VIEW_WEIGHTS[params.load(["models"])["models"][name]["tta"]])
             per_model[name]["inference_img_per_s"]["per_view_vs_plain"] = round(inferred["shipped"] * views / inferred["plain"], 3)
     return per_model
 
