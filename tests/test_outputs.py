@@ -1,4 +1,5 @@
-"""cifar.outputs.atomic_path: an output is never missing, half-written, private or wrongly typed."""
+"""cifar.outputs: an output is never missing, half-written, private or wrongly typed (atomic_path), and
+the host a number was measured on is named precisely enough to compare (hardware)."""
 
 import os
 import stat
@@ -120,3 +121,12 @@ def test_a_stage_given_a_folder_as_its_model_path_stops_with_one_line(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert f"train@cnn: error: {target} is a folder, but a file is to be written there" in proc.stderr
     assert (target / "keep.txt").read_text() == "keep"
+
+
+def test_a_cloud_cpus_generic_name_carries_its_family_and_model(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    core = "processor\t: {}\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+    cpuinfo.write_text(core.format(0) + "\n" + core.format(1).replace("17", "99"))
+    assert outputs._cpu_name(cpuinfo) == "AMD EPYC (family 25, model 17)"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel Xeon\n")
+    assert outputs._cpu_name(cpuinfo) == "Intel Xeon"
