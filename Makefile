@@ -24,7 +24,7 @@ QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500 -S shared.
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock-gpu gpu-check repro quick seeds readme fidelity profile stage-times test bench sizes robust-tune fast-tune int8-study export pull serve plots dag clean-venv
+.PHONY: help setup lock-gpu gpu-check repro quick seeds readme fidelity profile stage-times reference test bench sizes robust-tune fast-tune int8-study export pull serve plots dag clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -84,6 +84,17 @@ profile: setup ## where a training step's time goes, by kind of op, in each prec
 
 stage-times: setup ## run every stage from scratch (dvc repro --force), timing each -> reports/studies/stage_times/
 	python scripts/tools/stage_times.py -- --force
+
+# The reference run, in the order that survives a lost machine: the pipeline's models live only in
+# this machine's DVC cache, so each one's test accuracy goes into the seeds study (runs.json, in
+# git) right after the run; bench follows on the same host, then the extra seeds, which any later
+# machine can continue from runs.json.
+reference: setup ## every stage from scratch (stage-times), its runs into the seeds study, bench on the same host, the comparison, SEEDS seeds of every model, the tables
+	$(MAKE) stage-times
+	python scripts/tools/seeds.py --models all --seeds 1
+	$(MAKE) readme bench
+	python scripts/tools/stage_times.py --compare-only
+	$(MAKE) seeds readme
 
 test: setup ## run the test suite
 	python -m pytest
