@@ -82,8 +82,8 @@ fidelity: setup ## the seed CNN's readings of the seed's text (READINGS="1 2": c
 profile: setup ## where a training step's time goes, by kind of op, in each precision (MODEL=fast) -> reports/studies/profile/
 	python scripts/tools/profile_step.py --model $(or $(MODEL),fast)
 
-stage-times: setup ## run every stage from scratch (dvc repro --force), timing each -> reports/studies/stage_times/
-	python scripts/tools/stage_times.py -- --force
+stage-times: setup ## run every stage from scratch (dvc repro --force), timing each -> reports/studies/stage_times/ (RESUME=1: continue a run cut short)
+	python scripts/tools/stage_times.py $(if $(RESUME),--resume,-- --force)
 
 # The reference run, in the order that survives a lost machine: the pipeline's models live only in
 # this machine's DVC cache, so each one's test accuracy goes into the seeds study (runs.json, in

@@ -134,9 +134,47 @@ def test_stage_times_compare_with_the_seed_recipe_only_on_the_host_bench_ran_on(
     assert (result["total_vs_seed_recipe"], result["training_vs_seed_recipe"], result["later_vs_seed_recipe"]) == (
         1.45, 1.0, 0.44)
     bench.write_text(json.dumps({"environment": {"cpu": "AMD EPYC"}, "seed_recipe_float32_s": 1000.0}))
-    other = stage_times.record({"evaluate": 500.0}, [], "dvc repro", bench)
+    other = stage_times.record({"evaluate": 500.0}, [], "dvc repro", bench, train_metrics=tmp_path / "none")
     assert other["seed_recipe_float32_s"] is None and other["total_vs_seed_recipe"] is None
     assert other["later_vs_seed_recipe"] is None
+
+
+def test_stage_times_resume_a_cut_run_and_take_training_from_the_models_fit_times(tmp_path, monkeypatch):
+    """A run cut after its second stage keeps both stages' times; --resume adds what `dvc repro`
+    still runs. No training stage ran, so training is the trained models' own fit times."""
+    monkeypatch.setattr(stage_times.outputs, "hardware", lambda: {"cpu": "Intel Xeon", "cpu_count": 2})
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports/metrics/train").mkdir(parents=True)
+    for name, seconds in (("fast", 900.0), ("cnn", 2000.0)):
+        (tmp_path / f"reports/metrics/train/{name}.json").write_text(json.dumps({name: {"wall_time_s": seconds}}))
+    (tmp_path / "bin").mkdir()
+    dvc = tmp_path / "bin/dvc"  # prints what the next line of `stages` says, then fails if it says so
+    dvc.write_text("#!/bin/sh\nhead -n1 stages | tr ';' '\\n'; sed -i 1d stages; [ ! -e cut ] || { rm cut; exit 1; }\n")
+    dvc.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{__import__('os').environ['PATH']}")
+    (tmp_path / "stages").write_text("Running stage 'robustness':;Running stage 'evaluate':;Running stage 'export@fast':\n"
+                                     "Stage 'robustness' didn't change, skipping;Running stage 'export@fast':\n")
+    (tmp_path / "cut").touch()
+    out, progress = tmp_path / "stage_times.json", tmp_path / "progress.json"
+    argv = ["stage_times.py", "--out", str(out), "--bench", str(tmp_path / "none.json"), "--progress", str(progress)]
+    monkeypatch.setattr("sys.argv", [*argv, "--", "--force"])
+    with pytest.raises(SystemExit, match="rerun with --resume"):
+        stage_times.main()
+    assert not out.exists() and set(json.loads(progress.read_text())["stages_s"]) == {"robustness", "evaluate"}
+    monkeypatch.setattr("sys.argv", [*argv, "--resume", "--", "--force"])
+    with pytest.raises(SystemExit, match="without --force"):
+        stage_times.main()
+    monkeypatch.setattr("sys.argv", [*argv, "--resume"])
+    stage_times.main()
+    result = json.loads(out.read_text())
+    assert list(result["stages_s"]) == ["robustness", "evaluate", "export@fast"] and result["skipped"] == []
+    assert result["command"] == "dvc repro --force, resumed by dvc repro" and not progress.exists()
+    assert result["training_s"] == 2900.0 and result["training_fit_s"] == {"train@cnn": 2000.0, "train@fast": 900.0}
+    assert "wall_time_s" in result["training_source"]
+    assert result["total_s"] == pytest.approx(2900.0 + result["later_s"], abs=0.2)
+    progress.write_text(json.dumps({"command": "dvc repro", "stages_s": {}, "environment": {"cpu": "AMD EPYC"}}))
+    with pytest.raises(SystemExit, match="not this host"):
+        stage_times.main()
 
 
 def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_path):
@@ -183,7 +221,14 @@ def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_pat
          "later_vs_seed_recipe": 0.781, "environment": host, "finished": "2026-12-04T10:00:00+00:00"}))
     assert ("measured then; the stages after training (evaluation, robustness, exports, parity, the demo) 25 min, 0.78x; "
             "a recipe changed") in readme_results.cost(tmp_path)
-    # The seed CNN beside what the seed's text reports for it.
+    (tmp_path / "reports/studies/stage_times/stage_times.json").write_text(json.dumps(
+        {"total_s": 6000.0, "training_s": 4200.0, "training_fit_s": {"train@cnn": 4200.0}, "later_s": 1500.0,
+         "later_vs_seed_recipe": 0.781, "environment": host, "finished": "2026-12-04T10:00:00+00:00"}))
+    assert readme_results.cost(tmp_path) == (  # the training stages not under the clock: said so
+        "The stages after training (evaluation, robustness, exports, parity, the demo), each from scratch (`make "
+        "stage-times`, finished 2026-12-04), took 25 min on Intel Xeon, 2 cores, 0.78x the seed recipe's float32 "
+        "training time that host's `make bench` measured; with the models' own training times (70 min), 100 min in "
+        "all: [stage_times.json](reports/studies/stage_times/stage_times.json).")
     # The seed CNN beside what the seed's text reports for it, with the reading the committed run
     # trained (dvc.lock; a lock from before the setting: the literal one) and the -S for the other.
     assert "| seed CNN | 80.00% (seed: 86.73%) |" in lines[3]

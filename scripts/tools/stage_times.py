@@ -10,6 +10,14 @@ succeeds, with the host it ran on, and the total, the training stages and the st
 training (LATER) against the seed recipe's float32 training time predicted by `make bench`
 (reports/studies/bench/bench.json), when bench ran on the same CPU;
 `--compare-only` redoes that comparison after a later `make bench` on the same host.
+
+Each finished stage's time is kept in build/stage_times.progress.json as it ends, so a run cut
+short (a lost session, a killed machine) continues with `--resume`: `dvc repro` without --force
+runs only the stages the cut run did not finish (the finished ones are up to date in dvc.lock),
+and the record holds the times of both. When no training stage ran (training stages up to date,
+or `-s` on the later ones), `training_s` is the sum of the trained models' own fit times
+(`wall_time_s` in reports/metrics/train/NAME.json, the models the later stages measured), and
+`training_source` says so.
 """
 
 from __future__ import annotations
@@ -35,15 +43,18 @@ TRAINING = ("train@",)  # the training stages: train@NAME, one per model of the 
 LATER = ("robustness", "evaluate", "export@", "parity@", "demo@", "artifacts_table")
 
 
-def timed(lines, clock=time.monotonic, echo=print):
-    """(stage seconds in the order they ran, skipped stages) from `dvc repro`'s output `lines`."""
-    ran, skipped, current, since = {}, [], None, None
+def timed(lines, clock=time.monotonic, echo=print, ran=None, finished=lambda ran: None):
+    """(stage seconds in the order they ran, skipped stages) from `dvc repro`'s output `lines`,
+    added to `ran` (an earlier, cut-short run's); `finished(ran)` after each stage but the last
+    (which ends only when `dvc repro` succeeds)."""
+    ran, skipped, current, since = dict(ran or {}), [], None, None
     for line in lines:
         echo(line.rstrip("\n"))
         if match := STARTED.match(line):
             now = clock()
             if current is not None:
                 ran[current] = now - since
+                finished(ran)
             current, since = match.group(1), now
         elif match := SKIPPED.match(line):
             skipped.append(match.group(1))
@@ -73,19 +84,29 @@ def compared(result, bench_path):
         for part in ("total", "training", "later")}}
 
 
-def record(ran, skipped, command, bench_path):
+def fit_times(train_metrics):
+    """Each trained model's own fit time (`wall_time_s`) from the training stages' metrics."""
+    return {f"train@{path.stem}": json.loads(path.read_text())[path.stem]["wall_time_s"]
+            for path in sorted(Path(train_metrics).glob("*.json"))}
+
+
+def record(ran, skipped, command, bench_path, train_metrics=Path("reports/metrics/train")):
     """The stage-times record: each stage, the total, training's share, the ratio to the seed recipe."""
     host = outputs.hardware()
-    total = sum(ran.values())
-    training = sum(s for name, s in ran.items() if name.startswith(TRAINING))
+    training = {name: s for name, s in ran.items() if name.startswith(TRAINING)}
+    source = "stages_s"
+    if not training and (fits := fit_times(train_metrics)):
+        training, source = fits, f"wall_time_s in {train_metrics}/NAME.json (each model's fit; no training stage ran here)"
     later = sum(s for name, s in ran.items() if name.startswith(LATER))
     return compared({
         "command": command,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "stages_s": {name: round(s, 1) for name, s in ran.items()},
         "skipped": skipped,
-        "total_s": round(total, 1),
-        "training_s": round(training, 1),
+        "total_s": round(sum(ran.values()) + (0 if source == "stages_s" else sum(training.values())), 1),
+        "training_s": round(sum(training.values()), 1),
+        "training_source": source,
+        **({} if source == "stages_s" else {"training_fit_s": training}),
         "later_s": round(later, 1),  # LATER: every stage after training
         "environment": host,
     }, bench_path)
@@ -99,6 +120,11 @@ def main():
     parser.add_argument("--compare-only", action="store_true",
                         help="run nothing: compare the recorded total with --bench again (after a later make bench "
                              "on the same host)")
+    parser.add_argument("--progress", type=Path, default=Path("build/stage_times.progress.json"),
+                        help="each finished stage's time, kept as it ends for --resume")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a run cut short: keep the stage times in --progress (same host) and time "
+                             "what `dvc repro` (without --force) still runs")
     parser.add_argument("repro_args", nargs="*", help="passed to dvc repro (after --)")
     args = parser.parse_args()
     if args.compare_only:
@@ -108,13 +134,33 @@ def main():
         outputs.write_json(args.out, result)
         print(f"stage_times: {result['total_s'] / 60:.1f} min, {result['total_vs_seed_recipe']}x the seed recipe")
         return
-    command = ["dvc", "repro", *args.repro_args]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
-        ran, skipped = timed(proc.stdout, echo=lambda line: print(line, flush=True))
+    run = ["dvc", "repro", *args.repro_args]
+    command, earlier = " ".join(run), {}
+    if args.resume:
+        if "--force" in run or "-f" in run:
+            sys.exit("stage_times: --resume runs `dvc repro` without --force: the stages the cut run finished are "
+                     "up to date, and only the others must run")
+        try:
+            progress = json.loads(args.progress.read_text())
+        except (OSError, ValueError) as err:
+            sys.exit(f"stage_times: no run to resume in {args.progress} ({err}): run `make stage-times`")
+        if progress["environment"]["cpu"] != outputs.hardware()["cpu"]:
+            sys.exit(f"stage_times: the run in {args.progress} ran on {progress['environment']['cpu']}, not this "
+                     "host: its times do not add up with this one's; run `make stage-times` from scratch")
+        earlier, command = progress["stages_s"], f"{progress['command']}, resumed by {command}"
+
+    def keep(ran):
+        outputs.write_json(args.progress, {"command": command, "stages_s": ran,
+                                           "environment": outputs.hardware()})
+
+    with subprocess.Popen(run, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        ran, skipped = timed(proc.stdout, echo=lambda line: print(line, flush=True), ran=earlier, finished=keep)
     if proc.returncode:
-        sys.exit(f"stage_times: {' '.join(command)} failed (exit {proc.returncode}); {args.out} left as it was")
-    result = record(ran, skipped, " ".join(command), args.bench)
+        sys.exit(f"stage_times: {' '.join(run)} failed (exit {proc.returncode}); {args.out} left as it was, the "
+                 f"finished stages' times in {args.progress}: fix it and rerun with --resume")
+    result = record(ran, [name for name in skipped if name not in earlier], command, args.bench)
     outputs.write_json(args.out, result)
+    args.progress.unlink(missing_ok=True)
     print(f"stage_times: {len(ran)} stages in {result['total_s'] / 60:.1f} min (training "
           f"{result['training_s'] / 60:.1f} min, the stages after it {result['later_s'] / 60:.1f} min: "
           f"{result['later_vs_seed_recipe']}x the seed recipe's float32 training time) -> {args.out}")
