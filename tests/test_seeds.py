@@ -225,8 +225,8 @@ def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_pat
         {"total_s": 6000.0, "training_s": 4200.0, "training_fit_s": {"train@cnn": 4200.0}, "later_s": 1500.0,
          "later_vs_seed_recipe": 0.781, "environment": host, "finished": "2026-12-04T10:00:00+00:00"}))
     assert readme_results.cost(tmp_path) == (  # the training stages not under the clock: said so
-        "The stages after training (evaluation, robustness, exports, parity, the demo), each from scratch (`make "
-        "stage-times`, finished 2026-12-04), took 25 min on Intel Xeon, 2 cores, 0.78x the seed recipe's float32 "
+        "The stages after training (evaluation, robustness, exports, parity, the demo), each from scratch "
+        "(`stage_times.py`, finished 2026-12-04), took 25 min on Intel Xeon, 2 cores, 0.78x the seed recipe's float32 "
         "training time that host's `make bench` measured; with the models' own training times (70 min), 100 min in "
         "all: [stage_times.json](reports/studies/stage_times/stage_times.json).")
     # The seed CNN beside what the seed's text reports for it, with the reading the committed run

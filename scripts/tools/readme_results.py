@@ -87,7 +87,7 @@ def cost(root=Path(".")):
                                                       if times.get("later_vs_seed_recipe") else ""))
     if times.get("training_fit_s"):  # the training stages did not run under the clock (stage_times.record)
         return (f"The stages after training (evaluation, robustness, exports, parity, the demo), each from scratch "
-                f"(`make stage-times`, finished {times['finished'][:10]}), took {times['later_s'] / 60:.0f} min on "
+                f"(`stage_times.py`, finished {times['finished'][:10]}), took {times['later_s'] / 60:.0f} min on "
                 f"{host['cpu']}, {host['cpu_count']} cores" + (f", {times['later_vs_seed_recipe']:.2f}x the seed recipe's "
                 "float32 training time that host's `make bench` measured" if times.get("later_vs_seed_recipe") else "")
                 + f"; with the models' own training times ({times['training_s'] / 60:.0f} min), "
