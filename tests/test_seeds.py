@@ -2,6 +2,7 @@
 spread behind an accuracy claim, and the whole pipeline's cost."""
 
 import json
+import os
 
 import pytest
 
@@ -151,7 +152,7 @@ def test_stage_times_resume_a_cut_run_and_take_training_from_the_models_fit_time
     dvc = tmp_path / "bin/dvc"  # prints what the next line of `stages` says, then fails if it says so
     dvc.write_text("#!/bin/sh\nhead -n1 stages | tr ';' '\\n'; sed -i 1d stages; [ ! -e cut ] || { rm cut; exit 1; }\n")
     dvc.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     (tmp_path / "stages").write_text("Running stage 'robustness':;Running stage 'evaluate':;Running stage 'export@fast':\n"
                                      "Stage 'robustness' didn't change, skipping;Running stage 'export@fast':\n")
     (tmp_path / "cut").touch()

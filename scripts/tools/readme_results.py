@@ -78,13 +78,6 @@ def cost(root=Path(".")):
         return None
     times = json.loads(path.read_text())
     host = times["environment"]
-    ratio = (f", {times['total_vs_seed_recipe']:.2f}x the seed recipe's float32 training time that host's `make bench` "
-             "measured then" if times.get("total_vs_seed_recipe") else "")
-    later = ""
-    if times.get("later_s") is not None:  # a file from before the split has none
-        later = (f"; the stages after training (evaluation, robustness, exports, parity, the demo) "
-                 f"{times['later_s'] / 60:.0f} min" + (f", {times['later_vs_seed_recipe']:.2f}x"
-                                                      if times.get("later_vs_seed_recipe") else ""))
     if times.get("training_fit_s"):  # the training stages did not run under the clock (stage_times.record)
         return (f"The stages after training (evaluation, robustness, exports, parity, the demo), each from scratch "
                 f"(`stage_times.py`, finished {times['finished'][:10]}), took {times['later_s'] / 60:.0f} min on "
@@ -92,6 +85,13 @@ def cost(root=Path(".")):
                 "float32 training time that host's `make bench` measured" if times.get("later_vs_seed_recipe") else "")
                 + f"; with the models' own training times ({times['training_s'] / 60:.0f} min), "
                 f"{times['total_s'] / 60:.0f} min in all: [stage_times.json](reports/studies/stage_times/stage_times.json).")
+    ratio = (f", {times['total_vs_seed_recipe']:.2f}x the seed recipe's float32 training time that host's `make bench` "
+             "measured then" if times.get("total_vs_seed_recipe") else "")
+    later = ""
+    if times.get("later_s") is not None:  # a file from before the split has none
+        later = (f"; the stages after training (evaluation, robustness, exports, parity, the demo) "
+                 f"{times['later_s'] / 60:.0f} min" + (f", {times['later_vs_seed_recipe']:.2f}x"
+                                                      if times.get("later_vs_seed_recipe") else ""))
     return (f"The whole pipeline, every stage from scratch (`make stage-times`, finished {times['finished'][:10]}), took "
             f"{times['total_s'] / 60:.0f} min (training {times['training_s'] / 60:.0f} min) on {host['cpu']}, "
             f"{host['cpu_count']} cores{ratio}{later}; a recipe changed since counts from the next run: "

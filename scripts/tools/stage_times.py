@@ -94,19 +94,18 @@ def record(ran, skipped, command, bench_path, train_metrics=Path("reports/metric
     """The stage-times record: each stage, the total, training's share, the ratio to the seed recipe."""
     host = outputs.hardware()
     training = {name: s for name, s in ran.items() if name.startswith(TRAINING)}
-    source = "stages_s"
-    if not training and (fits := fit_times(train_metrics)):
-        training, source = fits, f"wall_time_s in {train_metrics}/NAME.json (each model's fit; no training stage ran here)"
+    fits = {} if training else fit_times(train_metrics)  # no training stage ran under the clock
     later = sum(s for name, s in ran.items() if name.startswith(LATER))
     return compared({
         "command": command,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "stages_s": {name: round(s, 1) for name, s in ran.items()},
         "skipped": skipped,
-        "total_s": round(sum(ran.values()) + (0 if source == "stages_s" else sum(training.values())), 1),
-        "training_s": round(sum(training.values()), 1),
-        "training_source": source,
-        **({} if source == "stages_s" else {"training_fit_s": training}),
+        "total_s": round(sum(ran.values()) + sum(fits.values()), 1),
+        "training_s": round(sum((training or fits).values()), 1),
+        "training_source": f"wall_time_s in {train_metrics}/NAME.json (each model's fit; no training stage ran here)"
+                           if fits else "stages_s",
+        **({"training_fit_s": fits} if fits else {}),
         "later_s": round(later, 1),  # LATER: every stage after training
         "environment": host,
     }, bench_path)
@@ -134,7 +133,7 @@ def main():
         outputs.write_json(args.out, result)
         print(f"stage_times: {result['total_s'] / 60:.1f} min, {result['total_vs_seed_recipe']}x the seed recipe")
         return
-    run = ["dvc", "repro", *args.repro_args]
+    run, host = ["dvc", "repro", *args.repro_args], outputs.hardware()
     command, earlier = " ".join(run), {}
     if args.resume:
         if "--force" in run or "-f" in run:
@@ -144,14 +143,13 @@ def main():
             progress = json.loads(args.progress.read_text())
         except (OSError, ValueError) as err:
             sys.exit(f"stage_times: no run to resume in {args.progress} ({err}): run `make stage-times`")
-        if progress["environment"]["cpu"] != outputs.hardware()["cpu"]:
+        if progress["environment"]["cpu"] != host["cpu"]:
             sys.exit(f"stage_times: the run in {args.progress} ran on {progress['environment']['cpu']}, not this "
                      "host: its times do not add up with this one's; run `make stage-times` from scratch")
         earlier, command = progress["stages_s"], f"{progress['command']}, resumed by {command}"
 
     def keep(ran):
-        outputs.write_json(args.progress, {"command": command, "stages_s": ran,
-                                           "environment": outputs.hardware()})
+        outputs.write_json(args.progress, {"command": command, "stages_s": ran, "environment": host})
 
     with subprocess.Popen(run, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
         ran, skipped = timed(proc.stdout, echo=lambda line: print(line, flush=True), ran=earlier, finished=keep)
