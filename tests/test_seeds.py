@@ -254,6 +254,11 @@ def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_pat
         "it gives 80.00% to `fast`'s 94.00%, for 1.36x its training time (25.0 min against 18.3); `fast` stays the choice "
         "for clean, well-lit pictures.")
     assert readme_results.block(tmp_path).endswith("stage_times.json).\n\n" + readme_results.advice(tmp_path) + "\n")
+    # Once the seed table holds both models' current runs, their clean accuracy over seeds too.
+    runs[3] = {**runs[3], "test_accuracy": 0.8}
+    (tmp_path / "reports/studies/seeds/seeds.json").write_text(json.dumps(spread.table(runs, 10_000, {})))
+    assert ("On clean test images it gives 80.00% to `fast`'s 94.00% (over 2 and 3 seeds: 80.50% ± 0.71% to "
+            "94.00% ± 0.20%), for 1.36x its training time") in readme_results.advice(tmp_path)
 
 
 def test_stage_times_compare_again_after_a_later_bench(tmp_path):
