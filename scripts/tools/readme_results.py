@@ -46,12 +46,14 @@ def metrics(root):
             json.loads(robust.read_text()) if robust.is_file() else {})
 
 
-def seed_row(root, name, accuracy, wall_time_s):
-    """`name`'s row of the seed table (make seeds) where it holds the current run among two or
-    more seeds (cifar.spread.current); None otherwise."""
+def seed_rows(root, accuracy, wall_time_s):
+    """Each model's row of the seed table (make seeds) where it holds that model's current run
+    (`accuracy`, `wall_time_s`: name -> the pipeline's numbers) among two or more seeds
+    (cifar.spread.current); models without one are left out."""
     path = Path(root) / "reports/studies/seeds/seeds.json"
-    row = json.loads(path.read_text()).get(name) if path.is_file() else None
-    return row if spread.current(row, accuracy, wall_time_s) else None
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    return {name: table[name] for name in accuracy
+            if spread.current(table.get(name), accuracy[name], wall_time_s[name])}
 
 
 def rows(root=Path(".")):
@@ -61,12 +63,13 @@ def rows(root=Path(".")):
     images = evaluated["data"]["test_images"]
     kinds = len(next((r["corruptions"] for k, r in robust.items() if k != "data"), ()))
     lines = list(HEADER)
+    trained = {name: json.loads((root / f"reports/metrics/train/{name}.json").read_text()) for name in registry}
+    current = seed_rows(root, {name: evaluated[name]["test"]["accuracy"] for name in registry},
+                        {name: trained[name][name]["wall_time_s"] for name in registry})
     for name, entry in registry.items():
-        trained = json.loads((root / f"reports/metrics/train/{name}.json").read_text())
-        accuracy, summary, host = evaluated[name]["test"]["accuracy"], trained[name], trained["environment"]
+        accuracy, summary, host = evaluated[name]["test"]["accuracy"], trained[name][name], trained[name]["environment"]
         low, high = spread.single_run_interval(accuracy, images)
-        row = seed_row(root, name, accuracy, summary["wall_time_s"])
-        seeds = spread.describe(row) if row else "1 run"
+        seeds = spread.describe(current[name]) if name in current else "1 run"
         corrupted = (f"{robust[name]['mean_corruption_accuracy']:.2%} (mean of {kinds} kinds)" if name in robust
                      else "not measured")
         seed = f" (seed: {SEED_REPORTED['test']:.2%})" if name == "cnn" else ""
@@ -155,13 +158,17 @@ def advice(root=Path(".")):
     severities = len([key for key in next(iter(kinds.values())) if key.startswith("severity_")])
     sturdy, best = max(measured, key=corrupted.get), max(measured, key=clean.get)
 
+    wall = {name: json.loads((root / f"reports/metrics/train/{name}.json").read_text())[name]["wall_time_s"]
+            for name in (sturdy, best)}
+
     def minutes(name):
-        return json.loads((root / f"reports/metrics/train/{name}.json").read_text())[name]["wall_time_s"] / 60
+        return wall[name] / 60
 
     # One run's clean accuracy can put the two models level where their seeds do not: the spreads too.
-    spreads = [seed_row(root, name, clean[name], minutes(name) * 60) for name in (sturdy, best)]
+    current = seed_rows(root, {name: clean[name] for name in wall}, wall)
     seeds = ""
-    if all(spreads):
+    if sturdy in current and best in current:
+        spreads = [current[sturdy], current[best]]
         runs = [row["runs"] for row in spreads]
         counted = f"{runs[0]} seeds each" if runs[0] == runs[1] else f"{runs[0]} and {runs[1]} seeds"
         seeds = " (over {}: {:.2%} ± {:.2%} to {:.2%} ± {:.2%})".format(
