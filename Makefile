@@ -24,7 +24,7 @@ QUICK_PARAMS := -S prepare.train_limit=2000 -S prepare.test_limit=500 -S shared.
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock-gpu gpu-check repro quick seeds readme fidelity profile stage-times reference test bench sizes robust-tune fast-tune int8-study export pull serve plots dag clean-venv
+.PHONY: help setup lock-gpu gpu-check repro quick seeds readme fidelity profile stage-times reference deps test bench sizes robust-tune fast-tune int8-study export pull serve plots dag clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -67,23 +67,23 @@ quick: setup ## run the pipeline on a small slice as a DVC experiment (workspace
 	python scripts/tools/exp_table.py   # the newest experiment's test accuracy and export targets
 
 SEEDS ?= 3
-seeds: setup ## train MODELS (default every model) with SEEDS seeds (default 3), one after another -> reports/studies/seeds/
-	python scripts/tools/seeds.py --models $(or $(MODELS),all) --seeds $(SEEDS)
+seeds: setup ## train MODELS (default every model) with SEEDS seeds (default 3), one after another -> studies/seeds/
+	python studies/seeds/seeds.py --models $(or $(MODELS),all) --seeds $(SEEDS)
 
 readme: setup ## write the seed tables from runs.json, the README's results table (committed metrics, seed table) and docs/export.md's artifacts table
-	python scripts/tools/seeds.py --models all --tables-only
+	python studies/seeds/seeds.py --models all --tables-only
 	python scripts/tools/readme_results.py --readme README.md
 	python scripts/artifacts_table.py --metrics reports/metrics/export --pages reports/metrics/demo --table reports/artifacts.md \
 		--plot reports/eval/artifacts.csv --readme docs/export.md
 
-fidelity: setup ## the seed CNN's readings of the seed's text (READINGS="1 2": convs per block; PRECISION=float32: in float32) against the seed's numbers, on val -> reports/studies/fidelity/
-	python scripts/tools/fidelity.py --readings $(or $(READINGS),1 2) $(if $(PRECISION),--precision $(PRECISION))
+fidelity: setup ## the seed CNN's readings of the seed's text (READINGS="1 2": convs per block; PRECISION=float32: in float32) against the seed's numbers, on val -> studies/fidelity/
+	python studies/fidelity/fidelity.py --readings $(or $(READINGS),1 2) $(if $(PRECISION),--precision $(PRECISION))
 
-profile: setup ## where a training step's time goes, by kind of op, in each precision (MODEL=fast) -> reports/studies/profile/
-	python scripts/tools/profile_step.py --model $(or $(MODEL),fast)
+profile: setup ## where a training step's time goes, by kind of op, in each precision (MODEL=fast) -> studies/profile/
+	python studies/profile/profile_step.py --model $(or $(MODEL),fast)
 
-stage-times: setup ## run every stage from scratch (dvc repro --force), timing each -> reports/studies/stage_times/ (RESUME=1: continue a run cut short)
-	python scripts/tools/stage_times.py $(if $(RESUME),--resume,-- --force)
+stage-times: setup ## run every stage from scratch (dvc repro --force), timing each -> studies/stage_times/ (RESUME=1: continue a run cut short)
+	python studies/stage_times/stage_times.py $(if $(RESUME),--resume,-- --force)
 
 # The reference run, in the order that survives a lost machine: the pipeline's models live only in
 # this machine's DVC cache, so each one's test accuracy goes into the seeds study (runs.json, in
@@ -91,47 +91,50 @@ stage-times: setup ## run every stage from scratch (dvc repro --force), timing e
 # machine can continue from runs.json.
 reference: setup ## every stage from scratch (stage-times), its runs into the seeds study, bench on the same host, the comparison, SEEDS seeds of every model, the tables
 	$(MAKE) stage-times
-	python scripts/tools/seeds.py --models all --seeds 1
+	python studies/seeds/seeds.py --models all --seeds 1
 	$(MAKE) readme bench
-	python scripts/tools/stage_times.py --compare-only
+	python studies/stage_times/stage_times.py --compare-only
 	$(MAKE) seeds readme
+
+deps: setup ## write each dvc.yaml stage's scripts/ deps from its scripts' import closure (after adding a module or an import)
+	python scripts/tools/code_deps.py --write
 
 test: setup ## run the test suite
 	python -m pytest
 
 bench: setup ## measure training img/s of every model (and against the machine's matmul rate), augmentation, speed levers (LEVER_MODELS=fast: levers of those models only)
-	python scripts/tools/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out reports/studies/bench/bench.json \
+	python studies/bench/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out studies/bench/bench.json \
 		$(if $(LEVER_MODELS),--lever-models $(LEVER_MODELS))
 
 GPU_CHECK := build/gpu_check
-gpu-check: ## on a GPU machine: the GPU set-up, make bench, the fast model on the real data -> reports/studies/bench/gpu.json
+gpu-check: ## on a GPU machine: the GPU set-up, make bench, the fast model on the real data -> studies/bench/gpu.json
 	$(MAKE) setup GPU=1
 	python -c 'import tensorflow as tf, sys; sys.exit(0 if tf.config.list_physical_devices("GPU") else "make gpu-check: TensorFlow sees no GPU here")'
 	mkdir -p $(GPU_CHECK)
-	python scripts/tools/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out $(GPU_CHECK)/bench.json
+	python studies/bench/bench.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} --out $(GPU_CHECK)/bench.json
 	dvc repro prepare
 	python scripts/train.py --name fast --data data/prepared/cifar10.npz --model $(GPU_CHECK)/fast.keras \
 		--metrics $(GPU_CHECK)/fast.json --state $(GPU_CHECK)/state
-	python scripts/tools/gpu_check.py --bench $(GPU_CHECK)/bench.json --train-metrics $(GPU_CHECK)/fast.json \
-		--model $(GPU_CHECK)/fast.keras --data data/prepared/cifar10.npz --out reports/studies/bench/gpu.json
+	python studies/bench/gpu_check.py --bench $(GPU_CHECK)/bench.json --train-metrics $(GPU_CHECK)/fast.json \
+		--model $(GPU_CHECK)/fast.keras --data data/prepared/cifar10.npz --out studies/bench/gpu.json
 
 sizes: setup ## MobileNetV2 input size against val and test accuracy and time (selected on val), one DVC experiment per size (SIZES="32 96")
-	python scripts/tools/mobilenet_sizes.py $(if $(SIZES),--sizes $(SIZES))
+	python studies/mobilenet_sizes/mobilenet_sizes.py $(if $(SIZES),--sizes $(SIZES))
 
-robust-tune: setup ## candidates of the robust model on corrupted val images (CANDIDATES="LABEL FOLDER ...") -> reports/studies/robust/
+robust-tune: setup ## candidates of the robust model on corrupted val images (CANDIDATES="LABEL FOLDER ...") -> studies/robust/
 	@test -n "$(CANDIDATES)" || { echo 'give CANDIDATES="LABEL FOLDER ...": folders with NAME.keras, NAME.json and params.yaml'; exit 2; }
-	python scripts/tools/robust_tune.py $$(printf -- '--candidate %s %s ' $(CANDIDATES)) --images $${IMAGES:-1000}
+	python studies/robust/robust_tune.py $$(printf -- '--candidate %s %s ' $(CANDIDATES)) --images $${IMAGES:-1000}
 
-fast-tune: setup ## candidates of the fast model on every val image, with its test-time augmentation (CANDIDATES="LABEL FOLDER ...") -> reports/studies/fast/
+fast-tune: setup ## candidates of the fast model on every val image, with its test-time augmentation (CANDIDATES="LABEL FOLDER ...") -> studies/fast/
 	@test -n "$(CANDIDATES)" || { echo 'give CANDIDATES="LABEL FOLDER ...": folders with NAME.keras, NAME.json and params.yaml'; exit 2; }
-	python scripts/tools/fast_tune.py $$(printf -- '--candidate %s %s ' $(CANDIDATES))
+	python studies/fast/fast_tune.py $$(printf -- '--candidate %s %s ' $(CANDIDATES))
 
-int8-study: setup ## every post-training quantization option of each trained model, measured: reports/studies/int8/<model>.json (MODELS="cnn")
+int8-study: setup ## every post-training quantization option of each trained model, measured: studies/int8/<model>.json (MODELS="cnn")
 	@names="$(MODELS)"; [ -n "$$names" ] || names=$$(cd scripts && python -c 'from cifar import params; print(*params.load(["models"], "../params.yaml")["models"])'); \
 	for name in $$names; do \
 		[ -f models/trained/$$name.keras ] || { echo "make int8-study: models/trained/$$name.keras not found: train it first (dvc repro, or make pull)" >&2; exit 1; }; \
-		python scripts/tools/int8_study.py --name $$name --model models/trained/$$name.keras \
-			--data data/prepared/cifar10.npz --out reports/studies/int8/$$name.json || exit 1; \
+		python studies/int8/int8_study.py --name $$name --model models/trained/$$name.keras \
+			--data data/prepared/cifar10.npz --out studies/int8/$$name.json || exit 1; \
 	done
 
 export: setup ## export the trained models (SavedModel, TF-Lite, TF.js) and check each on the test set

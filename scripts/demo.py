@@ -27,7 +27,6 @@ def main():
         raise params.ParamsError(f"params.yaml: no model '{args.name}' in the models registry; "
                                  f"registered: {', '.join(loaded['models'])}")
     runs = loaded["parity"]["latency_runs"] or 1
-    outputs.check_output(args.metrics)
     name = args.name
     try:
         found = page.measure(args.export, name, runs)

@@ -1,6 +1,6 @@
-"""Stage `fetch_weights`: put each model's pretrained weights in models/pretrained/NAME/.
+"""Stage `fetch_weights@NAME`: put one model's pretrained weights in models/pretrained/NAME/.
 
-Usage: python scripts/fetch_weights.py --out models/pretrained
+Usage: python scripts/fetch_weights.py --name NAME --out models/pretrained/NAME
 
 Every model of the registry gets a folder, which its `train@NAME` stage reads: a model that
 params.yaml `fetch_weights` does not name starts from random weights (source.json says so, and
@@ -15,7 +15,7 @@ Each folder also gets source.json (origin, sha256, what the sha256 was checked a
 result names the weights it came from. The file is stored under a fixed name and source.json
 holds no path of this machine, so the same bytes give the same output (and do not retrain
 MobileNetV2) wherever they came from. DVC cannot see a file named by an environment variable:
-after replacing the file at the same path, run `dvc repro --force fetch_weights`; MobileNetV2
+after replacing the file at the same path, run `dvc repro --force fetch_weights@NAME`; MobileNetV2
 then retrains only if the bytes differ. The environment variables are named after the model's
 model (MOBILENET_WEIGHTS for the model mobilenet); the ImageNet file is its module's IMAGENET_URL.
 """
@@ -99,7 +99,8 @@ def place(name, entry, weights, folder):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--name", required=True, help="the model's name in the registry (params.yaml `models`)")
+    parser.add_argument("--out", required=True, type=Path, help="the model's folder (models/pretrained/NAME)")
     args = parser.parse_args()
     loaded = params.load(["models", "fetch_weights"])
     registry, named = loaded["models"], loaded["fetch_weights"] or {}
@@ -108,9 +109,11 @@ def main():
             raise params.ParamsError(f"params.yaml: fetch_weights.{name}: no model '{name}' in the models registry; "
                                      f"registered: {', '.join(registry)}")
         params.check(weights, params.weights_file, f"fetch_weights.{name}")
+    if args.name not in registry:
+        raise params.ParamsError(f"params.yaml: no model '{args.name}' in the models registry; "
+                                 f"registered: {', '.join(registry)}")
     with outputs.atomic_path(args.out, is_dir=True) as tmp:
-        for name, entry in registry.items():
-            place(name, entry, named.get(name), tmp / name)
+        place(args.name, registry[args.name], named.get(args.name), tmp)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,18 @@
-"""Stage `robustness`: accuracy of every model of the registry on corrupted test images.
+"""Stage `robustness@NAME`: accuracy of one model of the registry on corrupted test images.
 
-Usage: python scripts/robustness.py --data data/prepared/cifar10.npz --models models/trained \
-           --metrics reports/metrics/robustness.json --plots reports/eval/robustness \
-           --figures reports/figures/robustness
+Usage: python scripts/robustness.py --name NAME --data data/prepared/cifar10.npz \
+           --model models/trained/NAME.keras --metrics reports/metrics/robustness/NAME.json \
+           --plot reports/eval/robustness/NAME.csv --figure reports/figures/robustness/NAME.png
 
 The first `robustness.images` test images (all with 0) are corrupted with each corruption of
 `robustness.corruptions` (cifar.corruptions, after CIFAR-10-C) at severities 1-5, drawn from
-`shared.seed`, on the fly: nothing corrupted is stored. For each model: accuracy on the clean
+`shared.seed`, on the fly (the same sets for every model): nothing corrupted is stored. The model's accuracy on the clean
 subset, per corruption and severity, per corruption, and the mean over all (the CIFAR-10-C
 figure), as DVC metrics; accuracy against severity, one line per corruption, as DVC plot data
 (NAME.csv) and a PNG.
 """
 
 import argparse
-import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -73,44 +72,35 @@ def severity_figure(result, title):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="the model's name in the registry (params.yaml `models`)")
     parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--models", required=True, type=Path, help="folder of NAME.keras")
+    parser.add_argument("--model", required=True, type=Path, help="the trained model (.keras)")
     parser.add_argument("--metrics", required=True, type=Path)
-    parser.add_argument("--plots", required=True, type=Path, help="folder for the DVC plot data")
-    parser.add_argument("--figures", required=True, type=Path)
+    parser.add_argument("--plot", required=True, type=Path, help="the DVC plot data (CSV)")
+    parser.add_argument("--figure", required=True, type=Path)
     args = parser.parse_args()
     loaded_params = params.load(["models", "shared", "robustness"], schemas={"robustness": SCHEMA})
-    registry, cfg, seed = loaded_params["models"], loaded_params["robustness"], loaded_params["shared"]["seed"]
+    entry, cfg, seed = models.entry(args.name)[0], loaded_params["robustness"], loaded_params["shared"]["seed"]
 
-    outputs.check_output(args.metrics)
-    loaded = {name: models.load(args.models / f"{name}.keras", entry["tta"], models.train_stage(name))
-              for name, entry in registry.items()}
+    model = models.load(args.model, entry["tta"], models.train_stage(args.name))
     arrays = data.load_prepared(args.data)
     count = min(cfg["images"] or len(arrays["y_test"]), len(arrays["y_test"]))
     clean, labels = arrays["x_test"][:count], arrays["y_test"][:count]
+    # The same corrupted sets for every model: drawn from shared.seed, whatever the model.
     corrupted = corrupted_sets(clean, cfg["corruptions"], seed)
-
-    results = {}
-    with contextlib.ExitStack() as stack:
-        plots = stack.enter_context(outputs.atomic_path(args.plots, is_dir=True))
-        figures = stack.enter_context(outputs.atomic_path(args.figures, is_dir=True))
-        plots.mkdir(parents=True, exist_ok=True)
-        figures.mkdir(parents=True, exist_ok=True)
-        for name, model in loaded.items():
-            result = measure(model, clean, labels, corrupted, cfg["batch_size"])
-            results[name] = result
-            print(f"{name}: clean {result['clean_accuracy']:.2%}, mean over {len(corrupted)} corrupted sets "
-                  f"{result['mean_corruption_accuracy']:.2%} ({count:,} test images)")
-            evaluation.write_rows(plots / f"{name}.csv", ["corruption", "severity", "accuracy"], [
-                (corruption, severity, round(cells[f"severity_{severity}"] if severity else result["clean_accuracy"], 4))
-                for corruption, cells in result["corruptions"].items() for severity in (0, *corruptions.SEVERITIES)])
-            evaluation.save_figure(severity_figure(result, registry[name]["label"]), figures / f"{name}.png")
+    result = measure(model, clean, labels, corrupted, cfg["batch_size"])
+    print(f"{args.name}: clean {result['clean_accuracy']:.2%}, mean over {len(corrupted)} corrupted sets "
+          f"{result['mean_corruption_accuracy']:.2%} ({count:,} test images)")
+    evaluation.write_rows(args.plot, ["corruption", "severity", "accuracy"], [
+        (corruption, severity, round(cells[f"severity_{severity}"] if severity else result["clean_accuracy"], 4))
+        for corruption, cells in result["corruptions"].items() for severity in (0, *corruptions.SEVERITIES)])
+    evaluation.save_figure(severity_figure(result, entry["label"]), args.figure)
     outputs.write_json(args.metrics, {
-        **results,
+        args.name: result,
         "data": {"archive_sha256": str(arrays["archive_sha256"]), "test_images": int(count), "seed": seed},
         "environment": outputs.hardware(),
     })
-    print(f"Wrote {args.metrics}, {args.plots}/ and {args.figures}/")
+    print(f"Wrote {args.metrics}, {args.plot} and {args.figure}")
 
 
 if __name__ == "__main__":

@@ -71,9 +71,11 @@ def require_shared(*paths):
 
 
 def script(name):
-    """The path of a stage script (scripts/NAME.py) or, failing that, of a tool (scripts/tools/NAME.py)."""
-    path = REPO / "scripts" / f"{name}.py"
-    return str(path if path.is_file() else REPO / "scripts" / "tools" / f"{name}.py")
+    """The path of a stage script (scripts/NAME.py), a tool (scripts/tools/NAME.py) or a study
+    (studies/STUDY/NAME.py)."""
+    found = [REPO / "scripts" / f"{name}.py", REPO / "scripts" / "tools" / f"{name}.py",
+             *sorted((REPO / "studies").glob(f"*/{name}.py"))]
+    return str(next(p for p in found if p.is_file()))
 
 
 @pytest.fixture

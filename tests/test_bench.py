@@ -1,4 +1,4 @@
-"""scripts/tools/bench.py runs end to end on a tiny archive and reports what `make bench` promises."""
+"""studies/bench/bench.py runs end to end on a tiny archive and reports what `make bench` promises."""
 
 import json
 

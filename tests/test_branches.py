@@ -34,8 +34,8 @@ def test_diff_across_branches_and_experiments(repo, tmp_path):
     set_param(repo, "mobilenet.dropout", 0.5)
     ran = set(re.findall(r"Running stage '([^']+)'", run(["dvc", "repro"], cwd=repo, **env).stdout))
     # Only the fine-tuning and what reads its model, nothing of the other models.
-    assert ran == {"train@mobilenet", "robustness", "evaluate", "export@mobilenet", "parity@mobilenet", "demo@mobilenet",
-                   "artifacts_table"}
+    assert ran == {*(f"{stage}@mobilenet" for stage in ("train", "robustness", "evaluate", "export", "parity", "demo")),
+                   "compare", "artifacts_table"}
     run([*GIT, "add", "-A"], cwd=repo)
     run([*GIT, "commit", "-qm", "dropout 0.5"], cwd=repo)
 
@@ -46,12 +46,12 @@ def test_diff_across_branches_and_experiments(repo, tmp_path):
     metrics = json.loads(run(["dvc", "metrics", "diff", "main", "more-dropout", "--all", "--json"], cwd=repo).stdout)
     tuned = metrics["reports/metrics/train/mobilenet.json"]
     assert set(tuned["mobilenet.best_val_accuracy"]) >= {"old", "new"}
-    evaluated = metrics["reports/metrics/evaluate.json"]
-    assert {"old", "new"} <= set(evaluated["mobilenet.test.accuracy"])
-    assert evaluated["cnn.test.accuracy"]["old"] == evaluated["cnn.test.accuracy"]["new"]  # CNN not retrained
+    assert {"old", "new"} <= set(metrics["reports/metrics/evaluate/mobilenet.json"]["mobilenet.test.accuracy"])
+    cnn = metrics["reports/metrics/evaluate/cnn.json"]["cnn.test.accuracy"]
+    assert cnn["old"] == cnn["new"]  # CNN not retrained
     # Only pipeline results: the studies (bench, int8, sizes) are not DVC metrics.
     assert all(path.startswith(("reports/metrics/", "reports/live/")) for path in metrics), sorted(metrics)
-    assert {"reports/live/mobilenet/metrics.json", "reports/metrics/robustness.json"} <= set(metrics)
+    assert {"reports/live/mobilenet/metrics.json", "reports/metrics/robustness/mobilenet.json"} <= set(metrics)
     exported = metrics["reports/metrics/export/cnn.json"]  # nor re-exported
     assert exported["artifacts.tflite_int8.accuracy"]["old"] == exported["artifacts.tflite_int8.accuracy"]["new"]
 
@@ -77,4 +77,4 @@ def test_diff_across_branches_and_experiments(repo, tmp_path):
     assert experiments
     data = experiments[0]["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["evaluate"]["train_images"] == 100
-    assert data["metrics"]["reports/metrics/evaluate.json"]["data"]["mobilenet"]["train"]["images"] == 100
+    assert data["metrics"]["reports/metrics/evaluate/mobilenet.json"]["data"]["mobilenet"]["train"]["images"] == 100

@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 
 from cifar import evaluation
-from cifar.models import cnn
-from conftest import REPO, run, script
+from conftest import run, script
 
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -75,8 +74,6 @@ def test_corrupt_model_names_file_and_stage(tmp_path):
 
 
 def test_evaluate_stage_with_corrupt_model_writes_nothing(workdir, archive):
-    import keras
-
     from cifar import data
 
     path, sha = archive
@@ -85,12 +82,10 @@ def test_evaluate_stage_with_corrupt_model_writes_nothing(workdir, archive):
         "x_train": x_train, "y_train": y_train, "x_val": x_test, "y_val": y_test, "x_test": x_test,
         "y_test": y_test, "class_names": np.array(names), "archive_sha256": np.array(sha)})
     (workdir / "trained").mkdir()
-    keras.saving.save_model(cnn.build_cnn(filters=(4, 4, 4), dense_units=8), workdir / "trained" / "cnn.keras")
     (workdir / "trained" / "mobilenet.keras").write_bytes(b"\x00" * 100)
-    proc = run(["python", script("evaluate"), "--data", "cifar10.npz", "--models", "trained",
-                "--train-metrics", "train", "--live", "live", "--robustness", "robustness.json",
-                "--metrics", "out/evaluate.json", "--plots", "out/eval", "--figures", "out/figures",
-                "--charts", "out/charts", "--summary", "out/summary.md"], cwd=workdir, check=False)
+    proc = run(["python", script("evaluate"), "--name", "mobilenet", "--data", "cifar10.npz",
+                "--model", "trained/mobilenet.keras", "--live", "live", "--metrics", "out/mobilenet.json",
+                "--plots", "out/eval", "--figures", "out/figures"], cwd=workdir, check=False)
     assert proc.returncode != 0
     assert "evaluate: error: trained/mobilenet.keras is not a readable Keras model" in proc.stderr
     assert "'train@mobilenet' stage" in proc.stderr

@@ -248,7 +248,9 @@ def test_the_whitening_bias_trains_for_its_epochs_then_stops(tmp_path):
     assert model().count_params() == fast.build(no_bias, images(64)).count_params() + 24
     training.fit(model, arrays, train, SECTION["augment"], 1, tmp_path / "state", [watch], recipe=fast.recipe)
     moved = [float(np.abs(b - a).max()) for a, b in zip(watch.seen, watch.seen[1:])]
-    assert moved[0] > 1e-3 and moved[2] < 0.2 * moved[0], moved
+    # It moves in epoch 1 in either precision (0.0008 in float32 and about 0.002 in bfloat16 here),
+    # far above float32's rounding, and by a fifth of that at most in epoch 3.
+    assert moved[0] > 1e-4 and moved[2] < 0.2 * moved[0], moved
     np.testing.assert_allclose(watch.layer.kernel.numpy(), watch.kernel, atol=1e-6)  # lookahead's blend rounds
 
 

@@ -1,4 +1,4 @@
-"""make fidelity (scripts/tools/fidelity.py): the seed CNN's readings against the seed's numbers,
+"""make fidelity (studies/fidelity/fidelity.py): the seed CNN's readings against the seed's numbers,
 chosen on val and train accuracy, never on test."""
 
 import fidelity

@@ -35,14 +35,12 @@ def test_make_setup_gpu_installs_from_the_gpu_files_and_the_default_stays_cpu():
 
 def test_the_gpu_check_writes_the_device_the_rates_and_the_time_to_accuracy(tmp_path):
     import json
-    import sys
 
     import numpy as np
 
     from cifar import data
     from cifar.models import cnn
 
-    sys.path.insert(0, str(REPO / "scripts" / "tools"))
     import gpu_check
 
     rng = np.random.default_rng(0)
@@ -59,7 +57,7 @@ def test_the_gpu_check_writes_the_device_the_rates_and_the_time_to_accuracy(tmp_
         "device": "GPU:0 (NVIDIA H200)", "precision": "float32", "jit_compile": True, "best_val_accuracy": 0.9,
         "epochs_run": 13, "wall_time_s": 60.0, "train_img_per_s": 9000.0}}))
     out = tmp_path / "bench_gpu.json"
-    run(["python", str(REPO / "scripts" / "tools" / "gpu_check.py"), "--bench", str(tmp_path / "bench.json"),
+    run(["python", str(REPO / "studies" / "bench" / "gpu_check.py"), "--bench", str(tmp_path / "bench.json"),
          "--train-metrics", str(tmp_path / "train.json"), "--model", str(tmp_path / "fast.keras"),
          "--data", str(tmp_path / "cifar10.npz"), "--out", str(out)], cwd=REPO)
     result = json.loads(out.read_text())

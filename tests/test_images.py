@@ -168,8 +168,8 @@ def test_the_real_digits_folder_runs_the_whole_pipeline_at_64_px(pipeline_copy):
     prepared = json.loads((repo / "reports/metrics/prepare.json").read_text())
     assert prepared["classes"] == names and prepared["side"] == 64 and prepared["source"]["files"] == 1797
     assert sum(prepared["counts"].values()) == 1797 and prepared["source"]["unreadable"] == {}
-    evaluated = json.loads((repo / "reports/metrics/evaluate.json").read_text())
     registry = yaml_load(repo / "params.yaml")["models"]
+    evaluated = {name: json.loads((repo / f"reports/metrics/evaluate/{name}.json").read_text())[name] for name in registry}
     accuracies = {name: evaluated[name]["test"]["accuracy"] for name in registry}
     times = {name: json.loads((repo / f"reports/metrics/train/{name}.json").read_text())[name]["wall_time_s"]
              for name in registry}
@@ -181,7 +181,7 @@ def test_the_real_digits_folder_runs_the_whole_pipeline_at_64_px(pipeline_copy):
         assert meta["classes"] == names and meta["input_shape"] == [64, 64, 3]
         parity = json.loads((repo / f"reports/metrics/export/{name}.json").read_text())
         assert parity["targets"]["float_agreement_met"], (name, parity["targets"])
-    robust = json.loads((repo / "reports/metrics/robustness.json").read_text())
+    robust = {name: json.loads((repo / f"reports/metrics/robustness/{name}.json").read_text())[name] for name in registry}
     assert all(0 < robust[name]["mean_corruption_accuracy"] <= 1 for name in registry)
     photo = sorted((repo / "data/digits/digit-7").iterdir())[0]
     answer = run(["python", "scripts/tools/predict.py", "--model", "models/export/cnn/saved_model", "--json",

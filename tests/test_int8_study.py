@@ -1,4 +1,4 @@
-"""scripts/tools/int8_study.py: every post-training quantization variant of one model, measured."""
+"""studies/int8/int8_study.py: every post-training quantization variant of one model, measured."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""scripts/tools/mobilenet_sizes.py: the sweep's table comes from the experiments' own metrics."""
+"""studies/mobilenet_sizes/mobilenet_sizes.py: the sweep's table comes from the experiments' own metrics."""
 
 import mobilenet_sizes
 

@@ -21,12 +21,19 @@ from cifar.models import cnn, fast
     ("mixed_float16", set(), [(7, 5)], "mixed_float16"),                    # T4
     ("mixed_float16", set(), [(6, 1)], "float32"),
 ])
-def test_a_low_precision_is_used_only_where_the_hardware_computes_it(requested, flags, capabilities, used):
+def test_a_low_precision_is_used_only_where_the_hardware_computes_it(requested, flags, capabilities, used, monkeypatch):
+    monkeypatch.delenv("CIFAR10_FORCE_FLOAT32", raising=False)
     policy, feature, note = precision.resolve(requested, flags, capabilities)
     assert policy == used
     assert (note is None) == (policy == requested)  # a fallback always says so
     if policy != "float32":
         assert feature.startswith(("CPU", "GPU"))
+
+
+def test_the_switch_makes_any_host_fall_back_as_one_without_bfloat16(monkeypatch):
+    monkeypatch.setenv("CIFAR10_FORCE_FLOAT32", "1")
+    assert precision.resolve("mixed_bfloat16", {"amx_bf16"}, [(9, 0)])[::2] == (
+        "float32", "CIFAR10_FORCE_FLOAT32 is set: training in float32, not mixed_bfloat16")
 
 
 def test_this_machines_cpu_flags_are_read():

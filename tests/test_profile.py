@@ -1,4 +1,4 @@
-"""scripts/tools/profile_step.py: a profiled step's op events sorted into kinds."""
+"""studies/profile/profile_step.py: a profiled step's op events sorted into kinds."""
 
 import profile_step
 

@@ -1,4 +1,4 @@
-"""scripts/tools/robust_tune.py: the robust model's settings are chosen on corrupted val images,
+"""studies/robust/robust_tune.py: the robust model's settings are chosen on corrupted val images,
 never on the robustness stage's test figure."""
 
 import json
@@ -51,7 +51,7 @@ def test_a_folder_without_its_training_metrics_is_refused_before_any_work(pipeli
 
 
 def test_fast_candidates_are_measured_on_every_val_image_with_their_test_time_augmentation(pipeline, tmp_path):
-    """scripts/tools/fast_tune.py: the fast model's levers are judged on the whole val split,
+    """studies/fast/fast_tune.py: the fast model's levers are judged on the whole val split,
     through the entry's TTA, beside their training time; the settings that differ head the table."""
     import yaml
 

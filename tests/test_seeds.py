@@ -1,4 +1,4 @@
-"""make seeds (scripts/tools/seeds.py) and make stage-times (scripts/tools/stage_times.py): the
+"""make seeds (studies/seeds/seeds.py) and make stage-times (studies/stage_times/stage_times.py): the
 spread behind an accuracy claim, and the whole pipeline's cost."""
 
 import json
@@ -24,7 +24,7 @@ def test_a_seed_run_is_the_stages_own_command_with_its_outputs_moved(tmp_path):
 
 def test_the_table_gives_the_spread_and_a_single_runs_interval():
     runs = [{"model": "fast", "seed": s, "test_accuracy": a, "wall_time_s": t, "precision": "mixed_bfloat16",
-             "cpu": "Intel", "source": "scripts/tools/seeds.py"} for s, a, t in [(43, 0.938, 1000.0), (42, 0.940, 1100.0), (44, 0.942, 1200.0)]]
+             "cpu": "Intel", "source": "studies/seeds/seeds.py"} for s, a, t in [(43, 0.938, 1000.0), (42, 0.940, 1100.0), (44, 0.942, 1200.0)]]
     runs[1]["source"] = "pipeline (dvc repro)"
     row = spread.table(runs, 10_000, {"fast": "fast CNN"})["fast"]
     assert row["seeds"] == [42, 43, 44] and row["runs"] == 3
@@ -77,17 +77,17 @@ def test_the_pipelines_run_is_measured_again_once_the_pipeline_retrains_its_mode
 
 def test_a_sweep_reuses_the_pipelines_run_trains_the_other_seeds_and_skips_finished_ones(pipeline_copy):
     repo, env, _ = pipeline_copy
-    (repo / "reports/studies/seeds/runs.json").unlink(missing_ok=True)  # the reference run's, not this pipeline's
+    (repo / "studies/seeds/runs.json").unlink(missing_ok=True)  # the reference run's, not this pipeline's
     proc = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env)
-    runs = json.loads((repo / "reports/studies/seeds/runs.json").read_text())
-    assert [(r["seed"], r["source"]) for r in runs] == [(42, "pipeline (dvc repro)"), (43, "scripts/tools/seeds.py")]
+    runs = json.loads((repo / "studies/seeds/runs.json").read_text())
+    assert [(r["seed"], r["source"]) for r in runs] == [(42, "pipeline (dvc repro)"), (43, "studies/seeds/seeds.py")]
     assert runs[0]["recipe"] == runs[1]["recipe"] == seeds.recipe_id("train@cnn", repo / "dvc.lock")
     (folder,) = (repo / "build/seeds").glob("cnn-43-*")
     trained = json.loads((folder / "metrics.json").read_text())["cnn"]
     assert trained["wall_time_s"] > 0 and runs[1]["wall_time_s"] == trained["wall_time_s"]
     pipeline = json.loads((repo / "reports/metrics/train/cnn.json").read_text())["cnn"]
     assert runs[0]["wall_time_s"] == pipeline["wall_time_s"]
-    evaluated = json.loads((repo / "reports/metrics/evaluate.json").read_text())["cnn"]["test"]["accuracy"]
+    evaluated = json.loads((repo / "reports/metrics/evaluate/cnn.json").read_text())["cnn"]["test"]["accuracy"]
     assert runs[0]["test_accuracy"] == pytest.approx(evaluated, abs=1e-5)  # measured as evaluate measures it
     assert runs[0]["model_sha256"] != runs[1]["model_sha256"]  # another seed, another model
     assert "--seed 43" in proc.stdout
@@ -99,7 +99,7 @@ def test_a_sweep_reuses_the_pipelines_run_trains_the_other_seeds_and_skips_finis
     assert any(line.startswith("| seed CNN |") and "(2 seeds)" in line for line in rows)
     assert not any(line.startswith("| fast CNN") and "seeds)" in line for line in rows)
     assert "(studies/seeds/seeds.md)" in (repo / "reports/summary.md").read_text()
-    table = json.loads((repo / "reports/studies/seeds/seeds.json").read_text())["cnn"]
+    table = json.loads((repo / "studies/seeds/seeds.json").read_text())["cnn"]
     assert table["runs"] == 2 and table["test_accuracy"]["min"] <= table["test_accuracy"]["max"]
     assert table["pipeline_run"]["model_sha256"] == runs[0]["model_sha256"]
     again = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env)
@@ -107,7 +107,7 @@ def test_a_sweep_reuses_the_pipelines_run_trains_the_other_seeds_and_skips_finis
     # A fresh clone without the DVC cache: the pipeline's model is absent, its recorded run stands.
     (repo / "models/trained/cnn.keras").unlink()
     assert "--seed" not in run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env).stdout
-    (repo / "reports/studies/seeds/runs.json").write_text(json.dumps(runs[1:]))  # and without it: no run to measure
+    (repo / "studies/seeds/runs.json").write_text(json.dumps(runs[1:]))  # and without it: no run to measure
     absent = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, check=False, **env)
     assert absent.returncode != 0 and "train@cnn has no outputs here" in absent.stderr
     bad = run(["python", script("seeds"), "--models", "resnet"], cwd=repo, check=False, **env)
@@ -178,6 +178,13 @@ def test_stage_times_resume_a_cut_run_and_take_training_from_the_models_fit_time
         stage_times.main()
 
 
+def write_models(folder, models, data):
+    """NAME.json in `folder` for each model, as its own stage writes it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, metrics in models.items():
+        (folder / f"{name}.json").write_text(json.dumps({name: metrics, "data": data}))
+
+
 def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_path):
     import yaml
 
@@ -186,50 +193,49 @@ def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_pat
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"models": {"fast": {"label": "fast CNN"}, "cnn": {"label": "seed CNN"}}}, sort_keys=False))
     metrics = tmp_path / "reports/metrics"
     (metrics / "train").mkdir(parents=True)
-    (metrics / "evaluate.json").write_text(json.dumps({"fast": {"test": {"accuracy": 0.94}}, "cnn": {"test": {"accuracy": 0.8},
-                                                       "train": {"accuracy": 0.85, "images": 10_000}},
-                                                       "data": {"test_images": 10_000}}))
+    write_models(metrics / "evaluate", {"fast": {"test": {"accuracy": 0.94}}, "cnn": {"test": {"accuracy": 0.8},
+                                        "train": {"accuracy": 0.85, "images": 10_000}}}, {"test_images": 10_000})
     host = {"cpu": "Intel Xeon", "cpu_count": 2}
     for name, seconds in (("fast", 1100.0), ("cnn", 1500.0)):
         (metrics / f"train/{name}.json").write_text(json.dumps(
             {name: {"wall_time_s": seconds, "precision": "mixed_bfloat16"}, "environment": host}))
     runs = [{"model": m, "seed": s, "test_accuracy": a, "wall_time_s": t, "precision": "mixed_bfloat16", "cpu": "Intel Xeon",
-             "source": "pipeline (dvc repro)" if s == 42 else "scripts/tools/seeds.py"}
+             "source": "pipeline (dvc repro)" if s == 42 else "studies/seeds/seeds.py"}
             for m, s, a, t in [("fast", 42, 0.94, 1100.0), ("fast", 43, 0.938, 1000.0), ("fast", 44, 0.942, 1200.0),
                                ("cnn", 42, 0.79, 1500.0), ("cnn", 43, 0.81, 1400.0)]]  # cnn: an older run than evaluate's
-    (tmp_path / "reports/studies/seeds").mkdir(parents=True)
-    (tmp_path / "reports/studies/seeds/seeds.json").write_text(json.dumps(spread.table(runs, 10_000, {})))
+    (tmp_path / "studies/seeds").mkdir(parents=True)
+    (tmp_path / "studies/seeds/seeds.json").write_text(json.dumps(spread.table(runs, 10_000, {})))
     # The robustness stage's mean over its corruptions, where it measured the model.
     corruptions = {"fog": {"severity_1": 0.9, "severity_2": 0.8, "mean": 0.85}, "snow": {"severity_1": 0.7, "severity_2": 0.6}}
-    (metrics / "robustness.json").write_text(json.dumps({"data": {"test_images": 1000}, "fast": {
-        "mean_corruption_accuracy": 0.7559, "corruptions": corruptions}}))
+    write_models(metrics / "robustness", {"fast": {"mean_corruption_accuracy": 0.7559, "corruptions": corruptions}},
+                 {"test_images": 1000})
     lines = readme_results.rows(tmp_path)
     assert lines[:2] == readme_results.HEADER
     assert lines[2] == ("| fast CNN | 94.00% | 93.52% – 94.45% | 94.00% ± 0.20% (3 seeds) | 75.59% (mean of 2 kinds) | "
                         "18.3 min | mixed_bfloat16 | Intel Xeon, 2 cores |")
     assert "| seed CNN | 80.00% (seed: 86.73%) | 79.20% – 80.77% | 1 run | not measured | 25.0 min |" in lines[3]
     assert readme_results.cost(tmp_path) is None  # before make stage-times
-    (tmp_path / "reports/studies/stage_times").mkdir(parents=True)
-    (tmp_path / "reports/studies/stage_times/stage_times.json").write_text(json.dumps(
+    (tmp_path / "studies/stage_times").mkdir(parents=True)
+    (tmp_path / "studies/stage_times/stage_times.json").write_text(json.dumps(
         {"total_s": 6000.0, "training_s": 4200.0, "total_vs_seed_recipe": 3.1234, "environment": host,
          "finished": "2026-12-04T10:00:00+00:00"}))
     assert readme_results.cost(tmp_path).startswith(
         "The whole pipeline, every stage from scratch (`make stage-times`, finished 2026-12-04), took 100 min "
         "(training 70 min) on Intel Xeon, 2 cores, 3.12x the seed recipe's float32 training time that host's")
     assert "the stages after training" not in readme_results.cost(tmp_path)  # a file from before the split
-    (tmp_path / "reports/studies/stage_times/stage_times.json").write_text(json.dumps(
+    (tmp_path / "studies/stage_times/stage_times.json").write_text(json.dumps(
         {"total_s": 6000.0, "training_s": 4200.0, "later_s": 1500.0, "total_vs_seed_recipe": 3.1234,
          "later_vs_seed_recipe": 0.781, "environment": host, "finished": "2026-12-04T10:00:00+00:00"}))
     assert ("measured then; the stages after training (evaluation, robustness, exports, parity, the demo) 25 min, 0.78x; "
             "a recipe changed") in readme_results.cost(tmp_path)
-    (tmp_path / "reports/studies/stage_times/stage_times.json").write_text(json.dumps(
+    (tmp_path / "studies/stage_times/stage_times.json").write_text(json.dumps(
         {"total_s": 6000.0, "training_s": 4200.0, "training_fit_s": {"train@cnn": 4200.0}, "later_s": 1500.0,
          "later_vs_seed_recipe": 0.781, "environment": host, "finished": "2026-12-04T10:00:00+00:00"}))
     assert readme_results.cost(tmp_path) == (  # the training stages not under the clock: said so
         "The stages after training (evaluation, robustness, exports, parity, the demo), each from scratch "
         "(`stage_times.py`, finished 2026-12-04), took 25 min on Intel Xeon, 2 cores, 0.78x the seed recipe's float32 "
         "training time that host's `make bench` measured; with the models' own training times (70 min), 100 min in "
-        "all: [stage_times.json](reports/studies/stage_times/stage_times.json).")
+        "all: [stage_times.json](studies/stage_times/stage_times.json).")
     # The seed CNN beside what the seed's text reports for it, with the reading the committed run
     # trained (dvc.lock; a lock from before the setting: the literal one) and the -S for the other.
     assert "| seed CNN | 80.00% (seed: 86.73%) |" in lines[3]
@@ -237,7 +243,7 @@ def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_pat
         "The seed reported 92.41% train, 87.12% best val (epoch 23) and 86.73% test accuracy for its CNN; ours gets "
         "85.00% train (on 10,000 training images) and 80.00% test, reading its text literally, one convolution per "
         "block (`cnn.convs_per_block: 1`). The other reading is `dvc exp run -S cnn.convs_per_block=2`; the two "
-        "compared on val: [reports/studies/fidelity/](reports/studies/fidelity/fidelity.md).")
+        "compared on val: [studies/fidelity/](studies/fidelity/fidelity.md).")
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"train@cnn": {
         "params": {"params.yaml": {"cnn": {"convs_per_block": 2}, "shared": {}}}}}}))
     assert "reading each block as two convolutions (the reading that follows the seed's val curve) " \
@@ -246,8 +252,8 @@ def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_pat
         "For photos from the wild (noisy, blurred, compressed, in fog or snow), ship `fast`: 75.6% on the robustness "
         "stage's corrupted test images (mean of 2 kinds, 2 severities each), and the most accurate on clean ones too (94.00%).")
     # A sturdier model than the most accurate: both named, with the price in training time.
-    (metrics / "robustness.json").write_text(json.dumps({"data": {"test_images": 1000}, "fast": {
-        "mean_corruption_accuracy": 0.7559, "corruptions": corruptions}, "cnn": {"mean_corruption_accuracy": 0.79, "corruptions": corruptions}}))
+    write_models(metrics / "robustness", {"cnn": {"mean_corruption_accuracy": 0.79, "corruptions": corruptions}},
+                 {"test_images": 1000})
     assert readme_results.advice(tmp_path) == (
         "For photos from the wild (noisy, blurred, compressed, in fog or snow), ship `cnn`: 79.0% on the robustness "
         "stage's corrupted test images (mean of 2 kinds, 2 severities each), against 75.6% for `fast`. On clean test images "
@@ -256,7 +262,7 @@ def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_pat
     assert readme_results.block(tmp_path).endswith("stage_times.json).\n\n" + readme_results.advice(tmp_path) + "\n")
     # Once the seed table holds both models' current runs, their clean accuracy over seeds too.
     runs[3] = {**runs[3], "test_accuracy": 0.8}
-    (tmp_path / "reports/studies/seeds/seeds.json").write_text(json.dumps(spread.table(runs, 10_000, {})))
+    (tmp_path / "studies/seeds/seeds.json").write_text(json.dumps(spread.table(runs, 10_000, {})))
     assert ("On clean test images it gives 80.00% to `fast`'s 94.00% (over 2 and 3 seeds: 80.50% ± 0.71% to "
             "94.00% ± 0.20%), for 1.36x its training time") in readme_results.advice(tmp_path)
 

@@ -106,9 +106,10 @@ def test_the_index_gives_each_models_test_and_corrupted_accuracy_the_most_accura
         (exports / name / "metadata.json").write_text(json.dumps(
             {"classes": ["a", "b"], "input_shape": [32, 32, 3], "artifacts": {"tfjs": {"file": "tfjs/model.json"}}}))
         (metrics / f"{name}.json").write_text(json.dumps({"artifacts": {"tfjs": {"accuracy": accuracy}}}))
-    (metrics.parent / "robustness.json").write_text(json.dumps(
-        {"data": {"test_images": 1000}, "plain": {"mean_corruption_accuracy": 0.75},
-         "robust": {"mean_corruption_accuracy": 0.85}}))
+    (metrics.parent / "robustness").mkdir()
+    for name, corrupted in (("plain", 0.75), ("robust", 0.85)):
+        (metrics.parent / "robustness" / f"{name}.json").write_text(json.dumps(
+            {"data": {"test_images": 1000}, name: {"mean_corruption_accuracy": corrupted}}))
     index = serve.model_index(exports, metrics)
     assert [(m["name"], m["accuracy"], m["corrupted_accuracy"]) for m in index] == [
         ("plain", 0.936, 0.75), ("robust", 0.934, 0.85), ("unmeasured", 0.5, None)]

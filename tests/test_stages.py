@@ -1,56 +1,16 @@
-"""dvc.yaml declares all a stage reads: its script and every scripts/cifar module that script
-imports, directly or through another module, so a code change reruns exactly the stages it can
-affect."""
+"""dvc.yaml declares all a stage reads: its script and every scripts/ file that script reaches,
+directly or through another module (a model module included), so a code change reruns exactly
+the stages it can affect. The lists are generated (scripts/tools/code_deps.py, `make deps`)."""
 
-import ast
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+import code_deps
 from conftest import REPO
 
 SCRIPTS = REPO / "scripts"
-
-
-def cifar_imports(path):
-    """Dotted names of the cifar modules a file imports, at any depth inside the file (for
-    `from cifar.X import Y`, both cifar.X and cifar.X.Y: Y may be a module of package X)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "cifar":
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("cifar.")}
-    return found
-
-
-def module_files(dotted):
-    """The files importing `dotted` runs: the module, and each package __init__ on its way."""
-    parts = dotted.split(".")[1:]
-    files = []
-    for depth in range(1, len(parts) + 1):
-        base = SCRIPTS.joinpath("cifar", *parts[:depth])
-        if (base / "__init__.py").is_file():
-            files.append(base / "__init__.py")
-        elif base.with_suffix(".py").is_file():
-            files.append(base.with_suffix(".py"))
-    return files
-
-
-def closure(script):
-    """The script and every cifar module it reaches, as repository-relative paths."""
-    seen, todo = set(), [script]
-    while todo:
-        path = todo.pop()
-        rel = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
-        if rel in seen:
-            continue
-        seen.add(rel)
-        todo += [f for name in cifar_imports(path) for f in module_files(name)]
-    return seen
 
 
 def stages():
@@ -58,26 +18,28 @@ def stages():
         yield name, stage.get("do", stage)
 
 
-def covered(path, deps):
-    """Whether `path` is a declared dep, or inside a declared folder."""
-    return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+def test_every_stage_declares_exactly_the_code_it_runs():
+    _, found = code_deps.expected()
+    wrong = {name: (sorted(set(want) - set(have)), sorted(set(have) - set(want)))
+             for name, (have, want) in found.items() if have != want}
+    assert not wrong, f"dvc.yaml's code deps differ from the import closure (+missing, -extra); run `make deps`: {wrong}"
 
 
-@pytest.mark.parametrize("name,stage", list(stages()), ids=[name for name, _ in stages()])
-def test_every_stage_declares_the_code_it_runs(name, stage):
-    deps = set(stage["deps"])
-    for script in re.findall(r"scripts/[\w/]+\.(?:py|mjs)", stage["cmd"]):
-        missing = sorted(p for p in closure(REPO / script) if not covered(p, deps))
-        assert not missing, f"stage {name} runs {script} but does not declare {missing}"
-    if name == "parity":  # it runs TF.js in Node.js through this script and the npm packages
-        assert {"scripts/cifar/tfjs_predict.mjs", "package-lock.json"} <= deps
-    if name in ("train", "export", "parity"):  # the model's own module: its builder, the Keras objects it loads
-        assert "scripts/cifar/models/${item.module}.py" in deps
+def test_a_model_stage_declares_its_module_and_what_the_modules_import():
+    deps = dict(stages())
+    for name in ("train", "robustness", "evaluate", "export", "parity"):
+        assert "scripts/cifar/models/${item.module}.py" in deps[name]["deps"], name
+        # the fast model's module imports its optimizer from the training package
+        assert "scripts/cifar/training/airbench.py" in deps[name]["deps"], name
+        assert not {f"scripts/cifar/models/{m}.py" for m in ("cnn", "fast", "mobilenet")} & set(deps[name]["deps"])
+    assert "scripts/cifar/tfjs_predict.mjs" in deps["parity"]["deps"]  # a program a module runs by name
+    assert "scripts/tools/serve.py" in deps["demo"]["deps"]
+    assert not any(d.startswith("scripts/cifar/models/") for d in deps["compare"]["deps"])
 
 
 def test_scripts_holds_one_script_per_stage_named_as_the_stage():
     """scripts/*.py are the stage scripts, one per dvc.yaml stage (a foreach family, export@NAME,
-    has one); tools are in scripts/tools/."""
+    has one); tools are in scripts/tools/, studies in studies/."""
     import json
     import subprocess
     import sys
@@ -92,11 +54,16 @@ def test_scripts_holds_one_script_per_stage_named_as_the_stage():
 
 
 def test_the_import_scan_finds_nested_and_module_imports(tmp_path):
-    probe = tmp_path / "probe.py"
-    probe.write_text("from cifar import data\n\ndef f():\n    from cifar.outputs import atomic_path\n"
-                     "    import cifar.params\n")
-    assert cifar_imports(probe) == {"cifar", "cifar.data", "cifar.outputs", "cifar.outputs.atomic_path", "cifar.params"}
-    assert closure(probe) >= {"scripts/cifar/data.py", "scripts/cifar/outputs.py", "scripts/cifar/params.py"}
+    (tmp_path / "scripts" / "cifar" / "sub").mkdir(parents=True)
+    for rel in ("cifar/__init__.py", "cifar/data.py", "cifar/outputs.py", "cifar/sub/__init__.py", "cifar/sub/deep.py"):
+        (tmp_path / "scripts" / rel).write_text("")
+    (tmp_path / "scripts" / "cifar" / "data.py").write_text("from cifar.sub import deep\n")
+    (tmp_path / "scripts" / "run.mjs").write_text("")
+    (tmp_path / "scripts" / "probe.py").write_text(
+        "from cifar import data\n\ndef f():\n    from cifar.outputs import atomic_path\n    NODE = 'run.mjs'\n")
+    assert code_deps.closure(["scripts/probe.py"], tmp_path) == {
+        "scripts/probe.py", "scripts/cifar/__init__.py", "scripts/cifar/data.py", "scripts/cifar/outputs.py",
+        "scripts/cifar/sub/__init__.py", "scripts/cifar/sub/deep.py", "scripts/run.mjs"}
 
 
 def test_the_resume_identity_hashes_exactly_the_code_the_stage_declares(tmp_path):
@@ -106,14 +73,16 @@ def test_the_resume_identity_hashes_exactly_the_code_the_stage_declares(tmp_path
 
     from cifar import stage
 
+    import subprocess
+    import sys
+
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    subprocess.run([str(Path(sys.executable).parent / "dvc"), "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     shutil.copytree(SCRIPTS, tmp_path / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    declared = set(stage.declared_code("train@fast", tmp_path))
-    assert {d for d in declared if not d.startswith("scripts/cifar/training/")} == {
-        d.replace("${item.module}", "fast") for d in dict(stages())["train"]["deps"]
-        if d.startswith("scripts/") and d != "scripts/cifar/training"}
-    assert "scripts/cifar/training/fit.py" in declared  # a folder counts with every file in it
+    declared = stage.declared_code("train@fast", tmp_path)
+    assert declared == sorted(d.replace("${item.module}", "fast") for d in dict(stages())["train"]["deps"]
+                              if d.startswith("scripts/"))
     assert "scripts/cifar/models/fast.py" in declared and "scripts/cifar/models/mobilenet.py" not in declared
     before = stage.code_digest("train@fast", tmp_path)
     assert stage.code_digest("train@fast_robust", tmp_path) == before  # the same module, the same code
@@ -122,5 +91,5 @@ def test_the_resume_identity_hashes_exactly_the_code_the_stage_declares(tmp_path
     with open(tmp_path / "scripts" / "cifar" / "models" / "fast.py", "a") as f:
         f.write("\n# an edit\n")
     assert stage.code_digest("train@fast", tmp_path) != before
-    with pytest.raises(stage.outputs.StageError, match="has no stage 'train_nothing'"):
+    with pytest.raises(stage.outputs.StageError, match="has no stage 'train_nothing@cnn'"):
         stage.code_digest("train_nothing@cnn", tmp_path)

@@ -5,7 +5,9 @@ CUDA plugin lines ("Unable to register cuDNN factory", "failed call to cuInit", 
 GPU build prints on every import. The first `import tensorflow` (direct, or through keras) runs
 with the process's stderr captured; the known noise lines are dropped and anything else is
 written back. TensorFlow's own INFO and WARNING logs are hidden (TF_CPP_MIN_LOG_LEVEL=2, unless
-it is set already). `CIFAR10_VERBOSE=1 dvc repro` turns all of this off: every log line shows, and so it is on a
+it is set already). The environment alone is not enough: with TensorFlow 2.19, even
+TF_CPP_MIN_LOG_LEVEL=3 leaves seven lines on every import (absl writes the cuDNN, cuBLAS and
+"computation placer" lines before its logging is set up), hence the capture. `CIFAR10_VERBOSE=1 dvc repro` turns all of this off: every log line shows, and so it is on a
 machine with an NVIDIA driver, where those lines say why TensorFlow does not use its GPU.
 """
 

@@ -148,18 +148,19 @@ def load(path, tta=0):
         raise ModelError(f"{path}: not a readable {kind} ({type(err).__name__}: {first})") from None
 
 
-def most_accurate(metrics="reports/metrics/evaluate.json"):
-    """(name, test accuracy) of the registry model with the highest test accuracy, as the
-    evaluate stage measured it; ModelError if there is no such measurement yet."""
-    path = Path(metrics)
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise ModelError(f"{path} not found or unreadable: no model has been evaluated yet; run "
-                         "`dvc repro evaluate` (or `make repro`), or give --model") from None
+def most_accurate(metrics="reports/metrics/evaluate"):
+    """(name, test accuracy) of the model with the highest test accuracy, as its evaluate@NAME
+    stage measured it (`metrics`/NAME.json); ModelError if there is no such measurement yet."""
+    path, results = Path(metrics), {}
+    for file in sorted(path.glob("*.json")):
+        try:
+            results.update({file.stem: json.loads(file.read_text()).get(file.stem)})
+        except (OSError, ValueError, AttributeError):
+            continue
     scored = {k: v["test"]["accuracy"] for k, v in results.items() if isinstance(v, dict) and "test" in v}
     if not scored:
-        raise ModelError(f"{path} holds no model's test accuracy; run `dvc repro evaluate`, or give --model")
+        raise ModelError(f"{path}/ holds no model's test accuracy: no model has been evaluated yet; run "
+                         "`dvc repro evaluate` (or `make repro`), or give --model")
     best = max(scored, key=scored.get)
     return best, scored[best]
 

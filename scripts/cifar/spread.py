@@ -1,4 +1,4 @@
-"""The spread behind an accuracy claim: several seeds of one model (scripts/tools/seeds.py writes
+"""The spread behind an accuracy claim: several seeds of one model (studies/seeds/seeds.py writes
 them), and the binomial interval of a single run.
 
 A seed table is a study, kept beside the pipeline: `evaluate` and the README show a model's spread

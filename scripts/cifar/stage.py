@@ -4,16 +4,13 @@ the declared outputs.
 The fit itself is `cifar.training`, the model's plan its module's (cifar.models); this module adds
 what a DVC stage needs around it: the command line (paths come from dvc.yaml), the identity that
 stamps the resume state (every param the stage read, its code, the pretrained weights), the
-DVCLive log, atomic outputs and clear errors.
+DVCLive log and clear errors.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import os
-import re
 import shutil
 from pathlib import Path
 
@@ -24,32 +21,18 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def resolved(stage, root=REPO):
-    """The dvc.yaml entry of `stage` (cmd, deps, ...), for a foreach stage (`train@NAME`) with
-    `${key}` and `${item.KEY}` filled in from the registry entry NAME, as DVC fills them in."""
-    from ruamel.yaml import YAML, YAMLError
+    """The dvc.yaml stage `stage` (`train@NAME` for a foreach stage) as DVC resolves it: its cmd
+    and its deps' paths, as written (relative to `root`)."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
 
-    dvc_yaml = root / "dvc.yaml"
     try:
-        stages = YAML(typ="safe").load(dvc_yaml.read_text())["stages"]
-    except (OSError, YAMLError, KeyError, TypeError) as err:
-        raise outputs.StageError(f"{dvc_yaml} cannot be read ({type(err).__name__}: {err})") from None
-    base, _, key = stage.partition("@")
-    if base not in stages:
-        raise outputs.StageError(f"{dvc_yaml} has no stage '{base}'")
-    entry = stages[base].get("do", stages[base])
-    item = params.load(["models"], root / "params.yaml")["models"].get(key, {}) if key else {}
-
-    def fill(value):
-        if isinstance(value, str):
-            value = value.replace("${key}", key)
-            return re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item.get(m.group(1), m.group(0))), value)
-        if isinstance(value, list):
-            return [fill(v) for v in value]
-        if isinstance(value, dict):
-            return {fill(k): fill(v) for k, v in value.items()}
-        return value
-
-    return fill(entry)
+        with Repo(str(root)) as repo:
+            found = repo.stage.collect(stage)[0]
+            return {"cmd": found.cmd, "deps": [dep.def_path for dep in found.deps]}
+    except (DvcException, IndexError) as err:
+        raise outputs.StageError(f"{root / 'dvc.yaml'} has no stage '{stage}' that DVC can resolve "
+                                 f"({type(err).__name__}: {err})") from None
 
 
 def command(stage, places, root=REPO):
@@ -105,7 +88,7 @@ def train(description):
     shared = params.load(["shared"])["shared"]
     if entry["recipe"] != "shared":  # a recipe of its own reads the seed only, as dvc.yaml declares
         shared = {"seed": shared["seed"]}
-    if args.seed is not None:  # a seed sweep's run (scripts/tools/seeds.py); prepare's val split stays
+    if args.seed is not None:  # a seed sweep's run (studies/seeds/seeds.py); prepare's val split stays
         shared = {**shared, "seed": args.seed}
     weights, provenance = None, {}
     if args.weights:
@@ -117,29 +100,6 @@ def train(description):
     run(args.name, plan, args, cfg, provenance)
 
 
-@contextlib.contextmanager
-def kept_on_failure(folder, backup):
-    """The DVCLive folder is written in place as training goes, so that `dvc exp show` follows
-    it: if the stage fails, it is put back as it was (a copy waits in `backup`, beside the
-    resume state, outside every output), or removed if there was none."""
-    kept = folder is not None and folder.exists()
-    if kept:
-        shutil.rmtree(backup, ignore_errors=True)
-        backup.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(folder, backup)
-    try:
-        yield
-    except BaseException:
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
-        if kept:
-            os.replace(backup, folder)
-        raise
-    finally:
-        if kept:
-            shutil.rmtree(backup, ignore_errors=True)
-
-
 def weights_argument(folder):
     """What a builder's `weights` takes for the folder `fetch_weights` wrote, and its source."""
     source = outputs.read_json(folder / "source.json", "fetch_weights", needs=["file", "sha256"])
@@ -148,8 +108,7 @@ def weights_argument(folder):
 
 def run(name, plan, args, cfg, provenance):
     """Fit the model's `plan` (cifar.models.Plan) and write the model, DVCLive log and metrics
-    `args` names. One function because it is one transaction: the outputs swap in together, and
-    only then does the resume state go.
+    `args` names; then the resume state goes.
 
     `cfg`: every params section the stage read (validated), `shared` and `registry` (the model's
     entry) among them; `provenance`: the inputs the metrics should name (the weights' sha256,
@@ -160,10 +119,10 @@ def run(name, plan, args, cfg, provenance):
     which then receive the chief's weights). Each phase resumes on its own; the history and the
     DVCLive log run on across phases and the last phase's best model is the stage's model.
 
-    The history, model and metrics are swapped in together, and only then is the resume state
-    deleted: a kill at any point before leaves the old outputs and a state that the rerun reuses.
-    The DVCLive folder is written as training goes, so that `dvc exp show` follows it; a rerun
-    writes it again whole. A loss that became NaN stops training (TerminateOnNaN) and fails the
+    The resume state is deleted only once the model and metrics are written: a kill at any point
+    before leaves a state that the rerun reuses (DVC removes the stage's outputs before it runs,
+    and its cache keeps the last good ones). The DVCLive folder is written as training goes, so
+    that `dvc exp show` follows it. A loss that became NaN stops training (TerminateOnNaN) and fails the
     stage, naming the epoch, unless `args.keep_checkpoint_on_nan`: then the best model of the
     epochs before it is the output.
     """
@@ -172,9 +131,6 @@ def run(name, plan, args, cfg, provenance):
     # First: the multi-worker strategy must be made before any other TensorFlow work.
     strategy = training.make_strategy(plan.phases[0].train.get("distribute", "default"))
     chief, task = training.worker_role(strategy)
-    if chief:
-        for path in (args.model, args.metrics):
-            outputs.check_output(path)
     where, _, warning = training.device_report(strategy)
     precision, feature, _ = training.precision.resolve(plan.phases[0].train.get("precision", "float32"))
     print(f"{name}: training on {where}, {precision}" + (f" ({feature})" if precision != "float32" else "")
@@ -184,35 +140,32 @@ def run(name, plan, args, cfg, provenance):
     arrays = data.load_prepared(args.data)
     identity = {"params": cfg, "code": code_digest(models.train_stage(name)), "inputs": provenance}
     state = args.state / name  # the chief's; the other workers keep theirs in a temporary folder
-    with kept_on_failure(args.live if chief else None, args.state / f".{name}.live-before"):
-        live = training.LiveLog(Live(str(args.live), save_dvc_exp=False, dvcyaml=None)) if chief and args.live else None
-        rows, summaries, previous = [], [], None
-        for phase in plan.phases:
-            best_path, phase_rows, summary = training.fit(
-                lambda: phase.build(arrays, previous), arrays, phase.train, plan.augment, cfg["shared"]["seed"],
-                state if phase.name is None else state / phase.name, strategy=strategy, recipe=plan.recipe, live=live,
-                identity=identity if phase.name is None else {**identity, "phase": phase.name},
-            )
-            check_finite(name, phase.name, summary, len(rows), args.keep_checkpoint_on_nan)
-            rows += [{**row, "epoch": len(rows) + i} for i, row in enumerate(phase_rows)]
-            summaries.append((phase.name, summary))
-            previous = best_path
-        summary = summaries[0][1] if len(plan.phases) == 1 else training.combine_phases(summaries)
-        if not chief:
-            print(f"{name}: {task} finished its share of training; the chief writes the model and the metrics")
-            return
-        if live is not None:
-            live.live.end()
-        with outputs.stage_outputs():
-            with outputs.atomic_path(args.model) as tmp:
-                shutil.copyfile(previous, tmp)
-            outputs.write_json(args.metrics, {
-                name: {**summary, "device": where,
-                       **({"gpu_unused": warning} if warning else {})},
-                "data": {"archive_sha256": str(arrays["archive_sha256"])},
-                **provenance,
-                "environment": outputs.hardware(),
-            })
+    live = training.LiveLog(Live(str(args.live), save_dvc_exp=False, dvcyaml=None)) if chief and args.live else None
+    rows, summaries, previous = [], [], None
+    for phase in plan.phases:
+        best_path, phase_rows, summary = training.fit(
+            lambda: phase.build(arrays, previous), arrays, phase.train, plan.augment, cfg["shared"]["seed"],
+            state if phase.name is None else state / phase.name, strategy=strategy, recipe=plan.recipe, live=live,
+            identity=identity if phase.name is None else {**identity, "phase": phase.name},
+        )
+        check_finite(name, phase.name, summary, len(rows), args.keep_checkpoint_on_nan)
+        rows += [{**row, "epoch": len(rows) + i} for i, row in enumerate(phase_rows)]
+        summaries.append((phase.name, summary))
+        previous = best_path
+    summary = summaries[0][1] if len(plan.phases) == 1 else training.combine_phases(summaries)
+    if not chief:
+        print(f"{name}: {task} finished its share of training; the chief writes the model and the metrics")
+        return
+    if live is not None:
+        live.live.end()
+    with outputs.atomic_path(args.model) as tmp:
+        shutil.copyfile(previous, tmp)
+    outputs.write_json(args.metrics, {
+        name: {**summary, "device": where, **({"gpu_unused": warning} if warning else {})},
+        "data": {"archive_sha256": str(arrays["archive_sha256"])},
+        **provenance,
+        "environment": outputs.hardware(),
+    })
     shutil.rmtree(state, ignore_errors=True)  # last: until the outputs are in place, a rerun reuses it
     print(
         f"{name}: best val accuracy {summary['best_val_accuracy']:.2%} at epoch {summary['best_epoch']}, "

@@ -10,10 +10,11 @@ float formats' agreement with Keras, int8's size against float32 and its accurac
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 
-EVALUATE = "reports/metrics/evaluate.json"
+EVALUATE = "reports/metrics/evaluate/{}.json"  # each model's, from evaluate@NAME
 EXPORT = "reports/metrics/export/{}.json"
 
 
@@ -48,16 +49,16 @@ def verdict(value, met, fmt):
 
 def table(exp, baseline):
     ours, ref = metrics(exp), metrics(baseline)
-    evaluation = ours.get(EVALUATE, {})
-    names = [k for k, v in evaluation.items() if isinstance(v, dict) and "test" in v]
+    names = [path.split("/")[-1][:-len(".json")] for path in ours if re.fullmatch(EVALUATE.format(r"\w+"), path)]
+    evaluation = {name: ours[EVALUATE.format(name)].get(name, {}) for name in names}
     header = ["model", "test accuracy", "reference", "floats agree", "int8 size", "int8 drop"]
     rows = [header]
     for name in names:
         targets = ours.get(EXPORT.format(name), {}).get("targets", {})
         rows.append([
             name,
-            percent(evaluation[name]["test"]["accuracy"]),
-            percent(ref.get(EVALUATE, {}).get(name, {}).get("test", {}).get("accuracy")),
+            percent(evaluation[name].get("test", {}).get("accuracy")),
+            percent(ref.get(EVALUATE.format(name), {}).get(name, {}).get("test", {}).get("accuracy")),
             verdict(targets.get("float_agreement_min"), targets.get("float_agreement_met"), percent),
             verdict(targets.get("int8_size_ratio"), targets.get("int8_size_met"), lambda v: f"{v * 100:.1f}%"),
             verdict(targets.get("int8_accuracy_drop_pp"), targets.get("int8_accuracy_met"), lambda v: f"{v:.2f} pp"),

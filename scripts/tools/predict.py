@@ -46,7 +46,7 @@ def registered_tta(path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help=".keras file, SavedModel folder or .tflite file "
-                        "(default: the most accurate model in reports/metrics/evaluate.json)")
+                        "(default: the most accurate model in reports/metrics/evaluate/)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
     parser.add_argument("--max-pixels", type=int, default=inference.MAX_PIXELS,

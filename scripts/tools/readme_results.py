@@ -4,7 +4,7 @@ Usage: python scripts/tools/readme_results.py [--readme README.md]   (make readm
 
 One row per model of the registry: the test accuracy of the reference run (evaluate.json; the
 accuracy of the exported artifacts), its 95% binomial interval as a single run on the test set,
-the mean ± std over seeds where the seed table (make seeds: reports/studies/seeds/seeds.json)
+the mean ± std over seeds where the seed table (make seeds: studies/seeds/seeds.json)
 holds the current run (cifar.spread.current), the mean accuracy on the robustness stage's
 corrupted test images (reports/metrics/robustness.json), the training time and precision
 (reports/metrics/train/NAME.json) and the host; then the whole pipeline's cost from
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for the cifar package
 
-from cifar import spread  # noqa: E402
+from cifar import outputs, spread  # noqa: E402
 
 HEADER = ["| model | test accuracy | 95% interval, one run | over seeds, mean ± std | corrupted test images | "
           "training time | precision | host |",
@@ -36,21 +36,23 @@ BLOCK = re.compile(r"(<!-- results-table:.*?-->\n)(.*?)(<!-- /results-table -->)
 
 
 def metrics(root):
-    """(registry, evaluate.json, robustness.json or {} before that stage has run) under `root`."""
+    """(registry, the evaluate stages' metrics, the robustness stages' of the models they measured)
+    under `root`, each merged over the models (cifar.outputs.read_models)."""
     import yaml
 
     root = Path(root)
-    robust = root / "reports/metrics/robustness.json"
-    return (yaml.safe_load((root / "params.yaml").read_text())["models"],
-            json.loads((root / "reports/metrics/evaluate.json").read_text()),
-            json.loads(robust.read_text()) if robust.is_file() else {})
+    registry = yaml.safe_load((root / "params.yaml").read_text())["models"]
+    robust = root / "reports/metrics/robustness"
+    measured = [name for name in registry if (robust / f"{name}.json").is_file()]
+    return (registry, outputs.read_models(root / "reports/metrics/evaluate", registry, "evaluate"),
+            outputs.read_models(robust, measured, "robustness"))
 
 
 def seed_rows(root, accuracy, wall_time_s):
     """Each model's row of the seed table (make seeds) where it holds that model's current run
     (`accuracy`, `wall_time_s`: name -> the pipeline's numbers) among two or more seeds
     (cifar.spread.current); models without one are left out."""
-    path = Path(root) / "reports/studies/seeds/seeds.json"
+    path = Path(root) / "studies/seeds/seeds.json"
     table = json.loads(path.read_text()) if path.is_file() else {}
     return {name: table[name] for name in accuracy
             if spread.current(table.get(name), accuracy[name], wall_time_s[name])}
@@ -80,9 +82,9 @@ def rows(root=Path(".")):
 
 
 def cost(root=Path(".")):
-    """The whole pipeline's cost, from make stage-times (reports/studies/stage_times/stage_times.json),
+    """The whole pipeline's cost, from make stage-times (studies/stage_times/stage_times.json),
     as one line; None before it has run."""
-    path = Path(root) / "reports/studies/stage_times/stage_times.json"
+    path = Path(root) / "studies/stage_times/stage_times.json"
     if not path.is_file():
         return None
     times = json.loads(path.read_text())
@@ -93,7 +95,7 @@ def cost(root=Path(".")):
                 f"{host['cpu']}, {host['cpu_count']} cores" + (f", {times['later_vs_seed_recipe']:.2f}x the seed recipe's "
                 "float32 training time that host's `make bench` measured" if times.get("later_vs_seed_recipe") else "")
                 + f"; with the models' own training times ({times['training_s'] / 60:.0f} min), "
-                f"{times['total_s'] / 60:.0f} min in all: [stage_times.json](reports/studies/stage_times/stage_times.json).")
+                f"{times['total_s'] / 60:.0f} min in all: [stage_times.json](studies/stage_times/stage_times.json).")
     ratio = (f", {times['total_vs_seed_recipe']:.2f}x the seed recipe's float32 training time that host's `make bench` "
              "measured then" if times.get("total_vs_seed_recipe") else "")
     later = ""
@@ -104,7 +106,7 @@ def cost(root=Path(".")):
     return (f"The whole pipeline, every stage from scratch (`make stage-times`, finished {times['finished'][:10]}), took "
             f"{times['total_s'] / 60:.0f} min (training {times['training_s'] / 60:.0f} min) on {host['cpu']}, "
             f"{host['cpu_count']} cores{ratio}{later}; a recipe changed since counts from the next run: "
-            "[stage_times.json](reports/studies/stage_times/stage_times.json).")
+            "[stage_times.json](studies/stage_times/stage_times.json).")
 
 
 def convs_per_block(root=Path(".")):
@@ -138,7 +140,7 @@ def seed_line(root=Path(".")):
             f"ours gets {ours['train']['accuracy']:.2%} train (on {ours['train']['images']:,} training images) and "
             f"{ours['test']['accuracy']:.2%} test, reading {READINGS.get(reading, f'each block as {reading} convolutions')} "
             f"(`cnn.convs_per_block: {reading}`). The other reading is `dvc exp run -S cnn.convs_per_block={other}`; "
-            "the two compared on val: [reports/studies/fidelity/](reports/studies/fidelity/fidelity.md)." + stale)
+            "the two compared on val: [studies/fidelity/](studies/fidelity/fidelity.md)." + stale)
 
 
 def advice(root=Path(".")):

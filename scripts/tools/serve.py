@@ -39,9 +39,10 @@ def test_accuracy(metrics_dir, name):
 
 def corrupted_accuracy(metrics_dir, name):
     """The model's mean accuracy on the robustness stage's corrupted test images (its
-    robustness.json beside the export metrics' folder, as the pipeline writes them), or None."""
+    robustness/NAME.json beside the export metrics' folder, as the pipeline writes them), or None."""
     try:
-        return json.loads((Path(metrics_dir).parent / "robustness.json").read_text())[name]["mean_corruption_accuracy"]
+        path = Path(metrics_dir).parent / "robustness" / f"{name}.json"
+        return json.loads(path.read_text())[name]["mean_corruption_accuracy"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

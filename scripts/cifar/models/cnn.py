@@ -25,7 +25,7 @@ def build_cnn(filters=(64, 128, 256), kernel_size=3, block_dropout=(0.25, 0.25),
     `convs_per_block`: how many Conv-BN pairs each block repeats. The seed's text describes "a
     layered architecture of repeated layer blocks", then each block as one convolution "followed
     by batch normalization, pooling and dropout": 1 reads it literally, 2 reads each block as two
-    convolutions (reports/studies/fidelity/ compares the readings with the seed's numbers).
+    convolutions (studies/fidelity/ compares the readings with the seed's numbers).
     `input_shape` (side, side, 3) and `num_classes` are the data's (the pipeline passes its own)."""
 
     def block(width):

@@ -10,10 +10,14 @@ line, and its metrics record what it used and why.
   compute capability 8.0 or more (Ampere and later);
 - float16: an NVIDIA GPU of compute capability 7.0 or more (Volta and later). CPUs have no fast
   float16 path in TensorFlow: mixed_float16 on a CPU falls back to float32.
+
+CIFAR10_FORCE_FLOAT32=1 makes any host fall back as one without either would: how the test suite
+runs as an AVX2-only CPU runs it (`CIFAR10_FORCE_FLOAT32=1 make test`).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -52,6 +56,8 @@ def resolve(requested, flags=None, capabilities=None):
         raise ValueError(f"precision {requested!r}: expected one of {', '.join(PRECISIONS)}")
     if requested == "float32":
         return "float32", "float32", None
+    if os.environ.get("CIFAR10_FORCE_FLOAT32", "0") not in ("", "0"):  # as a host without low precision runs
+        return "float32", "float32", f"CIFAR10_FORCE_FLOAT32 is set: training in float32, not {requested}"
     capabilities = gpu_capabilities() if capabilities is None else capabilities
     if capabilities:
         minimum = GPU_MINIMUM[requested]
