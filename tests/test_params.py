@@ -216,3 +216,13 @@ def test_a_model_module_outside_the_package_is_refused_before_import():
 
     with pytest.raises(params.ParamsError, match="module = 'os.path' is not allowed"):
         models.module({"module": "os.path"})
+
+
+def test_a_model_module_without_a_schema_is_refused(params_file, monkeypatch):
+    import types
+
+    from cifar import models
+
+    monkeypatch.setattr(models, "module", lambda entry, where="models": types.ModuleType("cifar.models.cnn"))
+    with pytest.raises(params.ParamsError, match="cifar.models.cnn has no SCHEMA: a model module declares the keys"):
+        models.entry("cnn", params_file)

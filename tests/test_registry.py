@@ -19,7 +19,12 @@ TOY_BUILDER = '''"""A toy model for the registry test."""
 import keras
 from keras import layers
 
+from cifar import params
 from cifar.data import IMAGE_SHAPE, NUM_CLASSES
+
+
+class SCHEMA(params.Section):
+    filters: params.number(int, 1, 64)
 
 
 def build(section):

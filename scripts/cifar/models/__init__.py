@@ -11,7 +11,9 @@ as cifar.models.MODULE), and holds everything that model is:
 - `plan(section, shared, weights=None)` (optional): how it trains, a `Plan`: its phases, their
   settings, its augmentation and its recipe. Without one: one phase of `build` with the seed's
   settings (`shared.train`, `shared.augment`) and the seed's recipe (cifar.training.recipe).
-- `SCHEMA` or `validate(section, where, path)` (optional): the rules of its params section.
+- `SCHEMA` (a cifar.params.Section), and optionally `validate(section, where, path)` for the rules
+  a schema cannot say: its params section is checked at every stage's start. A module without a
+  SCHEMA is refused.
 - its own Keras objects (layers, optimizer, schedule), registered under the package name
   `cifar.models.NAME`, so a saved model names the module that defines them and `load` imports
   exactly that module.
@@ -117,9 +119,12 @@ def section(entry, path="params.yaml", name=None):
     values = params.merged(loaded[base], loaded[own]) if own != base else loaded[base]
     found = module(entry, f"models.{own}")
     where = own if own == base else f"{own} (over {base})"
+    if not hasattr(found, "SCHEMA"):
+        raise params.ParamsError(f"{found.__name__} has no SCHEMA: a model module declares the keys of its params "
+                                 f"section (scripts/cifar/models/__init__.py), so that section '{own}' is checked")
     if hasattr(found, "validate"):
         found.validate(values, where, path)
-    elif hasattr(found, "SCHEMA"):
+    else:
         params.validate(values, found.SCHEMA, where, path)
     return values
 
