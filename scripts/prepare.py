@@ -7,7 +7,7 @@ Usage: python scripts/prepare.py --archive data/raw/cifar-10-python.tar.gz \
 against the sha256 the user trusts: the one given for an offline copy (CIFAR10_SHA256, or the
 SHA256SUMS beside CIFAR10_ARCHIVE), else `download.sha256`, the official archive's; never against
 anything the pipeline wrote itself. The validation split is the seed's train_test_split(
-test_size=prepare.val_fraction, random_state=shared.seed).
+test_size=prepare.val_fraction, random_state=prepare.split_seed).
 
 `prepare.source: images`: the folder `prepare.images`, one sub-folder per class (or train/ and
 test/, each so), read by cifar.images: class names from the folder names, every image made
@@ -98,8 +98,8 @@ def main():
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--metrics", required=True, type=Path)
     args = parser.parse_args()
-    cfg = params.load(["shared", "download", "prepare"])
-    seed = cfg["shared"]["seed"]
+    cfg = params.load(["download", "prepare"])
+    seed = cfg["prepare"]["split_seed"]
     if cfg["prepare"]["source"] == "images":
         arrays, names, source = from_images(cfg, seed)
     else:

@@ -38,12 +38,13 @@ def run_prepare(workdir, archive_path, check=True, **env):
 
 @pytest.mark.parametrize("seed", [42, 7])
 def test_prepare_splits_with_the_seeds_train_test_split(workdir, archive, seed):
-    """The val split is the seed's train_test_split(test_size=0.2, random_state=shared.seed),
+    """The val split is the seed's train_test_split(test_size=0.2, random_state=prepare.split_seed),
     checked on what the stage wrote (a prepare that drops random_state fails here)."""
     from sklearn.model_selection import train_test_split
 
     path, sha = archive
-    set_param(workdir, "shared.seed", seed)
+    set_param(workdir, "prepare.split_seed", seed)
+    set_param(workdir, "shared.seed", 1)  # the training's: not the split's
     run_prepare(workdir, path, CIFAR10_SHA256=sha)
     arrays = data.load_prepared(workdir / "prepared" / "cifar10.npz")
     x, y, *_ = data.read(path, sha)

@@ -6,20 +6,10 @@ import os
 
 import pytest
 
-from conftest import REPO, run, script, set_param
+from conftest import run, script, set_param
 import seeds
 from cifar import spread
 import stage_times
-
-
-def test_a_seed_run_is_the_stages_own_command_with_its_outputs_moved(tmp_path):
-    command = seeds.stage_command("train@mobilenet", 43, tmp_path, REPO)
-    assert command[1] == "scripts/train.py" and command[-2:] == ["--seed", "43"]
-    flags = dict(zip(command[2:-2:2], command[3:-2:2]))
-    assert flags["--name"] == "mobilenet" and flags["--data"] == "data/prepared/cifar10.npz"
-    assert flags["--weights"] == "models/pretrained/mobilenet"
-    for flag in ("--model", "--metrics", "--live", "--state"):
-        assert flags[flag].startswith(str(tmp_path)), flag  # nothing of the pipeline's is written
 
 
 def test_the_table_gives_the_spread_and_a_single_runs_interval():
@@ -63,50 +53,48 @@ def test_a_sweep_before_the_pipeline_ran_the_stage_says_what_to_run(tmp_path):
         seeds.recipe_id("train@cnn", tmp_path / "dvc.lock")
 
 
-def test_the_pipelines_run_is_measured_again_once_the_pipeline_retrains_its_model(tmp_path):
-    model = tmp_path / "cnn.keras"
-    model.write_bytes(b"the first model")
-    runs = [{"model": "cnn", "seed": 42, "model_sha256": seeds.outputs.sha256_of(model)},
-            {"model": "cnn", "seed": 43, "model_sha256": "another seed's"}]
-    assert seeds.retrained_pipeline_run(runs, "cnn", 42, model) is None  # the model it measured
-    assert seeds.retrained_pipeline_run(runs, "cnn", 42, tmp_path / "absent.keras") is None  # a clone without the cache
-    model.write_bytes(b"the model of a later dvc repro")
-    assert seeds.retrained_pipeline_run(runs, "cnn", 42, model) is runs[0]
-    assert seeds.retrained_pipeline_run(runs, "fast", 42, model) is None  # no run of that model yet
-
-
-def test_a_sweep_reuses_the_pipelines_run_trains_the_other_seeds_and_skips_finished_ones(pipeline_copy):
+def test_a_sweep_reuses_the_pipelines_run_runs_the_other_seeds_as_dvc_experiments_and_skips_finished_ones(pipeline_copy):
     repo, env, _ = pipeline_copy
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    run([*git, "add", "-A"], cwd=repo)
+    run([*git, "commit", "-qm", "tiny pipeline"], cwd=repo)  # experiments are based on a commit
     (repo / "studies/seeds/runs.json").unlink(missing_ok=True)  # the reference run's, not this pipeline's
     proc = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env)
     runs = json.loads((repo / "studies/seeds/runs.json").read_text())
-    assert [(r["seed"], r["source"]) for r in runs] == [(42, "pipeline (dvc repro)"), (43, "studies/seeds/seeds.py")]
-    assert runs[0]["recipe"] == runs[1]["recipe"] == seeds.recipe_id("train@cnn", repo / "dvc.lock")
-    (folder,) = (repo / "build/seeds").glob("cnn-43-*")
-    trained = json.loads((folder / "metrics.json").read_text())["cnn"]
+    recipe = seeds.recipe_id("train@cnn", repo / "dvc.lock")
+    experiment = f"seeds-cnn-43-{recipe[:8]}"
+    assert [(r["seed"], r["source"]) for r in runs] == [(42, "pipeline (dvc repro)"), (43, f"dvc exp {experiment}")]
+    assert runs[0]["recipe"] == runs[1]["recipe"] == recipe
+    assert f"dvc exp run --temp -n {experiment} -S shared.seed=43 evaluate@cnn" in proc.stdout
+    # The experiment's own metrics, as `dvc exp show` has them: the model trained with seed 43.
+    exps = json.loads(run(["dvc", "exp", "show", "--json"], cwd=repo, **env).stdout)
+    (data,) = [rev["data"] for c in exps for e in (c.get("experiments") or []) for rev in e["revs"]
+               if rev.get("name") == experiment]
+    assert data["params"]["params.yaml"]["data"]["shared"]["seed"] == 43
+    trained = data["metrics"]["reports/metrics/train/cnn.json"]["data"]["cnn"]
     assert trained["wall_time_s"] > 0 and runs[1]["wall_time_s"] == trained["wall_time_s"]
     pipeline = json.loads((repo / "reports/metrics/train/cnn.json").read_text())["cnn"]
-    assert runs[0]["wall_time_s"] == pipeline["wall_time_s"]
+    assert runs[0]["wall_time_s"] == pipeline["wall_time_s"] != runs[1]["wall_time_s"]
     evaluated = json.loads((repo / "reports/metrics/evaluate/cnn.json").read_text())["cnn"]["test"]["accuracy"]
     assert runs[0]["test_accuracy"] == pytest.approx(evaluated, abs=1e-5)  # measured as evaluate measures it
-    assert runs[0]["model_sha256"] != runs[1]["model_sha256"]  # another seed, another model
-    assert "--seed 43" in proc.stdout
-    # A study: the pipeline is untouched and up to date; the README's table shows the spread
+    # A study: the workspace is untouched and up to date; the README's table shows the spread
     # beside the run it includes (make readme), the summary links the seed table.
     assert json.loads(run(["dvc", "status", "--json"], cwd=repo, **env).stdout) == {}
     run(["python", script("readme_results"), "--readme", "README.md"], cwd=repo, **env)
     rows = [line for line in (repo / "README.md").read_text().splitlines() if line.startswith("| ")]
     assert any(line.startswith("| seed CNN |") and "(2 seeds)" in line for line in rows)
     assert not any(line.startswith("| fast CNN") and "seeds)" in line for line in rows)
-    assert "(studies/seeds/seeds.md)" in (repo / "reports/summary.md").read_text()
+    assert "(../studies/seeds/seeds.md)" in (repo / "reports/summary.md").read_text()
     table = json.loads((repo / "studies/seeds/seeds.json").read_text())["cnn"]
     assert table["runs"] == 2 and table["test_accuracy"]["min"] <= table["test_accuracy"]["max"]
-    assert table["pipeline_run"]["model_sha256"] == runs[0]["model_sha256"]
     again = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env)
-    assert "--seed" not in again.stdout  # both runs are kept: nothing trains again
+    assert "dvc exp run" not in again.stdout  # both runs are kept: nothing trains again
+    (repo / "studies/seeds/runs.json").write_text(json.dumps(runs[:1]))  # a sweep cut after its experiment ran
+    resumed = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env)
+    assert "dvc exp run" not in resumed.stdout and json.loads((repo / "studies/seeds/runs.json").read_text()) == runs
     # A fresh clone without the DVC cache: the pipeline's model is absent, its recorded run stands.
     (repo / "models/trained/cnn.keras").unlink()
-    assert "--seed" not in run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env).stdout
+    assert "dvc exp run" not in run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env).stdout
     (repo / "studies/seeds/runs.json").write_text(json.dumps(runs[1:]))  # and without it: no run to measure
     absent = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, check=False, **env)
     assert absent.returncode != 0 and "train@cnn has no outputs here" in absent.stderr

@@ -157,6 +157,7 @@ class Prepare(Section):
     test_fraction: number(float, 0, 1, lo_open=True, hi_open=True)
     max_unreadable: number(float, 0, 1)
     val_fraction: number(float, 0, 1, lo_open=True, hi_open=True)
+    split_seed: number(int, 0, 2**31 - 1)
     train_limit: number(int, 0)
     test_limit: number(int, 0)
 

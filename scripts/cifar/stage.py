@@ -88,8 +88,6 @@ def train(description):
     shared = params.load(["shared"])["shared"]
     if entry["recipe"] != "shared":  # a recipe of its own reads the seed only, as dvc.yaml declares
         shared = {"seed": shared["seed"]}
-    if args.seed is not None:  # a seed sweep's run (studies/seeds/seeds.py); prepare's val split stays
-        shared = {**shared, "seed": args.seed}
     weights, provenance = None, {}
     if args.weights:
         weights, source = weights_argument(args.weights)
@@ -219,9 +217,6 @@ def arguments(description):
                                                      "weights file to start from, or none)")
     parser.add_argument("--state", required=True, type=Path,
                         help="folder for the resume state (kept only while training is unfinished)")
-    parser.add_argument("--seed", type=int,
-                        help="train with this seed instead of shared.seed (initialisation, image order, augmentation; "
-                             "the val split is prepare's): for seed sweeps, outside the pipeline's outputs")
     parser.add_argument("--keep-checkpoint-on-nan", action="store_true",
                         help="if the loss becomes NaN, publish the best model of the epochs before it "
                              "instead of failing")

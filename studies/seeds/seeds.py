@@ -1,26 +1,26 @@
-"""Train models with several seeds: the spread behind an accuracy claim.
+"""Train models with several seeds, as DVC experiments: the spread behind an accuracy claim.
 
 Usage: python studies/seeds/seeds.py --models fast|cnn,fast|all [--seeds 3] [--out studies/seeds]
        make seeds [MODELS=fast] [SEEDS=3]
 
-The seeds are shared.seed, shared.seed + 1, ... Each run is the model's own training stage, its
-command as dvc.yaml writes it but with `--seed S` and every output under build/seeds/NAME-S-RECIPE/
-(the pipeline's outputs are untouched), on prepare's data: every seed sees the same val split and the
-same test set. Its test accuracy is measured as `evaluate` measures it: the float32 model with its
-test-time augmentation (params.yaml models.NAME.tta).
+The seeds are shared.seed, shared.seed + 1, ... The run with shared.seed is the pipeline's own
+(reports/metrics/train/NAME.json and evaluate/NAME.json). Each other seed is a DVC experiment of
+the model's evaluation stage and what it needs, `dvc exp run --temp -n seeds-NAME-SEED-RECIPE
+-S shared.seed=SEED evaluate@NAME`: the model trained with that seed and measured as the pipeline
+measures it, in a temporary copy (the workspace is untouched), on prepare's data (its split has a
+seed of its own, prepare.split_seed: every seed sees the same val split and test set). Its results
+are read back from `dvc exp show --json`; the experiment stays in `dvc exp show`.
 
 The model's training stage must be up to date (`dvc status`), or, once the pipeline's run is in
-runs.json, only lack its outputs (a fresh clone without the DVC cache): the run with shared.seed is the
-pipeline's own (its model, models/trained/NAME.keras, is measured here, its training time read
-from reports/metrics/train/NAME.json), and every run carries the id of the recipe it trained
-(dvc.lock's record of the stage: command, code and data md5s, params). Runs of another recipe are
-dropped, so a spread is always of one recipe; the README's results table (make readme) shows it
-beside the pipeline's run only. `--tables-only` rewrites seeds.json and seeds.md from runs.json
-without training or data. No stage reads them: a sweep never makes the pipeline stale.
+runs.json, only lack its outputs (a fresh clone without the DVC cache), and every run carries the
+id of the recipe it trained (dvc.lock's record of the stage: command, code and data md5s,
+params). Runs of another recipe are dropped, so a spread is always of one recipe; the README's
+results table (make readme) shows it beside the pipeline's run only. `--tables-only` rewrites
+seeds.json and seeds.md from runs.json without training or data. No stage reads them: a sweep
+never makes the pipeline stale.
 
-Each finished run is kept in runs.json, so a rerun skips it and an interrupted sweep continues;
-the pipeline's run is measured again when its model file is another than the one it measured (a
-later `dvc repro` of the same recipe).
+runs.json, in git, keeps each finished run: a rerun skips it, an experiment already run (by its
+name) is read instead of run again, and an interrupted sweep continues.
 seeds.json and seeds.md give, per model, the mean, the standard deviation (n - 1), the min and
 the max of test accuracy and of training time, the CPU they ran on, and the 95% interval of a
 single run's accuracy on the test set (Wilson's binomial interval at the mean): cifar.spread.
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -39,38 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))  # scri
 
 from cifar import outputs, spread  # noqa: E402
 
-def stage_command(stage, seed, folder, root=Path(".")):
-    """The training stage's command from dvc.yaml, with `--seed seed` and its outputs in `folder`."""
-    from cifar.stage import command
 
-    places = {"--model": folder / "model.keras", "--metrics": folder / "metrics.json", "--live": folder / "live",
-              "--state": folder / "state"}
-    try:
-        return [*command(stage, places, Path(root).resolve()), "--seed", str(seed)]
-    except outputs.StageError as err:
-        raise SystemExit(f"seeds: {err}") from None
-
-
-def test_accuracy(model_path, entry, data_path, batch_size=256):
-    """The saved model's test accuracy as evaluate measures it (float32, with its TTA level)."""
-    import numpy as np
-
-    from cifar import data, evaluation, models
-
-    arrays = data.load_prepared(data_path)
-    model = models.load(model_path, entry["tta"])
-    probabilities = evaluation.predict(model, arrays["x_test"], batch_size)
-    return float(evaluation.loss_and_accuracy_of(probabilities, arrays["y_test"])[1])
-
-
-def run_record(name, seed, summary, accuracy, environment, source, model_path):
-    """One run as runs.json keeps it; `model_sha256` names the model file it measured."""
-    return {"model": name, "seed": seed, "test_accuracy": round(accuracy, 5),
+def run_record(name, seed, train, evaluated, source):
+    """One run as runs.json keeps it, from the model's training and evaluation metrics (the
+    contents of reports/metrics/train/NAME.json and evaluate/NAME.json)."""
+    summary, environment = train[name], train.get("environment", {})
+    return {"model": name, "seed": seed, "test_accuracy": round(evaluated[name]["test"]["accuracy"], 5),
             "best_val_accuracy": round(summary["best_val_accuracy"], 5), "wall_time_s": summary["wall_time_s"],
             "epochs_run": summary["epochs_run"], "precision": summary.get("precision", "float32"),
-            "cpu": environment.get("cpu"), "gpus": environment.get("gpus", []), "source": source,
-            "model_sha256": outputs.sha256_of(model_path)}
-
+            "cpu": environment.get("cpu"), "gpus": environment.get("gpus", []), "source": source}
 
 MISSING = ("not in cache", "deleted")  # how `dvc status` names an output that is absent, not changed
 
@@ -120,43 +96,48 @@ def recipe_id(stage, lock="dvc.lock"):
     return hashlib.sha256(json.dumps(ran, sort_keys=True).encode()).hexdigest()
 
 
-def pipeline_model(name):
-    """The model file the pipeline's training stage of `name` writes."""
-    return Path(f"models/trained/{name}.keras")
+def pipeline_run(name, seed):
+    """The pipeline's own run of `name` (seed shared.seed), from the workspace's metrics."""
+    metrics = Path("reports/metrics")
+    return run_record(name, seed, json.loads((metrics / f"train/{name}.json").read_text()),
+                      json.loads((metrics / f"evaluate/{name}.json").read_text()), "pipeline (dvc repro)")
 
 
-def pipeline_run(name, entry, seed, data_path):
-    """The pipeline's own run of `name` (seed shared.seed): its model, models/trained/NAME.keras,
-    measured here, its time from its training metrics."""
-    model = pipeline_model(name)
-    train = json.loads(Path(f"reports/metrics/train/{name}.json").read_text())
-    return run_record(name, seed, train[name], test_accuracy(model, entry, data_path), train["environment"],
-                      "pipeline (dvc repro)", model)
+def experiments():
+    """{experiment name: its data in `dvc exp show --json`} for every experiment of the workspace."""
+    shown = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+    if shown.returncode:
+        raise SystemExit(f"seeds: dvc exp show failed: {shown.stderr.strip()}")
+    found = {}
+    for commit in json.loads(shown.stdout or "[]"):
+        for experiment in commit.get("experiments") or []:
+            for rev in experiment.get("revs") or []:
+                if rev.get("name") and rev.get("data"):
+                    found[rev["name"]] = rev["data"]
+    return found
 
 
-def retrained_pipeline_run(runs, name, first, model_path):
-    """The recorded run of seed `first` (the pipeline's) when the pipeline's model file is present
-    and another than the one it measured (a later `dvc repro` of the same recipe); else None."""
-    recorded = next((r for r in runs if r["model"] == name and r["seed"] == first), None)
-    if recorded and model_path.is_file() and outputs.sha256_of(model_path) != recorded.get("model_sha256"):
-        return recorded
-    return None
+def experiment_run(name, seed, data, experiment):
+    """The run of `name` with `seed` recorded by the experiment `experiment` (its `dvc exp show` data)."""
+    metrics = {path: (entry or {}).get("data") or {} for path, entry in (data.get("metrics") or {}).items()}
+    return run_record(name, seed, metrics[f"reports/metrics/train/{name}.json"],
+                      metrics[f"reports/metrics/evaluate/{name}.json"], f"dvc exp {experiment}")
 
 
-def trained_run(name, entry, seed, folder, data_path):
-    """Train `name` with `seed` into `folder` by its stage's own command, then measure it."""
+def seed_run(name, seed, recipe):
+    """Train and measure `name` with `seed` as a DVC experiment (or read the one already run)."""
     from cifar import models
 
-    metrics = folder / "metrics.json"
-    if not metrics.is_file():
-        command = stage_command(models.train_stage(name), seed, folder)
-        print(f"seeds: {name}, seed {seed}: {shlex.join(command)}", flush=True)
+    experiment = f"seeds-{name}-{seed}-{recipe[:8]}"
+    found = experiments().get(experiment)
+    if found is None:
+        command = ["dvc", "exp", "run", "--temp", "-n", experiment, "-S", f"shared.seed={seed}",
+                   f"evaluate@{name}"]
+        print(f"seeds: {name}, seed {seed}: {' '.join(command)}", flush=True)
         if subprocess.run(command).returncode:
-            raise SystemExit(f"seeds: training {name} with seed {seed} failed; rerun to continue it from its last epoch")
-    train = json.loads(metrics.read_text())
-    accuracy = test_accuracy(folder / "model.keras", entry, data_path)
-    return run_record(name, seed, train[name], accuracy, train["environment"], "studies/seeds/seeds.py",
-                      folder / "model.keras")
+            raise SystemExit(f"seeds: the experiment {experiment} ({models.train_stage(name)} with seed {seed}) failed")
+        found = experiments()[experiment]
+    return experiment_run(name, seed, found, experiment)
 
 
 def markdown(summary, test_images):
@@ -174,7 +155,7 @@ def markdown(summary, test_images):
             f"{'; '.join(row['cpu'])} |")
     low, high = next(iter(summary.values()))["single_run_95_interval"] if summary else (0, 0)
     lines += ["", f"One run's accuracy on {test_images:,} test images carries a 95% binomial interval of about "
-                  f"±{(high - low) / 2:.2%} (Wilson's, at the first model's mean). Written by studies/seeds/seeds.py."]
+                  f"±{(high - low) / 2:.2%} (Wilson's, at the first model's mean). Written by studies/seeds/seeds.py from `dvc exp show`."]
     return "\n".join(lines) + "\n"
 
 
@@ -184,8 +165,6 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True, help="comma-separated registry names, or all")
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds: shared.seed, shared.seed + 1, ...")
-    parser.add_argument("--data", type=Path, default=Path("data/prepared/cifar10.npz"))
-    parser.add_argument("--work", type=Path, default=Path("build/seeds"), help="where the extra runs train")
     parser.add_argument("--out", type=Path, default=Path("studies/seeds"))
     parser.add_argument("--tables-only", action="store_true",
                         help="write seeds.json and seeds.md from runs.json as it is: no training, no data needed "
@@ -201,7 +180,6 @@ def main():
     runs_path = args.out / "runs.json"
     runs = json.loads(runs_path.read_text()) if runs_path.is_file() else []
     for name in [] if args.tables_only else names:
-        entry, _ = models.entry(name)
         recipe = recipe_id(models.train_stage(name))
         check_pipeline(models.train_stage(name), any(r["model"] == name and r["seed"] == first and r.get("recipe") == recipe
                                            for r in runs))
@@ -209,15 +187,10 @@ def main():
         if older:  # another recipe's runs (other code, params or data): not part of this spread
             print(f"seeds: {name}: dropping {len(older)} run(s) of an earlier recipe", flush=True)
             runs = [r for r in runs if r not in older]
-        replaced = retrained_pipeline_run(runs, name, first, pipeline_model(name))
-        if replaced:  # the pipeline trained this recipe again (another model file): its run is measured anew
-            print(f"seeds: {name}: the pipeline's model is not the one seed {first} measured; measuring it again", flush=True)
-            runs = [r for r in runs if r is not replaced]
         for seed in range(first, first + args.seeds):
             if any(r["model"] == name and r["seed"] == seed for r in runs):
                 continue
-            record = (pipeline_run(name, entry, seed, args.data) if seed == first else
-                      trained_run(name, entry, seed, args.work / f"{name}-{seed}-{recipe[:12]}", args.data))
+            record = pipeline_run(name, seed) if seed == first else seed_run(name, seed, recipe)
             runs.append({**record, "recipe": recipe})
             outputs.write_json(runs_path, runs)  # each run as it finishes
             print(f"seeds: {name}, seed {seed}: test accuracy {record['test_accuracy']:.2%}, "
