@@ -271,18 +271,21 @@ def test_a_train_limit_too_small_to_split_is_one_line_before_any_output(workdir,
 def test_offline_mobilenet_weights_need_a_digest_and_source_json_says_which(workdir, tmp_path):
     weights = tmp_path / "w.weights.h5"
     weights.write_bytes(b"weights")  # fetch_weights copies and hashes; MobileNetV2 reads it later
-    proc = run(["python", script("fetch_weights"), "--out", "pretrained"], cwd=workdir, check=False,
-               MOBILENET_WEIGHTS=str(weights))
+
+    def fetch(name, **env):
+        return run(["python", script("fetch_weights"), "--name", name, "--out", f"pretrained/{name}"], cwd=workdir,
+                   check=False, MOBILENET_WEIGHTS=str(weights), **env)
+
+    proc = fetch("mobilenet")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "no sha256 was given to check it against" in proc.stderr and not (workdir / "pretrained").exists()
-    proc = run(["python", script("fetch_weights"), "--out", "pretrained"], cwd=workdir, check=False,
-               MOBILENET_WEIGHTS=str(weights), MOBILENET_WEIGHTS_SHA256="f" * 64)
+    proc = fetch("mobilenet", MOBILENET_WEIGHTS_SHA256="f" * 64)
     assert proc.returncode == 1 and "checksum mismatch" in proc.stderr
-    run(["python", script("fetch_weights"), "--out", "pretrained"], cwd=workdir,
-        MOBILENET_WEIGHTS=str(weights), MOBILENET_WEIGHTS_SHA256=data.sha256_of(weights))
+    assert fetch("mobilenet", MOBILENET_WEIGHTS_SHA256=data.sha256_of(weights)).returncode == 0
     source = json.loads((workdir / "pretrained" / "mobilenet" / "source.json").read_text())
     assert source["sha256"] == data.sha256_of(weights) and source["sha256_checked_against"] == "MOBILENET_WEIGHTS_SHA256"
-    # Every other model of the registry gets its folder too, naming no file: it starts from random weights.
+    # A model without pretrained weights gets its folder, naming no file, and needs none: no digest asked for.
+    assert fetch("cnn").returncode == 0
     others = json.loads((workdir / "pretrained" / "cnn" / "source.json").read_text())
     assert others["file"] is None and others["origin"].startswith("none")
     assert sorted(p.name for p in (workdir / "pretrained" / "cnn").iterdir()) == ["source.json"]
