@@ -462,17 +462,42 @@ def test_batchnorm_statistics_follow_the_weights_within_an_epoch():
     assert [layer.momentum for layer in model.layers] == [0.5, 0.4, 0.99]
 
 
+def digits_32(per_class=40):
+    """scikit-learn's digits, the first `per_class` of each class, as 32 px RGB uint8 (nearest)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    keep = np.concatenate([np.flatnonzero(digits.target == c)[:per_class] for c in range(10)])
+    grey = np.repeat(np.repeat((digits.images[keep] * (255 / 16)).astype(np.uint8), 4, axis=1), 4, axis=2)
+    return np.repeat(grey[..., None], 3, axis=3), digits.target[keep].astype(np.uint8)
+
+
+def test_balanced_class_weights_raise_the_recall_of_a_class_cut_to_a_fifth(tmp_path):
+    from cifar.training.fit import class_weights
+
+    x, y = digits_32(50)
+    rank = np.concatenate([np.arange(50)] * 10)  # each image's place in its class
+    val = rank >= 40
+    train = ~val & ((y != 3) | (rank < 8))  # class 3: 8 training images, the others 40
+    arrays = {"x_train": x[train], "y_train": y[train], "x_val": x[val], "y_val": y[val]}
+    weights = class_weights(arrays["y_train"], 10, "balanced")
+    assert weights[3] == pytest.approx(len(arrays["y_train"]) / (10 * 8)) and class_weights(y, 10, "none") is None
+    recall = {}
+    for how in ("none", "balanced"):
+        settings = {**TRAIN, "epochs": 20, "augment": False, "precision": "float32", "class_weight": how}
+        best, _, _ = training.fit(lambda: cnn.build_cnn(filters=(16, 32, 64), dense_units=64), arrays, settings,
+                                  AUGMENT, 42, tmp_path / how)
+        predicted = keras.saving.load_model(best).predict(arrays["x_val"].astype("float32"), verbose=0).argmax(1)
+        recall[how] = np.mean(predicted[arrays["y_val"] == 3] == 3)
+    assert recall["balanced"] >= recall["none"] + 0.3, recall  # 0.0 and 0.9 of its 10 val images here
+
+
 def test_the_seed_cnn_on_a_small_folder_classifies_as_well_with_its_moving_statistics(tmp_path):
     """scikit-learn's digits, 32 a class (256 training images, 4 steps an epoch), the seed's recipe
     and augmentation: the saved model's val accuracy in inference mode is the one it has with the
     val batch's own statistics, and far above chance. With Keras' momentum (0.99) it was at chance
     (studies/small_folder/)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    keep = np.concatenate([np.flatnonzero(digits.target == c)[:40] for c in range(10)])
-    grey = np.repeat(np.repeat((digits.images[keep] * (255 / 16)).astype(np.uint8), 4, axis=1), 4, axis=2)
-    x, y = np.repeat(grey[..., None], 3, axis=3), digits.target[keep].astype(np.uint8)
+    x, y = digits_32(40)
     val = np.arange(len(y)) % 5 == 0
     arrays = {"x_train": x[~val], "y_train": y[~val], "x_val": x[val], "y_val": y[val]}
     train = {**TRAIN, "epochs": 12, "batch_size": 64, "precision": "float32"}

@@ -108,6 +108,7 @@ boolean = Annotated[bool, Allowed("true or false")]
 auto_or_boolean = Annotated[Literal["auto"] | bool, Allowed("auto, true or false")]
 precision = choice("float32", "mixed_bfloat16", "mixed_float16")
 distribute = choice("default", "mirrored", "multi_worker")
+class_weight = choice("none", "balanced")  # Keras' class_weight: balanced weighs each class as much
 weights_file = rule(lambda v: v in ("imagenet", "none") or (isinstance(v, str) and v.endswith(".h5")),
                     "'imagenet', 'none', or the path of a Keras weights file ending in .h5")
 # Below a quarter (8 px of 32) the image is gone; a factor near 0 would resize to 0 px.
@@ -132,6 +133,7 @@ class Train(Section):  # shared.train: the seed's compile and fit settings
     plateau_factor: number(float, 0, 1, lo_open=True, hi_open=True)
     plateau_patience: number(int, 0)
     augment: boolean
+    class_weight: class_weight
     distribute: distribute
     steps_per_execution: number(int, 1, 10_000)
     jit_compile: auto_or_boolean

@@ -70,6 +70,7 @@ class Train(params.Section):  # replaces shared.train for this model
     muon: params.or_null(Muon)  # null: SGD for the filters too
     validate_every: params.number(int, 1, 10_000)
     drop_last: params.boolean
+    class_weight: params.class_weight
     distribute: params.distribute
     steps_per_execution: params.number(int, 1, 10_000)
     jit_compile: params.auto_or_boolean

@@ -58,6 +58,18 @@ def track_in_epoch(model, steps_per_epoch, per_epoch=None):
             layer.momentum = ceiling
 
 
+def class_weights(labels, classes, how):
+    """Keras' class_weight for `how`: None for "none"; for "balanced", scikit-learn's (each class
+    weighted by n / (classes x its count), so every class weighs as much in the loss)."""
+    if how == "none":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = dict(zip(present.tolist(), compute_class_weight("balanced", classes=present, y=labels)))
+    return {c: float(weights.get(c, 1.0)) for c in range(classes)}
+
+
 def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_callbacks=(), identity=None,
         strategy=None, recipe=None, live=None):
     """Compile and fit the model from `build_model()` on the prepared arrays.
@@ -177,6 +189,7 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
             validation_freq=sorted({*range(every, epochs + 1, every), epochs}),
             epochs=epochs,
             steps_per_epoch=steps,
+            class_weight=class_weights(arrays["y_train"], classes, train_cfg.get("class_weight", "none")),
             callbacks=callbacks,
             shuffle=False,  # the stream is already shuffled, per (seed, epoch)
             verbose=1 if sys.stdout.isatty() else 2,
