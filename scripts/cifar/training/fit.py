@@ -42,9 +42,10 @@ def nested_layers(layer):
 # BatchNormalization's moving statistics must follow the weights within an epoch: their time
 # constant, 1 / (1 - momentum) steps, is at most 1 / BN_STEPS_PER_AVERAGE of an epoch's steps.
 # Keras' default momentum (0.99: 100 steps) already does so on CIFAR-10 (625 steps an epoch, so its
-# models are unchanged); on a folder of a few hundred images (10 steps an epoch) it does not, and
-# the saved model classified every image as one class (studies/small_folder/).
-BN_STEPS_PER_AVERAGE = 5
+# models are unchanged); on a folder of a few hundred images (13 steps an epoch) it does not, and
+# the saved seed CNN classified most images as one class. 2 was chosen on val among 1, 2 and 5
+# (studies/small_folder/).
+BN_STEPS_PER_AVERAGE = 2
 
 
 def track_in_epoch(model, steps_per_epoch, per_epoch=None):
