@@ -24,6 +24,7 @@ import cifar  # noqa: F401  (first: it quiets TensorFlow's start-up lines)
 # The image-file decoder is cifar.decode's; named here too, as the inference API it belongs to.
 from cifar.decode import MAX_PIXELS, ImageError, image_header, orient, read_image  # noqa: F401
 from cifar.models import ModelError  # one error type for a model that cannot be loaded
+from cifar.outputs import StageError
 
 
 class KerasPredictor:
@@ -165,10 +166,23 @@ def most_accurate(metrics="reports/metrics/evaluate"):
     return best, scored[best]
 
 
+def prepared_path(root):
+    """The prepared data file the pipeline of the repository `root` writes: data/prepared/SOURCE.npz,
+    named for what it holds (prepare.source: cifar10 or images); cifar10 where params.yaml cannot say."""
+    try:
+        from cifar import params
+
+        source = params.load(["prepare"], Path(root) / "params.yaml")["prepare"]["source"]
+    except (StageError, OSError):
+        source = "cifar10"
+    return Path(root) / "data" / "prepared" / f"{source}.npz"
+
+
 def class_names(model_path, prepared=None):
     """Class names from the metadata.json the export stage writes beside its artifacts; for a
     model without one (a trained .keras file), those of the data it was trained on: the prepared
-    data file (`prepared`, default the repository's data/prepared/cifar10.npz). ModelError for a
+    data file (`prepared`, default the repository's, data/prepared/SOURCE.npz for its
+    prepare.source). ModelError for a
     corrupt metadata.json, or when neither is there."""
     path = Path(model_path)
     for folder in (path, *path.parents[:2]):  # a SavedModel folder, the export folder, its parent
@@ -182,7 +196,7 @@ def class_names(model_path, prepared=None):
                 raise ModelError(f"{meta} is not an export's metadata ({type(err).__name__}: {err}); it is written "
                                  "by the export stage: rerun it with `dvc repro --force --glob 'export@*'`") from None
             return tuple(names)
-    prepared = Path(prepared) if prepared else Path(__file__).resolve().parents[2] / "data/prepared/cifar10.npz"
+    prepared = Path(prepared) if prepared else prepared_path(Path(__file__).resolve().parents[2])
     try:
         with np.load(prepared, allow_pickle=False) as npz:
             return tuple(str(n) for n in npz["class_names"])

@@ -2,6 +2,7 @@
 
 Usage: python studies/small_folder/bn_momentum.py --archive ../shared/data/cifar-10-python.tar.gz \
            [--per-epoch 0 1 2 5] [--out studies/small_folder/bn_momentum.json]
+       python studies/small_folder/bn_momentum.py --table-only   (bn_momentum.md from the JSON)
 
 Two small folders as a user has them: the first 1,000 CIFAR-10 training images (real photos,
 about 100 a class) and scikit-learn's handwritten digits, 40 a class (grey, 8x8, upscaled to
@@ -71,12 +72,35 @@ def measure(arrays, per_epoch, shared):
             "best_epoch": summary["best_epoch"]}
 
 
+def table(result):
+    """bn_momentum.md: one row per folder and setting, from the JSON the study wrote."""
+    lines = ["| folder | training images | BN_STEPS_PER_AVERAGE | momentum | val accuracy (saved model) | "
+             "val accuracy (val batch's statistics) | best epoch |", "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        setting = r["per_epoch"] or "0 (Keras' momentum)"
+        lines.append(f"| {r['folder']} | {r['train_images']} | {setting} | {r['momentum']:.3f} | {r['val_accuracy']:.1%} | "
+                     f"{r['val_accuracy_batch_stats']:.1%} | {r['best_epoch']} |")
+    host = result["environment"]
+    return ("\n".join(lines) + f"\n\nOne seed each, on {host['cpu']}, {host['cpu_count']} cores. "
+            "Written by studies/small_folder/bn_momentum.py.\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archive", required=True, type=Path)
+    parser.add_argument("--table-only", action="store_true", help="write bn_momentum.md from the JSON, nothing else")
+    parser.add_argument("--archive", type=Path)
     parser.add_argument("--per-epoch", type=int, nargs="+", default=[0, 1, 2, 5])
     parser.add_argument("--out", type=Path, default=Path("studies/small_folder/bn_momentum.json"))
     args = parser.parse_args()
+    if not args.table_only:
+        if args.archive is None:
+            parser.error("--archive is required to train")
+        run(args)
+    with outputs.atomic_path(args.out.with_suffix(".md")) as tmp:
+        tmp.write_text(table(json.loads(args.out.read_text())))
+
+
+def run(args):
     shared = params.load(["shared"])["shared"]
     rows = []
     for name, arrays in folders(args.archive).items():
