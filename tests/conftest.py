@@ -138,6 +138,12 @@ def history(repo, name):
     return read_history(repo / "reports" / "live" / name, f"train@{name}")
 
 
+def cnn_section(**changes):
+    """The seed CNN's params section (the repository's), with `changes`: what tests build their
+    small CNNs from (cifar.models.cnn.build takes a whole section, as the pipeline gives it)."""
+    return {**yaml.safe_load((REPO / "params.yaml").read_text())["cnn"], **changes}
+
+
 def mobilenet_weights(folder):
     """A MobileNetV2 backbone weights file the test writes (ImageNet's cannot be downloaded here)."""
     import keras

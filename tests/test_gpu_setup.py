@@ -4,7 +4,7 @@ CPU lock by exactly the NVIDIA wheels TensorFlow's `and-cuda` extra names."""
 import re
 from importlib import metadata
 
-from conftest import REPO, run
+from conftest import REPO, cnn_section, run
 
 
 def pins(path):
@@ -48,7 +48,7 @@ def test_the_gpu_check_writes_the_device_the_rates_and_the_time_to_accuracy(tmp_
     data.save_prepared(tmp_path / "cifar10.npz", {"x_train": x, "y_train": y, "x_val": x, "y_val": y, "x_test": x,
                                                   "y_test": y, "class_names": np.array(data.CLASS_NAMES),
                                                   "archive_sha256": np.array("0" * 64)})
-    model = cnn.build_cnn(filters=(4, 4, 4), dense_units=4)
+    model = cnn.build(cnn_section(filters=[4, 4, 4], dense_units=4, convs_per_block=1))
     model.save(tmp_path / "fast.keras")
     rates = {"train_img_per_s": 5000.0, "augmentation_img_per_s": 2500.0, "augmentation_vs_training": 0.5,
              "fraction_of_matmul": 0.4, "predicted_time_vs_seed_recipe": 0.45}

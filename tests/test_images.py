@@ -148,16 +148,14 @@ def test_the_real_digits_folder_runs_the_whole_pipeline_at_64_px(pipeline_copy):
     pipeline's second side runs end to end; CIFAR-10's 32 runs in the shared pipeline) and every
     stage after it serves its ten classes: the artifacts' metadata, evaluate's accuracy, the
     robustness suite, parity, predict on one of its images, the demo page. Quick settings: the seed
-    CNN narrow and on plain images (the seed's augmentation of full-frame 8x8 digits leaves
-    BatchNormalization's moving statistics far from the clean images' in so few steps), the fast
-    models narrow and in float32 (in bfloat16 they do not learn these grey digits: the README's
+    CNN narrow (with the seed's augmentation, its default), the fast models narrow and in float32 (in bfloat16 they do not learn these grey digits: the README's
     "Your own images"), each with enough steps to be well above chance; MobileNetV2 starts from
     random weights here, so only runs every stage."""
     repo, env, _ = pipeline_copy
     names = digits_folder(repo / "data" / "digits")
     settings = {"prepare.source": "images", "prepare.images": "data/digits", "prepare.side": 64,
                 "robustness.images": 100, "cnn.filters": [16, 32, 32], "cnn.dense_units": 64,
-                "shared.train.batch_size": 16, "shared.train.epochs": 12, "shared.train.augment": False,
+                "shared.train.batch_size": 16, "shared.train.epochs": 12,
                 "fast.widths": [32, 64, 64], "fast.train.batch_size": 64, "fast.train.epochs": 12,
                 "fast.train.precision": "float32", "fast_robust.train.epochs": 12}
     for key, value in settings.items():

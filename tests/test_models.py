@@ -7,10 +7,11 @@ import pytest
 from keras import layers
 
 from cifar.models import cnn, mobilenet
+from conftest import cnn_section
 
 
 def test_cnn_layers_filters_and_params():
-    model = cnn.build_cnn()
+    model = cnn.build(cnn_section(convs_per_block=1))  # the seed's text read literally
     convs = [l for l in model.layers if isinstance(l, layers.Conv2D)]
     assert [c.filters for c in convs] == [64, 128, 256]
     assert all(c.kernel_size == (3, 3) for c in convs)
@@ -30,7 +31,8 @@ def test_cnn_layers_filters_and_params():
 
 
 def test_cnn_params_change_the_network():
-    model = cnn.build_cnn(filters=(8, 16, 32), kernel_size=5, block_dropout=(0.1, 0.3), dense_units=64)
+    model = cnn.build(cnn_section(filters=[8, 16, 32], kernel_size=5, block_dropout=[0.1, 0.3], dense_units=64,
+                                  convs_per_block=1))
     convs = [l for l in model.layers if isinstance(l, layers.Conv2D)]
     assert [c.filters for c in convs] == [8, 16, 32] and convs[0].kernel_size == (5, 5)
     assert [l.rate for l in model.layers if isinstance(l, layers.Dropout)] == [0.1, 0.3, 0.5]
@@ -52,7 +54,7 @@ def test_cnn_blocks_repeat_their_conv_bn_pair_as_the_seeds_other_reading():
 
 
 def test_cnn_scales_raw_pixels_itself():
-    model = cnn.build_cnn()
+    model = cnn.build(cnn_section())
     assert isinstance(model.layers[0], layers.Rescaling) and model.layers[0].scale == pytest.approx(1 / 255)
 
 
@@ -75,7 +77,8 @@ def _backbone(model):
 
 def test_mobilenet_loads_a_weights_file_and_freezes_all_but_last_n(weights_file):
     path, expected = weights_file
-    model = mobilenet.build_mobilenet(weights=str(path), input_size=32, trainable_layers=20)
+    model = mobilenet.build_mobilenet(weights=str(path), input_size=32, trainable_layers=20, dropout=0.2,
+                                      train_batchnorm=True)
     base = _backbone(model)
     for got, want in zip(base.get_weights(), expected):
         np.testing.assert_array_equal(got, want)
@@ -88,7 +91,7 @@ def test_mobilenet_loads_a_weights_file_and_freezes_all_but_last_n(weights_file)
 
 
 def test_mobilenet_preprocesses_to_minus_one_one_and_upscales():
-    model = mobilenet.build_mobilenet(weights=None, input_size=96, trainable_layers=5)
+    model = mobilenet.build_mobilenet(weights=None, input_size=96, trainable_layers=5, dropout=0.2, train_batchnorm=True)
     scale = model.get_layer("scale_minus1_1")
     assert scale.scale == pytest.approx(1 / 127.5) and scale.offset == -1.0
     assert model.get_layer("upscale").output.shape[1:3] == (96, 96)
@@ -97,7 +100,7 @@ def test_mobilenet_preprocesses_to_minus_one_one_and_upscales():
 
 
 def test_frozen_batchnorm_stays_in_inference_mode():
-    model = mobilenet.build_mobilenet(weights=None, input_size=32, trainable_layers=3)
+    model = mobilenet.build_mobilenet(weights=None, input_size=32, trainable_layers=3, dropout=0.2, train_batchnorm=True)
     base = _backbone(model)
     frozen_bn = next(l for l in base.layers if isinstance(l, layers.BatchNormalization) and not l.trainable)
     before = [w.copy() for w in frozen_bn.get_weights()]
@@ -191,7 +194,7 @@ def tiny_stage_run(tmp_path, **kwargs):
     for key, value in kwargs.pop("args", {}).items():
         setattr(args, key, value)
     shared["train"] = {**train, **kwargs.pop("train", {})}
-    build = kwargs.pop("build", lambda arrays: cnn.build_cnn(filters=(4, 8, 8), dense_units=8))
+    build = kwargs.pop("build", lambda arrays: cnn.build(cnn_section(filters=[4, 8, 8], dense_units=8, convs_per_block=1)))
     plan = models.Plan([models.Phase(None, lambda arrays, previous: build(arrays), shared["train"])], shared["augment"])
     stage.run("cnn", plan, args, {"shared": shared, "registry": {"module": "cnn"}}, provenance={}, **kwargs)
     return args

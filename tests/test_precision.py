@@ -8,6 +8,7 @@ import pytest
 from cifar import models, training, tta
 from cifar.training import precision
 from cifar.models import cnn, fast
+from conftest import cnn_section
 
 
 @pytest.mark.parametrize("requested, flags, capabilities, used", [
@@ -98,7 +99,8 @@ def test_test_time_augmentation_and_mobilenets_frozen_batchnorm_in_bfloat16():
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = mobilenet.build_mobilenet(weights=None, input_size=32, trainable_layers=3, train_batchnorm=False)
+        model = mobilenet.build_mobilenet(weights=None, input_size=32, trainable_layers=3, dropout=0.2,
+                                          train_batchnorm=False)
         base = model.get_layer("mobilenetv2_1.00_32")
         frozen = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
         before = [np.array(layer.moving_mean) for layer in frozen]
@@ -121,7 +123,7 @@ def test_a_model_trained_in_bfloat16_exports_in_float32_and_agrees(tmp_path):
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = cnn.build_cnn(filters=(4, 8, 8), dense_units=16)
+        model = cnn.build(cnn_section(filters=[4, 8, 8], dense_units=16, convs_per_block=1))
         head = model.get_layer("probabilities")
         head.kernel.assign(head.kernel * 30.0)  # distinct top classes, as a trained model has
     finally:

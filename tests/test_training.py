@@ -9,7 +9,7 @@ import pytest
 import synthetic
 from cifar import training
 from cifar.models import cnn
-from conftest import REPO, run_env
+from conftest import REPO, cnn_section, run_env
 
 TRAIN = {"epochs": 4, "batch_size": 32, "learning_rate": 1e-3, "lr_decay": 0.95,
          "early_stopping_patience": 10, "plateau_factor": 0.5, "plateau_patience": 5,
@@ -17,8 +17,8 @@ TRAIN = {"epochs": 4, "batch_size": 32, "learning_rate": 1e-3, "lr_decay": 0.95,
 AUGMENT = {"resolution_scale": [0.8, 1.2], "rotation_degrees": 15, "shift_fraction": 0.1, "horizontal_flip": True}
 
 
-def tiny_cnn():
-    return cnn.build_cnn(filters=(8, 16, 32), dense_units=32)
+def tiny_cnn(**changes):
+    return cnn.build(cnn_section(**{"filters": [8, 16, 32], "dense_units": 32, "convs_per_block": 1, **changes}))
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import json
 import test_training as t
 arrays = t.arrays.__wrapped__()
-build = lambda: t.cnn.build_cnn(filters=(8, 16, 32), dense_units=32, block_dropout=(0, 0), dense_dropout=0)
+build = lambda: t.tiny_cnn(block_dropout=[0, 0], dense_dropout=0)
 runs = {{}}
 for distribute in ("default", "mirrored"):
     _, rows, summary = t.training.fit(build, arrays, {{**t.TRAIN, "epochs": 2, "distribute": distribute}},
@@ -179,7 +179,7 @@ def test_resume_state_from_other_data_or_settings_is_discarded(arrays, tmp_path,
     # Another architecture: its weights do not fit the backup; start over instead of failing.
     wider = {"params": {"cnn": {"filters": [16, 16, 32]}}, "code": "a"}
     epochs = Epochs()
-    training.fit(lambda: cnn.build_cnn(filters=(16, 16, 32), dense_units=32), moved,
+    training.fit(lambda: tiny_cnn(filters=[16, 16, 32]), moved,
                  cfg, AUGMENT, 1, state, [epochs], identity=wider)
     assert epochs.seen == [1, 2]
     out = capsys.readouterr().out
@@ -242,7 +242,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(arrays, tmp_path, train, augm
 
 
 def test_dropout_draws_depend_on_the_epoch_not_on_what_ran_before(arrays):
-    model = cnn.build_cnn(filters=(8, 16, 32), dense_units=32)
+    model = tiny_cnn()
     model.build((None, 32, 32, 3))
     seeds = training.EpochSeeds(3)
     seeds.set_model(model)
@@ -485,7 +485,7 @@ def test_balanced_class_weights_raise_the_recall_of_a_class_cut_to_a_fifth(tmp_p
     recall = {}
     for how in ("none", "balanced"):
         settings = {**TRAIN, "epochs": 20, "augment": False, "precision": "float32", "class_weight": how}
-        best, _, _ = training.fit(lambda: cnn.build_cnn(filters=(16, 32, 64), dense_units=64), arrays, settings,
+        best, _, _ = training.fit(lambda: tiny_cnn(filters=[16, 32, 64], dense_units=64), arrays, settings,
                                   AUGMENT, 42, tmp_path / how)
         predicted = keras.saving.load_model(best).predict(arrays["x_val"].astype("float32"), verbose=0).argmax(1)
         recall[how] = np.mean(predicted[arrays["y_val"] == 3] == 3)
@@ -501,7 +501,7 @@ def test_the_seed_cnn_on_a_small_folder_classifies_as_well_with_its_moving_stati
     val = np.arange(len(y)) % 5 == 0
     arrays = {"x_train": x[~val], "y_train": y[~val], "x_val": x[val], "y_val": y[val]}
     train = {**TRAIN, "epochs": 12, "batch_size": 64, "precision": "float32"}
-    best, _, _ = training.fit(lambda: cnn.build_cnn(filters=(16, 32, 64), dense_units=64, convs_per_block=2),
+    best, _, _ = training.fit(lambda: tiny_cnn(filters=[16, 32, 64], dense_units=64, convs_per_block=2),
                               arrays, train, AUGMENT, 42, tmp_path / "state")
     model = keras.saving.load_model(best)
     inference = np.mean(model.predict(arrays["x_val"].astype("float32"), verbose=0).argmax(1) == arrays["y_val"])

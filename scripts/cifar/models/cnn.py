@@ -18,24 +18,25 @@ class SCHEMA(params.Section):  # params.yaml `cnn`: the architecture
     dense_dropout: params.number(float, 0, 1, hi_open=True)
 
 
-def build_cnn(filters=(64, 128, 256), kernel_size=3, block_dropout=(0.25, 0.25),
-              dense_units=512, dense_dropout=0.5, num_classes=NUM_CLASSES, convs_per_block=1, input_shape=IMAGE_SHAPE):
-    """The seed's CNN: two Conv-BN-MaxPool-Dropout blocks, Conv-BN-GAP, Dense, Dropout, softmax.
+def build(section, images=None, classes=NUM_CLASSES):
+    """The seed's CNN from its params section (`cnn`, validated: every key given, no default of
+    its own): two Conv-BN-MaxPool-Dropout blocks, Conv-BN-GAP, Dense, Dropout, softmax, for the
+    training `images`' shape (CIFAR-10's without them) and `classes` classes.
 
     `convs_per_block`: how many Conv-BN pairs each block repeats. The seed's text describes "a
     layered architecture of repeated layer blocks", then each block as one convolution "followed
     by batch normalization, pooling and dropout": 1 reads it literally, 2 reads each block as two
-    convolutions (studies/fidelity/ compares the readings with the seed's numbers).
-    `input_shape` (side, side, 3) and `num_classes` are the data's (the pipeline passes its own)."""
+    convolutions (studies/fidelity/ compares the readings with the seed's numbers)."""
+    kernel_size, block_dropout, convs_per_block = section["kernel_size"], section["block_dropout"], section["convs_per_block"]
 
     def block(width):
         return [layer for _ in range(convs_per_block) for layer in (
             layers.Conv2D(width, kernel_size, padding="same", activation="relu"), layers.BatchNormalization())]
 
-    f1, f2, f3 = filters
+    f1, f2, f3 = section["filters"]
     return keras.Sequential(
         [
-            keras.Input(input_shape, name="image"),
+            keras.Input(IMAGE_SHAPE if images is None else images.shape[1:], name="image"),
             layers.Rescaling(1.0 / 255, name="scale_0_1"),
             *block(f1),
             layers.MaxPooling2D(),
@@ -45,17 +46,11 @@ def build_cnn(filters=(64, 128, 256), kernel_size=3, block_dropout=(0.25, 0.25),
             layers.Dropout(block_dropout[1]),
             *block(f3),
             layers.GlobalAveragePooling2D(),
-            layers.Dense(dense_units, activation="relu"),
-            layers.Dropout(dense_dropout),
+            layers.Dense(section["dense_units"], activation="relu"),
+            layers.Dropout(section["dense_dropout"]),
             # float32 in any precision: the softmax and the loss stay float32 (mixed precision).
-            layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32"),
+            layers.Dense(classes, activation="softmax", name="probabilities", dtype="float32"),
         ],
         name="cnn",
     )
 
-
-def build(section, images, classes):
-    """build_cnn from its params section (cnn), for the training `images`' shape and `classes` classes."""
-    return build_cnn(section["filters"], section["kernel_size"], section["block_dropout"],
-                     section["dense_units"], section["dense_dropout"], convs_per_block=section["convs_per_block"],
-                     num_classes=classes, input_shape=images.shape[1:])

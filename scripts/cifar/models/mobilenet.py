@@ -76,8 +76,8 @@ def validate(values, where="mobilenet", path="params.yaml"):
             raise params.ParamsError(f"{path}: {where}.{key} is null, but {recipe} needs it; give it a value")
 
 
-def build_mobilenet(weights="imagenet", input_size=32, trainable_layers=20, dropout=0.2,
-                    num_classes=NUM_CLASSES, train_batchnorm=True, input_shape=IMAGE_SHAPE):
+def build_mobilenet(weights, input_size, trainable_layers, dropout, train_batchnorm,
+                    num_classes=NUM_CLASSES, input_shape=IMAGE_SHAPE):
     """MobileNetV2 (no top) with a GAP-Dropout-Dense head; only its last `trainable_layers` train.
 
     `weights` is "imagenet" (Keras' cached download), None, or the path of a weights file.
@@ -123,7 +123,7 @@ def phase_model(section, weights, phase, previous, input_shape, classes):
     of the phase before (`previous`, a .keras path), else from the backbone `weights`."""
     batchnorm = section.get("train_batchnorm", True) if section.get("phases") else True
     model = build_mobilenet(weights if previous is None else None, section["input_size"], phase["trainable_layers"],
-                            section["dropout"], classes, batchnorm, input_shape)
+                            section["dropout"], batchnorm, classes, input_shape)
     if previous is not None:
         model.load_weights(previous)  # matched by layer, whatever is frozen now
     return model
