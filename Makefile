@@ -82,8 +82,8 @@ fidelity: setup ## the seed CNN's readings of the seed's text (READINGS="1 2": c
 profile: setup ## where a training step's time goes, by kind of op, in each precision (MODEL=fast) -> studies/profile/
 	python studies/profile/profile_step.py --model $(or $(MODEL),fast)
 
-stage-times: setup ## run every stage from scratch (dvc repro --force), timing each -> studies/stage_times/ (RESUME=1: continue a run cut short)
-	python studies/stage_times/stage_times.py $(if $(RESUME),--resume,-- --force)
+stage-times: setup ## every stage from scratch (dvc repro --force), each one's own time -> studies/stage_times/ (RESUME=1: continue a cut run; MODEL=NAME: that model's stages after training and the comparison, against its training)
+	python studies/stage_times/stage_times.py $(if $(MODEL),--model $(MODEL),$(if $(RESUME),--resume))
 
 # The reference run, in the order that survives a lost machine: the pipeline's models live only in
 # this machine's DVC cache, so each one's test accuracy goes into the seeds study (runs.json, in

@@ -40,7 +40,8 @@ def main():
     except page.PageUnavailable as err:
         found = {"skipped": str(err)}
         print(f"demo: warning: {name}: the demo page was not measured: {err}")
-    outputs.write_json(args.metrics, {"model": name, "page": found, "hardware": outputs.hardware()})
+    outputs.write_json(args.metrics, {"model": name, "page": found, "hardware": outputs.hardware(),
+                                      "stage_s": outputs.stage_seconds()})
 
 
 if __name__ == "__main__":

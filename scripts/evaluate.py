@@ -112,6 +112,7 @@ def main():
         "data": {"archive_sha256": str(arrays["archive_sha256"]), "test_images": int(len(arrays["y_test"])),
                  "train_images": int(len(arrays["y_train"]))},
         "environment": outputs.hardware(),
+        "stage_s": outputs.stage_seconds(),
     })
     print(f"Wrote {args.metrics}, {args.plots}/*/{name}.csv and {args.figures}/")
 

@@ -81,6 +81,7 @@ def main():
             # Test-time augmentation inside every artifact (params.yaml models.NAME.tta): views averaged.
             "test_time_augmentation": entry["tta"],
             "artifacts": artifacts,
+            "stage_s": outputs.stage_seconds(),  # the export's own time; parity@NAME's metrics give it (export_stage_s)
         })
         os.chmod(tmp, 0o755)  # a temporary folder is private; the export is served and shared
     print(f"{name}: exported to {args.out}/")

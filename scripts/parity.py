@@ -171,6 +171,8 @@ def main():
         "artifacts": results,
         "targets": summary,
         "hardware": outputs.hardware(),
+        "export_stage_s": meta.get("stage_s"),  # export@NAME's, from its metadata.json (it has no metrics file)
+        "stage_s": outputs.stage_seconds(),
     })
 
 

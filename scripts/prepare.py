@@ -125,6 +125,7 @@ def main():
         "per_class": {split: class_counts(arrays[f"y_{split}"], names) for split in ("train", "val", "test")},
         # The largest class over the smallest, in the training split (1: balanced; the splits stay stratified).
         "imbalance": imbalance(arrays["y_train"], names),
+        "stage_s": outputs.stage_seconds(),
     })
     print(f"Wrote {args.out} and {args.metrics}")
 

@@ -99,6 +99,7 @@ def main():
         args.name: result,
         "data": {"archive_sha256": str(arrays["archive_sha256"]), "test_images": int(count), "seed": seed},
         "environment": outputs.hardware(),
+        "stage_s": outputs.stage_seconds(),
     })
     print(f"Wrote {args.metrics}, {args.plot} and {args.figure}")
 

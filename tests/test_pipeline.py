@@ -67,6 +67,13 @@ def test_repro_runs_every_stage_and_leaves_status_clean(pipeline):
         if path.is_file() and path.suffix in (".json", ".csv", ".md"):
             assert str(repo.parent) not in path.read_text(errors="replace"), path
     assert not (repo / "models" / ".resume").exists() or not any((repo / "models" / ".resume").iterdir())
+    # Every stage with metrics records its own time in them (make stage-times adds them up).
+    metrics = repo / "reports" / "metrics"
+    for name in MODEL_NAMES:
+        times = [json.loads((metrics / f"{kind}/{name}.json").read_text())[key] for kind, key in (
+            ("train", "stage_s"), ("robustness", "stage_s"), ("evaluate", "stage_s"), ("export", "export_stage_s"),
+            ("export", "stage_s"), ("demo", "stage_s"))]
+        assert all(t > 0 for t in times), (name, times)
 
 
 def test_robustness_and_calibration_for_every_model(pipeline):

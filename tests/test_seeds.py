@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import run, script, set_param
+from conftest import REPO, run, script, set_param
 import seeds
 from cifar import spread
 import stage_times
@@ -105,64 +105,66 @@ def test_a_sweep_reuses_the_pipelines_run_runs_the_other_seeds_as_dvc_experiment
     assert stale.returncode != 0 and "train@cnn is not up to date" in stale.stderr
 
 
-def test_stage_times_time_each_stage_from_its_start_to_the_next():
-    clock = iter([10.0, 70.0, 75.0, 200.0]).__next__
-    lines = ["Stage 'download' didn't change, skipping\n", "Running stage 'train@cnn':\n", "Epoch 1/2\n",
-             "Running stage 'export@cnn':\n", "Running stage 'evaluate':\n", "Updating lock file 'dvc.lock'\n"]
-    ran, skipped = stage_times.timed(lines, clock=clock, echo=lambda line: None)
-    assert ran == {"train@cnn": 60.0, "export@cnn": 5.0, "evaluate": 125.0} and skipped == ["download"]
+def stage_metrics(root, seconds):
+    """Metrics files under `root`/reports/metrics as the stages write them, each with its own
+    `stage_s` (`seconds`: {stage@NAME: s}; export@NAME's in parity's file as export_stage_s)."""
+    metrics = root / "reports/metrics"
+    for stage, value in seconds.items():
+        kind, _, name = stage.partition("@")
+        file, key = stage_times.RECORDED.get(kind, ("prepare.json", "stage_s"))
+        path = metrics / file.format(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        values = json.loads(path.read_text()) if path.is_file() else {}
+        path.write_text(json.dumps({**values, key: value, **({name: {"wall_time_s": value - 1}} if kind == "train" else {})}))
 
 
-def test_stage_times_compare_with_the_seed_recipe_only_on_the_host_bench_ran_on(tmp_path, monkeypatch):
+def test_stage_times_add_up_what_each_stage_records_and_compare_only_on_the_bench_host(tmp_path, monkeypatch):
     monkeypatch.setattr(stage_times.outputs, "hardware", lambda: {"cpu": "Intel Xeon", "cpu_count": 2})
+    stage_metrics(tmp_path, {"prepare": 10.0, "train@cnn": 600.0, "train@fast": 400.0, "robustness@cnn": 100.0,
+                             "evaluate@cnn": 200.0, "export@cnn": 50.0, "parity@cnn": 100.0, "demo@fast": 40.0})
+    (tmp_path / "reports/metrics/train/mobilenet.json").write_text(json.dumps({"mobilenet": {"wall_time_s": 300.0}}))
+    ran, fits = stage_times.recorded(["cnn", "fast", "mobilenet"], tmp_path / "reports/metrics")
+    assert ran["export@cnn"] == 50.0 and ran["parity@cnn"] == 100.0 and "robustness@fast" not in ran
+    assert fits == {"train@mobilenet": 300.0}  # metrics from before stage_s: the fit's own time
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"environment": {"cpu": "Intel Xeon"}, "seed_recipe_float32_s": 1000.0}))
-    result = stage_times.record({"prepare": 10.0, "train@cnn": 600.0, "train@mobilenet": 400.0, "evaluate": 300.0,
-                                 "parity@cnn": 100.0, "demo@cnn": 40.0}, [], "dvc repro", bench)
-    assert result["total_s"] == 1450.0 and result["training_s"] == 1000.0 and result["later_s"] == 440.0
+    result = stage_times.record(ran, fits, "dvc repro --force", bench)
+    assert result["total_s"] == 1800.0 and result["training_s"] == 1300.0 and result["later_s"] == 490.0
     assert (result["total_vs_seed_recipe"], result["training_vs_seed_recipe"], result["later_vs_seed_recipe"]) == (
-        1.45, 1.0, 0.44)
+        1.8, 1.3, 0.49)
+    assert result["models"]["cnn"] == {"training_s": 600.0, "later_s": 450.0, "later_vs_training": 0.75}
+    assert result["training_fit_s"] == {"train@mobilenet": 300.0} and "wall_time_s" in result["training_source"]
     bench.write_text(json.dumps({"environment": {"cpu": "AMD EPYC"}, "seed_recipe_float32_s": 1000.0}))
-    other = stage_times.record({"evaluate": 500.0}, [], "dvc repro", bench, train_metrics=tmp_path / "none")
+    other = stage_times.record(ran, fits, "dvc repro", bench)
     assert other["seed_recipe_float32_s"] is None and other["total_vs_seed_recipe"] is None
-    assert other["later_vs_seed_recipe"] is None
 
 
-def test_stage_times_resume_a_cut_run_and_take_training_from_the_models_fit_times(tmp_path, monkeypatch):
-    """A run cut after its second stage keeps both stages' times; --resume adds what `dvc repro`
-    still runs. No training stage ran, so training is the trained models' own fit times."""
+def test_stage_times_of_one_model_run_its_stages_after_training_and_the_comparison(tmp_path, monkeypatch):
+    """make stage-times MODEL=fast: `dvc repro --force --single-item` of fast's later stages (each
+    records its time), then the comparison, timed; fast's sum against its own training."""
     monkeypatch.setattr(stage_times.outputs, "hardware", lambda: {"cpu": "Intel Xeon", "cpu_count": 2})
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "reports/metrics/train").mkdir(parents=True)
-    for name, seconds in (("fast", 900.0), ("cnn", 2000.0)):
-        (tmp_path / f"reports/metrics/train/{name}.json").write_text(json.dumps({name: {"wall_time_s": seconds}}))
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    stage_metrics(tmp_path, {"train@fast": 1000.0})
     (tmp_path / "bin").mkdir()
-    dvc = tmp_path / "bin/dvc"  # prints what the next line of `stages` says, then fails if it says so
-    dvc.write_text("#!/bin/sh\nhead -n1 stages | tr ';' '\\n'; sed -i 1d stages; [ ! -e cut ] || { rm cut; exit 1; }\n")
+    dvc = tmp_path / "bin/dvc"  # records its arguments; a run of fast's stages writes their metrics
+    dvc.write_text("#!/bin/sh\necho \"$*\" >> calls\ncase \"$*\" in *robustness@fast*) cp -r ready/reports . ;; esac\n")
     dvc.chmod(0o755)
+    stage_metrics(tmp_path / "ready", {"train@fast": 1000.0, "robustness@fast": 150.0, "evaluate@fast": 100.0,
+                                       "export@fast": 50.0, "parity@fast": 80.0, "demo@fast": 20.0})
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-    (tmp_path / "stages").write_text("Running stage 'robustness':;Running stage 'evaluate':;Running stage 'export@fast':\n"
-                                     "Stage 'robustness' didn't change, skipping;Running stage 'export@fast':\n")
-    (tmp_path / "cut").touch()
-    out, progress = tmp_path / "stage_times.json", tmp_path / "progress.json"
-    argv = ["stage_times.py", "--out", str(out), "--bench", str(tmp_path / "none.json"), "--progress", str(progress)]
-    monkeypatch.setattr("sys.argv", [*argv, "--", "--force"])
-    with pytest.raises(SystemExit, match="rerun with --resume"):
-        stage_times.main()
-    assert not out.exists() and set(json.loads(progress.read_text())["stages_s"]) == {"robustness", "evaluate"}
-    monkeypatch.setattr("sys.argv", [*argv, "--resume", "--", "--force"])
-    with pytest.raises(SystemExit, match="without --force"):
-        stage_times.main()
-    monkeypatch.setattr("sys.argv", [*argv, "--resume"])
+    monkeypatch.setattr("sys.argv", ["stage_times.py", "--model", "fast", "--out", str(tmp_path / "stage_times.json")])
     stage_times.main()
-    result = json.loads(out.read_text())
-    assert list(result["stages_s"]) == ["robustness", "evaluate", "export@fast"] and result["skipped"] == []
-    assert result["command"] == "dvc repro --force, resumed by dvc repro" and not progress.exists()
-    assert result["training_s"] == 2900.0 and result["training_fit_s"] == {"train@cnn": 2000.0, "train@fast": 900.0}
-    assert "wall_time_s" in result["training_source"]
-    assert result["total_s"] == pytest.approx(2900.0 + result["later_s"], abs=0.2)
-    progress.write_text(json.dumps({"command": "dvc repro", "stages_s": {}, "environment": {"cpu": "AMD EPYC"}}))
-    with pytest.raises(SystemExit, match="not this host"):
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        "repro --force --single-item robustness@fast evaluate@fast export@fast parity@fast demo@fast",
+        "repro --force --single-item compare artifacts_table"]
+    result = json.loads((tmp_path / "fast.json").read_text())
+    assert set(result["stages_s"]) == {f"{s}@fast" for s in stage_times.LATER} and result["training_s"] == 1000.0
+    assert result["later_s"] == pytest.approx(400.0 + result["comparison_s"], abs=0.11)
+    assert result["later_vs_training"] == pytest.approx(result["later_s"] / 1000.0, abs=1e-3)
+    assert not (tmp_path / "stage_times.json").exists()
+    monkeypatch.setattr("sys.argv", ["stage_times.py", "--model", "resnet"])
+    with pytest.raises(SystemExit, match="no model 'resnet'"):
         stage_times.main()
 
 

@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -46,11 +47,22 @@ def atomic_path(final, is_dir=False):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+_started = []  # when the running stage began (run_stage), for stage_seconds
+
+
+def stage_seconds():
+    """Seconds since the running stage began (its script's start under run_stage), rounded to
+    0.1: what each stage records in its own metrics as `stage_s`, so `dvc metrics show` and
+    `dvc exp show` give every stage's cost without reading a log."""
+    return round(time.monotonic() - _started[-1], 1) if _started else None
+
+
 def run_stage(name, main, errors=()):
     """Run a stage's `main()`. An expected failure (StageError, a missing input, or one of
     `errors`) becomes one line, `NAME: error: ...`, and exit status 1."""
     import sys
 
+    _started.append(time.monotonic())
     try:
         main()
     except (StageError, FileNotFoundError, *errors) as err:

@@ -163,6 +163,7 @@ def run(name, plan, args, cfg, provenance):
         "data": {"archive_sha256": str(arrays["archive_sha256"])},
         **provenance,
         "environment": outputs.hardware(),
+        "stage_s": outputs.stage_seconds(),  # the fit's own time is wall_time_s
     })
     shutil.rmtree(state, ignore_errors=True)  # last: until the outputs are in place, a rerun reuses it
     print(

@@ -1,23 +1,27 @@
-"""Run `dvc repro` and record every stage's wall time: what the whole pipeline costs.
+"""What the pipeline's stages cost, from the time each stage records in its own metrics.
 
-Usage: python studies/stage_times/stage_times.py [--out studies/stage_times/stage_times.json] -- [dvc repro args]
-       (make stage-times: `dvc repro --force`, every stage from scratch, one after the other)
+Usage: python studies/stage_times/stage_times.py [--resume] [-- dvc repro args]
+       python studies/stage_times/stage_times.py --model NAME
+       make stage-times [MODEL=NAME] [RESUME=1]
 
-DVC prints "Running stage 'NAME':" as each stage starts; a stage's time runs from there to the
-next stage's start (or to the end of `dvc repro`), so it includes DVC's own work on its outputs.
-Stages DVC skipped as unchanged are listed as skipped. The file is written only if `dvc repro`
-succeeds, with the host it ran on, and the total, the training stages and the stages after
-training (LATER) against the seed recipe's float32 training time predicted by `make bench`
-(studies/bench/bench.json), when bench ran on the same CPU;
-`--compare-only` redoes that comparison after a later `make bench` on the same host.
+Every stage that keeps metrics records its own wall time in them, `stage_s` (cifar.outputs:
+from its script's start to its metrics' write): prepare, train@, robustness@, evaluate@, parity@
+and demo@, and parity@ gives export@'s (`export_stage_s`, from the export's metadata.json). Those
+are what `dvc metrics show` and `dvc exp show` list for any run; this study only runs the stages
+and adds the times up, it reads no log.
 
-Each finished stage's time is kept in build/stage_times.progress.json as it ends, so a run cut
-short (a lost session, a killed machine) continues with `--resume`: `dvc repro` without --force
-runs only the stages the cut run did not finish (the finished ones are up to date in dvc.lock),
-and the record holds the times of both. When no training stage ran (training stages up to date,
-or `-s` on the later ones), `training_s` is the sum of the trained models' own fit times
-(`wall_time_s` in reports/metrics/train/NAME.json, the models the later stages measured), and
-`training_source` says so.
+- The whole pipeline: `dvc repro --force` (every stage from scratch, one after the other; with
+  `--resume`, `dvc repro` continues a run cut short: the stages it finished keep their times in
+  their metrics), then each stage's time, the total, the training stages and the stages after
+  training against the seed recipe's float32 training time that `make bench` predicts on the
+  same CPU (studies/bench/bench.json) -> stage_times.json. A training stage whose metrics predate
+  `stage_s` counts its fit time (`wall_time_s`), listed in `training_fit_s`.
+- One model (`--model NAME`): its stages after training, `dvc repro --force --single-item` of
+  robustness@, evaluate@, export@, parity@ and demo@, and the comparison (compare and
+  artifacts_table keep no metrics, so their one command is timed here), against the model's own
+  training time -> NAME.json beside stage_times.json: what one experiment on that model pays
+  after its training.
+`--compare-only` redoes the comparison with bench after a later `make bench` on the same host.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import re
 import subprocess
 import sys
 import time
@@ -35,44 +38,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))  # scri
 
 from cifar import outputs  # noqa: E402
 
-STARTED = re.compile(r"^Running stage '([^']+)'")
-SKIPPED = re.compile(r"^(?:Stage )?'([^']+)' didn't change, skipping")
-TRAINING = ("train@",)  # the training stages: train@NAME, one per model of the registry
-# The stages after training, what a user pays again on every change of a model: every stage that
-# reads a trained model or what is made from one (the rest are the data and the weights before it).
-LATER = ("robustness", "evaluate", "export@", "parity@", "demo@", "artifacts_table")
+METRICS = Path("reports/metrics")
+# The stages after training, what a user pays again on every change of a model (as dvc.yaml names them).
+LATER = ("robustness", "evaluate", "export", "parity", "demo")
+# Where each stage's own time is: (its metrics file for a model NAME, the key).
+RECORDED = {"train": ("train/{}.json", "stage_s"), "robustness": ("robustness/{}.json", "stage_s"),
+            "evaluate": ("evaluate/{}.json", "stage_s"), "export": ("export/{}.json", "export_stage_s"),
+            "parity": ("export/{}.json", "stage_s"), "demo": ("demo/{}.json", "stage_s")}
 
 
-def timed(lines, clock=time.monotonic, echo=print, ran=None, finished=lambda ran: None):
-    """(stage seconds in the order they ran, skipped stages) from `dvc repro`'s output `lines`,
-    added to `ran` (an earlier, cut-short run's); `finished(ran)` after each stage but the last
-    (which ends only when `dvc repro` succeeds)."""
-    ran, skipped, current, since = dict(ran or {}), [], None, None
-    for line in lines:
-        echo(line.rstrip("\n"))
-        if match := STARTED.match(line):
-            now = clock()
-            if current is not None:
-                ran[current] = now - since
-                finished(ran)
-            current, since = match.group(1), now
-        elif match := SKIPPED.match(line):
-            skipped.append(match.group(1))
-    if current is not None:
-        ran[current] = clock() - since
-    return ran, skipped
+def read(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def recorded(names, metrics=METRICS):
+    """({stage: seconds} from the stages' own metrics, {train@NAME: fit seconds} for the training
+    stages whose metrics predate stage_s)."""
+    found, fits = {}, {}
+    if read(metrics / "prepare.json").get("stage_s") is not None:
+        found["prepare"] = read(metrics / "prepare.json")["stage_s"]
+    for name in names:
+        for stage, (file, key) in RECORDED.items():
+            values = read(metrics / file.format(name))
+            if values.get(key) is not None:
+                found[f"{stage}@{name}"] = values[key]
+            elif stage == "train" and name in values:
+                fits[f"train@{name}"] = values[name]["wall_time_s"]
+    return found, fits
 
 
 def seed_recipe_seconds(bench_path, cpu):
     """The seed recipe's predicted float32 training time from `make bench`'s file, if it was
     measured on `cpu`; else None (a time from another host is no yardstick)."""
-    try:
-        bench = json.loads(Path(bench_path).read_text())
-    except (OSError, ValueError):
-        return None
-    if bench.get("environment", {}).get("cpu") != cpu:
-        return None
-    return bench.get("seed_recipe_float32_s")
+    bench = read(bench_path)
+    return bench.get("seed_recipe_float32_s") if bench.get("environment", {}).get("cpu") == cpu else None
 
 
 def compared(result, bench_path):
@@ -84,46 +86,58 @@ def compared(result, bench_path):
         for part in ("total", "training", "later")}}
 
 
-def fit_times(train_metrics):
-    """Each trained model's own fit time (`wall_time_s`) from the training stages' metrics."""
-    return {f"train@{path.stem}": json.loads(path.read_text())[path.stem]["wall_time_s"]
-            for path in sorted(Path(train_metrics).glob("*.json"))}
-
-
-def record(ran, skipped, command, bench_path, train_metrics=Path("reports/metrics/train")):
-    """The stage-times record: each stage, the total, training's share, the ratio to the seed recipe."""
-    host = outputs.hardware()
-    training = {name: s for name, s in ran.items() if name.startswith(TRAINING)}
-    fits = {} if training else fit_times(train_metrics)  # no training stage ran under the clock
-    later = sum(s for name, s in ran.items() if name.startswith(LATER))
+def record(ran, fits, command, bench_path):
+    """The whole pipeline's record: each stage's own time (the small stages that keep no
+    metrics, download to fetch_weights@ and compare, are only in the command's `wall_s`), the
+    total, training's share, the stages after training, each model's later stages against its
+    own training, and the ratios to bench."""
+    training = {**{s: t for s, t in ran.items() if s.startswith("train@")}, **fits}
+    later = {s: t for s, t in ran.items() if s.split("@")[0] in LATER}
+    names = sorted({s.split("@")[1] for s in training})
+    per_model = {name: model_share(name, ran, fits) for name in names}
     return compared({
         "command": command,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "stages_s": {name: round(s, 1) for name, s in ran.items()},
-        "skipped": skipped,
+        "stages_s": ran,
         "total_s": round(sum(ran.values()) + sum(fits.values()), 1),
-        "training_s": round(sum((training or fits).values()), 1),
-        "training_source": f"wall_time_s in {train_metrics}/NAME.json (each model's fit; no training stage ran here)"
-                           if fits else "stages_s",
+        "training_s": round(sum(training.values()), 1),
+        "training_source": "wall_time_s in reports/metrics/train/NAME.json (the fit; its metrics predate stage_s)"
+                           if fits else "stage_s",
         **({"training_fit_s": fits} if fits else {}),
-        "later_s": round(later, 1),  # LATER: every stage after training
-        "environment": host,
+        "later_s": round(sum(later.values()), 1),
+        "models": per_model,
+        "environment": outputs.hardware(),
     }, bench_path)
 
 
+def model_share(name, ran, fits, comparison_s=0.0):
+    """One model's stages after training (and the comparison's seconds, if timed for it) against its training."""
+    training = ran.get(f"train@{name}", fits.get(f"train@{name}"))
+    later = round(sum(ran.get(f"{stage}@{name}", 0.0) for stage in LATER) + comparison_s, 1)
+    return {"training_s": training, "later_s": later,
+            "later_vs_training": round(later / training, 3) if training else None}
+
+
+def timed(command):
+    """Run `command`; its wall seconds (it must succeed)."""
+    start = time.monotonic()
+    if subprocess.run(command).returncode:
+        sys.exit(f"stage_times: {' '.join(command)} failed; the stages it finished keep their times in their metrics")
+    return round(time.monotonic() - start, 1)
+
+
 def main():
+    from cifar import params
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("studies/stage_times/stage_times.json"))
     parser.add_argument("--bench", type=Path, default=Path("studies/bench/bench.json"),
                         help="make bench's file: the seed recipe's predicted float32 time on this host")
+    parser.add_argument("--model", help="time one model's stages after training and the comparison (NAME.json)")
     parser.add_argument("--compare-only", action="store_true",
                         help="run nothing: compare the recorded total with --bench again (after a later make bench "
                              "on the same host)")
-    parser.add_argument("--progress", type=Path, default=Path("build/stage_times.progress.json"),
-                        help="each finished stage's time, kept as it ends for --resume")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue a run cut short: keep the stage times in --progress (same host) and time "
-                             "what `dvc repro` (without --force) still runs")
+    parser.add_argument("--resume", action="store_true", help="continue a cut run: `dvc repro` without --force")
     parser.add_argument("repro_args", nargs="*", help="passed to dvc repro (after --)")
     args = parser.parse_args()
     if args.compare_only:
@@ -133,32 +147,30 @@ def main():
         outputs.write_json(args.out, result)
         print(f"stage_times: {result['total_s'] / 60:.1f} min, {result['total_vs_seed_recipe']}x the seed recipe")
         return
-    run, host = ["dvc", "repro", *args.repro_args], outputs.hardware()
-    command, earlier = " ".join(run), {}
-    if args.resume:
-        if "--force" in run or "-f" in run:
-            sys.exit("stage_times: --resume runs `dvc repro` without --force: the stages the cut run finished are "
-                     "up to date, and only the others must run")
-        try:
-            progress = json.loads(args.progress.read_text())
-        except (OSError, ValueError) as err:
-            sys.exit(f"stage_times: no run to resume in {args.progress} ({err}): run `make stage-times`")
-        if progress["environment"]["cpu"] != host["cpu"]:
-            sys.exit(f"stage_times: the run in {args.progress} ran on {progress['environment']['cpu']}, not this "
-                     "host: its times do not add up with this one's; run `make stage-times` from scratch")
-        earlier, command = progress["stages_s"], f"{progress['command']}, resumed by {command}"
-
-    def keep(ran):
-        outputs.write_json(args.progress, {"command": command, "stages_s": ran, "environment": host})
-
-    with subprocess.Popen(run, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
-        ran, skipped = timed(proc.stdout, echo=lambda line: print(line, flush=True), ran=earlier, finished=keep)
-    if proc.returncode:
-        sys.exit(f"stage_times: {' '.join(run)} failed (exit {proc.returncode}); {args.out} left as it was, the "
-                 f"finished stages' times in {args.progress}: fix it and rerun with --resume")
-    result = record(ran, [name for name in skipped if name not in earlier], command, args.bench)
+    names = list(params.load(["models"])["models"])
+    if args.model:
+        if args.model not in names:
+            sys.exit(f"stage_times: no model '{args.model}' in the registry ({', '.join(names)})")
+        run = ["dvc", "repro", "--force", "--single-item", *(f"{stage}@{args.model}" for stage in LATER)]
+        timed(run)
+        comparison = ["dvc", "repro", "--force", "--single-item", "compare", "artifacts_table"]
+        comparison_s = timed(comparison)
+        ran, fits = recorded([args.model])
+        share = model_share(args.model, ran, fits, comparison_s)
+        result = {"command": f"{' '.join(run)}; {' '.join(comparison)}",
+                  "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "stages_s": {s: t for s, t in ran.items() if s.split("@")[0] in LATER}, "comparison_s": comparison_s,
+                  **share, "environment": outputs.hardware()}
+        out = args.out.with_name(f"{args.model}.json")
+        outputs.write_json(out, result)
+        print(f"stage_times: {args.model}: the stages after training {share['later_s'] / 60:.1f} min, "
+              f"{share['later_vs_training']}x its training -> {out}")
+        return
+    run = ["dvc", "repro", *([] if args.resume else ["--force"]), *args.repro_args]
+    wall_s = timed(run)
+    ran, fits = recorded(names)
+    result = {**record(ran, fits, " ".join(run), args.bench), "wall_s": wall_s}
     outputs.write_json(args.out, result)
-    args.progress.unlink(missing_ok=True)
     print(f"stage_times: {len(ran)} stages in {result['total_s'] / 60:.1f} min (training "
           f"{result['training_s'] / 60:.1f} min, the stages after it {result['later_s'] / 60:.1f} min: "
           f"{result['later_vs_seed_recipe']}x the seed recipe's float32 training time) -> {args.out}")
