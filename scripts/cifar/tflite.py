@@ -53,8 +53,7 @@ def quiet_converter():
 
 
 def converter_for(saved_model_dir, kind, calibration_images=None, float_fallback=False):
-    """The TF-Lite converter of a SavedModel, set up for `kind`: the export's kinds (TFLITE_KINDS)
-    and the int8 study's variants of int8 (`int16x8`: int16 activations, `per_tensor` weights).
+    """The TF-Lite converter of a SavedModel, set up for `kind`, one of the export's (TFLITE_KINDS).
 
     float32: no quantization. dynamic_range: int8 weights, float activations and I/O.
     int8: weights and activations int8 (calibrated on `calibration_images`), integer-only ops
@@ -63,7 +62,7 @@ def converter_for(saved_model_dir, kind, calibration_images=None, float_fallback
     """
     import tensorflow as tf
 
-    if kind not in (*TFLITE_KINDS, "int16x8", "per_tensor"):
+    if kind not in TFLITE_KINDS:
         raise ValueError(f"unknown TF-Lite kind {kind!r}; expected one of {', '.join(TFLITE_KINDS)}")
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     if kind == "float32":
@@ -74,17 +73,6 @@ def converter_for(saved_model_dir, kind, calibration_images=None, float_fallback
     if calibration_images is None or not len(calibration_images):
         raise ValueError(f"{kind} conversion needs calibration images")
     converter.representative_dataset = representative(calibration_images)
-    if kind == "int16x8":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        converter.inference_input_type = converter.inference_output_type = tf.int16
-        return converter
-    if kind == "per_tensor":
-        # No public option turns per-channel weights off; the study measures what they buy. A
-        # private attribute: set only if the converter still has it (test_int8_study runs it).
-        if not hasattr(converter, "_experimental_disable_per_channel"):
-            raise RuntimeError("this TF-Lite converter no longer has _experimental_disable_per_channel: "
-                               "the per_tensor variant cannot be made")
-        converter._experimental_disable_per_channel = True
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, *(
         [tf.lite.OpsSet.TFLITE_BUILTINS] if float_fallback else [])]
     converter.inference_input_type = converter.inference_output_type = tf.uint8

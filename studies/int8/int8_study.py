@@ -81,8 +81,25 @@ def equalize_before_batchnorm(model):
 
 def converter_for(saved_model_dir, calibration, kind, denylisted_ops=(), denylisted_nodes=()):
     """The export's TF-Lite converter for `kind` (cifar.tflite.converter_for), with its
-    calibration data; layers kept in float need float kernels allowed."""
-    return tflite.converter_for(saved_model_dir, kind, calibration, float_fallback=bool(denylisted_ops or denylisted_nodes))
+    calibration data (layers kept in float need float kernels allowed); and the study's own
+    variants of int8: `int16x8` (int16 activations) and `per_tensor` (one scale per weight tensor)."""
+    import tensorflow as tf
+
+    if kind not in ("int16x8", "per_tensor"):
+        return tflite.converter_for(saved_model_dir, kind, calibration,
+                                    float_fallback=bool(denylisted_ops or denylisted_nodes))
+    converter = tflite.converter_for(saved_model_dir, "int8", calibration)
+    if kind == "int16x8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int16
+        return converter
+    # No public option turns per-channel weights off; the study measures what they buy. A private
+    # attribute: set only if the converter still has it (test_int8_study runs it).
+    if not hasattr(converter, "_experimental_disable_per_channel"):
+        raise RuntimeError("this TF-Lite converter no longer has _experimental_disable_per_channel: "
+                           "the per_tensor variant cannot be made")
+    converter._experimental_disable_per_channel = True
+    return converter
 
 
 # The export stage's own: its int8 fallback candidate keeps the debugger's worst layers in float.
