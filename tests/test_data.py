@@ -278,7 +278,7 @@ def test_offline_mobilenet_weights_need_a_digest_and_source_json_says_which(work
 
     proc = fetch("mobilenet")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "no sha256 was given to check it against" in proc.stderr and not (workdir / "pretrained").exists()
+    assert "no sha256 was given to check it against" in proc.stderr and not (workdir / "pretrained/mobilenet").exists()
     proc = fetch("mobilenet", MOBILENET_WEIGHTS_SHA256="f" * 64)
     assert proc.returncode == 1 and "checksum mismatch" in proc.stderr
     assert fetch("mobilenet", MOBILENET_WEIGHTS_SHA256=data.sha256_of(weights)).returncode == 0
