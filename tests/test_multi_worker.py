@@ -36,7 +36,11 @@ def assert_same_history(a, b):
     assert [r["epoch"] for r in a] == [r["epoch"] for r in b]
     for x, y in zip(a, b):
         for key in ("loss", "val_loss", "lr"):
-            assert float(x[key]) == pytest.approx(float(y[key]), rel=TOLERANCE[int(x["epoch"])]), (key, x, y)
+            # The val loss reads BatchNormalization's moving statistics, which at 10 steps an epoch
+            # follow the last few batches (momentum 0.8: cifar.training.fit.track_in_epoch), so the
+            # all-reduce's other order of sums shows in it more than in the training loss.
+            tolerance = max(TOLERANCE[int(x["epoch"])], 1e-3 if key == "val_loss" else 0)
+            assert float(x[key]) == pytest.approx(float(y[key]), rel=tolerance), (key, x, y)
 
 
 def files_under(repo, *folders):
