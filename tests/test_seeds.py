@@ -57,7 +57,7 @@ def test_a_sweep_reuses_the_pipelines_run_runs_the_other_seeds_as_dvc_experiment
     repo, env, _ = pipeline_copy
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     run([*git, "add", "-A"], cwd=repo)
-    run([*git, "commit", "-qm", "tiny pipeline"], cwd=repo)  # experiments are based on a commit
+    run([*git, "commit", "-qm", "tiny pipeline", "--allow-empty"], cwd=repo)  # experiments are based on a commit
     (repo / "studies/seeds/runs.json").unlink(missing_ok=True)  # the reference run's, not this pipeline's
     proc = run(["python", script("seeds"), "--models", "cnn", "--seeds", "2"], cwd=repo, **env)
     runs = json.loads((repo / "studies/seeds/runs.json").read_text())
