@@ -72,10 +72,11 @@ def main():
     args = parser.parse_args()
     cfg = params.load(["evaluate"], schemas={"evaluate": SCHEMA})["evaluate"]
     name, stage = args.name, models.train_stage(args.name)
-    label = models.entry(name)[0]["label"]
+    entry = models.entry(name)[0]
+    label = entry["label"]
 
     # Every input is checked before the slow part starts.
-    model = models.load(args.model, models.entry(name)[0]["tta"], stage)
+    model = models.load(args.model, entry["tta"], stage)
     history = read_history(args.live, stage)  # epochs 1-based
     arrays = data.load_prepared(args.data)
     names = [str(n) for n in arrays["class_names"]]

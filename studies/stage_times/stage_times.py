@@ -58,8 +58,8 @@ def recorded(names, metrics=METRICS):
     """({stage: seconds} from the stages' own metrics, {train@NAME: fit seconds} for the training
     stages whose metrics predate stage_s)."""
     found, fits = {}, {}
-    if read(metrics / "prepare.json").get("stage_s") is not None:
-        found["prepare"] = read(metrics / "prepare.json")["stage_s"]
+    if (prepared := read(metrics / "prepare.json").get("stage_s")) is not None:
+        found["prepare"] = prepared
     for name in names:
         for stage, (file, key) in RECORDED.items():
             values = read(metrics / file.format(name))
