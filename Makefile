@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
+MEDIAPIPE_VENV := .venv-mediapipe
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Offline inputs (see README): passed through to the stages that read them, the paths made
 # absolute so they also resolve inside the temporary copy `dvc exp run --temp` runs in.
@@ -46,12 +47,19 @@ $(INSTALLED): $(REQUIREMENTS) requirements.txt $(LOCK)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(REQUIREMENTS) -c $(LOCK)
 	touch $@
 
+# MediaPipe's metadata writer and client, in an environment of their own (requirements-mediapipe.txt says why).
+$(MEDIAPIPE_VENV)/.installed: requirements-mediapipe.txt requirements-mediapipe.lock
+	test -x $(MEDIAPIPE_VENV)/bin/python || $(PYTHON) -m venv $(MEDIAPIPE_VENV)
+	$(MEDIAPIPE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-mediapipe.txt \
+		-c requirements-mediapipe.lock
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "error: npm not found; install Node.js 18+ (it serves the plots and the web demo offline)"; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(INSTALLED) node_modules/.installed ## create .venv and node_modules with the pinned dependencies (GPU=1: TensorFlow for NVIDIA GPUs)
+setup: $(INSTALLED) $(MEDIAPIPE_VENV)/.installed node_modules/.installed ## create .venv, .venv-mediapipe and node_modules with the pinned dependencies (GPU=1: TensorFlow for NVIDIA GPUs)
 
 lock-gpu: $(VENV)/.installed ## re-resolve requirements-gpu.lock: requirements-gpu.txt under the CPU lock's pins
 	mkdir -p build
@@ -157,5 +165,5 @@ plots: setup ## render every DVC plot to reports/plots/index.html, viewable offl
 dag: setup ## draw the stage graph
 	dvc dag
 
-clean-venv: ## remove .venv
-	rm -rf $(VENV)
+clean-venv: ## remove .venv and .venv-mediapipe
+	rm -rf $(VENV) $(MEDIAPIPE_VENV)

@@ -8,11 +8,13 @@ one folder that appears only when every conversion has succeeded:
 
     saved_model/                  Keras' ExportArchive: endpoint `serve` (= serving_default), float32
                                   0-255 `image` in, `probabilities` out
-    <name>_float32.tflite         float32 in, float32 probabilities out
+    <name>_float32.tflite         float32 in, float32 probabilities out; every .tflite carries TF-Lite
+                                  metadata (labels, input convention: scripts/tools/mediapipe_tasks.py)
     <name>_dynamic_range.tflite   int8 weights; float32 in and out
     <name>_int8.tflite            integer-only; uint8 pixels in (scale 1, zero point 0),
                                   uint8 probabilities out (probability = value / 256)
     tfjs/                         TF.js graph model (model.json + shards), from the SavedModel
+    labels.txt                    the class names, one a line, in output order
     metadata.json                 classes, input/output types and quantization, sizes, sha256s
 
 The full-int8 model is calibrated on training images drawn at random (seeded). The `parity`
@@ -69,12 +71,20 @@ def main():
         # The model a user runs: its temperature, then test-time augmentation at the registry entry's level.
         shipped = export.shipped(model, entry["tta"], calibration and calibration["temperature"])
         artifacts = export_model(name, shipped, arrays, settings, tmp)
+        classes = [str(c) for c in arrays["class_names"]]
+        side = arrays["x_train"].shape[1]
+        (tmp / "labels.txt").write_text("".join(f"{c}\n" for c in classes))
+        source_sha = outputs.sha256_of(args.model)
+        export.add_tflite_metadata(
+            tmp, artifacts, name, version=source_sha[:12],  # the trained model's identity
+            description=f"{entry['label']}: classifies a {side}x{side} RGB image into {len(classes)} classes. Input: "
+                        "raw 0-255 pixels (normalization mean 0, std 1); the model scales them itself.")
         outputs.write_json(tmp / "metadata.json", {
             "model": name,
             "label": entry["label"],
-            "source": {"file": str(args.model), "sha256": outputs.sha256_of(args.model)},
-            "classes": [str(c) for c in arrays["class_names"]],
-            "input": "RGB pixels 0-255, NHWC; scaling is inside every model",
+            "source": {"file": str(args.model), "sha256": source_sha},
+            "classes": classes,
+            "input": export.INPUT_CONVENTION,
             "input_shape": [int(n) for n in arrays["x_train"].shape[1:]],  # (side, side, 3)
             # The calibration inside every artifact: softmax(logits / temperature), or none.
             "temperature": calibration,

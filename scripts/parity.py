@@ -113,6 +113,41 @@ def targets(results, artifacts):
     return export.targets(results, artifacts)
 
 
+MEDIAPIPE_IMAGES = 200  # the first test images, as PNG files at the model's side (no resize in MediaPipe)
+
+
+def mediapipe_check(folder, files, x, litert, classes):
+    """MediaPipe's ImageClassifier (scripts/tools/mediapipe_tasks.py, in MediaPipe's environment) on
+    each .tflite of `files` ({key: file}), as an app loads it: its top class and name for the
+    first MEDIAPIPE_IMAGES test images against LiteRT's (`litert`: {key: probabilities})."""
+    import json
+    import subprocess
+    import tempfile
+
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        images = [f"{tmp}/{i:04d}.png" for i in range(min(MEDIAPIPE_IMAGES, len(x)))]
+        for path, image in zip(images, x):
+            Image.fromarray(image.astype(np.uint8)).save(path)
+        proc = subprocess.run([*export.mediapipe_command("classify"), "--models",
+                               *(str(folder / f) for f in files.values()), "--images", *images],
+                              capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"MediaPipe's ImageClassifier failed on {folder}:\n{proc.stderr[-3000:]}")
+    answer = json.loads(proc.stdout)
+    checked = {}
+    for key, file in files.items():
+        tops = answer["results"][str(folder / file)]
+        index = np.array([t[0] for t in tops])
+        scores = litert[key][np.arange(len(tops)), index]
+        checked[key] = {"mediapipe": answer["mediapipe"], "images": len(tops),
+                        "top1_agreement": float(np.mean(index == litert[key][:len(tops)].argmax(axis=1))),
+                        "names": all(t[1] == classes[t[0]] for t in tops),
+                        "max_score_diff": float(np.max(np.abs(np.array([t[2] for t in tops]) - scores)))}
+    return checked
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="the model's name in the registry (params.yaml models)")
@@ -143,6 +178,7 @@ def main():
     results = {"keras": {"accuracy": keras_accuracy, "bytes": args.model.stat().st_size, "images": int(len(y)), **timing}}
     everything = np.arange(len(y))
     report(name, "keras", results["keras"])
+    litert = {}  # each .tflite's probabilities on the first test images, for MediaPipe's check
     for key, artifact in meta["artifacts"].items():
         fmt = export.FORMATS_BY_KEY.get(key)
         if fmt is None:
@@ -157,6 +193,14 @@ def main():
                         # which int8 candidate the export chose on val, and whether it is integer-only
                         **{k: artifact[k] for k in ("candidate", "integer_only") if k in artifact}}
         report(name, key, results[key])
+        if fmt.runtime == "tflite":
+            litert[key] = probabilities[:MEDIAPIPE_IMAGES]
+    files = {key: meta["artifacts"][key]["file"] for key in litert}
+    for key, check in mediapipe_check(args.export, files, x, litert, meta["classes"]).items():
+        results[key]["mediapipe"] = check
+        print(f"{name}: {key:<20} MediaPipe {check['mediapipe']} ImageClassifier: top class as LiteRT's on "
+              f"{check['top1_agreement'] * 100:.1f}% of {check['images']} images, names "
+              f"{'given' if check['names'] else 'MISSING'}, scores within {check['max_score_diff']:.1e}")
 
     summary = targets(results, meta["artifacts"])
     print(f"{name}: float formats agree with Keras on >= {summary['float_agreement_min'] * 100:.2f}% "
@@ -164,7 +208,8 @@ def main():
           f"int8 is {summary['int8_size_ratio'] * 100:.1f}% of float32 (target <= {INT8_SIZE_RATIO * 100:.0f}%): "
           f"{'met' if summary['int8_size_met'] else 'MISSED'}; int8 accuracy drop "
           f"{summary['int8_accuracy_drop_pp']:.2f} pp (target <= {INT8_ACCURACY_DROP_PP}): "
-          f"{'met' if summary['int8_accuracy_met'] else 'MISSED'}")
+          f"{'met' if summary['int8_accuracy_met'] else 'MISSED'}; every TF-Lite file in MediaPipe with its "
+          f"class names and LiteRT's top class: {'met' if summary['mediapipe_met'] else 'MISSED'}")
     outputs.write_json(args.metrics, {
         "model": name,
         "test_images": int(len(x)),

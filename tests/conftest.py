@@ -110,8 +110,10 @@ def copy_repo(dest):
     for stale in ["dvc.lock", *[p.relative_to(dest) for p in (dest / "reports" / "metrics").rglob("*.json")]]:
         (dest / stale).unlink(missing_ok=True)
     # The npm packages (`make setup`): the parity stage runs TF.js in Node.js from them.
-    if (REPO / "node_modules").is_dir():
-        (dest / "node_modules").symlink_to(REPO / "node_modules", target_is_directory=True)
+    # And MediaPipe's environment: the export writes the TF-Lite metadata in it, parity checks with it.
+    for made in ("node_modules", ".venv-mediapipe"):
+        if (REPO / made).is_dir():
+            (dest / made).symlink_to(REPO / made, target_is_directory=True)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
@@ -158,9 +160,9 @@ def default_phases(repo):
     return yaml.safe_load((repo / "params.yaml").read_text())["mobilenet"]["phases"]
 
 
-def tiny_pipeline(root, epochs):
-    """A repository copy in `root` after `dvc repro` on a synthetic archive with a test-written
-    weights file. Returns (repo, env for the offline inputs, output of dvc repro)."""
+def tiny_repo(root, epochs):
+    """A repository copy in `root` with the tiny pipeline's settings, a synthetic archive and a
+    test-written weights file, before any `dvc repro`. Returns (repo, env for the offline inputs)."""
     archive = synthetic.write_archive(root / "cifar-10-python.tar.gz")
     env = {"CIFAR10_ARCHIVE": str(archive), "CIFAR10_SHA256": synthetic.sha256(archive)}
     repo = copy_repo(root / "repo")
@@ -178,8 +180,22 @@ def tiny_pipeline(root, epochs):
     set_param(repo, "mobilenet.phases", [{**phase, "epochs": 1} for phase in default_phases(repo)])
     set_param(repo, "export.int8_calibration_images", 32)
     set_param(repo, "parity.latency_runs", 3)
-    first = run(["dvc", "repro"], cwd=repo, **env)
-    return repo, env, first.stdout
+    return repo, env
+
+
+def tiny_pipeline(root, epochs):
+    """tiny_repo after `dvc repro`: (repo, env for the offline inputs, output of dvc repro)."""
+    repo, env = tiny_repo(root, epochs)
+    return repo, env, run(["dvc", "repro"], cwd=repo, **env).stdout
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks
+def pytest_collection_modifyitems(items):
+    """The suite runs on two processes (pytest.ini, pytest-xdist's loadgroup): the tests on the
+    shared tiny pipeline run in one of them, so it is built once."""
+    for item in items:
+        if "pipeline" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("pipeline"))
 
 
 @pytest.fixture(scope="session")

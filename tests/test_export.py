@@ -349,6 +349,52 @@ def test_pipeline_exports_and_checks_every_model(pipeline):
 
 
 @pytest.mark.e2e
+def test_every_tflite_file_runs_in_mediapipe_with_its_class_names_and_every_format_carries_its_labels(pipeline, tmp_path):
+    """MediaPipe's ImageClassifier, the runtime Android, iOS, web and Python apps use, loads each
+    TF-Lite file of the seed CNN as the export wrote it (float32 and dynamic range: float input
+    with the metadata's normalization; int8: uint8 input), names the classes from the file's own
+    labels and picks the class predict.py (LiteRT) picks, on test images at the model's side."""
+    from PIL import Image
+
+    repo, env, _ = pipeline
+    folder = repo / "models" / "export" / "cnn"
+    meta = json.loads((folder / "metadata.json").read_text())
+    classes = meta["classes"]
+    images = []
+    for i, image in enumerate(data.load_prepared(repo / "data" / "prepared" / "cifar10.npz")["x_test"][:20]):
+        images.append(str(tmp_path / f"{i:02d}.png"))
+        Image.fromarray(image).save(images[-1])
+    files = {key: folder / meta["artifacts"][key]["file"] for key in ("tflite_float32", "tflite_dynamic_range", "tflite_int8")}
+    mediapipe = [str(export.MEDIAPIPE_PYTHON), script("mediapipe_tasks")]
+    answer = json.loads(run([*mediapipe, "classify", "--models", *map(str, files.values()), "--images", *images],
+                            cwd=repo).stdout)
+    checked = json.loads((repo / "reports" / "metrics" / "export" / "cnn.json").read_text())
+    for key, path in files.items():
+        litert = json.loads(run(["python", script("predict"), "--model", str(path), "--json", "--top", "1", *images],
+                                cwd=repo).stdout)["results"]
+        tolerance = 1e-4 if key != "tflite_int8" else 1 / 256  # one uint8 step (float: MediaPipe computes with its own TF-Lite build)
+        for (index, name, score), theirs in zip(answer["results"][str(path)], litert, strict=True):
+            assert name == classes[index] == theirs["top"][0]["class"], (key, name, theirs)
+            assert score == pytest.approx(theirs["top"][0]["probability"], abs=tolerance)
+        shown = json.loads(run([*mediapipe, "show", str(path)], cwd=repo).stdout)  # read back from the file
+        assert shown["labels"] == classes and shown["metadata"]["name"] == "cnn"
+        assert shown["metadata"]["version"] == meta["source"]["sha256"][:12]
+        assert meta["artifacts"][key]["bytes_by_part"]["metadata"] > 0
+        # parity@cnn ran the same check on its 200 first test images, and says with which MediaPipe.
+        assert checked["artifacts"][key]["mediapipe"] == {
+            **checked["artifacts"][key]["mediapipe"], "mediapipe": answer["mediapipe"], "top1_agreement": 1.0, "names": True}
+    assert checked["targets"]["mediapipe_met"] is True
+    assert (folder / "labels.txt").read_text().splitlines() == classes
+    # TF.js: the labels and the input convention in model.json; SavedModel: a `classes` endpoint.
+    user = json.loads((folder / "tfjs" / "model.json").read_text())["userDefinedMetadata"]["classification"]
+    assert user == {"labels": classes, "input": export.INPUT_CONVENTION}
+    loaded = run(["python", "-c", "import sys, tensorflow as tf; "
+                  "print(*tf.saved_model.load(sys.argv[1]).classes()['classes'].numpy().astype(str), sep=',')",
+                  str(folder / "saved_model")], cwd=repo).stdout.strip().splitlines()[-1]
+    assert loaded.split(",") == classes
+
+
+@pytest.mark.e2e
 def test_a_shipped_temperature_is_in_every_artifact_and_checked_by_parity(pipeline, tmp_path):
     """export.temperature: val puts the val-fitted temperature inside every format; parity holds
     each to Keras' probabilities at that temperature."""

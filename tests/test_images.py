@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from cifar import data, images
-from conftest import MIRROR, REPO, run, require_shared, script, set_param
+from conftest import MIRROR, REPO, run, require_shared, script, set_param, tiny_repo
 
 
 def write_png(path, value, size=(10, 8), mode="RGB"):
@@ -143,7 +143,7 @@ def digits_folder(root):
 
 
 @pytest.mark.e2e
-def test_the_real_digits_folder_runs_the_whole_pipeline_at_64_px(pipeline_copy):
+def test_the_real_digits_folder_runs_the_whole_pipeline_at_64_px(tmp_path):
     """`dvc repro` on a folder of real images as files: prepare reads it (at 64 px, so the
     pipeline's second side runs end to end; CIFAR-10's 32 runs in the shared pipeline) and every
     stage after it serves its ten classes: the artifacts' metadata, evaluate's accuracy, the
@@ -151,10 +151,10 @@ def test_the_real_digits_folder_runs_the_whole_pipeline_at_64_px(pipeline_copy):
     CNN narrow (with the seed's augmentation, its default), the fast models narrow and in float32 (in bfloat16 they do not learn these grey digits: the README's
     "Your own images"), each with enough steps to be well above chance; MobileNetV2 starts from
     random weights here, so only runs every stage."""
-    repo, env, _ = pipeline_copy
+    repo, env = tiny_repo(tmp_path, epochs=2)  # the tiny pipeline's settings; every stage runs on the digits
     names = digits_folder(repo / "data" / "digits")
     settings = {"prepare.source": "images", "prepare.images": "data/digits", "prepare.side": 64,
-                "robustness.images": 100, "cnn.filters": [16, 32, 32], "cnn.dense_units": 64,
+                "robustness.images": 50, "cnn.filters": [16, 32, 32], "cnn.dense_units": 64,
                 "shared.train.batch_size": 16, "shared.train.epochs": 12,
                 "fast.widths": [32, 64, 64], "fast.train.batch_size": 64, "fast.train.epochs": 12,
                 "fast.train.precision": "float32", "fast_robust.train.epochs": 12}

@@ -11,6 +11,7 @@ records, the `float_worst` one float32.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,12 +33,14 @@ def max_diff(a, b):
 
 
 SIGNATURE_INPUT, SIGNATURE_OUTPUT = "image", "probabilities"
+INPUT_CONVENTION = "RGB pixels 0-255, NHWC; scaling is inside every model"
 
 
-def saved_model(model, out_dir, check_images):
-    """The SavedModel of `model` through Keras' ExportArchive: one endpoint, `serve` (also the
+def saved_model(model, out_dir, check_images, classes=None):
+    """The SavedModel of `model` through Keras' ExportArchive: the endpoint `serve` (also the
     `serving_default` signature TF Serving and saved_model_cli see), from `image` (float32 0-255,
-    any batch) to `probabilities`; then reload it and check it against the model.
+    any batch) to `probabilities`, and with `classes`, the endpoint `classes` (no input) that
+    returns them in output order; then reload it and check it against the model.
 
     Keras' `model.export()` names a signature's output `output_0`; an endpoint that returns a
     dict names it by its key."""
@@ -49,6 +52,9 @@ def saved_model(model, out_dir, check_images):
     archive.track(model)
     archive.add_endpoint("serve", lambda image: {SIGNATURE_OUTPUT: model(image, training=False)},
                          input_signature=signature)
+    if classes is not None:
+        names = tf.constant([str(c) for c in classes])
+        archive.add_endpoint("classes", lambda: {"classes": names}, input_signature=[])
     archive.write_out(str(out_dir), verbose=False)
     reloaded = tf.saved_model.load(str(out_dir))
     x = check_images.astype(np.float32)
@@ -155,8 +161,9 @@ def calibrated(model, arrays):
     }
 
 
-def tfjs(saved_model_dir, out_dir, quantization="none"):
-    """tensorflowjs_converter: SavedModel -> TF.js graph model (model.json + weight shards)."""
+def tfjs(saved_model_dir, out_dir, quantization="none", metadata=None):
+    """tensorflowjs_converter: SavedModel -> TF.js graph model (model.json + weight shards), with
+    `metadata` (a dict) as model.json's `userDefinedMetadata.classification`."""
     if quantization not in TFJS_QUANTIZATION:
         raise ValueError(f"unknown TF.js quantization {quantization!r}; expected one of {', '.join(TFJS_QUANTIZATION)}")
     command = [sys.executable, "-m", "tensorflowjs.converters.converter",
@@ -164,8 +171,15 @@ def tfjs(saved_model_dir, out_dir, quantization="none"):
                "--signature_name=serving_default", "--saved_model_tags=serve"]
     if quantization != "none":
         command.append(f"--quantize_{quantization}=*")
+    if metadata is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        metadata_file = Path(out_dir).parent / "tfjs_metadata.json"
+        metadata_file.write_text(json.dumps(metadata))
+        command.append(f"--metadata=classification:{metadata_file}")
     command += [str(saved_model_dir), str(out_dir)]
     proc = subprocess.run(command, capture_output=True, text=True)
+    if metadata is not None:
+        metadata_file.unlink()
     if proc.returncode != 0 or not (Path(out_dir) / "model.json").is_file():
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         raise ExportError(f"tensorflowjs_converter failed on {saved_model_dir} (exit {proc.returncode}):\n{tail}")
@@ -193,7 +207,7 @@ def _write_tflite(path, payload):
 
 
 def _make_saved_model(job):
-    diff = saved_model(job.model, job.out / "saved_model", job.check)
+    diff = saved_model(job.model, job.out / "saved_model", job.check, job.arrays["class_names"])
     print(f"{job.name}: SavedModel reloaded; max |difference| from Keras {diff:.1e}")
     return {"file": "saved_model", "bytes": size_of(job.out / "saved_model"),
             "input": {"dtype": "float32", "shape": [-1, *job.model.input_shape[1:]]},
@@ -250,7 +264,8 @@ def _make_tflite_int8(job):
 
 def _make_tfjs(job):
     quantization = job.cfg["tfjs_quantization"]
-    model_json = tfjs(job.out / "saved_model", job.out / "tfjs", quantization)
+    metadata = {"labels": [str(c) for c in job.arrays["class_names"]], "input": INPUT_CONVENTION}
+    model_json = tfjs(job.out / "saved_model", job.out / "tfjs", quantization, metadata)
     return {"file": "tfjs/model.json", "bytes": size_of(job.out / "tfjs"), "quantization": quantization,
             "input": {"dtype": "float32", "shape": [-1, *job.model.input_shape[1:]]},
             "converted_by": model_json.get("convertedBy"),
@@ -299,6 +314,38 @@ class ExportJob:
         self.check = arrays["x_test"][:64] if len(arrays["x_test"]) else arrays["x_train"][:64]
 
 
+# MediaPipe's metadata writer runs in its own environment (requirements-mediapipe.txt says why).
+MEDIAPIPE_PYTHON = Path(__file__).resolve().parents[2] / ".venv-mediapipe" / "bin" / "python"
+
+
+def mediapipe_command(command):
+    """The command line of scripts/tools/mediapipe_tasks.py's `command`, in MediaPipe's environment."""
+    python = Path(os.environ.get("MEDIAPIPE_PYTHON", MEDIAPIPE_PYTHON))
+    if not python.is_file():
+        raise ExportError(f"{python} not found: the TF-Lite metadata and MediaPipe's check run in MediaPipe's own "
+                          "environment. Run `make setup` (or set MEDIAPIPE_PYTHON to a Python that has "
+                          "requirements-mediapipe.txt installed)")
+    return [str(python), str(Path(__file__).resolve().parents[1] / "tools" / "mediapipe_tasks.py"), command]
+
+
+def add_tflite_metadata(out, artifacts, name, description, version):
+    """Every .tflite of `artifacts` (in folder `out`, beside its labels.txt) rewritten with TF-Lite
+    metadata by scripts/tools/mediapipe_tasks.py, in MediaPipe's environment: the input convention, the
+    labels, the name, description and version. Their entries get the new size and hash, and the
+    metadata's share of the bytes (`bytes_by_part.metadata`)."""
+    from cifar.outputs import sha256_of
+
+    files = {key: out / a["file"] for key, a in artifacts.items() if a["file"].endswith(".tflite")}
+    subprocess.run([*mediapipe_command("describe"), "--name", name, "--version", version, "--description", description,
+                    "--labels", str(out / "labels.txt"), *map(str, files.values())], check=True)
+    for key, path in files.items():
+        entry = artifacts[key]
+        added = path.stat().st_size - entry["bytes"]
+        parts = tflite_bytes_by_part(path)
+        parts.update(metadata=added, other=parts["other"] - added)
+        entry.update(bytes=path.stat().st_size, sha256=sha256_of(path), bytes_by_part=parts)
+
+
 def export_all(name, model, arrays, cfg, out):
     """Every format of FORMATS, written into the (empty, temporary) folder `out`; their metadata."""
     from cifar.outputs import sha256_of
@@ -333,4 +380,7 @@ def targets(results, artifacts):
                        int8_size_met=ratio <= INT8_SIZE_RATIO or (
                            floor_ratio is not None and ratio - floor_ratio <= INT8_FLOOR_MARGIN),
                        int8_accuracy_drop_pp=drop, int8_accuracy_met=drop <= INT8_ACCURACY_DROP_PP)
+    checked = [r["mediapipe"] for r in results.values() if "mediapipe" in r]
+    if checked:  # every .tflite loads in MediaPipe, names its classes and picks LiteRT's top class
+        summary["mediapipe_met"] = all(c["top1_agreement"] == 1 and c["names"] for c in checked)
     return summary
