@@ -11,7 +11,8 @@ test_size=prepare.val_fraction, random_state=prepare.split_seed).
 
 `prepare.source: images`: the folder `prepare.images`, one sub-folder per class (or train/ and
 test/, each so), read by cifar.images: class names from the folder names, every image made
-`prepare.side` px square; without a test/ folder, `prepare.test_fraction` of each class is held
+`prepare.side` px square (null: FOLDER_SIDE, 128, the side MobileNetV2 works at; the other models
+resize inside their graphs to their own); without a test/ folder, `prepare.test_fraction` of each class is held
 out as test; val is held out of the rest; both stratified, with the seed. Unreadable files are
 listed and left out; what would make a bad data set stops the stage with what to fix.
 
@@ -47,12 +48,17 @@ def imbalance(labels, names):
     return ratio
 
 
+# A folder's side where prepare.side is null: MobileNetV2's `input_size`, the largest side a model
+# of the registry works at, so it sees the photos' own pixels (the others downscale inside).
+FOLDER_SIDE = 128
+
+
 def resized(images, side):
     """`images` (N, s, s, 3) at `side` px: themselves at their own side, else each resized as an
     image file is (cifar.decode.resize_square)."""
     from cifar.decode import resize_square
 
-    if images.shape[1] == side:
+    if side is None or images.shape[1] == side:
         return images
     return np.stack([resize_square(image, side) for image in images])
 
@@ -82,9 +88,9 @@ def from_images(cfg, seed):
     from cifar import images
 
     prep = cfg["prepare"]
-    folder = Path(prep["images"])
-    print(f"Reading {folder} (one sub-folder per class), images made {prep['side']}x{prep['side']}")
-    arrays, names, report = images.prepare(folder, prep["side"], prep["test_fraction"], prep["val_fraction"],
+    folder, side = Path(prep["images"]), prep["side"] or FOLDER_SIDE
+    print(f"Reading {folder} (one sub-folder per class), images made {side}x{side}")
+    arrays, names, report = images.prepare(folder, side, prep["test_fraction"], prep["val_fraction"],
                                            prep["max_unreadable"], seed)
     for split, limit in (("train", prep["train_limit"]), ("test", prep["test_limit"])):
         if limit:
@@ -121,6 +127,8 @@ def main():
         "environment": outputs.hardware(),
         "classes": list(names),
         "side": int(arrays["x_train"].shape[1]),
+        # What every later stage holds in memory for the images (uint8 side x side x 3 each).
+        "images_mb": round(sum(arrays[f"x_{split}"].nbytes for split in ("train", "val", "test")) / 1e6, 1),
         "counts": {"train": len(arrays["y_train"]), "val": len(arrays["y_val"]), "test": len(arrays["y_test"])},
         "per_class": {split: class_counts(arrays[f"y_{split}"], names) for split in ("train", "val", "test")},
         # The largest class over the smallest, in the training split (1: balanced; the splits stay stratified).

@@ -192,3 +192,29 @@ def yaml_load(path):
     import yaml
 
     return yaml.safe_load(path.read_text())
+
+
+def test_a_folder_that_would_not_fit_in_memory_stops_before_reading_naming_a_side_that_fits(tmp_path):
+    root = folder(tmp_path / "photos", {"a": 3, "b": 3})
+    with pytest.raises(images.FolderError) as err:
+        images.read_folder(root, 128, 0.05, available=6 * 128 * 128 * 3 * images.MEMORY_COPIES - 1)
+    message = str(err.value)
+    assert f"{root}: 6 images at 128 px take 0.00 GB as prepared (128x128x3 bytes each)" in message
+    assert "Set prepare.side to 64" in message
+    assert images.memory_needed(1000, 128) == 49_152_000  # 49.2 MB per 1,000 images, as the docstring says
+    found, _, _ = images.read_folder(root, 128, 0.05, available=6 * 128 * 128 * 3 * images.MEMORY_COPIES)
+    assert found["all"][0].shape == (6, 128, 128, 3)
+
+
+def test_a_folder_is_prepared_at_128_px_where_prepare_side_is_null(tmp_path, workdir):
+    import yaml
+
+    folder(workdir / "photos", {"a": 10, "b": 10})
+    values = yaml.safe_load((workdir / "params.yaml").read_text())
+    assert values["prepare"]["side"] is None  # the default: CIFAR-10's own 32, a folder's 128
+    values["prepare"].update(source="images", images="photos")
+    (workdir / "params.yaml").write_text(yaml.safe_dump(values))
+    run(["python", script("prepare"), "--archive", "absent.tar.gz", "--out", "images.npz", "--metrics", "prepare.json"],
+        cwd=workdir)
+    metrics = json.loads((workdir / "prepare.json").read_text())
+    assert metrics["side"] == 128 and metrics["images_mb"] == round(20 * 128 * 128 * 3 / 1e6, 1)

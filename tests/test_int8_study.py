@@ -45,7 +45,7 @@ def test_every_variant_is_measured_and_integer_only_is_told_apart(tmp_path):
     assert set(variants) == {"float32", "int8", "int8_stripped", "per_tensor", "int16x8", "dynamic_range",
                              "float_depthwise", "float_top1", "float_top3"}
     assert len(study["debugger_worst_layers"]) == 7
-    assert study["test_images"] == 20 and study["calibration_images"] == 60  # all 60: fewer than the 1,000 asked
+    assert study["split"] == "val" and study["images"] == 20 and study["calibration_images"] == 60  # all 60: fewer than the 1,000 asked
     assert variants["float32"]["size_ratio"] == 1.0 and variants["float32"]["float_ops"] > 0
     assert variants["int8"]["float_ops"] == 0 and variants["int16x8"]["float_ops"] == 0
     assert variants["dynamic_range"]["float_ops"] > 0

@@ -7,7 +7,7 @@ import pytest
 from keras import layers
 
 from cifar.models import cnn, mobilenet
-from conftest import cnn_section
+from conftest import REPO, cnn_section
 
 
 def test_cnn_layers_filters_and_params():
@@ -284,3 +284,29 @@ def test_a_model_that_did_not_learn_is_a_warning_with_what_to_try():
     assert warning.startswith("fast: warning: best val accuracy 10.07% is at chance (10.00% for 10 classes): the "
                               "model did not learn. It trained in mixed_bfloat16: try float32")
     assert "try float32" not in stage.at_chance("fast", 0.30, 3, "float32")  # 30% of three classes: chance too
+
+
+def test_each_model_works_at_its_own_side_inside_its_graph():
+    """A folder prepared at 128 px (MobileNetV2's side): the seed CNN and the fast model bring it
+    to their 32 px inside their graphs (the mean of each 4 x 4 block), so their exports take the
+    prepared images as they are. At CIFAR-10's 32 px there is no such layer: the graph is as it was."""
+    import keras
+
+    from cifar import models
+    from cifar.models import fast
+
+    x = np.random.default_rng(0).integers(0, 256, (40, 128, 128, 3), dtype=np.uint8)
+    section = cnn_section(filters=[4, 4, 4], dense_units=4, convs_per_block=1)
+    big = cnn.build(section, x)
+    assert big.input_shape == (None, 128, 128, 3) and isinstance(big.get_layer("to_32px"), keras.layers.AveragePooling2D)
+    pooled = x.reshape(40, 32, 4, 32, 4, 3).astype(np.float32).mean(axis=(2, 4))
+    small = cnn.build(section, pooled)
+    small.set_weights(big.get_weights())
+    np.testing.assert_allclose(big.predict(x, verbose=0), small.predict(pooled, verbose=0), atol=1e-5)
+    assert not any(layer.name.startswith("to_") for layer in cnn.build(cnn_section()).layers)
+
+    fast_section = {**models.entry("fast", REPO / "params.yaml")[1], "widths": [4, 4, 4], "whiten_images": 40}
+    model = fast.build(fast_section, x)
+    assert model.input_shape == (None, 128, 128, 3) and model.get_layer("fast_net").input_shape == (None, 32, 32, 3)
+    assert not any(layer.name.startswith("to_") for layer in fast.build(fast_section, x[:, :32, :32]).layers)
+    assert isinstance(models.to_side(48, 32), keras.layers.Resizing)  # not a multiple: bilinear

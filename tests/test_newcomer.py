@@ -64,3 +64,12 @@ def test_the_links_of_the_readme_docs_and_summary_resolve_in_a_clone():
     for chart in ("accuracy_vs_training_time.png", "robustness.png"):
         size = (REPO / "reports" / "charts" / chart).stat().st_size
         assert 5_000 < size < 80_000, (chart, size)
+
+
+def test_the_readme_shows_the_mediapipe_snippet_the_parity_check_runs():
+    import textwrap
+
+    source = (REPO / "scripts" / "tools" / "mediapipe_tasks.py").read_text()
+    snippet = textwrap.dedent(re.search(r"# README snippet start\n(.*?)\n\s*# README snippet end", source, re.S).group(1))
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert any(snippet.replace("\n\n", "\n") in block for block in blocks), snippet

@@ -155,7 +155,7 @@ class Download(Section):
 class Prepare(Section):
     source: choice("cifar10", "images")
     images: rule(lambda v: isinstance(v, str) and v.strip() != "", "a folder path", str)
-    side: number(int, 16, 512)
+    side: or_null(number(int, 16, 512))
     test_fraction: number(float, 0, 1, lo_open=True, hi_open=True)
     max_unreadable: number(float, 0, 1)
     val_fraction: number(float, 0, 1, lo_open=True, hi_open=True)

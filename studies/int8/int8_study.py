@@ -6,7 +6,9 @@ Usage: python studies/int8/int8_study.py --name mobilenet --model models/trained
 Not a stage: a measurement behind the export stage's choice of int8 file (README: Where int8
 falls short). It converts the model as `export@<model>` does (the temperature fitted on the val
 split inside, BatchNormalization after an activation folded, 1,000 seeded training images to
-calibrate) and then in every variant of VARIANTS, and runs each file in LiteRT on the test set:
+calibrate) and then in every variant of VARIANTS, and runs each file in LiteRT on the val split
+(`--split val`, the default: the export's choice is made there, so the study that informs it is
+too; `--split test` for the one-off report):
 accuracy, top-1 agreement with Keras, bytes against the float32 file, median single-image
 latency, and how many operations compute in float (0: integer-only). It also ranks the layers by
 the quantization debugger's error (RMSE over the quantization step, on the calibration images)
@@ -139,7 +141,8 @@ def main():
     parser.add_argument("--model", required=True, type=Path)
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--test-images", type=int, default=0, help="the first N test images (0: all)")
+    parser.add_argument("--split", choices=("val", "test"), default="val", help="the images each file runs on")
+    parser.add_argument("--images", type=int, default=0, help="the first N images of the split (0: all)")
     parser.add_argument("--debug-images", type=int, default=200, help="calibration images the debugger compares on")
     parser.add_argument("--latency-runs", type=int, default=30)
     args = parser.parse_args()
@@ -148,9 +151,9 @@ def main():
     entry, _ = models.entry(args.name)
     arrays = data.load_prepared(args.data)
     model = models.load(args.model)
-    x_test, y_test = arrays["x_test"], arrays["y_test"]
-    if args.test_images:
-        x_test, y_test = x_test[:args.test_images], y_test[:args.test_images]
+    x_test, y_test = arrays[f"x_{args.split}"], arrays[f"y_{args.split}"]
+    if args.images:
+        x_test, y_test = x_test[:args.images], y_test[:args.images]
     y_test = y_test.argmax(1) if y_test.ndim == 2 else y_test
     started = time.time()
 
@@ -216,7 +219,7 @@ def main():
 
     judge(results, keras_accuracy)
     outputs.write_json(args.out, {
-        "model": args.name, "model_sha256": outputs.sha256_of(args.model), "test_images": len(x_test),
+        "model": args.name, "model_sha256": outputs.sha256_of(args.model), "split": args.split, "images": len(x_test),
         "keras_accuracy": keras_accuracy, "temperature": temperature,
         "calibration_images": len(calibration), "debug_images": len(debug_images),
         "variants": results,

@@ -38,6 +38,21 @@ from cifar.outputs import StageError
 IMPORTED = re.compile(r"cifar\.models\.[a-z][a-z0-9_]*")  # a model module's import name
 
 
+def to_side(input_side, side):
+    """The layer that brings `input_side` px images to the `side` a model works at, inside its
+    graph (so its exports take the prepared side), or None at the same side: average pooling by
+    an integer factor (each output pixel the mean of a k x k block: the area resize), bilinear
+    resizing otherwise. Both are TF-Lite built-ins that quantize to int8."""
+    import keras
+
+    if input_side == side:
+        return None
+    if input_side > side and input_side % side == 0:
+        factor = input_side // side
+        return keras.layers.AveragePooling2D(factor, name=f"to_{side}px")
+    return keras.layers.Resizing(side, side, interpolation="bilinear", name=f"to_{side}px")
+
+
 class ModelError(StageError, ValueError):
     """A path that is not a model the pipeline can load or run."""
 

@@ -8,8 +8,10 @@ from keras import layers
 
 from cifar import params
 from cifar.data import IMAGE_SHAPE, NUM_CLASSES  # the defaults: CIFAR-10's
+from cifar.models import to_side
 
 class SCHEMA(params.Section):  # params.yaml `cnn`: the architecture
+    side: params.number(int, 8, 512)
     filters: params.int_list(3, 1, 4096)
     convs_per_block: params.number(int, 1, 4)
     kernel_size: params.number(int, 1, 15)
@@ -21,7 +23,8 @@ class SCHEMA(params.Section):  # params.yaml `cnn`: the architecture
 def build(section, images=None, classes=NUM_CLASSES):
     """The seed's CNN from its params section (`cnn`, validated: every key given, no default of
     its own): two Conv-BN-MaxPool-Dropout blocks, Conv-BN-GAP, Dense, Dropout, softmax, for the
-    training `images`' shape (CIFAR-10's without them) and `classes` classes.
+    training `images`' shape (CIFAR-10's without them) and `classes` classes. It works at
+    `side` px: images prepared at another side are resized to it inside (cifar.models.to_side).
 
     `convs_per_block`: how many Conv-BN pairs each block repeats. The seed's text describes "a
     layered architecture of repeated layer blocks", then each block as one convolution "followed
@@ -34,9 +37,12 @@ def build(section, images=None, classes=NUM_CLASSES):
             layers.Conv2D(width, kernel_size, padding="same", activation="relu"), layers.BatchNormalization())]
 
     f1, f2, f3 = section["filters"]
+    shape = IMAGE_SHAPE if images is None else images.shape[1:]
+    resize = to_side(shape[0], section["side"])
     return keras.Sequential(
         [
-            keras.Input(IMAGE_SHAPE if images is None else images.shape[1:], name="image"),
+            keras.Input(shape, name="image"),
+            *([resize] if resize else []),
             layers.Rescaling(1.0 / 255, name="scale_0_1"),
             *block(f1),
             layers.MaxPooling2D(),

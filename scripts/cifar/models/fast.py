@@ -31,7 +31,7 @@ from keras import layers, ops
 
 from cifar import params
 from cifar.data import NUM_CLASSES  # the default: CIFAR-10's
-from cifar.models import Phase, Plan, Recipe
+from cifar.models import Phase, Plan, Recipe, to_side
 from cifar.training.airbench import BiasScaledSGD, WarmupDecay
 
 class AugMix(params.Section):  # `augment.augmix`: AugMix's settings (cifar.augmix), for the augmix policy only
@@ -78,6 +78,7 @@ class Train(params.Section):  # replaces shared.train for this model
 
 
 class SCHEMA(params.Section):  # params.yaml `fast`
+    side: params.number(int, 8, 512)
     widths: params.int_list(3, 1, 4096)
     whiten_patch: params.number(int, 1, 4)
     whiten_images: params.number(int, 1, 50_000)
@@ -187,13 +188,17 @@ def conv_group(x, width, momentum, name, batchnorm="keras"):
 
 def build(section, images, classes=NUM_CLASSES):
     """The fast model from its params section and the training images (uint8 NHWC), which set the
-    input shape, the standardisation and the whitening filters, for `classes` classes."""
-    sample = images[: section["whiten_images"]].astype(np.float32) / 255.0
+    input shape, the standardisation and the whitening filters, for `classes` classes. It works at
+    `side` px: images prepared at another side are resized to it inside (cifar.models.to_side),
+    the whitening sample too."""
+    resize = to_side(images.shape[1], section["side"])
+    sample = images[: section["whiten_images"]].astype(np.float32)
+    sample = (np.asarray(resize(sample)) if resize else sample) / 255.0
     mean, std = sample.mean(axis=(0, 1, 2)), sample.std(axis=(0, 1, 2))
     patch = section["whiten_patch"]
     kernel = whitening_filters((sample - mean) / std, patch)
 
-    net_in = keras.Input(images.shape[1:], name="standardised")
+    net_in = keras.Input(sample.shape[1:], name="standardised")
     bias = section["train"].get("whiten_bias_epochs", 0) > 0  # its optimizer stops it after those epochs
     whiten = layers.Conv2D(kernel.shape[-1], patch, padding="valid", use_bias=bias, trainable=bias, name="whiten")
     x = layers.Activation(gelu_tanh, name="whiten_gelu")(whiten(net_in))
@@ -210,7 +215,7 @@ def build(section, images, classes=NUM_CLASSES):
             dirac_init(layer)
 
     inputs = keras.Input(images.shape[1:], name="image")
-    x = layers.Rescaling(1.0 / 255, name="scale_0_1")(inputs)
+    x = layers.Rescaling(1.0 / 255, name="scale_0_1")(resize(inputs) if resize else inputs)
     x = layers.Normalization(mean=mean.tolist(), variance=(std ** 2).tolist(), name="standardise")(x)
     # float32 in any precision: the softmax and the loss stay float32 (mixed precision).
     outputs = layers.Activation("softmax", name="probabilities", dtype="float32")(net(x))
