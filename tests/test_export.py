@@ -372,7 +372,9 @@ def test_every_tflite_file_runs_in_mediapipe_with_its_class_names_and_every_form
     for key, path in files.items():
         litert = json.loads(run(["python", script("predict"), "--model", str(path), "--json", "--top", "1", *images],
                                 cwd=repo).stdout)["results"]
-        tolerance = 1e-4 if key != "tflite_int8" else 1 / 256  # one uint8 step (float: MediaPipe computes with its own TF-Lite build)
+        # MediaPipe computes with its own TF-Lite build: the float file to 1e-4; the dynamic-range
+        # one quantizes its activations on the fly, in kernels of its own; int8: one uint8 step.
+        tolerance = {"tflite_float32": 1e-4, "tflite_dynamic_range": 1e-2, "tflite_int8": 1 / 256}[key]
         for (index, name, score), theirs in zip(answer["results"][str(path)], litert, strict=True):
             assert name == classes[index] == theirs["top"][0]["class"], (key, name, theirs)
             assert score == pytest.approx(theirs["top"][0]["probability"], abs=tolerance)
