@@ -11,7 +11,7 @@ from conftest import run, run_env
 
 pytestmark = pytest.mark.e2e
 
-EPOCHS = 30
+EPOCHS = 15
 
 
 def live_metrics(repo, env):
