@@ -37,7 +37,9 @@ def run_env(**extra):
     env = dict(os.environ, PATH=BIN + os.pathsep + os.environ["PATH"])
     # The stages' own defaults apply: no inherited offline inputs or log settings.
     for name in ("CIFAR10_ARCHIVE", "CIFAR10_SHA256", "MOBILENET_WEIGHTS", "MOBILENET_WEIGHTS_SHA256",
-                 "TF_CPP_MIN_LOG_LEVEL", "CIFAR10_VERBOSE", "OPENCV_IO_MAX_IMAGE_PIXELS"):
+                 "TF_CPP_MIN_LOG_LEVEL", "CIFAR10_VERBOSE", "OPENCV_IO_MAX_IMAGE_PIXELS",
+                 # Under `make test`, make's own: a `make` a test runs would print as a sub-make.
+                 "MAKELEVEL", "MAKEFLAGS", "MFLAGS"):
         env.pop(name, None)
     env.update(extra)
     return env

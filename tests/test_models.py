@@ -42,8 +42,8 @@ def test_cnn_blocks_repeat_their_conv_bn_pair_as_the_seeds_other_reading():
     """convs_per_block: 2 reads "repeated layer blocks" as two Conv-BN pairs in each of the three
     blocks, the pooling and dropout after them unchanged; 1 is the literal reading above."""
     images = np.zeros((2, 64, 64, 3), np.uint8)  # the data's side and class count, not CIFAR-10's
-    model = cnn.build(dict(filters=[8, 16, 32], convs_per_block=2, kernel_size=3, block_dropout=[0.25, 0.25],
-                           dense_units=16, dense_dropout=0.5), images, 3)
+    model = cnn.build(dict(side=64, filters=[8, 16, 32], convs_per_block=2, kernel_size=3, block_dropout=[0.25, 0.25],
+                           dense_units=16, dense_dropout=0.5), images, 3)  # working at the data's side: no resize
     kinds = [type(l).__name__ for l in model.layers]
     pair = ["Conv2D", "BatchNormalization"]
     assert kinds == ["Rescaling", *pair * 2, "MaxPooling2D", "Dropout", *pair * 2, "MaxPooling2D", "Dropout",

@@ -80,7 +80,7 @@ def stream_images_per_second(stream, steps, batch_size):
 def training_images_per_second(stream, steps, batch_size):
     """Fit the seed's CNN on `stream` for `steps` steps after a warm-up; return img/s."""
     # the seed's text, read literally (one convolution per block): the fixed baseline of every ratio
-    model = cnn.build({"filters": [64, 128, 256], "convs_per_block": 1, "kernel_size": 3, "block_dropout": [0.25, 0.25],
+    model = cnn.build({"side": 32, "filters": [64, 128, 256], "convs_per_block": 1, "kernel_size": 3, "block_dropout": [0.25, 0.25],
                        "dense_units": 512, "dense_dropout": 0.5})
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
     model.fit(stream, epochs=1, steps_per_epoch=max(5, steps // 5), verbose=0)  # tracing, thread pools
