@@ -148,8 +148,8 @@ def test_the_real_digits_folder_runs_the_whole_pipeline_at_64_px(tmp_path):
     pipeline's second side runs end to end; CIFAR-10's 32 runs in the shared pipeline) and every
     stage after it serves its ten classes: the artifacts' metadata, evaluate's accuracy, the
     robustness suite, parity, predict on one of its images, the demo page. Quick settings: the seed
-    CNN narrow (with the seed's augmentation, its default), the fast models narrow and in float32 (in bfloat16 they do not learn these grey digits: the README's
-    "Your own images"), each with enough steps to be well above chance; MobileNetV2 starts from
+    CNN narrow (with the seed's augmentation, its default), the fast models narrow and in float32 (narrow and in bfloat16 they did not learn these grey
+    digits in 12 epochs; at their defaults they do: studies/small_folder/advice.json), each with enough steps to be well above chance; MobileNetV2 starts from
     random weights here, so only runs every stage."""
     repo, env = tiny_repo(tmp_path, epochs=2)  # the tiny pipeline's settings; every stage runs on the digits
     names = digits_folder(repo / "data" / "digits")

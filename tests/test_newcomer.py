@@ -48,6 +48,8 @@ def test_the_readme_shows_results_first_as_the_committed_metrics_give_them():
     block = re.search(r"<!-- results-table:.*?-->\n(.*?)<!-- /results-table -->", readme, re.S)
     assert block, "README lacks its results table"
     assert block.group(1) == readme_results.block(REPO), "run make readme"
+    small = re.search(r"<!-- small-folders:.*?-->\n(.*?)<!-- /small-folders -->", readme, re.S)
+    assert small and small.group(1) == readme_results.small_folders(REPO), "run make readme"
     sections = re.findall(r"^## (.+)$", readme, re.M)
     assert sections[0] == "Results" and readme.index("reports/charts/accuracy_vs_training_time.png") < readme.index("## Requirements")
     assert len(readme.splitlines()) <= 250

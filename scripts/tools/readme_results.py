@@ -10,6 +10,9 @@ corrupted test images (reports/metrics/robustness.json), the training time and p
 (reports/metrics/train/NAME.json) and the host; then the whole pipeline's cost from
 `make stage-times`, the seed CNN beside what the seed reported, and which model to ship for photos from the wild (`advice`). The block between
 the README's `<!-- results-table ... -->` markers is replaced; tests/test_newcomer.py checks it is current.
+The block between its `<!-- small-folders ... -->` markers gets each model at its defaults on two
+small folders (make small-folders: studies/small_folder/advice.json) and which model to start
+with on a small folder (chosen on val) and on a large one (`small_folders`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import json
 import re
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for the cifar package
 
@@ -33,6 +38,8 @@ SEED_REPORTED = {"train": 0.9241, "test": 0.8673, "best_val": 0.8712, "best_epoc
 READINGS = {1: "its text literally, one convolution per block",
             2: "each block as two convolutions (the reading that follows the seed's val curve)"}
 BLOCK = re.compile(r"(<!-- results-table:.*?-->\n)(.*?)(<!-- /results-table -->)", re.S)
+SMALL_BLOCK = re.compile(r"(<!-- small-folders:.*?-->\n)(.*?)(<!-- /small-folders -->)", re.S)
+FOLDERS = {"digits": "digits", "cifar10_1000": "CIFAR-10 slice"}
 
 
 def metrics(root):
@@ -195,16 +202,59 @@ def block(root=Path(".")):
     return "\n".join(rows(root)) + "\n" + "".join(f"\n{line}\n" for line in lines)
 
 
+def small_folders(root=Path(".")):
+    """Each model's val and test accuracy and training time on the two small folders of
+    studies/small_folder/advice.json, then which model to start with on a small folder (the best
+    mean val accuracy over them: a choice, so made on val) and on a large one (the most accurate on CIFAR-10's full test
+    set, the results table's); None before make small-folders has run."""
+    root = Path(root)
+    path = root / "studies/small_folder/advice.json"
+    if not path.is_file():
+        return None
+    study = json.loads(path.read_text())
+    found = {(row["folder"], row["model"]): row for row in study["rows"]}
+    folders = [name for name in FOLDERS if any(key[0] == name for key in found)]
+    models = list(dict.fromkeys(row["model"] for row in study["rows"]))
+    counts = {name: next(r for r in study["rows"] if r["folder"] == name) for name in folders}
+    lines = ["| model | " + " | ".join(f"{FOLDERS[name]} ({sum(counts[name][k] for k in ('train_images', 'val_images', 'test_images')):,}): "
+                                         "val / test, training" for name in folders) + " |",
+             "|---|" + "---|" * len(folders)]
+    for model in models:
+        cells = [f"{found[name, model]['val_accuracy']:.1%} / {found[name, model]['test_accuracy']:.1%}, "
+                 f"{found[name, model]['wall_time_s'] / 60:.1f} min ({found[name, model]['precision']})"
+                 for name in folders]
+        lines.append(f"| {found[folders[0], model]['label']} | " + " | ".join(cells) + " |")
+    small = max(models, key=lambda m: np.mean([found[name, m]["val_accuracy"] for name in folders]))
+    host = study["environment"]
+    evaluated = metrics(root)[1]
+    large = max((m for m in models if m in evaluated), key=lambda m: evaluated[m]["test"]["accuracy"], default=None)
+    line = (f"On a small folder, start with `{small}`: the best val accuracy over both folders here. "
+            + (f"On a large one (CIFAR-10's 40,000 training images), `{large}`: the Results table's most accurate. "
+               if large else "")
+            + f"Every setting at its default (prepared at {counts[folders[0]]['side']} px, split by prepare), one seed, "
+            + ("" if study.get("mobilenet_weights", {}).get("source", "imagenet") == "imagenet" else
+               f"MobileNetV2 from the offline copy `{study['mobilenet_weights']['source']}` (not Keras' ImageNet file), ")
+            + f"on {host['cpu']}, {host['cpu_count']} cores, code of commit {study['commit'][:7]}: "
+            "[advice.json](studies/small_folder/advice.json).")
+    return "\n".join(lines) + "\n\n" + line + "\n"
+
+
+def replace(text, pattern, content, readme):
+    if not pattern.search(text):
+        sys.exit(f"readme_results: {readme} has no {pattern.pattern[1:20]}... block")
+    return pattern.sub(lambda m: m.group(1) + content + m.group(3), text, count=1)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     args = parser.parse_args()
-    text = args.readme.read_text()
-    if not BLOCK.search(text):
-        sys.exit(f"readme_results: {args.readme} has no <!-- results-table: ... --> ... <!-- /results-table --> block")
-    table = block()
-    args.readme.write_text(BLOCK.sub(lambda m: m.group(1) + table + m.group(3), text, count=1))
-    print(table, end="")
+    table, small = block(), small_folders()
+    text = replace(args.readme.read_text(), BLOCK, table, args.readme)
+    if small:
+        text = replace(text, SMALL_BLOCK, small, args.readme)
+    args.readme.write_text(text)
+    print(table + (small or ""), end="")
 
 
 if __name__ == "__main__":
