@@ -188,7 +188,7 @@ def probe(args):
     x, y = load_images(args)
     onehot = keras.utils.to_categorical(y, data.NUM_CLASSES)
     recipe_settings = {key: settings[key] for key in ("steps_per_execution", "jit_compile") if key in settings}
-    model, train, aug = registry_models(x, only=args.probe, overrides=recipe_settings,
+    model, train, aug = registry_models(x, only=args.probe, overrides=recipe_settings, precision=settings.get("precision"),
                                         section_overrides=settings.get("section"))[args.probe]
     batch = max(1, int(train["batch_size"] * settings.get("batch_scale", 1)))
     stream = augment.train_dataset(x, onehot, batch, 0, aug, epochs=10_000)

@@ -1,0 +1,186 @@
+"""The fast model in float32: val accuracy against predicted training time, over the levers that
+trade work for accuracy (issue 52's frontier).
+
+Usage: python studies/float32/frontier.py train --data data/prepared/cifar10.npz --work /tmp/frontier [LABEL ...]
+       python studies/float32/frontier.py rates --archive ../shared/data/cifar-10-python.tar.gz [--rounds 2]
+       python studies/float32/frontier.py table   (frontier.md and frontier.png from frontier.json)
+
+`train` trains each candidate (CANDIDATES: params.yaml's `fast` section with the candidate's
+settings laid over it, always in float32) with the training stage itself (scripts/train.py, in a
+clone of the committed code holding that params.yaml), then measures it on every val image at each
+test-time augmentation level (0 none, 1 flip, 2 flip + 1 px shifts), as `evaluate` measures
+test. `rates` measures, in one run of alternating rounds, each candidate's float32 training rate
+and the seed recipe's (bench's probe: the seed CNN read literally, one convolution per block,
+batch 64, float32), so that a candidate's predicted training time against the seed recipe,
+epochs x (seed recipe's img/s) / (25 x its img/s), compares on one host. The val accuracy does not
+depend on the host; the time ratio does, so `rates` is run on each host it is claimed for.
+frontier.json keeps both, keyed by label; `table` writes frontier.md and the plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))  # the cifar package
+
+from cifar import outputs, params  # noqa: E402
+
+OUT = ROOT / "studies/float32/frontier.json"
+MUON = {"learning_rate": 0.24, "momentum": 0.6, "newton_schulz_steps": 3}  # airbench94_muon's
+
+
+def epochs(n):
+    return {"train": {"epochs": n, "validate_every": n}}
+
+
+# label -> the settings laid over params.yaml's `fast` section (train.precision: float32 always).
+CANDIDATES = {
+    "15 epochs (the bfloat16 recipe)": epochs(15),
+    "12 epochs": epochs(12),
+    "10 epochs": epochs(10),
+    "8 epochs": epochs(8),
+    "8 epochs, Muon": params.merged(epochs(8), {"train": {"muon": MUON}}),
+    "12 epochs, widths 64/192/192": {"widths": [64, 192, 192], **epochs(12)},
+    "15 epochs, widths 64/192/192": {"widths": [64, 192, 192], **epochs(15)},
+}
+
+
+def section(label):
+    fast = yaml.safe_load((ROOT / "params.yaml").read_text())["fast"]
+    return params.merged(params.merged(fast, CANDIDATES[label]), {"train": {"precision": "float32"}})
+
+
+def load():
+    return json.loads(OUT.read_text()) if OUT.is_file() else {"candidates": {}}
+
+
+def save(found):
+    outputs.write_json(OUT, found)
+
+
+def train(args):
+    import numpy as np
+
+    from cifar import data, evaluation, models
+
+    found = load()
+    for label in args.labels or CANDIDATES:
+        folder = args.work / label.replace(" ", "_").replace(",", "").replace("/", "-")
+        if not folder.is_dir():  # a clone of the committed code: the stage resolves itself in dvc.yaml
+            subprocess.run(["git", "clone", "-q", str(ROOT), str(folder)], check=True)
+        config = yaml.safe_load((ROOT / "params.yaml").read_text())
+        config["fast"] = section(label)
+        (folder / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        if not (folder / "fast.keras").is_file():
+            subprocess.run([sys.executable, "scripts/train.py", "--name", "fast", "--data", str(args.data.resolve()),
+                            "--model", "fast.keras", "--metrics", "fast.json", "--live", "live", "--state", "state"],
+                           cwd=folder, check=True)
+        summary = json.loads((folder / "fast.json").read_text())["fast"]
+        arrays = data.load_prepared(args.data)
+        accuracy = {}
+        for tta in (0, 1, 2):
+            model = models.load(folder / "fast.keras", tta)
+            predicted = evaluation.predict(model, arrays["x_val"], 256).argmax(axis=1)
+            accuracy[str(tta)] = float(np.mean(predicted == arrays["y_val"]))
+        row = {"settings": CANDIDATES[label], "epochs": summary["epochs_run"], "precision": summary["precision"],
+               "val_images": int(len(arrays["y_val"])), "val_accuracy_by_tta": accuracy,
+               "wall_time_s": summary["wall_time_s"], "train_img_per_s": summary["train_img_per_s"],
+               "host": outputs.hardware()["cpu"]}
+        found = load()  # another process may have written meanwhile
+        found["candidates"][label] = {**found["candidates"].get(label, {}), **row}
+        save(found)
+        print(label, json.dumps(row), flush=True)
+
+
+def probe(args, name, settings):
+    out = subprocess.run([sys.executable, str(ROOT / "studies/bench/bench.py"), "--archive", str(args.archive),
+                          "--out", "/dev/null", "--probe", name, "--probe-settings", json.dumps(settings)],
+                         cwd=ROOT, capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"frontier: the probe of {name} {settings} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["img_per_s"]
+
+
+def rates(args):
+    seed = {"section": {"convs_per_block": 1}, "precision": "float32"}
+    measured = {"seed recipe": []} | {label: [] for label in CANDIDATES}
+    for _ in range(args.rounds):
+        measured["seed recipe"].append(probe(args, "cnn", seed))
+        for label in CANDIDATES:
+            candidate = section(label)
+            measured[label].append(probe(args, "fast", {"section": {"widths": candidate["widths"], "train": {
+                "precision": "float32", "muon": candidate["train"]["muon"]}}}))
+        print({k: v[-1] for k, v in measured.items()}, flush=True)
+    seed_rate = statistics.median(measured["seed recipe"])
+    found = load()
+    found["rates"] = {"host": outputs.hardware(), "rounds": args.rounds, "seed_recipe_img_per_s": seed_rate,
+                      "seed_recipe_epochs": 25,
+                      "img_per_s": {label: statistics.median(v) for label, v in measured.items() if label != "seed recipe"}}
+    save(found)
+
+
+def table(_args):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    found = load()
+    rate = found.get("rates", {})
+    lines = ["| candidate | epochs | float32 img/s | predicted time vs seed recipe | val, no TTA | val, TTA 1 | val, TTA 2 |",
+             "|---|---|---|---|---|---|---|"]
+    points = []
+    for label, row in found["candidates"].items():
+        own = rate.get("img_per_s", {}).get(label)
+        ratio = row["epochs"] * rate["seed_recipe_img_per_s"] / (rate["seed_recipe_epochs"] * own) if own else None
+        acc = row["val_accuracy_by_tta"]
+        lines.append(f"| {label} | {row['epochs']} | {own or '-':.0f} | " + (f"{ratio:.2f}x" if ratio else "-") +
+                     f" | {acc['0']:.2%} | {acc['1']:.2%} | {acc['2']:.2%} |")
+        if ratio:
+            points.append((ratio, acc, label))
+    host = rate.get("host", {})
+    lines += ["", f"Rates: one run of {rate.get('rounds')} alternating rounds on {host.get('cpu')}, {host.get('cpu_count')} "
+              f"cores (seed recipe {rate.get('seed_recipe_img_per_s', 0):.0f} img/s in float32). Val accuracy: one seed "
+              f"each, {next(iter(found['candidates'].values()))['val_images']:,} val images. Written by "
+              "studies/float32/frontier.py.", ""]
+    (OUT.parent / "frontier.md").write_text("\n".join(lines))
+    if points:
+        figure, axis = plt.subplots(figsize=(7, 4.5))
+        for tta, marker in (("0", "o"), ("2", "s")):
+            axis.scatter([p[0] for p in points], [p[1][tta] * 100 for p in points], marker=marker,
+                         label=f"TTA {tta}")
+        for ratio, acc, label in points:
+            axis.annotate(label, (ratio, acc["2"] * 100), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        axis.axvline(0.8, color="grey", linestyle=":", label="0.8x the seed recipe")
+        axis.set_xlabel("predicted float32 training time / the seed recipe's")
+        axis.set_ylabel("val accuracy (%)")
+        axis.legend()
+        figure.tight_layout()
+        figure.savefig(OUT.parent / "frontier.png", dpi=120)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("train")
+    run.add_argument("--data", type=Path, required=True)
+    run.add_argument("--work", type=Path, required=True)
+    run.add_argument("labels", nargs="*", help=f"of: {', '.join(CANDIDATES)} (default: all)")
+    rate = sub.add_parser("rates")
+    rate.add_argument("--archive", type=Path, required=True)
+    rate.add_argument("--rounds", type=int, default=2)
+    sub.add_parser("table")
+    args = parser.parse_args()
+    {"train": train, "rates": rates, "table": table}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
