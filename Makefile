@@ -25,7 +25,7 @@ QUICK_PARAMS := -S prepare.train_limit=1000 -S prepare.test_limit=200 -S shared.
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock-gpu gpu-check repro quick seeds readme small-folders fidelity profile stage-times reference deps test bench sizes robust-tune fast-tune int8-study export pull serve plots dag clean-venv
+.PHONY: help setup lock-gpu gpu-check repro quick seeds readme small-folders float32-frontier fidelity profile stage-times reference deps test bench sizes robust-tune fast-tune int8-study export pull serve plots dag clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -90,6 +90,11 @@ fidelity: setup ## the seed CNN's readings of the seed's text (READINGS="1 2": c
 small-folders: setup ## every model at its defaults on two small folders (digits, 1,000 CIFAR-10 images), the pipeline in a clone of HEAD -> studies/small_folder/advice.json (then make readme)
 	python studies/small_folder/advice.py --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz} \
 		$(if $(MOBILENET_WEIGHTS),--weights $(MOBILENET_WEIGHTS))
+
+float32-frontier: setup ## the fast model's float32 candidates trained and measured on val, their rates against the seed recipe, the table -> studies/float32/
+	python studies/float32/frontier.py train --data data/prepared/cifar10.npz --work build/float32_frontier
+	python studies/float32/frontier.py rates --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz}
+	python studies/float32/frontier.py table
 
 profile: setup ## where a training step's time goes, by kind of op, in each precision (MODEL=fast) -> studies/profile/
 	python studies/profile/profile_step.py --model $(or $(MODEL),fast)

@@ -405,3 +405,23 @@ def test_fused_batchnorm_trains_and_infers_as_keras_batchnorm(policy, tolerance)
     for a, b in zip(plain.weights, fused.weights, strict=True):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-2 if policy != "float32" else 2e-3, atol=1e-4)
     np.testing.assert_allclose(fused.predict(x, verbose=0), plain.predict(x, verbose=0), atol=tolerance)
+
+
+def test_the_float32_recipe_runs_exactly_where_training_resolves_to_float32(monkeypatch):
+    """fast.float32 is laid over the section only where the precision falls back to float32 (as on
+    a CPU without bfloat16: CIFAR10_FORCE_FLOAT32), and the plan says which recipe it is; a bad
+    key inside it is refused as the section's own would be."""
+    from cifar import params
+
+    section = {**SECTION, "train": {**SECTION["train"], "precision": "mixed_bfloat16"},
+               "float32": {"train": {"epochs": 9}, "widths": [8, 16, 16]}}
+    monkeypatch.setenv("CIFAR10_FORCE_FLOAT32", "1")
+    plan = fast.plan(section, {})
+    assert (plan.variant, plan.epochs, plan.phases[0].train["epochs"]) == ("float32", 9, 9)
+    monkeypatch.setenv("CIFAR10_FORCE_FLOAT32", "0")
+    on_bfloat16 = fast.plan(section, {})
+    expected = "float32" if training.precision.resolve("mixed_bfloat16")[0] == "float32" else "default"
+    assert on_bfloat16.variant == expected  # this host's own resolution
+    assert fast.plan({**section, "float32": None}, {}).variant == "default"
+    with pytest.raises(params.ParamsError, match=r"fast \(with fast.float32 laid over it\).train.epochs = 0"):
+        fast.validate({**section, "float32": {"train": {"epochs": 0}}})

@@ -273,6 +273,7 @@ def test_the_stage_says_and_records_where_it_trains(tmp_path, capsys):
     expected = "GPU:0 (" if tf.config.list_physical_devices("GPU") else "CPU ("
     used, feature, _ = precision.resolve(default)  # what the default resolves to, here
     assert summary["device"].startswith(expected) and (summary["precision"], summary["precision_feature"]) == (used, feature)
+    assert summary["recipe"] == "default"  # the seed's settings have one recipe in every precision
     assert f"cnn: training on {summary['device']}, {used}" in capsys.readouterr().out
 
 

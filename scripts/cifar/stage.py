@@ -159,7 +159,7 @@ def run(name, plan, args, cfg, provenance):
     with outputs.atomic_path(args.model) as tmp:
         shutil.copyfile(previous, tmp)
     outputs.write_json(args.metrics, {
-        name: {**summary, "device": where, **({"gpu_unused": warning} if warning else {})},
+        name: {**summary, "recipe": plan.variant, "device": where, **({"gpu_unused": warning} if warning else {})},
         "data": {"archive_sha256": str(arrays["archive_sha256"])},
         **provenance,
         "environment": outputs.hardware(),

@@ -82,10 +82,13 @@ class Phase:
 @dataclass
 class Plan:
     """How a model trains: its phases in order, the augmentation config of its training stream
-    (cifar.augment.train_dataset), and its recipe (train_cfg, steps_per_epoch) -> Recipe."""
+    (cifar.augment.train_dataset), its recipe (train_cfg, steps_per_epoch) -> Recipe, and which
+    of its module's recipes it is (`variant`, in the training metrics as `recipe`: "default", or
+    "float32" where a module has one for that precision)."""
     phases: list
     augment: dict
     recipe: Callable = None
+    variant: str = "default"
 
     @property
     def epochs(self):

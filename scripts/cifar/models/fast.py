@@ -87,12 +87,19 @@ class SCHEMA(params.Section):  # params.yaml `fast`
     logit_scale: params.number(float, 0, 10, lo_open=True)
     augment: Augment
     train: Train
+    float32: params.rule(lambda v: v is None or isinstance(v, dict),
+                         "null, or settings of this section laid over it where training resolves to float32 "
+                         "(e.g. {train: {epochs: 10}})")
 
 
 def validate(values, where="fast", path="params.yaml"):
-    """Check the section against SCHEMA, and that `augment.augmix` is set exactly when the policy
-    is augmix (a setting the policy ignores must be null, so changing it cannot retrain for nothing)."""
+    """Check the section against SCHEMA (and with its `float32` settings laid over it), and that
+    `augment.augmix` is set exactly when the policy is augmix (a setting the policy ignores must be
+    null, so changing it cannot retrain for nothing)."""
     params.validate(values, SCHEMA, where, path)
+    if values["float32"]:
+        params.validate({**params.merged(values, values["float32"]), "float32": None}, SCHEMA,
+                        f"{where} (with {where}.float32 laid over it)", path)
     augment = values["augment"]
     if (augment["policy"] == "augmix") != (augment["augmix"] is not None):
         need = "give it AugMix's settings" if augment["policy"] == "augmix" else "set it to null"
@@ -270,7 +277,20 @@ def recipe(train_cfg, steps_per_epoch):
     return Recipe(optimizer, loss, [StartLookahead()], [], prepare)
 
 
+def for_precision(section):
+    """(the settings a training uses, which recipe): where its precision resolves to float32 (a CPU
+    without bfloat16, or asked), the `float32` settings laid over the section ("float32": the
+    float32 recipe, chosen on its own frontier, studies/float32/); else the section ("default")."""
+    from cifar.training import precision
+
+    if section.get("float32") and precision.resolve(section["train"]["precision"])[0] == "float32":
+        return params.merged(section, section["float32"]), "float32"
+    return section, "default"
+
+
 def plan(section, shared, weights=None):
-    """One phase of `build` with its own settings (`train`) and augmentation (`augment`)."""
+    """One phase of `build` with its own settings (`train`) and augmentation (`augment`), for the
+    precision training resolves to (for_precision)."""
+    section, variant = for_precision(section)
     return Plan([Phase(None, lambda arrays, previous: build(section, arrays["x_train"], len(arrays["class_names"])), section["train"])],
-                section["augment"], recipe)
+                section["augment"], recipe, variant)
