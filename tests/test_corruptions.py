@@ -164,3 +164,27 @@ def test_the_suite_has_cifar_10_cs_fifteen_and_keeps_the_original_ten():
     listed = yaml.safe_load((REPO / "params.yaml").read_text())["robustness"]["corruptions"]
     assert len(listed) == 15 and set(listed) == set(corruptions.CORRUPTIONS)
     assert set(corruptions.ORIGINAL_TEN) <= set(listed) and len(corruptions.ORIGINAL_TEN) == 10
+
+
+def test_the_batched_filters_compute_what_opencv_and_scipy_compute_per_image():
+    """motion blur and snow correlate a batch with one kernel per image (cv2.filter2D's result,
+    BORDER_REPLICATE), zoom blur and snow zoom a batch with two matrix products (SciPy's order-1
+    zoom, CIFAR-10-C's): the same numbers, to float32 rounding."""
+    import cv2
+    from scipy.ndimage import zoom
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (4, 32, 32, 3)).astype(np.float32)
+    kernels = np.stack([corruptions.motion_kernel(9, 2.5, angle) for angle in (-45, -10, 20, 44)])
+    expected = np.stack([cv2.filter2D(image, -1, k, borderType=cv2.BORDER_REPLICATE) for image, k in zip(x, kernels)])
+    np.testing.assert_allclose(corruptions.correlate(x, kernels), expected, atol=1e-5)
+    grey = x[..., 0]
+    expected = np.stack([cv2.filter2D(image, -1, k, borderType=cv2.BORDER_REPLICATE) for image, k in zip(grey, kernels)])
+    np.testing.assert_allclose(corruptions.correlate(grey, kernels), expected, atol=1e-5)
+    for factor in (1.0, 1.07, 1.25, 1.75, 2.25):
+        crop = int(np.ceil(32 / factor))
+        top = (32 - crop) // 2
+        zoomed = [zoom(image[top:top + crop, top:top + crop], (factor, factor, 1), order=1) for image in x]
+        trim = (zoomed[0].shape[0] - 32) // 2
+        expected = np.stack([z[trim:trim + 32, trim:trim + 32] for z in zoomed])
+        np.testing.assert_allclose(corruptions.clipped_zoom(x, factor), expected, atol=1e-5)

@@ -10,12 +10,13 @@ is written here with NumPy and OpenCV:
   kernel truncated at 4 sigma and edges repeated, as scikit-image's defaults);
 - motion_blur: ImageMagick's MotionBlur(radius, sigma, angle) -> a one-sided line kernel of
   radius + 1 taps weighted exp(-d^2 / 2 sigma^2), at a random angle in [-45, 45] degrees,
-  applied with cv2.filter2D, edges replicated;
+  applied as cv2.filter2D computes it, edges replicated (`correlate`: one kernel per image, the
+  batch at once);
 - brightness: scikit-image's HSV round trip -> the same V + c in OpenCV's float HSV;
 - jpeg / pixelate: Pillow, as CIFAR-10-C (JPEG qualities 80..40; BOX down- and upscaling);
 - fog: CIFAR-10-C's diamond-square plasma fractal (mapsize 32), as published;
-- zoom_blur, elastic_transform: as published, with SciPy's zoom, Gaussian filter and
-  map_coordinates (scikit-image's Gaussian is SciPy's with the same sigma, mode and truncation);
+- zoom_blur, elastic_transform: as published, with SciPy's Gaussian filter and map_coordinates,
+  and SciPy's order-1 zoom as two matrix products (`clipped_zoom`, the batch at once) (scikit-image's Gaussian is SciPy's with the same sigma, mode and truncation);
 - snow: as published, the snow layer's ImageMagick motion blur replaced by motion_kernel (below),
   at a random angle in [-135, -45] degrees;
 - saturate: scikit-image's HSV round trip -> S * a + b in OpenCV's float HSV, as brightness;
@@ -37,6 +38,7 @@ import cv2
 import numpy as np
 
 SEVERITIES = (1, 2, 3, 4, 5)
+BATCH = 256  # images corrupted at once by the batched corruptions (zoom_blur, snow)
 
 GAUSSIAN_NOISE = (0.04, 0.06, 0.08, 0.09, 0.10)       # std of the noise, on the [0, 1] scale
 SHOT_NOISE = (500, 250, 100, 75, 50)                  # photons at full intensity (Poisson)
@@ -100,12 +102,28 @@ def motion_kernel(radius, sigma, angle_degrees):
     return (kernel / kernel.sum()).astype(np.float32)
 
 
+def correlate(images, kernels):
+    """Each image (N, H, W[, C]) correlated with its own kernel (N, k, k), edges replicated, as
+    cv2.filter2D(BORDER_REPLICATE) computes it: a weighted sum of shifted copies, over the taps any
+    kernel uses (a motion kernel is a line: a few dozen of its k x k taps), the whole batch at once.
+    filter2D takes a DFT for kernels this large, which costs milliseconds on an image this small."""
+    radius = kernels.shape[1] // 2
+    pad = [(0, 0), (radius, radius), (radius, radius)] + [(0, 0)] * (images.ndim - 3)
+    padded = np.pad(images, pad, mode="edge")
+    side_h, side_w = images.shape[1:3]
+    out = np.zeros(images.shape, np.float32)
+    for dy, dx in zip(*np.nonzero(np.any(kernels, axis=0))):
+        weight = kernels[:, dy, dx].reshape(-1, *[1] * (images.ndim - 1))
+        out += weight * padded[:, dy:dy + side_h, dx:dx + side_w]
+    return out
+
+
 def motion_blur(images, severity, rng):
     radius, sigma = MOTION_BLUR[severity - 1]
     angles = rng.uniform(-45, 45, len(images))
-    out = [cv2.filter2D(image, -1, motion_kernel(radius, sigma, angle), borderType=cv2.BORDER_REPLICATE)
-           for image, angle in zip(_unit(images), angles)]
-    return _to_uint8(np.stack(out)) if out else images.copy()
+    if not len(images):
+        return images.copy()
+    return _to_uint8(correlate(_unit(images), np.stack([motion_kernel(radius, sigma, a) for a in angles])))
 
 
 def jpeg(images, severity, rng):
@@ -202,24 +220,37 @@ def fog(images, severity, rng):
     return out
 
 
-def clipped_zoom(image, factor):
-    """The centre of `image` (H, W, C) zoomed by `factor` (bilinear) back to its size, as CIFAR-10-C."""
-    from scipy.ndimage import zoom
+def zoom_matrix(crop, factor):
+    """(out, crop) matrix of SciPy's order-1 zoom along one axis (ndimage.zoom, grid_mode False:
+    output pixel o samples input o * (crop - 1) / (out - 1), linearly between its neighbours)."""
+    out = int(round(crop * factor))
+    coords = np.arange(out) * ((crop - 1) / (out - 1)) if out > 1 else np.zeros(1)
+    low = np.minimum(np.floor(coords).astype(int), crop - 1)
+    high, frac = np.minimum(low + 1, crop - 1), coords - low
+    matrix = np.zeros((out, crop))
+    np.add.at(matrix, (np.arange(out), low), 1 - frac)
+    np.add.at(matrix, (np.arange(out), high), frac)
+    return matrix
 
-    side = image.shape[0]
+
+def clipped_zoom(images, factor):
+    """The centre of each image (N, H, W, C) zoomed by `factor` (bilinear, as SciPy's order-1 zoom
+    that CIFAR-10-C uses) back to its size: two matrix products, the whole batch at once."""
+    side = images.shape[1]
     crop = int(np.ceil(side / factor))
     top = (side - crop) // 2
-    zoomed = zoom(image[top:top + crop, top:top + crop], (factor, factor, 1), order=1)
-    trim = (zoomed.shape[0] - side) // 2
-    return zoomed[trim:trim + side, trim:trim + side]
+    matrix = zoom_matrix(crop, factor).astype(np.float32)
+    zoomed = np.einsum("oh,nhwc,pw->nopc", matrix, images[:, top:top + crop, top:top + crop], matrix, optimize=True)
+    trim = (zoomed.shape[1] - side) // 2
+    return zoomed[:, trim:trim + side, trim:trim + side]
 
 
 def zoom_blur(images, severity, rng):
     factors = np.arange(1, ZOOM_BLUR[severity - 1], 0.01)
     out = np.empty_like(images)
-    for image, target in zip(_unit(images), out):
-        summed = sum(clipped_zoom(image, f) for f in factors)
-        target[...] = _to_uint8((image + summed) / (len(factors) + 1))
+    for start in range(0, len(images), BATCH):  # in batches: a few copies of the batch in float32 at a time
+        x = _unit(images[start:start + BATCH])
+        out[start:start + BATCH] = _to_uint8((x + sum(clipped_zoom(x, f) for f in factors)) / (len(factors) + 1))
     return out
 
 
@@ -247,15 +278,21 @@ def snow(images, severity, rng):
     mean, std, factor, threshold, radius, sigma, weight = SNOW[severity - 1]
     side = images.shape[1]
     out = np.empty_like(images)
-    for image, target in zip(_unit(images), out):
-        flakes = clipped_zoom(rng.normal(mean, std, (side, side, 1)), factor)[..., 0]
+    for start in range(0, len(images), BATCH):
+        x = _unit(images[start:start + BATCH])
+        noise, angles = [], []
+        for _ in range(len(x)):  # the draws in CIFAR-10-C's order: each image's flakes, then its wind
+            noise.append(rng.normal(mean, std, (side, side, 1)))
+            angles.append(rng.uniform(-135, -45))
+        if not len(x):
+            break
+        flakes = clipped_zoom(np.stack(noise), factor)[..., 0]
         flakes[flakes < threshold] = 0
         flakes = np.rint(np.clip(flakes, 0, 1) * 255) / 255  # CIFAR-10-C passes the layer through an 8-bit PNG
-        kernel = motion_kernel(radius, sigma, rng.uniform(-135, -45))
-        flakes = cv2.filter2D(flakes.astype(np.float32), -1, kernel, borderType=cv2.BORDER_REPLICATE)[..., None]
-        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None]
-        whitened = weight * image + (1 - weight) * np.maximum(image, grey * 1.5 + 0.5)
-        target[...] = _to_uint8(whitened + flakes + np.rot90(flakes, k=2))
+        flakes = correlate(flakes.astype(np.float32), np.stack([motion_kernel(radius, sigma, a) for a in angles]))[..., None]
+        grey = (x @ np.float32([0.299, 0.587, 0.114]))[..., None]  # cv2's RGB2GRAY weights
+        whitened = weight * x + (1 - weight) * np.maximum(x, grey * 1.5 + 0.5)
+        out[start:start + BATCH] = _to_uint8(whitened + flakes + np.rot90(flakes, k=2, axes=(1, 2)))
     return out
 
 
