@@ -31,23 +31,35 @@ def corrupted_sets(images, names, seed):
             for name in names for severity in corruptions.SEVERITIES}
 
 
+def interval_pp(hits):
+    """Half the 95% interval, in points, of the mean of `hits` (images x sets, 1 where right) as an
+    estimate over test images: each image's share of sets it gets right varies from image to image
+    (a hard image is hard under most corruptions), so the images, not the sets, are the sample."""
+    per_image = hits.mean(axis=1)
+    return float(1.96 * per_image.std(ddof=1) / np.sqrt(len(per_image)) * 100) if len(per_image) > 1 else None
+
+
 def measure(model, clean, labels, corrupted, batch_size):
     """Accuracy on the clean images and on each corrupted set; the per-corruption means and the
-    mean over every corruption and severity."""
+    mean over every corruption and severity, each with its 95% interval over the images
+    (`interval_95_pp`, half its width in points)."""
 
-    def accuracy(images):
-        probabilities = evaluation.predict(model, images, batch_size)
-        return float(np.mean(probabilities.argmax(axis=1) == labels))
+    def hits(images):
+        return evaluation.predict(model, images, batch_size).argmax(axis=1) == labels
 
-    cells = {key: accuracy(images) for key, images in corrupted.items()}
+    cells = {key: hits(images) for key, images in corrupted.items()}
     names = list(dict.fromkeys(name for name, _ in cells))
-    per_corruption = {name: {f"severity_{s}": cells[name, s] for s in corruptions.SEVERITIES} for name in names}
+    per_corruption = {}
     for name in names:
-        per_corruption[name]["mean"] = float(np.mean([cells[name, s] for s in corruptions.SEVERITIES]))
-    original = [value for (name, _), value in cells.items() if name in corruptions.ORIGINAL_TEN]
+        table = np.stack([cells[name, s] for s in corruptions.SEVERITIES], axis=1)
+        per_corruption[name] = {**{f"severity_{s}": float(cells[name, s].mean()) for s in corruptions.SEVERITIES},
+                                "mean": float(table.mean()), "interval_95_pp": interval_pp(table)}
+    every = np.stack(list(cells.values()), axis=1)
+    original = [value.mean() for (name, _), value in cells.items() if name in corruptions.ORIGINAL_TEN]
     return {
-        "clean_accuracy": accuracy(clean),
-        "mean_corruption_accuracy": float(np.mean(list(cells.values()))),
+        "clean_accuracy": float(hits(clean).mean()),
+        "mean_corruption_accuracy": float(every.mean()),
+        "mean_corruption_interval_95_pp": interval_pp(every),
         # over the ten corruptions the suite had before it had CIFAR-10-C's fifteen, for continuity
         **({"mean_corruption_accuracy_original_10": float(np.mean(original))}
            if set(corruptions.ORIGINAL_TEN) <= set(names) else {}),
@@ -90,7 +102,8 @@ def main():
     corrupted = corrupted_sets(clean, cfg["corruptions"], seed)
     result = measure(model, clean, labels, corrupted, cfg["batch_size"])
     print(f"{args.name}: clean {result['clean_accuracy']:.2%}, mean over {len(corrupted)} corrupted sets "
-          f"{result['mean_corruption_accuracy']:.2%} ({count:,} test images)")
+          f"{result['mean_corruption_accuracy']:.2%} ± {result['mean_corruption_interval_95_pp'] or 0:.2f} pp "
+          f"(95%, over {count:,} test images)")
     evaluation.write_rows(args.plot, ["corruption", "severity", "accuracy"], [
         (corruption, severity, round(cells[f"severity_{severity}"] if severity else result["clean_accuracy"], 4))
         for corruption, cells in result["corruptions"].items() for severity in (0, *corruptions.SEVERITIES)])

@@ -188,3 +188,14 @@ def test_the_batched_filters_compute_what_opencv_and_scipy_compute_per_image():
         trim = (zoomed[0].shape[0] - 32) // 2
         expected = np.stack([z[trim:trim + 32, trim:trim + 32] for z in zoomed])
         np.testing.assert_allclose(corruptions.clipped_zoom(x, factor), expected, atol=1e-5)
+
+
+def test_the_robustness_interval_takes_the_images_as_the_sample():
+    """Two images, one right under every set and one under none: the mean is 50% whatever the
+    number of sets, and its interval is that of two images, not of 2 x 75 draws."""
+    import robustness
+
+    hits = np.array([[1] * 75, [0] * 75], float)
+    assert robustness.interval_pp(hits) == pytest.approx(1.96 * np.std([1, 0], ddof=1) / np.sqrt(2) * 100)
+    mixed = np.tile([1.0, 0.0], (200, 1))  # every image right on half the sets: no spread over images
+    assert robustness.interval_pp(mixed) == 0.0 and robustness.interval_pp(hits[:1]) is None

@@ -90,6 +90,8 @@ def test_robustness_and_calibration_for_every_model(pipeline):
         assert list(result["corruptions"]) == corruptions
         cells = [v for c in result["corruptions"].values() for k, v in c.items() if k.startswith("severity_")]
         assert len(cells) == 75 and result["mean_corruption_accuracy"] == pytest.approx(sum(cells) / 75)
+        assert 0 < result["mean_corruption_interval_95_pp"] < 50  # 40 images: wide, but measured
+        assert all(c["interval_95_pp"] >= 0 for c in result["corruptions"].values())
         # The original ten's mean, kept for continuity with the earlier reports.
         original = [v for c in corruptions[:10] for k, v in result["corruptions"][c].items() if k.startswith("severity_")]
         assert result["mean_corruption_accuracy_original_10"] == pytest.approx(sum(original) / 50)

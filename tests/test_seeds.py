@@ -224,11 +224,12 @@ def test_the_readme_table_shows_a_spread_only_beside_the_run_it_includes(tmp_pat
     (tmp_path / "studies/seeds/seeds.json").write_text(json.dumps(spread.table(runs, 10_000, {})))
     # The robustness stage's mean over its corruptions, where it measured the model.
     corruptions = {"fog": {"severity_1": 0.9, "severity_2": 0.8, "mean": 0.85}, "snow": {"severity_1": 0.7, "severity_2": 0.6}}
-    write_models(metrics / "robustness", {"fast": {"mean_corruption_accuracy": 0.7559, "corruptions": corruptions}},
+    write_models(metrics / "robustness", {"fast": {"mean_corruption_accuracy": 0.7559, "mean_corruption_interval_95_pp": 0.812,
+                                                   "corruptions": corruptions}},
                  {"test_images": 1000})
     lines = readme_results.rows(tmp_path)
     assert lines[:2] == readme_results.HEADER
-    assert lines[2] == ("| fast CNN | 94.00% | 93.52% – 94.45% | 94.00% ± 0.20% (3 seeds) | 75.59% (mean of 2 kinds) | "
+    assert lines[2] == ("| fast CNN | 94.00% | 93.52% – 94.45% | 94.00% ± 0.20% (3 seeds) | 75.59% ± 0.81 pp (mean of 2 kinds) | "
                         "18.3 min | mixed_bfloat16 | Intel Xeon, 2 cores |")
     assert "| seed CNN | 80.00% (seed: 86.73%) | 79.20% – 80.77% | 1 run | not measured | 25.0 min |" in lines[3]
     assert readme_results.cost(tmp_path) is None  # before make stage-times

@@ -79,8 +79,9 @@ def rows(root=Path(".")):
         accuracy, summary, host = evaluated[name]["test"]["accuracy"], trained[name][name], trained[name]["environment"]
         low, high = spread.single_run_interval(accuracy, images)
         seeds = spread.describe(current[name]) if name in current else "1 run"
-        corrupted = (f"{robust[name]['mean_corruption_accuracy']:.2%} (mean of {kinds} kinds)" if name in robust
-                     else "not measured")
+        interval = robust.get(name, {}).get("mean_corruption_interval_95_pp")  # the run's 95% interval over images
+        corrupted = (f"{robust[name]['mean_corruption_accuracy']:.2%}" + (f" ± {interval:.2f} pp" if interval else "")
+                     + f" (mean of {kinds} kinds)" if name in robust else "not measured")
         seed = f" (seed: {SEED_REPORTED['test']:.2%})" if name == "cnn" else ""
         lines.append(f"| {entry['label']} | {accuracy:.2%}{seed} | {low:.2%} – {high:.2%} | {seeds} | {corrupted} | "
                      f"{summary['wall_time_s'] / 60:.1f} min | {summary.get('precision', 'float32')} | "
