@@ -109,21 +109,26 @@ def probe(args, name, settings):
     return json.loads(out.stdout.strip().splitlines()[-1])["img_per_s"]
 
 
+def rate_key(label):
+    """What a candidate's training rate depends on: its network and optimizer, not its epochs."""
+    candidate = section(label)
+    return json.dumps({"widths": candidate["widths"], "train": {"precision": "float32", "muon": candidate["train"]["muon"]}},
+                      sort_keys=True)
+
+
 def rates(args):
     seed = {"section": {"convs_per_block": 1}, "precision": "float32"}
-    measured = {"seed recipe": []} | {label: [] for label in CANDIDATES}
+    keys = sorted({rate_key(label) for label in CANDIDATES})
+    measured = {"seed recipe": [], **{key: [] for key in keys}}
     for _ in range(args.rounds):
         measured["seed recipe"].append(probe(args, "cnn", seed))
-        for label in CANDIDATES:
-            candidate = section(label)
-            measured[label].append(probe(args, "fast", {"section": {"widths": candidate["widths"], "train": {
-                "precision": "float32", "muon": candidate["train"]["muon"]}}}))
+        for key in keys:
+            measured[key].append(probe(args, "fast", {"section": json.loads(key)}))
         print({k: v[-1] for k, v in measured.items()}, flush=True)
-    seed_rate = statistics.median(measured["seed recipe"])
     found = load()
-    found["rates"] = {"host": outputs.hardware(), "rounds": args.rounds, "seed_recipe_img_per_s": seed_rate,
-                      "seed_recipe_epochs": 25,
-                      "img_per_s": {label: statistics.median(v) for label, v in measured.items() if label != "seed recipe"}}
+    found["rates"] = {"host": outputs.hardware(), "rounds": args.rounds,
+                      "seed_recipe_img_per_s": statistics.median(measured["seed recipe"]), "seed_recipe_epochs": 25,
+                      "img_per_s": {label: statistics.median(measured[rate_key(label)]) for label in CANDIDATES}}
     save(found)
 
 
@@ -142,7 +147,7 @@ def table(_args):
         own = rate.get("img_per_s", {}).get(label)
         ratio = row["epochs"] * rate["seed_recipe_img_per_s"] / (rate["seed_recipe_epochs"] * own) if own else None
         acc = row["val_accuracy_by_tta"]
-        lines.append(f"| {label} | {row['epochs']} | {own or '-':.0f} | " + (f"{ratio:.2f}x" if ratio else "-") +
+        lines.append(f"| {label} | {row['epochs']} | " + (f"{own:.0f} | {ratio:.2f}x" if own else "- | -") +
                      f" | {acc['0']:.2%} | {acc['1']:.2%} | {acc['2']:.2%} |")
         if ratio:
             points.append((ratio, acc, label))
