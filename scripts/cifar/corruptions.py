@@ -284,8 +284,6 @@ def snow(images, severity, rng):
         for _ in range(len(x)):  # the draws in CIFAR-10-C's order: each image's flakes, then its wind
             noise.append(rng.normal(mean, std, (side, side, 1)))
             angles.append(rng.uniform(-135, -45))
-        if not len(x):
-            break
         flakes = clipped_zoom(np.stack(noise), factor)[..., 0]
         flakes[flakes < threshold] = 0
         flakes = np.rint(np.clip(flakes, 0, 1) * 255) / 255  # CIFAR-10-C passes the layer through an 8-bit PNG

@@ -23,8 +23,6 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for the cifar package
 
 from cifar import outputs, spread  # noqa: E402
@@ -225,7 +223,7 @@ def small_folders(root=Path(".")):
                  f"{found[name, model]['wall_time_s'] / 60:.1f} min ({found[name, model]['precision']})"
                  for name in folders]
         lines.append(f"| {found[folders[0], model]['label']} | " + " | ".join(cells) + " |")
-    small = max(models, key=lambda m: np.mean([found[name, m]["val_accuracy"] for name in folders]))
+    small = max(models, key=lambda m: sum(found[name, m]["val_accuracy"] for name in folders))
     host = study["environment"]
     evaluated = metrics(root)[1]
     large = max((m for m in models if m in evaluated), key=lambda m: evaluated[m]["test"]["accuracy"], default=None)
