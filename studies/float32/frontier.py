@@ -2,6 +2,7 @@
 trade work for accuracy (issue 52's frontier).
 
 Usage: python studies/float32/frontier.py train --data data/prepared/cifar10.npz --work /tmp/frontier [LABEL ...]
+       python studies/float32/frontier.py seeds --data data/prepared/cifar10.npz --work /tmp/frontier LABEL [--seeds 42 1 2]
        python studies/float32/frontier.py rates --archive ../shared/data/cifar-10-python.tar.gz [--rounds 2]
        python studies/float32/frontier.py table   (frontier.md and frontier.png from frontier.json)
 
@@ -14,7 +15,9 @@ and the seed recipe's (bench's probe: the seed CNN read literally, one convoluti
 batch 64, float32), so that a candidate's predicted training time against the seed recipe,
 epochs x (seed recipe's img/s) / (25 x its img/s), compares on one host. The val accuracy does not
 depend on the host; the time ratio does, so `rates` is run on each host it is claimed for.
-frontier.json keeps both, keyed by label; `table` writes frontier.md and the plot.
+`seeds` trains the chosen candidate at more seeds (shared.seed) and measures each on val and, once,
+on test: the recipe is picked on val, its test accuracy is the report. frontier.json keeps all of
+it, keyed by label; `table` writes frontier.md and the plot.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ CANDIDATES = {
     "10 epochs": epochs(10),
     "8 epochs": epochs(8),
     "8 epochs, Muon": params.merged(epochs(8), {"train": {"muon": MUON}}),
+    "10 epochs, Muon": params.merged(epochs(10), {"train": {"muon": MUON}}),
     "12 epochs, widths 64/192/192": {"widths": [64, 192, 192], **epochs(12)},
     "15 epochs, widths 64/192/192": {"widths": [64, 192, 192], **epochs(15)},
 }
@@ -66,30 +70,62 @@ def save(found):
     outputs.write_json(OUT, found)
 
 
-def train(args):
+def trained(args, label, seed):
+    """Train one candidate at one seed (None: params.yaml's) with the training stage, in a clone of the
+    committed code (the stage resolves itself in dvc.yaml); a trained one is kept, a cut one resumes."""
+    name = label.replace(" ", "_").replace(",", "").replace("/", "-") + (f"_seed{seed}" if seed is not None else "")
+    folder = args.work / name
+    if not folder.is_dir():
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(folder)], check=True)
+    config = yaml.safe_load((ROOT / "params.yaml").read_text())
+    config["fast"] = section(label)
+    if seed is not None:
+        config["shared"]["seed"] = seed
+    (folder / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if not (folder / "fast.keras").is_file():
+        subprocess.run([sys.executable, "scripts/train.py", "--name", "fast", "--data", str(args.data.resolve()),
+                        "--model", "fast.keras", "--metrics", "fast.json", "--live", "live", "--state", "state"],
+                       cwd=folder, check=True)
+    return folder, json.loads((folder / "fast.json").read_text())["fast"]
+
+
+def accuracy_by_tta(folder, x, y):
     import numpy as np
 
-    from cifar import data, evaluation, models
+    from cifar import evaluation, models
 
-    found = load()
+    accuracy = {}
+    for tta in (0, 1, 2):
+        predicted = evaluation.predict(models.load(folder / "fast.keras", tta), x, 256).argmax(axis=1)
+        accuracy[str(tta)] = float(np.mean(predicted == y))
+    return accuracy
+
+
+def seeds(args):
+    from cifar import data
+
+    arrays = data.load_prepared(args.data)
+    default = yaml.safe_load((ROOT / "params.yaml").read_text())["shared"]["seed"]
+    for seed in args.seeds:
+        folder, summary = trained(args, args.label, None if seed == default else seed)
+        row = {"val_accuracy_by_tta": accuracy_by_tta(folder, arrays["x_val"], arrays["y_val"]),
+               "test_accuracy_by_tta": accuracy_by_tta(folder, arrays["x_test"], arrays["y_test"]),
+               "test_images": int(len(arrays["y_test"])), "wall_time_s": summary["wall_time_s"],
+               "train_img_per_s": summary["train_img_per_s"], "precision": summary["precision"],
+               "host": outputs.hardware()["cpu"]}
+        found = load()
+        found["candidates"].setdefault(args.label, {}).setdefault("seeds", {})[str(seed)] = row
+        save(found)
+        print(args.label, seed, json.dumps(row), flush=True)
+
+
+def train(args):
+    from cifar import data
+
     for label in args.labels or CANDIDATES:
-        folder = args.work / label.replace(" ", "_").replace(",", "").replace("/", "-")
-        if not folder.is_dir():  # a clone of the committed code: the stage resolves itself in dvc.yaml
-            subprocess.run(["git", "clone", "-q", str(ROOT), str(folder)], check=True)
-        config = yaml.safe_load((ROOT / "params.yaml").read_text())
-        config["fast"] = section(label)
-        (folder / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        if not (folder / "fast.keras").is_file():
-            subprocess.run([sys.executable, "scripts/train.py", "--name", "fast", "--data", str(args.data.resolve()),
-                            "--model", "fast.keras", "--metrics", "fast.json", "--live", "live", "--state", "state"],
-                           cwd=folder, check=True)
-        summary = json.loads((folder / "fast.json").read_text())["fast"]
+        folder, summary = trained(args, label, None)
         arrays = data.load_prepared(args.data)
-        accuracy = {}
-        for tta in (0, 1, 2):
-            model = models.load(folder / "fast.keras", tta)
-            predicted = evaluation.predict(model, arrays["x_val"], 256).argmax(axis=1)
-            accuracy[str(tta)] = float(np.mean(predicted == arrays["y_val"]))
+        accuracy = accuracy_by_tta(folder, arrays["x_val"], arrays["y_val"])
         row = {"settings": CANDIDATES[label], "epochs": summary["epochs_run"], "precision": summary["precision"],
                "val_images": int(len(arrays["y_val"])), "val_accuracy_by_tta": accuracy,
                "wall_time_s": summary["wall_time_s"], "train_img_per_s": summary["train_img_per_s"],
@@ -182,9 +218,14 @@ def main():
     rate = sub.add_parser("rates")
     rate.add_argument("--archive", type=Path, required=True)
     rate.add_argument("--rounds", type=int, default=2)
+    several = sub.add_parser("seeds")
+    several.add_argument("--data", type=Path, required=True)
+    several.add_argument("--work", type=Path, required=True)
+    several.add_argument("label", choices=CANDIDATES)
+    several.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     sub.add_parser("table")
     args = parser.parse_args()
-    {"train": train, "rates": rates, "table": table}[args.command](args)
+    {"train": train, "seeds": seeds, "rates": rates, "table": table}[args.command](args)
 
 
 if __name__ == "__main__":
