@@ -65,7 +65,7 @@ lock-gpu: $(VENV)/.installed ## re-resolve requirements-gpu.lock: requirements-g
 	mkdir -p build
 	python -m pip install --quiet --disable-pip-version-check --dry-run --ignore-installed \
 		--report build/gpu-report.json -r requirements-gpu.txt -c requirements.lock
-	python scripts/tools/gpu_lock.py --report build/gpu-report.json --out requirements-gpu.lock
+	python tools/gpu_lock.py --report build/gpu-report.json --out requirements-gpu.lock
 
 repro: setup ## run the whole pipeline (dvc repro); offline: CIFAR10_ARCHIVE=path/to/cifar-10-python.tar.gz
 	dvc repro
@@ -80,7 +80,7 @@ seeds: setup ## train MODELS (default every model) with SEEDS seeds (default 3),
 
 readme: setup ## write the seed tables from runs.json, the README's results table (committed metrics, seed table) and docs/export.md's artifacts table
 	python studies/seeds/seeds.py --models all --tables-only
-	python scripts/tools/readme_results.py --readme README.md
+	python tools/readme_results.py --readme README.md
 	python scripts/artifacts_table.py --metrics reports/metrics/export --pages reports/metrics/demo --table reports/artifacts.md \
 		--plot reports/eval/artifacts.csv --readme docs/export.md
 
@@ -114,7 +114,7 @@ reference: setup ## every stage from scratch (stage-times), its runs into the se
 	$(MAKE) seeds readme
 
 deps: setup ## write each dvc.yaml stage's scripts/ deps from its scripts' import closure (after adding a module or an import)
-	python scripts/tools/code_deps.py --write
+	python tools/code_deps.py --write
 
 test: setup ## run the test suite
 	python -m pytest

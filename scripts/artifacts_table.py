@@ -3,15 +3,9 @@
 Usage: python scripts/artifacts_table.py --metrics reports/metrics/export --pages reports/metrics/demo \
            --table reports/artifacts.md --plot reports/eval/artifacts.csv [--readme docs/export.md]
 
-Reads the parity results (`reports/metrics/export/<model>.json`, one per model of the registry)
-and the demo page's (`reports/metrics/demo/<model>.json`)
-and writes, per model and artifact: test accuracy, its change against the Keras model, top-1
-agreement with Keras, size (and the share of the float32 TF-Lite file), median single-image
-latency, batched throughput, where it ran, whether it is integer-only and which target it is held
-to. `--table` is Markdown, `--plot` a CSV that DVC draws as accuracy against latency.
-`--readme FILE` also replaces the table between FILE's markers (docs/export.md, "Which artifact to ship");
-tests/test_artifacts_table.py fails when docs/export.md's copy and the metrics disagree.
-"""
+From parity@NAME's and demo@NAME's metrics: per artifact, accuracy and its change against Keras,
+agreement, size, latency, throughput, runtime, integer-only and target; `--plot` is DVC's
+accuracy-against-latency CSV; `--readme FILE` replaces the table between FILE's markers."""
 
 import argparse
 import csv
@@ -35,10 +29,8 @@ class TableError(outputs.StageError, ValueError):
 
 
 def load_results(metrics_dir, names):
-    """({model: parity JSON}, [models without parity results]) for the registered models, in
-    registry order. A model not exported yet is listed, not fatal, as long as one model is: the
-    DVC stage always has them all (it depends on every parity file); run by hand after exporting
-    some, the table names the rest with the stage to run."""
+    """({model: parity JSON}, [models without results]); a model not exported yet is listed, not
+    fatal, while one is (the DVC stage has them all)."""
     found, missing = {}, []
     for name in names:
         path = Path(metrics_dir) / f"{name}.json"
@@ -79,7 +71,7 @@ def target_cell(key, artifact, targets):
 
 
 def rows(results, labels):
-    """One dict per (model, artifact), numbers rounded as the table shows them."""
+    """One dict per (model, artifact), rounded as shown."""
     out = []
     for name, result in results.items():
         artifacts = result["artifacts"]
@@ -141,9 +133,7 @@ def markdown(table, results):
 
 
 def page_markdown(results, labels, pages):
-    """The demo page's numbers per model (`pages`: demo@NAME's `page`): load time, median
-    latency, the backend the page picked; the target on the model the page loads first, the most
-    accurate TF.js one."""
+    """The demo page's numbers per model; the latency target on the page's default, the most accurate."""
     pages = {name: pages.get(name) for name in results}
     measured = {name: page for name, page in pages.items() if page and "latency_ms" in page}
     if not measured:
@@ -185,7 +175,6 @@ def csv_text(table):
 
 
 def replace_block(text, block, where):
-    """`text` with what lies between BEGIN and END replaced by `block`."""
     if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
         raise TableError(f"{where}: needs exactly one '{BEGIN}' line followed by one '{END}' line")
     head, rest = text.split(BEGIN, 1)
@@ -194,14 +183,13 @@ def replace_block(text, block, where):
 
 
 def block_of(text):
-    """What lies between the markers (None if they are missing)."""
     if BEGIN not in text or END not in text:
         return None
     return text.split(BEGIN, 1)[1].split(END, 1)[0].lstrip("\n")
 
 
 def read_pages(pages_dir, names):
-    """{model: the demo page's numbers} from demo@NAME's files in `pages_dir` (None: not given)."""
+    """{model: demo@NAME's `page`} (none without `pages_dir`)."""
     found = {}
     for name in names if pages_dir else ():
         path = Path(pages_dir) / f"{name}.json"

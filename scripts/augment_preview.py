@@ -1,12 +1,7 @@
-"""Stage `augment_preview`: real training images beside augmented versions of them.
+"""Stage `augment_preview`: training images beside draws of the training augmentation (`shared.augment`).
 
 Usage: python scripts/augment_preview.py --data data/prepared/cifar10.npz \
-           --out reports/figures/augment_preview.png
-
-Rows are `augment_preview.images` training images; the first column is the original and the
-next `augment_preview.variants` columns are draws of the training augmentation
-(`shared.augment`), exactly as the training stream makes them.
-"""
+           --out reports/figures/augment_preview.png"""
 
 import argparse
 from pathlib import Path

@@ -1,14 +1,11 @@
-"""Stage `compare`: the models of the registry side by side, from their own stages' metrics.
+"""Stage `compare`: the models side by side, from their own stages' metrics only (seconds).
 
 Usage: python scripts/compare.py --train-metrics reports/metrics/train \
            --evaluate reports/metrics/evaluate --robustness reports/metrics/robustness \
            --summary reports/summary.md --charts reports/charts --plot reports/eval/accuracy_vs_time.csv
 
-It reads NAME.json of each folder (written by train@NAME, evaluate@NAME and robustness@NAME) and
-nothing else, so it costs seconds: reports/summary.md (accuracy, training cost, the single-run
-interval, robustness and calibration per model), the git-tracked charts (accuracy against
-training time, accuracy against corruption severity) and the DVC plot of accuracy against time.
-"""
+Writes reports/summary.md, the git-tracked charts (accuracy against training time and against
+corruption severity) and DVC's accuracy-against-time plot data."""
 
 import argparse
 import os
@@ -68,8 +65,9 @@ def main():
     rows = rows_of(registry, trained, evaluated, robustness)
     counts = evaluated["data"]
 
-    evaluation.save_chart(evaluation.accuracy_against_time(rows), args.charts / "accuracy_vs_training_time.png")
-    evaluation.save_chart(evaluation.robustness_against_severity(rows, robustness), args.charts / "robustness.png")
+    evaluation.save_figure(evaluation.accuracy_against_time(rows), args.charts / "accuracy_vs_training_time.png", dpi=72)
+    evaluation.save_figure(evaluation.robustness_against_severity(rows, robustness), args.charts / "robustness.png",
+                           dpi=72)  # git-tracked charts: a few tens of KB
     evaluation.write_rows(args.plot, ["model", "train_minutes", "test_accuracy"],
                           [(r["model"], round(r["wall_time_s"] / 60, 2), round(r["test_accuracy"], 4)) for r in rows])
 

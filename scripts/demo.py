@@ -2,13 +2,9 @@
 
 Usage: python scripts/demo.py --name cnn --export models/export/cnn --metrics reports/metrics/demo/cnn.json
 
-The page (web/, served by scripts/tools/serve.py, driven by cifar.page) loads the model and
-predicts one image at a time, as a visitor's browser does: its load time, median latency over
-`parity.latency_runs` images and the backend it picked; with more than one WASM thread, also on
-one thread (TF.js's own choice on a 2-core machine). A stage of its own, so that an edit to the
-page reruns this measurement only, never the exports' parity. Without Chromium the file says why
-the page was not measured (make setup's README: Requirements).
-"""
+Load time, median latency over `parity.latency_runs` images and the backend (cifar.page); with
+several WASM threads, also on one. Its own stage, so a page edit reruns this only. Without
+Chromium the file says why the page was not measured."""
 
 import argparse
 from pathlib import Path

@@ -2,12 +2,9 @@
 
 Usage: python scripts/download.py --out data/raw/cifar-10-python.tar.gz
 
-Reads params `download.url` and `download.sha256` (the official archive). For an offline
-copy, set CIFAR10_ARCHIVE to its path and CIFAR10_SHA256 to the sha256 you trust (or keep a
-`SHA256SUMS` file listing it beside the copy). Either way the archive is verified before it is
-written, and its content hash ends up in dvc.lock as this stage's output. With `prepare.source:
-images` (your own images) there is nothing to fetch: data/raw/ then holds a note saying so.
-"""
+From `download.url`, checked against `download.sha256`; offline, CIFAR10_ARCHIVE names a copy and
+CIFAR10_SHA256 (or a SHA256SUMS beside it) its digest. With `prepare.source: images` there is
+nothing to fetch: data/raw/ holds a note saying so."""
 
 import argparse
 from pathlib import Path

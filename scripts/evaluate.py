@@ -5,12 +5,9 @@ Usage: python scripts/evaluate.py --name NAME --data data/prepared/cifar10.npz \
            --metrics reports/metrics/evaluate/NAME.json --plots reports/eval \
            --figures reports/figures/evaluate/NAME
 
-Loss and accuracy on the training and test sets (printed in percent, as the seed did),
-scikit-learn's per-class precision/recall/F1, calibration (ECE, NLL, the temperature fitted on
-val), the confusion matrix (DVC plot data and a heatmap), per-class accuracy, the seed's
-training-curve figure (from the training stage's DVCLive log) and a gallery of misclassified test
-images. What compares the models is the `compare` stage's (scripts/compare.py).
-"""
+Loss and accuracy (train and test), per-class precision/recall/F1, calibration (ECE, NLL, the
+temperature fitted on val), the confusion matrix, the seed's training curves (from the DVCLive
+log) and misclassified test images. Comparing models is the `compare` stage's."""
 
 import argparse
 import csv
@@ -27,9 +24,8 @@ class SCHEMA(params.Section):  # params.yaml `evaluate`
 
 
 def evaluate_model(name, model, arrays, names, batch_size, bins, train_images=0):
-    """`train_images`: the train accuracy is measured on the first N training images (0: all). The
-    prepared split is shuffled, so they are a random sample; the accuracy is there to show the
-    gap to test, which 10,000 images measure to about +-0.2 points."""
+    """(metrics, predicted, probabilities, confusion matrix); the train accuracy on the first
+    `train_images` (0: all; a random sample of the shuffled split), to show the gap to test."""
     def predict(x):
         return evaluation.predict(model, x, batch_size)
 
@@ -58,8 +54,6 @@ def evaluate_model(name, model, arrays, names, batch_size, bins, train_images=0)
 
 
 def main():
-    """The stage: the model measured on the training, val and test sets; its metrics, plot data
-    and figures written."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="the model's name in the registry (params.yaml `models`)")
     parser.add_argument("--data", required=True, type=Path)
@@ -87,7 +81,8 @@ def main():
     metrics["test"]["single_run_95_interval"] = {"low": low, "high": high}  # Wilson's
     metrics["size_mb"] = args.model.stat().st_size / 1e6
 
-    evaluation.write_predictions(args.plots / "confusion" / f"{name}.csv", arrays["y_test"], predicted, names)
+    evaluation.write_rows(args.plots / "confusion" / f"{name}.csv", ["actual", "predicted"],  # DVC's confusion template
+                          [(names[t], names[p]) for t, p in zip(arrays["y_test"], predicted)])
     evaluation.write_rows(args.plots / "per_class" / f"{name}.csv", ["class", "accuracy"],
                           [(n, round(metrics["per_class"][n]["accuracy"], 4)) for n in names])
     calibrated = metrics["calibration"]
@@ -119,10 +114,8 @@ def main():
 
 
 def read_history(folder, stage):
-    """A model's per-epoch history from its training stage's DVCLive log (`folder`/plots/metrics:
-    train/ and eval/ TSVs, step = epoch - 1), as rows of epoch, loss, accuracy, val_loss,
-    val_accuracy and lr; NaN where an epoch had no validation pass. An error names the folder
-    and its stage if the log is missing or damaged."""
+    """Per-epoch rows (epoch, loss, accuracy, val_loss, val_accuracy, lr; NaN without validation)
+    from the training stage's DVCLive TSVs; an error names the folder and its stage."""
     import math
 
     metrics = Path(folder) / "plots" / "metrics"

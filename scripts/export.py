@@ -1,30 +1,16 @@
-"""Stage `export`: one trained model as SavedModel, TF-Lite (float32, dynamic-range, int8) and TF.js.
+"""Stage `export@NAME`: one trained model as SavedModel, TF-Lite (float32, dynamic range, int8) and TF.js.
 
 Usage: python scripts/export.py --name cnn --model models/trained/cnn.keras \
            --data data/prepared/cifar10.npz --out models/export/cnn
 
-Reads `shared.seed` and `export` (int8_calibration_images, tfjs_quantization). Writes, into
-one folder that appears only when every conversion has succeeded:
-
-    saved_model/                  Keras' ExportArchive: endpoint `serve` (= serving_default), float32
-                                  0-255 `image` in, `probabilities` out
-    <name>_float32.tflite         float32 in, float32 probabilities out; every .tflite carries TF-Lite
-                                  metadata (labels, input convention: scripts/tools/mediapipe_tasks.py)
-    <name>_dynamic_range.tflite   int8 weights; float32 in and out
-    <name>_int8.tflite            integer-only; uint8 pixels in (scale 1, zero point 0),
-                                  uint8 probabilities out (probability = value / 256)
-    tfjs/                         TF.js graph model (model.json + shards), from the SavedModel
-    labels.txt                    the class names, one a line, in output order
-    metadata.json                 classes, input/output types and quantization, sizes, sha256s
-
-The full-int8 model is calibrated on training images drawn at random (seeded). The `parity`
-stage then runs every artifact on the test set.
-"""
+Writes one folder: saved_model/ (endpoint `serve`: float32 0-255 `image` in, `probabilities`
+out), NAME_float32.tflite, NAME_dynamic_range.tflite, NAME_int8.tflite (each with TF-Lite
+metadata: labels, input convention), tfjs/, labels.txt, and metadata.json (classes, tensor types
+and quantization, sizes, sha256s). The int8 file is calibrated on seeded training images."""
 
 import argparse
 import os
 from pathlib import Path
-
 
 from cifar import data, export, models, outputs, params
 
@@ -35,12 +21,6 @@ class SCHEMA(params.Section):  # params.yaml `export`
     int8_float_layers: params.number(int, 0, 100)
     tfjs_quantization: params.choice("none", "float16", "uint8")
     temperature: params.choice("none", "val")
-
-def export_model(name, model, arrays, cfg, out):
-    """Write every artifact of `model` into the (empty, temporary) folder `out`: one per format
-    in cifar.export.FORMATS."""
-    return export.export_all(name, model, arrays, cfg, out)
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,7 +50,7 @@ def main():
     with outputs.atomic_path(args.out, is_dir=True) as tmp:
         # The model a user runs: its temperature, then test-time augmentation at the registry entry's level.
         shipped = export.shipped(model, entry["tta"], calibration and calibration["temperature"])
-        artifacts = export_model(name, shipped, arrays, settings, tmp)
+        artifacts = export.export_all(name, shipped, arrays, settings, tmp)
         classes = [str(c) for c in arrays["class_names"]]
         side = arrays["x_train"].shape[1]
         (tmp / "labels.txt").write_text("".join(f"{c}\n" for c in classes))

@@ -1,24 +1,15 @@
-"""Stage `fetch_weights@NAME`: put one model's pretrained weights in models/pretrained/NAME/.
+"""Stage `fetch_weights@NAME`: one model's pretrained weights in models/pretrained/NAME/.
 
 Usage: python scripts/fetch_weights.py --name NAME --out models/pretrained/NAME
 
-Every model of the registry gets a folder, which its `train@NAME` stage reads: a model that
-params.yaml `fetch_weights` does not name starts from random weights (source.json says so, and
-names no file). For a model it names (MobileNetV2: `fetch_weights.mobilenet`):
-- `imagenet`: Keras' ImageNet file for MobileNetV2 (alpha 1.0, no top), fetched with its
-  cached downloader (~/.keras/models), checked against MOBILENET_WEIGHTS_SHA256 if it is set
-  (Keras publishes no digest for this file). Offline, set MOBILENET_WEIGHTS to a local copy and
-  MOBILENET_WEIGHTS_SHA256 (or keep a SHA256SUMS beside it): a copy with neither is refused;
-- a path: that weights file, copied;
-- `none`: no file; the network starts from random weights.
-Each folder also gets source.json (origin, sha256, what the sha256 was checked against), and DVC records the file's hash, so every
-result names the weights it came from. The file is stored under a fixed name and source.json
-holds no path of this machine, so the same bytes give the same output (and do not retrain
-MobileNetV2) wherever they came from. DVC cannot see a file named by an environment variable:
-after replacing the file at the same path, run `dvc repro --force fetch_weights@NAME`; MobileNetV2
-then retrains only if the bytes differ. The environment variables are named after the model's
-model (MOBILENET_WEIGHTS for the model mobilenet); the ImageNet file is its module's IMAGENET_URL.
-"""
+A model params.yaml `fetch_weights` does not name starts from random weights (source.json says
+so). For one it names (`fetch_weights.mobilenet`): `imagenet`, Keras' file for its module's
+IMAGENET_URL through the cached downloader, checked against MOBILENET_WEIGHTS_SHA256 if set
+(Keras publishes no digest); offline, MOBILENET_WEIGHTS names a local copy, which needs that
+digest or a SHA256SUMS beside it; a path, copied; `none`. The file gets a fixed name and
+source.json no local path, so the same bytes give the same output wherever they came from.
+DVC cannot see a file named by an environment variable: after replacing it, run
+`dvc repro --force fetch_weights@NAME` (the model retrains only if the bytes differ)."""
 
 import argparse
 import os
@@ -30,9 +21,8 @@ from cifar import data, models, outputs, params
 
 
 def locate(weights, url, env="MOBILENET_WEIGHTS", key="fetch_weights.mobilenet"):
-    """(path or None, expected sha256 or None, origin, what the sha256 was checked against) for the
-    `weights` param. The origin says what kind of source it was, never a path on this machine:
-    results are keyed on content."""
+    """(path or None, expected sha256 or None, origin, what the sha256 is checked against) for
+    `weights`; the origin names the kind of source, never a local path."""
     if weights == "none":
         return None, None, "none: random initialisation", None
     if weights != "imagenet" or url is None:
@@ -76,8 +66,7 @@ def locate(weights, url, env="MOBILENET_WEIGHTS", key="fetch_weights.mobilenet")
 
 
 def place(name, entry, weights, folder):
-    """Write the model `name`'s weights (`weights`: imagenet, none, a path, or None when
-    params.yaml names none for it) and source.json into `folder`."""
+    """The model's weights file and source.json, written into `folder`."""
     source = {"origin": "none: random initialisation", "file": None, "sha256": None, "sha256_checked_against": None}
     if weights is not None:
         found = models.module(entry)

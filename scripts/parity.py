@@ -1,21 +1,13 @@
-"""Stage `parity`: run every exported artifact of one model on the test set, against Keras.
+"""Stage `parity@NAME`: every exported artifact of one model on the test set, against Keras.
 
 Usage: python scripts/parity.py --name cnn --model models/trained/cnn.keras --export models/export/cnn \
            --data data/prepared/cifar10.npz --metrics reports/metrics/export/cnn.json
 
-Each artifact runs where its users run it: the SavedModel in TensorFlow, the .tflite files in
-ai_edge_litert's Interpreter, the TF.js model in Node.js on the WASM backend
-(scripts/cifar/tfjs_predict.mjs, through cifar.inference.run_tfjs). For each: test accuracy, top-1 agreement with the Keras model, the
-largest absolute difference in any class probability, size, median single-image latency and
-batch throughput (the demo page's own numbers are the `demo@NAME` stage's). Targets: float formats agree with Keras on >= 99.9% of the test images; the
-int8 model is <= 30% of the float32 model's size and loses <= 0.5 points of accuracy.
-
-Every artifact runs on every test image but TF.js, the slowest by far (Node.js, WASM, one thread
-per process): with `parity.tfjs_sample` it runs on a stratified sample just large enough that
-agreeing on all of it shows >= 99.9% agreement at 95% confidence (2,995 images: the rule of
-three), and on every test image as soon as it disagrees with Keras on one. Each float format
-records that one-sided 95% lower bound (`agreement_lower_95`, Clopper-Pearson) and its `images`.
-"""
+Each artifact runs where its users run it (TensorFlow, LiteRT, TF.js WASM in Node.js): test
+accuracy, top-1 agreement with Keras, largest probability difference, size, latency and
+throughput; every .tflite also in MediaPipe's ImageClassifier. TF.js, the slowest, may run on a
+stratified sample just large enough that agreeing on all of it shows >= 99.9% agreement at 95%
+(`parity.tfjs_sample`: 2,995 images), and on every image once it disagrees on one."""
 
 import argparse
 import math
@@ -51,14 +43,12 @@ CONFIDENCE = 0.95  # of the agreement bounds
 
 
 def sample_size(bound=FLOAT_AGREEMENT, confidence=CONFIDENCE):
-    """The fewest images on which agreeing on every one shows agreement >= `bound` at `confidence`
-    (one-sided, exact: bound ** n <= 1 - confidence); 2,995 for 99.9% at 95%."""
+    """The fewest images on which full agreement shows >= `bound` at `confidence` (2,995 for 99.9% at 95%)."""
     return math.ceil(math.log(1 - confidence) / math.log(bound))
 
 
 def stratified(labels, count, seed):
-    """Sorted indices of `count` of the images, each class in its share (scikit-learn's
-    stratified split, `seed`); all of them if `count` is not fewer."""
+    """Sorted indices of `count` images, stratified and seeded; all if not fewer."""
     from sklearn.model_selection import train_test_split
 
     if count >= len(labels):
@@ -68,7 +58,7 @@ def stratified(labels, count, seed):
 
 
 def lower_bound(agreeing, images, confidence=CONFIDENCE):
-    """One-sided lower confidence bound of a proportion (Clopper-Pearson, scipy)."""
+    """One-sided Clopper-Pearson lower bound (scipy)."""
     from scipy.stats import binomtest
 
     return float(binomtest(agreeing, images, alternative="greater").proportion_ci(confidence).low)
@@ -87,8 +77,8 @@ def compare(probabilities, reference, labels):
 
 
 def run_sampled(run, path, x, reference, labels, chosen, batch_size, latency_runs):
-    """`run` on the images `chosen`; if it disagrees with `reference` on any of them, on every
-    image. (probabilities, the indices they are of, timing)."""
+    """`run` on `chosen`, and on every image if it disagrees with `reference` on one:
+    (probabilities, their indices, timing)."""
     probabilities, timing = run(path, x[chosen], batch_size, latency_runs)
     wrong = int(np.sum(probabilities.argmax(axis=1) != reference[chosen].argmax(axis=1)))
     if wrong and len(chosen) < len(x):
@@ -101,25 +91,18 @@ def run_sampled(run, path, x, reference, labels, chosen, batch_size, latency_run
 
 
 def run_python(path, x, batch_size, latency_runs):
-    """A SavedModel or .tflite file, through cifar.inference's predictor for it."""
     return measure(inference.load(path), x, batch_size, latency_runs)
 
 
-# Where each format's `runtime` (cifar.export.FORMATS) runs: the runtime its users have.
-RUNTIMES = {"tensorflow": run_python, "tflite": run_python, "node": inference.run_tfjs}
-
-
-def targets(results, artifacts):
-    return export.targets(results, artifacts)
+RUNTIMES = {"tensorflow": run_python, "tflite": run_python, "node": inference.run_tfjs}  # each format's `runtime`
 
 
 MEDIAPIPE_IMAGES = 200  # the first test images, as PNG files at the model's side (no resize in MediaPipe)
 
 
 def mediapipe_check(folder, files, x, litert, classes):
-    """MediaPipe's ImageClassifier (scripts/tools/mediapipe_tasks.py, in MediaPipe's environment) on
-    each .tflite of `files` ({key: file}), as an app loads it: its top class and name for the
-    first MEDIAPIPE_IMAGES test images against LiteRT's (`litert`: {key: probabilities})."""
+    """MediaPipe's ImageClassifier on each .tflite of `files`, as an app loads it: its top class and
+    name on the first MEDIAPIPE_IMAGES test images against LiteRT's."""
     import json
     import subprocess
     import tempfile
@@ -202,7 +185,7 @@ def main():
               f"{check['top1_agreement'] * 100:.1f}% of {check['images']} images, names "
               f"{'given' if check['names'] else 'MISSING'}, scores within {check['max_score_diff']:.1e}")
 
-    summary = targets(results, meta["artifacts"])
+    summary = export.targets(results, meta["artifacts"])
     print(f"{name}: float formats agree with Keras on >= {summary['float_agreement_min'] * 100:.2f}% "
           f"(target {FLOAT_AGREEMENT * 100:.1f}%): {'met' if summary['float_agreement_met'] else 'MISSED'}; "
           f"int8 is {summary['int8_size_ratio'] * 100:.1f}% of float32 (target <= {INT8_SIZE_RATIO * 100:.0f}%): "

@@ -1,25 +1,13 @@
-"""Stage `prepare`: read the data (the CIFAR-10 archive, or your own images), split it, store compact uint8 arrays.
+"""Stage `prepare`: read the data (the CIFAR-10 archive, or your own images), split it, store uint8 arrays.
 
 Usage: python scripts/prepare.py --archive data/raw/cifar-10-python.tar.gz \
            --out data/prepared/cifar10.npz --metrics reports/metrics/prepare.json
 
-`prepare.source: cifar10` (the default): the archive is checked before anything is unpickled,
-against the sha256 the user trusts: the one given for an offline copy (CIFAR10_SHA256, or the
-SHA256SUMS beside CIFAR10_ARCHIVE), else `download.sha256`, the official archive's; never against
-anything the pipeline wrote itself. The validation split is the seed's train_test_split(
-test_size=prepare.val_fraction, random_state=prepare.split_seed).
-
-`prepare.source: images`: the folder `prepare.images`, one sub-folder per class (or train/ and
-test/, each so), read by cifar.images: class names from the folder names, every image made
-`prepare.side` px square (null: FOLDER_SIDE, 128, the side MobileNetV2 works at; the other models
-resize inside their graphs to their own); without a test/ folder, `prepare.test_fraction` of each class is held
-out as test; val is held out of the rest; both stratified, with the seed. Unreadable files are
-listed and left out; what would make a bad data set stops the stage with what to fix.
-
-Pixels stay uint8 0-255: the models scale them, so exported models take raw RGB. The prepared
-file holds the class names, and the digest of what it came from (`archive_sha256`: the
-archive's, or the image folder's); prepare's metrics hold the per-class counts.
-"""
+`prepare.source: cifar10`: the archive is checked against the sha256 the user trusts before
+anything is unpickled; val is train_test_split(test_size=prepare.val_fraction,
+random_state=prepare.split_seed). `prepare.source: images`: the folder `prepare.images` read by
+cifar.images at `prepare.side` px (null: FOLDER_SIDE). Pixels stay 0-255 (the models scale);
+the file holds the class names and the digest of its source, the metrics the per-class counts."""
 
 import argparse
 import collections
@@ -36,8 +24,7 @@ def class_counts(labels, names):
 
 
 def imbalance(labels, names):
-    """The training split's largest class count over its smallest, printed with the counts when
-    above 1.5; None when a class has no training image."""
+    """The training split's largest class count over its smallest (noted above 1.5); None if a class is empty."""
     counts = class_counts(labels, names)
     ratio = round(max(counts.values()) / min(counts.values()), 2) if min(counts.values()) else None
     if ratio is None or ratio > 1.5:
@@ -54,8 +41,7 @@ FOLDER_SIDE = 128
 
 
 def resized(images, side):
-    """`images` (N, s, s, 3) at `side` px: themselves at their own side, else each resized as an
-    image file is (cifar.decode.resize_square)."""
+    """`images` at `side` px, each resized as an image file is (cifar.decode.resize_square)."""
     from cifar.decode import resize_square
 
     if side is None or images.shape[1] == side:
@@ -64,7 +50,7 @@ def resized(images, side):
 
 
 def from_archive(archive, cfg, seed):
-    """CIFAR-10's arrays, class names and source (its sha256) from the verified archive."""
+    """CIFAR-10's arrays, class names and source from the verified archive."""
     prep = cfg["prepare"]
     if not archive.is_file():
         raise FileNotFoundError(f"{archive} not found: it is written by the 'download' stage; "
@@ -84,7 +70,7 @@ def from_archive(archive, cfg, seed):
 
 
 def from_images(cfg, seed):
-    """The image folder's arrays, class names and source (folder, digest, files, unreadable ones)."""
+    """The image folder's arrays, class names and source."""
     from cifar import images
 
     prep = cfg["prepare"]

@@ -4,13 +4,10 @@ Usage: python scripts/robustness.py --name NAME --data data/prepared/cifar10.npz
            --model models/trained/NAME.keras --metrics reports/metrics/robustness/NAME.json \
            --plot reports/eval/robustness/NAME.csv --figure reports/figures/robustness/NAME.png
 
-The first `robustness.images` test images (all with 0) are corrupted with each corruption of
-`robustness.corruptions` (cifar.corruptions, after CIFAR-10-C) at severities 1-5, drawn from
-`shared.seed`, on the fly (the same sets for every model): nothing corrupted is stored. The model's accuracy on the clean
-subset, per corruption and severity, per corruption, and the mean over all (the CIFAR-10-C
-figure), as DVC metrics; accuracy against severity, one line per corruption, as DVC plot data
-(NAME.csv) and a PNG.
-"""
+The first `robustness.images` test images, corrupted on the fly by each of `robustness.corruptions`
+(cifar.corruptions) at severities 1-5, drawn from `shared.seed` (the same sets for every model).
+Metrics: clean, per set, per corruption and the mean over all, each mean with its 95% interval;
+accuracy against severity as DVC plot data and a PNG."""
 
 import argparse
 from pathlib import Path
@@ -26,23 +23,21 @@ class SCHEMA(params.Section):  # params.yaml `robustness`
 
 
 def corrupted_sets(images, names, seed):
-    """{(corruption, severity): uint8 images}, computed once and shared by every model."""
+    """{(corruption, severity): uint8 images}."""
     return {(name, severity): corruptions.corrupt(images, name, severity, seed)
             for name in names for severity in corruptions.SEVERITIES}
 
 
 def interval_pp(hits):
-    """Half the 95% interval, in points, of the mean of `hits` (images x sets, 1 where right) as an
-    estimate over test images: each image's share of sets it gets right varies from image to image
-    (a hard image is hard under most corruptions), so the images, not the sets, are the sample."""
+    """Half the 95% interval, in points, of the mean of `hits` (images x sets): the images are the
+    sample, since an image's share of sets it gets right varies from image to image."""
     per_image = hits.mean(axis=1)
     return float(1.96 * per_image.std(ddof=1) / np.sqrt(len(per_image)) * 100) if len(per_image) > 1 else None
 
 
 def measure(model, clean, labels, corrupted, batch_size):
-    """Accuracy on the clean images and on each corrupted set; the per-corruption means and the
-    mean over every corruption and severity, each with its 95% interval over the images
-    (`interval_95_pp`, half its width in points)."""
+    """Clean accuracy, each corrupted set's, the per-corruption means and the overall mean, with
+    their intervals (`interval_95_pp`)."""
 
     def hits(images):
         return evaluation.predict(model, images, batch_size).argmax(axis=1) == labels

@@ -73,9 +73,9 @@ def require_shared(*paths):
 
 
 def script(name):
-    """The path of a stage script (scripts/NAME.py), a tool (scripts/tools/NAME.py) or a study
-    (studies/STUDY/NAME.py)."""
-    found = [REPO / "scripts" / f"{name}.py", REPO / "scripts" / "tools" / f"{name}.py",
+    """The path of a stage script (scripts/NAME.py), a user's tool (scripts/tools/NAME.py), a
+    maintainer's (tools/NAME.py) or a study (studies/STUDY/NAME.py)."""
+    found = [REPO / "scripts" / f"{name}.py", REPO / "scripts" / "tools" / f"{name}.py", REPO / "tools" / f"{name}.py",
              *sorted((REPO / "studies").glob(f"*/{name}.py"))]
     return str(next(p for p in found if p.is_file()))
 

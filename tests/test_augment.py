@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from cifar import augment
+from rates import random_resolution_transform  # the seed's transform, which bench's seed stream runs
 
 CONFIG = {"resolution_scale": [0.8, 1.2], "rotation_degrees": 15, "shift_fraction": 0.1, "horizontal_flip": True}
 
@@ -26,14 +27,14 @@ def image():
 
 @pytest.mark.parametrize("scale, size", [(0.8, 25), (1.2, 38), (0.95, 30), (1.1, 35)])
 def test_resolution_transform_shape_dtype_range(image, scale, size):
-    out = augment.random_resolution_transform(image, FixedScale(scale))
+    out = random_resolution_transform(image, FixedScale(scale))
     assert out.shape == (32, 32, 3) and out.dtype == np.float32
     assert 0.0 <= out.min() and out.max() <= 1.0
     assert int(32 * scale) == size
 
 
 def test_pad_branch_reflects_the_resized_image(image):
-    out = np.rint(augment.random_resolution_transform(image, FixedScale(0.8)) * 255).astype(np.uint8)
+    out = np.rint(random_resolution_transform(image, FixedScale(0.8)) * 255).astype(np.uint8)
     resized = cv2.resize(np.rint(image * 255).astype(np.uint8), (25, 25))
     top = (32 - 25) // 2  # 3 rows above, 4 below
     np.testing.assert_array_equal(out[top : top + 25, top : top + 25], resized)
@@ -45,7 +46,7 @@ def test_pad_branch_reflects_the_resized_image(image):
 
 
 def test_crop_branch_is_the_center_of_the_resized_image(image):
-    out = np.rint(augment.random_resolution_transform(image, FixedScale(1.2)) * 255).astype(np.uint8)
+    out = np.rint(random_resolution_transform(image, FixedScale(1.2)) * 255).astype(np.uint8)
     resized = cv2.resize(np.rint(image * 255).astype(np.uint8), (38, 38))
     np.testing.assert_array_equal(out, resized[3:35, 3:35])
 

@@ -14,6 +14,13 @@ def images(count=6, seed=0):
     return np.stack([cv2.GaussianBlur(i, (5, 5), 1.5) for i in rng.integers(0, 256, (count, 32, 32, 3), np.uint8)])
 
 
+def augmix_batch(images, index, seed, epoch, config, start=0):
+    """AugMix on a uint8 batch, eagerly (tests and the preview): image i takes `draws`' row index[i]."""
+    drawn = augmix.draws(int(index.max()) + 1, seed, epoch, config, images.shape[1])
+    rows = index[start:start + len(images)]
+    return augmix.mix(images, *(drawn[key][rows] for key in ("ops", "amounts", "weights", "skip"))).numpy()
+
+
 SETTINGS = {"severity": 3, "width": 3, "depth": 0, "alpha": 1.0}
 
 
@@ -93,12 +100,12 @@ def test_an_images_draws_depend_on_seed_epoch_and_image_only():
 def test_a_batchs_mix_depends_on_seed_epoch_and_image_only():
     x = images(8)
     index = np.arange(100, 108)
-    whole = augmix.augmix_batch(x, index, seed=7, epoch=2, config=SETTINGS)
-    halves = np.concatenate([augmix.augmix_batch(x[:3], index, 7, 2, SETTINGS, start=0),
-                             augmix.augmix_batch(x[3:], index, 7, 2, SETTINGS, start=3)])
+    whole = augmix_batch(x, index, seed=7, epoch=2, config=SETTINGS)
+    halves = np.concatenate([augmix_batch(x[:3], index, 7, 2, SETTINGS, start=0),
+                             augmix_batch(x[3:], index, 7, 2, SETTINGS, start=3)])
     assert np.array_equal(whole, halves)  # a split batch (replicas) gets the same draws
-    assert not np.array_equal(whole, augmix.augmix_batch(x, index, 7, 3, SETTINGS))  # another epoch
-    assert np.array_equal(whole, augmix.augmix_batch(x, index, 7, 2, SETTINGS))
+    assert not np.array_equal(whole, augmix_batch(x, index, 7, 3, SETTINGS))  # another epoch
+    assert np.array_equal(whole, augmix_batch(x, index, 7, 2, SETTINGS))
     # The mix stays close to the image on average: a convex mix of it and its chains.
     assert np.abs(whole.astype(float) - x).mean() < 60
 
@@ -114,7 +121,7 @@ def test_the_stream_applies_augmix_after_flip_translate():
     assert np.array_equal(first, again) and not np.array_equal(first, flipped)
     # What the graph makes of a batch is cifar.augmix's mix of its flipped and shifted images.
     index = augment.epoch_order(16, 3, 0)[:8]
-    expected = augmix.augmix_batch(augment.flip_translate_batch(x[index], index, 3, 0, 2), index, 3, 0, SETTINGS)
+    expected = augmix_batch(augment.flip_translate_batch(x[index], index, 3, 0, 2), index, 3, 0, SETTINGS)
     assert np.array_equal(first, expected)
     # Resumed at epoch 1, the stream repeats an uninterrupted one's batches from there.
     whole = [b[0].numpy() for b in augment.train_dataset(x, y, 8, 3, config, epochs=2)]

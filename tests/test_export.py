@@ -96,7 +96,7 @@ def exported(tmp_path_factory):
     arrays = {"x_train": images(200, seed=2), "x_test": images(40, seed=3), "x_val": images(30, seed=6),
               "y_val": np.arange(30) % 10, "class_names": np.array(data.CLASS_NAMES)}
     model = small_cnn()
-    artifacts = export_stage.export_model(
+    artifacts = export_stage.export.export_all(
         "small", model, arrays, {"int8_calibration_images": 100, "int8_selection_images": 0, "int8_int16_layers": 1, "int8_float_layers": 2,
                                  "tfjs_quantization": "float16", "seed": 0}, out)
     return out, model, artifacts, arrays
@@ -264,12 +264,12 @@ def test_parity_targets_come_from_the_formats_table():
         "tfjs": {"agreement": 0.9980},
         "tflite_int8": {"accuracy": 0.7960, "bytes": 290},
     }
-    met = parity.targets(results, artifacts)
+    met = export.targets(results, artifacts)
     assert met["float_agreement_worst"] == "tfjs" and not met["float_agreement_met"]
     assert met["int8_size_met"] and met["int8_accuracy_met"] and abs(met["int8_accuracy_drop_pp"] - 0.4) < 1e-9
     artifacts["tfjs"]["target"] = "none"  # what export writes for a quantized TF.js model
     results["tflite_int8"].update(accuracy=0.7900, bytes=400)
-    met = parity.targets(results, artifacts)
+    met = export.targets(results, artifacts)
     assert met["float_agreement_met"] and not met["int8_size_met"] and not met["int8_accuracy_met"]
 
 

@@ -85,7 +85,7 @@ def test_the_fast_model_saves_loads_and_exports_with_its_augmentation(tmp_path):
     out.mkdir()
     arrays = {"x_train": images(200, 4), "x_test": images(64, 5), "x_val": images(20, 6), "y_val": np.arange(20) % 10,
               "class_names": np.array(data.CLASS_NAMES)}
-    artifacts = export_stage.export_model(
+    artifacts = export_stage.export.export_all(
         "fast", loaded, arrays, {"int8_calibration_images": 64, "int8_selection_images": 0, "int8_int16_layers": 0, "int8_float_layers": 0,
                                  "tfjs_quantization": "none", "seed": 0}, out)
     from cifar import inference

@@ -10,7 +10,7 @@ from conftest import REPO, run, script
 from test_export import small_cnn
 
 import predict
-from cifar import data, export, inference, tflite
+from cifar import data, decode, export, inference, tflite
 
 PHOTO = REPO / "tests" / "data" / "chelsea_cat.jpg"  # a real 451x300 photograph (see README there)
 
@@ -54,7 +54,7 @@ def test_read_image_converts_depth_channels_and_size(tmp_path):
     deep = np.full((32, 32), 65535, np.uint16)
     deep[:, :16] = 257 * 10
     cv2.imwrite(str(tmp_path / "deep.png"), deep)
-    pixels, notes = inference.read_image(tmp_path / "deep.png")
+    pixels, notes = decode.read_image(tmp_path / "deep.png")
     assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
     assert pixels[0, 0].tolist() == [10, 10, 10] and pixels[0, 31].tolist() == [255, 255, 255]
     assert notes == ["16-bit converted to 8-bit", "grayscale converted to RGB"]
@@ -63,14 +63,14 @@ def test_read_image_converts_depth_channels_and_size(tmp_path):
     rgba[..., 2] = 200            # red in OpenCV's BGRA order
     rgba[:, 16:, 3] = 255         # right half opaque, left half fully transparent
     cv2.imwrite(str(tmp_path / "rgba.png"), rgba)
-    pixels, notes = inference.read_image(tmp_path / "rgba.png")
+    pixels, notes = decode.read_image(tmp_path / "rgba.png")
     assert pixels[0, 0].tolist() == [255, 255, 255] and pixels[0, 31].tolist() == [200, 0, 0]
     assert notes == ["RGBA converted to RGB (composited on white)"]
 
     wide = np.zeros((32, 96, 3), np.uint8)
     wide[:, 32:64] = (0, 255, 0)  # only the centre square is green
     cv2.imwrite(str(tmp_path / "wide.png"), wide)
-    pixels, notes = inference.read_image(tmp_path / "wide.png")
+    pixels, notes = decode.read_image(tmp_path / "wide.png")
     assert (pixels == [0, 255, 0]).all()
     assert notes == ["96x32 centre 32x32 cropped, resized to 32x32"]
 
@@ -78,7 +78,7 @@ def test_read_image_converts_depth_channels_and_size(tmp_path):
 def test_a_32x32_rgb_image_is_passed_through_exactly(tmp_path):
     image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "x.png"), image[..., ::-1])
-    pixels, notes = inference.read_image(tmp_path / "x.png")
+    pixels, notes = decode.read_image(tmp_path / "x.png")
     assert notes == [] and (pixels == image).all()
 
 
@@ -97,7 +97,7 @@ def test_predict_prints_top3_for_good_files_and_an_error_line_for_each_bad_one(m
     assert f"{pictures['missing']}: no such file" in err
     assert len(err.strip().splitlines()) == 3
     # The printed top-1 is the model's own prediction on the same pixels.
-    pixels, _ = inference.read_image(PHOTO)
+    pixels, _ = decode.read_image(PHOTO)
     expected = data.CLASS_NAMES[int(model.predict(pixels[None].astype(np.float32), verbose=0).argmax())]
     block = out.split(str(PHOTO), 1)[1].splitlines()
     assert block[1].split()[0] == expected and len(block) >= 4
@@ -151,8 +151,8 @@ def test_an_image_too_large_is_refused_from_its_header_before_decoding(tmp_path,
 
     monkeypatch.setattr(cv2, "imread", no_decoding)
     # Pillow's own guard stops it first (over 179 megapixels); its count is in the message.
-    with pytest.raises(inference.ImageError, match=rf"^image too large: {width * height:,} pixels by its header"):
-        inference.read_image(path)
+    with pytest.raises(decode.ImageError, match=rf"^image too large: {width * height:,} pixels by its header"):
+        decode.read_image(path)
 
 
 def test_predict_reports_a_too_large_image_and_goes_on(models, tmp_path, capsys):
@@ -175,7 +175,7 @@ def test_deep_images_are_converted_without_float64_copies(tmp_path):
     deep = np.random.default_rng(0).integers(0, 65536, (2000, 2000, 3), dtype=np.uint16)
     cv2.imwrite(str(tmp_path / "deep.png"), deep)
     tracemalloc.start()
-    pixels, notes = inference.read_image(tmp_path / "deep.png")
+    pixels, notes = decode.read_image(tmp_path / "deep.png")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert notes[0] == "16-bit converted to 8-bit" and pixels.shape == (32, 32, 3)
@@ -200,7 +200,7 @@ def test_exif_orientation_is_applied_as_pillow_and_browsers_apply_it(orientation
     image, exif = exif_image(array, orientation)
     image.info["exif"] = exif.tobytes()
     expected = np.asarray(ImageOps.exif_transpose(image))
-    np.testing.assert_array_equal(inference.orient(array, orientation), expected)
+    np.testing.assert_array_equal(decode.orient(array, orientation), expected)
 
 
 def test_a_rotated_phone_photo_is_read_upright(tmp_path):
@@ -212,7 +212,7 @@ def test_a_rotated_phone_photo_is_read_upright(tmp_path):
     stored = np.ascontiguousarray(np.rot90(upright, k=1))  # what the camera wrote: 48 high, 64 wide
     image, exif = exif_image(stored, 6)
     image.save(tmp_path / "phone.jpg", quality=95, exif=exif)
-    pixels, notes = inference.read_image(tmp_path / "phone.jpg")
+    pixels, notes = decode.read_image(tmp_path / "phone.jpg")
     assert "EXIF orientation 6 applied" in notes and "48x64 centre 48x48 cropped, resized to 32x32" in notes
     assert pixels[:14, :, 0].mean() > 180 and pixels[18:, :, 2].mean() > 180
 
@@ -266,15 +266,15 @@ def test_a_large_hdr_is_refused_from_its_header_before_opencv_decodes_it(tmp_pat
         raise AssertionError("decoded before the size check")
 
     monkeypatch.setattr(cv2, "imread", no_decode)
-    with pytest.raises(inference.ImageError, match=r"image too large: 20000x20000 HDR is 400,000,000 pixels"):
-        inference.read_image(radiance_header_only(tmp_path / "bomb.hdr", 20000, 20000))
-    assert inference.image_header(radiance_header_only(tmp_path / "small.hdr", 640, 480)) == (640, 480, "HDR", 1)
+    with pytest.raises(decode.ImageError, match=r"image too large: 20000x20000 HDR is 400,000,000 pixels"):
+        decode.read_image(radiance_header_only(tmp_path / "bomb.hdr", 20000, 20000))
+    assert decode.image_header(radiance_header_only(tmp_path / "small.hdr", 640, 480)) == (640, 480, "HDR", 1)
 
 
 def test_opencv_is_capped_when_the_package_is_imported():
     code = "import os, cifar; print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'])"
     proc = run(["python", "-c", code], cwd=REPO / "scripts")
-    assert proc.stdout.strip() == str(inference.MAX_PIXELS)
+    assert proc.stdout.strip() == str(decode.MAX_PIXELS)
 
 
 def test_reading_a_header_never_switches_pillows_global_limit(tmp_path, monkeypatch):
@@ -293,9 +293,9 @@ def test_reading_a_header_never_switches_pillows_global_limit(tmp_path, monkeypa
             super().__setattr__(name, value)
 
     monkeypatch.setattr(Image, "__class__", Watched)
-    with pytest.raises(inference.ImageError, match="image too large"):
-        inference.read_image(png_header_only(tmp_path / "huge.png", 50000, 50000))
-    assert inference.image_header(PHOTO)[:2] == (451, 300)
+    with pytest.raises(decode.ImageError, match="image too large"):
+        decode.read_image(png_header_only(tmp_path / "huge.png", 50000, 50000))
+    assert decode.image_header(PHOTO)[:2] == (451, 300)
     assert written == []
 
 
@@ -308,11 +308,11 @@ def test_a_trained_model_without_metadata_takes_its_class_names_and_side_from_it
     model.save(tmp_path / "own.keras")
     prepared = tmp_path / "prepared.npz"
     data.save_prepared(prepared, {"class_names": np.array(["cat", "dog", "fox"])})
-    assert inference.class_names(tmp_path / "own.keras", prepared) == ("cat", "dog", "fox")
+    assert predict.class_names(tmp_path / "own.keras", prepared) == ("cat", "dog", "fox")
     predictor = inference.load(tmp_path / "own.keras")
     assert predictor.side == 48
-    inference.check_takes_images(predictor, tmp_path / "own.keras", 3)
-    pixels, notes = inference.read_image(PHOTO, side=predictor.side)
+    predict.check_takes_images(predictor, tmp_path / "own.keras", 3)
+    pixels, notes = decode.read_image(PHOTO, side=predictor.side)
     assert pixels.shape == (48, 48, 3) and notes == ["451x300 centre 300x300 cropped, resized to 48x48"]
     with pytest.raises(inference.ModelError, match="no metadata.json beside it names its classes"):
-        inference.class_names(tmp_path / "own.keras", tmp_path / "absent.npz")
+        predict.class_names(tmp_path / "own.keras", tmp_path / "absent.npz")

@@ -84,8 +84,8 @@ def test_a_registered_model_goes_through_every_later_stage(toy_repo):
 
 
 def test_the_demo_and_predict_offer_the_most_accurate_model_first(toy_repo):
+    import predict
     import serve
-    from cifar import inference
 
     repo, _, _ = toy_repo
     index = serve.model_index(repo / "models" / "export", repo / "reports" / "metrics" / "export")
@@ -93,7 +93,7 @@ def test_the_demo_and_predict_offer_the_most_accurate_model_first(toy_repo):
     registered = set(yaml.safe_load((repo / "params.yaml").read_text())["models"])
     assert "toy" in registered and {m["name"] for m in index} == registered
     assert accuracies == sorted(accuracies, reverse=True)
-    best, accuracy = inference.most_accurate(repo / "reports" / "metrics" / "evaluate")
+    best, accuracy = predict.most_accurate(repo / "reports" / "metrics" / "evaluate")
     evaluated = {n: json.loads((repo / "reports" / "metrics" / "evaluate" / f"{n}.json").read_text())[n]
                  for n in registered}
     assert accuracy == max(evaluated[n]["test"]["accuracy"] for n in registered)

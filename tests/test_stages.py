@@ -1,6 +1,6 @@
 """dvc.yaml declares all a stage reads: its script and every scripts/ file that script reaches,
 directly or through another module (a model module included), so a code change reruns exactly
-the stages it can affect. The lists are generated (scripts/tools/code_deps.py, `make deps`)."""
+the stages it can affect. The lists are generated (tools/code_deps.py, `make deps`)."""
 
 from pathlib import Path
 
@@ -39,7 +39,7 @@ def test_a_model_stage_declares_its_module_and_what_the_modules_import():
 
 def test_scripts_holds_one_script_per_stage_named_as_the_stage():
     """scripts/*.py are the stage scripts, one per dvc.yaml stage (a foreach family, export@NAME,
-    has one); tools are in scripts/tools/, studies in studies/."""
+    has one); tools are in scripts/tools/ (a user's) and tools/ (a maintainer's), studies in studies/."""
     import json
     import subprocess
     import sys

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO, missing, MODEL_NAMES
 
-from cifar import data, inference, page
+from cifar import data, decode, inference, page
 
 pytestmark = pytest.mark.e2e
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -131,7 +131,7 @@ def test_page_and_predict_agree_on_a_rotated_phone_photo(browser, server, tmp_pa
     path = tmp_path / "phone.jpg"
     stored.save(path, quality=95, exif=exif)
 
-    pixels, notes = inference.read_image(path)
+    pixels, notes = decode.read_image(path)
     assert "EXIF orientation 6 applied" in notes
     browser.get(url)
     wait_for(browser, "return document.getElementById('status').dataset.state === 'ready'")

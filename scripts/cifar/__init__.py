@@ -1,15 +1,10 @@
 """Code the pipeline's stages share.
 
-Importing the package also quiets TensorFlow's start-up noise on machines without a GPU: the
-CUDA plugin lines ("Unable to register cuDNN factory", "failed call to cuInit", ...) that its
-GPU build prints on every import. The first `import tensorflow` (direct, or through keras) runs
-with the process's stderr captured; the known noise lines are dropped and anything else is
-written back. TensorFlow's own INFO and WARNING logs are hidden (TF_CPP_MIN_LOG_LEVEL=2, unless
-it is set already). The environment alone is not enough: with TensorFlow 2.19, even
-TF_CPP_MIN_LOG_LEVEL=3 leaves seven lines on every import (absl writes the cuDNN, cuBLAS and
-"computation placer" lines before its logging is set up), hence the capture. `CIFAR10_VERBOSE=1 dvc repro` turns all of this off: every log line shows, and so it is on a
-machine with an NVIDIA driver, where those lines say why TensorFlow does not use its GPU.
-"""
+Importing it quiets TensorFlow's start-up noise on machines without a GPU. TF_CPP_MIN_LOG_LEVEL=2
+alone is not enough: TensorFlow 2.19 still prints seven CUDA-plugin lines on every import
+(absl writes them before its logging is set up), so the first `import tensorflow` runs with
+stderr captured and the known noise lines dropped. `CIFAR10_VERBOSE=1` turns this off, and so
+does an NVIDIA driver, where those lines say why TensorFlow does not use its GPU."""
 
 import contextlib
 import importlib.abc
@@ -28,8 +23,7 @@ NOISE = re.compile(
 
 @contextlib.contextmanager
 def filtered_stderr(noise=NOISE):
-    """Capture file descriptor 2 (C++ logging writes there directly); on exit write back the
-    lines that do not match `noise`."""
+    """Capture file descriptor 2 (C++ logging writes there); on exit write back what is not `noise`."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
@@ -47,8 +41,7 @@ def filtered_stderr(noise=NOISE):
 
 
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
-    """A one-shot import hook: the first import of `tensorflow` runs under filtered_stderr, and
-    so does the device discovery that prints the cuInit line."""
+    """The first import of `tensorflow`, and its device discovery, under filtered_stderr."""
 
     def find_spec(self, name, path, target=None):
         if name != "tensorflow":
@@ -76,7 +69,6 @@ OPENCV_MAX_PIXELS = 40_000_000
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(OPENCV_MAX_PIXELS))
 
 def _nvidia_machine():
-    """An NVIDIA driver is installed: then TensorFlow's CUDA lines are the diagnosis, not noise."""
     import shutil
 
     return os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi") is not None

@@ -1,16 +1,10 @@
-"""Training-time augmentation: the seed's transforms, done with OpenCV inside tf.data.
+"""Training-time augmentation inside tf.data, uint8 all the way (the models scale).
 
-The seed fed Keras' ImageDataGenerator(rotation_range=15, width_shift_range=0.1,
-height_shift_range=0.1, horizontal_flip=True, preprocessing_function=random_resolution_transform).
-ImageDataGenerator applies its random affine transform first and the preprocessing function
-after it, one image at a time through scipy. Here the same distribution of transforms is drawn
-per image, but the rotation, shift and flip are composed into one 2x3 matrix and applied with a
-single cv2.warpAffine (bilinear, edge pixels repeated as in its default fill_mode='nearest'),
-followed by the random-resolution resize/pad/crop. Whole batches run in parallel tf.data map
-calls, seeded per (seed, epoch, batch), so the stream is reproducible from one seed, a resumed run
-sees the batches an uninterrupted one would, and training never waits.
-Images stay uint8 0-255 all the way; the models scale them.
-"""
+The seed's ImageDataGenerator(rotation 15, shifts 0.1, flips, random resolution) is drawn per
+image as the same distribution, its rotation, shift and flip composed into one cv2.warpAffine
+(edges repeated, as fill_mode='nearest') and then the random resize/pad/crop. Batches run in
+parallel map calls seeded per (seed, epoch, batch): one seed reproduces the stream, and a resumed
+run sees the batches an uninterrupted one would."""
 
 from __future__ import annotations
 
@@ -24,8 +18,7 @@ cv2.setNumThreads(1)
 
 
 def resize_pad_crop(image, new_size):
-    """Resize a square uint8 image (side, side, 3) to new_size, then reflect-pad or center-crop
-    back to its side."""
+    """A square image resized to `new_size`, then reflect-padded or centre-cropped back to its side."""
     side = image.shape[0]
     resized = cv2.resize(image, (new_size, new_size), interpolation=cv2.INTER_LINEAR)
     if new_size < side:
@@ -38,25 +31,8 @@ def resize_pad_crop(image, new_size):
     return resized[start : start + side, start : start + side]
 
 
-def random_resolution_transform(image, rng=None, scale_range=(0.8, 1.2)):
-    """The seed's custom transform: float32 [0,1] (32,32,3) in, float32 [0,1] (32,32,3) out.
-
-    Converts to uint8 for OpenCV, resizes by a random factor in scale_range, pads back to
-    32x32 with cv2.BORDER_REFLECT when smaller or crops when larger (any square side alike).
-    """
-    rng = np.random.default_rng() if rng is None else rng
-    as_uint8 = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
-    new_size = int(image.shape[0] * rng.uniform(*scale_range))
-    return resize_pad_crop(as_uint8, new_size).astype(np.float32) / 255.0
-
-
 def affine_matrices(angles_degrees, shifts, flips, side=32):
-    """(N,2,3) matrices for images of `side` px: flip about the vertical axis, rotate about the
-    center, then shift.
-
-    The rotation is cv2.getRotationMatrix2D's (positive angle = counter-clockwise), built for
-    the whole batch at once because per-image numpy calls cost more than the warp itself.
-    """
+    """(N, 2, 3) matrices: flip, rotate about the centre (cv2.getRotationMatrix2D's sign), shift."""
     center = (side - 1) / 2.0
     theta = np.deg2rad(angles_degrees)
     cos, sin = np.cos(theta), np.sin(theta)
@@ -72,10 +48,8 @@ def affine_matrices(angles_degrees, shifts, flips, side=32):
 
 
 def augment_batch(images, seed, config, start=0, total=None):
-    """Augment a uint8 batch (N, side, side, 3) with a generator seeded by `seed` (an int or a list of
-    ints, as numpy.random.default_rng takes); returns uint8. When the batch is split between
-    replicas, `images` are images start..start+N of a batch of `total`: the draws are the whole
-    batch's, so every image gets the transform it gets unsplit."""
+    """The seed's transforms on a uint8 batch, seeded by `seed`. Split between replicas, `images` are
+    images start..start+N of a batch of `total`, drawn as the whole batch."""
     rng = np.random.default_rng(seed)
     side = images.shape[1]
     n = len(images) if total is None else total
@@ -96,14 +70,8 @@ def augment_batch(images, seed, config, start=0, total=None):
 
 
 def flip_translate_batch(images, index, seed, epoch, translate_px, start=0):
-    """airbench's augmentation: alternating horizontal flip and random translation.
-
-    Each image is mirrored in every other epoch, starting from a random (seeded) first choice,
-    so over two epochs every image is seen both ways; then it is shifted by up to
-    `translate_px` pixels each way (reflect-padded, cropped back to its side). uint8 in and out.
-    `index`: the batch's image indices; `images` are images start..start+N of it (all of it
-    unless the batch is split between replicas; the draws are the whole batch's).
-    """
+    """airbench's augmentation: each image mirrored every other epoch (from a seeded first choice),
+    then shifted by up to `translate_px` (reflect-padded). `index`: the batch's image indices."""
     part = slice(start, start + len(images))
     flips = (np.random.default_rng([seed, 3]).random(int(index.max()) + 1 if len(index) else 0)[index] < 0.5)[part]
     flips ^= bool(epoch % 2)
@@ -119,8 +87,7 @@ def flip_translate_batch(images, index, seed, epoch, translate_px, start=0):
 
 
 def steps_per_epoch(n, batch_size, drop_remainder=False):
-    """Batches in one pass over `n` images: the last one may be short, or is left out (unless it
-    is the only one: fewer images than one batch still make one step)."""
+    """Batches in one pass over `n` images (the last short, or dropped unless it is the only one)."""
     return n // batch_size if drop_remainder and n >= batch_size else -(-n // batch_size)
 
 
@@ -130,8 +97,7 @@ def epoch_order(n, seed, epoch):
 
 
 def replica_slice(n, part, parts):
-    """Images of a batch of `n` that replica `part` of `parts` trains on: consecutive, equal shares
-    (the first n % parts replicas take one more)."""
+    """The images of a batch of `n` that replica `part` of `parts` trains on."""
     size, extra = divmod(n, parts)
     start = part * size + min(part, extra)
     return slice(start, start + size + (part < extra))
@@ -141,23 +107,11 @@ def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_
                   replicas=None):
     """Shuffled, batched, augmented (x float32 0-255, y) stream for epochs first_epoch..epochs-1.
 
-    Every draw is a function of (seed, epoch, step): the image order of each epoch and the
-    augmentation of each batch. So epochs differ from each other, a rerun with the same seed
-    repeats them, and a run resumed at epoch k sees exactly the batches an uninterrupted run
-    sees from epoch k on. The stream holds steps_per_epoch(len(x), batch_size, drop_remainder)
-    batches per epoch; with drop_remainder the images left over (a different few each epoch) are
-    not seen that epoch, so BatchNormalization never normalises a tiny last batch.
-    `config` is the seed's transforms (shared.augment), {"policy": "flip_translate",
-    "translate_px": N} (flip_translate_batch, the fast model's), or {"policy": "augmix",
-    "translate_px": N, "augmix": {severity, width, depth, alpha}}: flip_translate, then
-    AugMix (the robust fast model's): cifar.augmix's draws for the epoch, its operations as
-    TensorFlow ops in this pipeline's graph.
-
-    `replicas` = (first, count, total): training split between `total` replicas (several
-    workers), this stream feeding replicas first..first+count-1. Each step then yields `count`
-    elements, each replica's share of the same global batch (`replica_slice`), augmented exactly
-    as in the unsplit batch; `batch_size` stays the global batch.
-    """
+    Every draw is a function of (seed, epoch, step), so a run resumed at epoch k sees what an
+    uninterrupted one sees. `config`: the seed's transforms (shared.augment), or a policy,
+    flip_translate (the fast model's) or augmix (flip_translate then cifar.augmix, its draws in NumPy,
+    its operations in this graph). `replicas` = (first, count, total): `count` elements per step,
+    each replica's share of the same global batch."""
     import functools
 
     import tensorflow as tf
@@ -205,7 +159,7 @@ def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_
 
 
 def eval_dataset(x, y, batch_size):
-    """Validation/test stream: the images exactly as stored, never augmented."""
+    """Validation/test stream: the images as stored."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)

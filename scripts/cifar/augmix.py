@@ -1,23 +1,11 @@
-"""AugMix (Hendrycks et al., "AugMix: A Simple Data Processing Method to Improve Robustness and
-Uncertainty", ICLR 2020) for uint8 image batches, as batched TensorFlow graph ops.
+"""AugMix (Hendrycks et al., ICLR 2020) for uint8 batches, as batched TensorFlow ops.
 
-Each image gets `width` chains of 1-3 (or `depth`) operations drawn from OPERATIONS at
-`severity`; the chains are mixed with Dirichlet(alpha) weights, and the mix with the image with
-a Beta(alpha, alpha) weight. The operations are AugMix's own set for corruption benchmarks,
-computed as its reference code's PIL operations compute them (tests/test_augmix.py compares
-each with Pillow): its paper leaves out those that overlap ImageNet-C's corruptions (contrast,
-colour, brightness, sharpness; noise, blur and JPEG were never among them), so that the
-corruptions a model is measured on stay unseen in training. EXCLUDED names each left out and the
-corruption it overlaps.
-
-Two halves. `draws` makes every random choice of one epoch, for every training image at once, in
-NumPy from (seed, epoch) alone: an image's augmentation does not depend on the batch it is in or
-on how a batch is split, so a resumed run repeats an uninterrupted one. `mix` applies a batch's
-draws in TensorFlow ops (the input pipeline's graph, off the GIL, in parallel): each of the
-width x depth chain steps computes each kind of operation on the images that take it, in one
-batch: a bilinear warp for rotations and shears, a whole-pixel one for translations, lookup
-tables for autocontrast and equalize, pixel arithmetic for posterize and solarize.
-"""
+Each image gets `width` chains of 1-3 (or `depth`) operations at `severity`, mixed with
+Dirichlet(alpha) weights, and the mix with the image by Beta(alpha, alpha). The operations are
+AugMix's set for corruption benchmarks, computed as its PIL code computes them (test_augmix.py
+compares each with Pillow); EXCLUDED names those its paper leaves out and the corruption each
+overlaps. `draws` makes an epoch's choices in NumPy from (seed, epoch, image) alone; `mix` applies
+a batch's in TensorFlow ops, each kind of operation on the images that take it."""
 
 from __future__ import annotations
 
@@ -35,9 +23,7 @@ CODE = {name: i for i, name in enumerate(OPERATIONS)}
 
 
 def amounts(ops, levels, signs, side):
-    """Each drawn operation's parameter, from its level (AugMix's sample_level / 10: U(0.1,
-    severity) / 10) as AugMix's int_parameter and float_parameter make it: posterize's bits kept,
-    solarize's threshold, rotate's degrees, shear's factor, translate's pixels (signed)."""
+    """Each drawn operation's parameter from its level, as AugMix's int_ and float_parameter make it."""
     per_op = {
         "posterize": 4 - np.floor(levels * 4),
         "solarize": 256 - np.floor(levels * 256),
@@ -55,10 +41,8 @@ BLOCK = 1024  # images drawn from one generator: image i's draws come from block
 
 
 def draws(n, seed, epoch, config, side):
-    """Every random choice of `epoch` for images 0..n-1, indexed by image: {"ops": int32 (n,
-    width, steps) operation numbers (NONE past a chain's depth), "amounts": their parameters,
-    "weights": (n, width) Dirichlet chain weights, "skip": (n,) the Beta weight of the mix}.
-    Image i's row depends on (seed, epoch, i) only, never on n."""
+    """Every choice of `epoch` for images 0..n-1: "ops" (n, width, steps) (NONE past a chain's end),
+    their "amounts", "weights" (n, width) and "skip" (n,); row i depends on (seed, epoch, i) only."""
     width, alpha, steps = config["width"], config["alpha"], config["depth"] or 3
     blocks = []
     for block in range(-(-n // BLOCK)):
@@ -76,10 +60,8 @@ def draws(n, seed, epoch, config, side):
 
 
 def _affine_rows(ops, amounts, side):
-    """Per image, the affine map from an output pixel to the input pixel it samples (the 8
-    numbers of TF's ImageProjectiveTransform, pixel indices), as PIL's Image.transform(AFFINE) and
-    Image.rotate compute it: PIL's coefficients act on pixel centres (index + 0.5). Identity for
-    an image whose operation is not geometric."""
+    """Per image, TF's 8 projective-transform numbers from output to input pixel, as PIL's AFFINE and
+    rotate compute them (on pixel centres); identity where the operation is not geometric."""
     import tensorflow as tf
 
     zero, one = tf.zeros_like(amounts), tf.ones_like(amounts)
@@ -102,9 +84,7 @@ def _affine_rows(ops, amounts, side):
 
 
 def _tables(images, ops):
-    """Per image and channel, the 256-entry lookup table of its histogram operation
-    (autocontrast or equalize, as PIL's ImageOps computes each): int32 (batch, 3, 256).
-    `images`: int32 (batch, side, side, 3)."""
+    """Per image and channel, the 256-entry table of autocontrast or equalize, as PIL's ImageOps."""
     import tensorflow as tf
 
     batch = tf.shape(images)[0]
@@ -132,8 +112,7 @@ def _tables(images, ops):
 
 
 def _warp(images, ops, amounts, side):
-    """Rotations and shears, as PIL computes them: bilinear from the edge-clamped image where the
-    sampled point (a pixel centre's image) lies inside it, black where it lies outside."""
+    """Rotations and shears as PIL: bilinear inside the image, black outside."""
     import keras
     import tensorflow as tf
 
@@ -148,8 +127,7 @@ def _warp(images, ops, amounts, side):
 
 
 def _shift(images, ops, amounts, side):
-    """Translations: whole pixels, so each output pixel is an input pixel or black (PIL's
-    bilinear sampling at whole-pixel points), a nearest-neighbour warp."""
+    """Translations by whole pixels: nearest-neighbour, black fill."""
     import keras
 
     return keras.ops.image.affine_transform(images, _affine_rows(ops, amounts, side), interpolation="nearest",
@@ -157,7 +135,7 @@ def _shift(images, ops, amounts, side):
 
 
 def _lookup(images, ops, amounts):
-    """Autocontrast and equalize: each image-channel through its lookup table (`_tables`)."""
+    """Autocontrast and equalize, each image-channel through its table."""
     import tensorflow as tf
 
     pixels = tf.cast(images, tf.int32)
@@ -168,8 +146,7 @@ def _lookup(images, ops, amounts):
 
 
 def _pixelwise(images, ops, amounts):
-    """Posterize (the top `amount` bits kept) and solarize (values at or above `amount` inverted),
-    pixel by pixel."""
+    """Posterize (top `amount` bits) and solarize (at or above `amount` inverted)."""
     import tensorflow as tf
 
     amount = amounts[:, None, None, None]
@@ -181,9 +158,7 @@ def _pixelwise(images, ops, amounts):
 
 
 def _step(images, ops, amounts, side):
-    """One chain step for a batch: each image through its own operation (NONE: unchanged), each
-    kind of operation computed on the images that take it only. float32 0-255 whole numbers in
-    and out."""
+    """One chain step: each image through its own operation (NONE: unchanged)."""
     import tensorflow as tf
 
     def any_of(*names):
@@ -200,8 +175,7 @@ def _step(images, ops, amounts, side):
 
 
 def mix(images, ops, amounts, weights, skip):
-    """AugMix on a uint8 batch (N, side, side, 3) with its draws (the rows of `draws` for its
-    images): uint8 out. TensorFlow ops, for the input pipeline's graph or eagerly."""
+    """AugMix on a uint8 batch with its rows of `draws`; uint8 out."""
     import tensorflow as tf
 
     side = images.shape[1]
@@ -214,11 +188,3 @@ def mix(images, ops, amounts, weights, skip):
         mixed += weights[:, chain, None, None, None] * chained
     out = (1 - skip[:, None, None, None]) * x + skip[:, None, None, None] * mixed
     return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
-
-
-def augmix_batch(images, index, seed, epoch, config, start=0):
-    """A uint8 batch (N, side, side, 3) through AugMix, eagerly; uint8 out. `index`: the batch's
-    image indices (images start..start+N of it): image i's draws are `draws`' row index[i]."""
-    drawn = draws(int(index.max()) + 1, seed, epoch, config, images.shape[1])
-    rows = index[start:start + len(images)]
-    return mix(images, *(drawn[key][rows] for key in ("ops", "amounts", "weights", "skip"))).numpy()

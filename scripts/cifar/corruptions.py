@@ -1,34 +1,13 @@
-"""Common corruptions of 32x32 images at severities 1-5, after CIFAR-10-C (Hendrycks & Dietterich,
-"Benchmarking Neural Network Robustness to Common Corruptions and Perturbations", ICLR 2019).
-
-Each corruption takes a uint8 batch (N, 32, 32, 3), a severity 1-5 and a numpy Generator, and
-returns a uint8 batch. The severity parameters are those of CIFAR-10-C's generation script
-(make_cifar_c.py) for 32 px images. Where it used a tool we do not depend on, the same operation
-is written here with NumPy and OpenCV:
-
-- gaussian_blur: scikit-image's Gaussian filter -> cv2.GaussianBlur with the same sigma (the
-  kernel truncated at 4 sigma and edges repeated, as scikit-image's defaults);
-- motion_blur: ImageMagick's MotionBlur(radius, sigma, angle) -> a one-sided line kernel of
-  radius + 1 taps weighted exp(-d^2 / 2 sigma^2), at a random angle in [-45, 45] degrees,
-  applied as cv2.filter2D computes it, edges replicated (`correlate`: one kernel per image, the
-  batch at once);
-- brightness: scikit-image's HSV round trip -> the same V + c in OpenCV's float HSV;
-- jpeg / pixelate: Pillow, as CIFAR-10-C (JPEG qualities 80..40; BOX down- and upscaling);
-- fog: CIFAR-10-C's diamond-square plasma fractal (mapsize 32), as published;
-- zoom_blur, elastic_transform: as published, with SciPy's Gaussian filter and map_coordinates,
-  and SciPy's order-1 zoom as two matrix products (`clipped_zoom`, the batch at once) (scikit-image's Gaussian is SciPy's with the same sigma, mode and truncation);
-- snow: as published, the snow layer's ImageMagick motion blur replaced by motion_kernel (below),
-  at a random angle in [-135, -45] degrees;
-- saturate: scikit-image's HSV round trip -> S * a + b in OpenCV's float HSV, as brightness;
-- frost: CIFAR-10-C blends crops of six photographs of frost on glass, which are not
-  redistributable here. Our stand-in keeps the published blend weights (image a, frost b) and
-  draws the frost: pale blue-white ice, a rough plasma fractal with fine crystal grain, its
-  brightness spread as the photographs' (mostly bright, with darker gaps).
-
-`darken` is ours, not CIFAR-10-C's: brightness lowered by the same amounts brightness raises it,
-for photos darker than CIFAR's. Every draw comes from the Generator, so a corrupted set is a
-function of its seed.
-"""
+"""Common corruptions of images at severities 1-5, after CIFAR-10-C (Hendrycks & Dietterich, ICLR
+2019): each takes a uint8 batch (N, side, side, 3), a severity and a numpy Generator, and returns
+uint8. Severity parameters are those of CIFAR-10-C's make_cifar_c.py for 32 px images. Where it
+used a tool we do not depend on, the same operation is written with NumPy, OpenCV and SciPy:
+scikit-image's Gaussian filter and HSV round trip as OpenCV's; ImageMagick's motion blur as
+`motion_kernel` applied by `correlate`; SciPy's order-1 zoom as matrix products (`clipped_zoom`).
+JPEG and pixelate use Pillow as CIFAR-10-C does. `frost` is a stand-in: CIFAR-10-C's frost
+photographs are not redistributable, so the frost is drawn (a plasma fractal with crystal grain)
+and blended with the published weights. `darken` is ours, brightness lowered by the amounts
+brightness raises it. Every draw comes from the Generator: a corrupted set is a function of its seed."""
 
 from __future__ import annotations
 
@@ -85,8 +64,8 @@ def gaussian_blur(images, severity, rng):
 
 
 def motion_kernel(radius, sigma, angle_degrees):
-    """ImageMagick's motion blur kernel: taps at distance 0..radius along `angle`, one side only,
-    weighted exp(-d^2 / 2 sigma^2) and summed to 1, drawn into a square by bilinear splatting."""
+    """ImageMagick's motion blur kernel: taps 0..radius along `angle`, one side, weighted
+    exp(-d^2 / 2 sigma^2), summed to 1, bilinearly splatted into a square."""
     side = 2 * radius + 1
     kernel = np.zeros((side, side), np.float64)
     theta = np.deg2rad(angle_degrees)
@@ -104,9 +83,8 @@ def motion_kernel(radius, sigma, angle_degrees):
 
 def correlate(images, kernels):
     """Each image (N, H, W[, C]) correlated with its own kernel (N, k, k), edges replicated, as
-    cv2.filter2D(BORDER_REPLICATE) computes it: a weighted sum of shifted copies, over the taps any
-    kernel uses (a motion kernel is a line: a few dozen of its k x k taps), the whole batch at once.
-    filter2D takes a DFT for kernels this large, which costs milliseconds on an image this small."""
+    cv2.filter2D(BORDER_REPLICATE): shifted copies weighted over the taps any kernel uses, the batch
+    at once (filter2D takes a DFT for kernels this large, which costs milliseconds per image)."""
     radius = kernels.shape[1] // 2
     pad = [(0, 0), (radius, radius), (radius, radius)] + [(0, 0)] * (images.ndim - 3)
     padded = np.pad(images, pad, mode="edge")
@@ -178,8 +156,7 @@ def contrast(images, severity, rng):
 
 
 def fractal_side(side):
-    """The plasma map's side for images of `side` px: CIFAR-10-C's 32, or the power of two that
-    covers a larger image (the map is cropped to the image)."""
+    """The plasma map's side: CIFAR-10-C's 32, or the power of two covering a larger image."""
     return max(32, 1 << (int(side) - 1).bit_length())
 
 
@@ -221,8 +198,7 @@ def fog(images, severity, rng):
 
 
 def zoom_matrix(crop, factor):
-    """(out, crop) matrix of SciPy's order-1 zoom along one axis (ndimage.zoom, grid_mode False:
-    output pixel o samples input o * (crop - 1) / (out - 1), linearly between its neighbours)."""
+    """(out, crop) matrix of SciPy's order-1 zoom along one axis (grid_mode False)."""
     out = int(round(crop * factor))
     coords = np.arange(out) * ((crop - 1) / (out - 1)) if out > 1 else np.zeros(1)
     low = np.minimum(np.floor(coords).astype(int), crop - 1)
@@ -234,8 +210,7 @@ def zoom_matrix(crop, factor):
 
 
 def clipped_zoom(images, factor):
-    """The centre of each image (N, H, W, C) zoomed by `factor` (bilinear, as SciPy's order-1 zoom
-    that CIFAR-10-C uses) back to its size: two matrix products, the whole batch at once."""
+    """The centre of each image (N, H, W, C) zoomed by `factor` back to its size, the batch at once."""
     side = images.shape[1]
     crop = int(np.ceil(side / factor))
     top = (side - crop) // 2
@@ -255,7 +230,7 @@ def zoom_blur(images, severity, rng):
 
 
 def frost_layer(rng, side=32):
-    """A frost stand-in (side, side, 3) in [0, 1]: pale blue-white ice with crystal grain."""
+    """The frost stand-in (side, side, 3) in [0, 1]: pale blue-white ice with crystal grain."""
     from scipy.ndimage import gaussian_filter
 
     rough = plasma_fractal(rng, fractal_side(side), 1.4)[:side, :side]

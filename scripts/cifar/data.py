@@ -1,10 +1,7 @@
 """CIFAR-10: fetch the official "python version" archive, verify it, read it, split it.
 
-The archive holds pickles, and unpickling can run code. So nothing is unpickled before the
-archive's sha256 has matched the one the user trusts (`trusted_sha256`: the digest given for an
-offline copy, else `download.sha256`, the official archive's), and even then the unpickler
-admits only what a CIFAR-10 batch holds: dicts, lists, bytes, numbers and uint8 numpy arrays.
-"""
+Nothing is unpickled before the archive's sha256 matches the one the user trusts
+(`trusted_sha256`), and even then only what a CIFAR-10 batch holds is admitted (BatchUnpickler)."""
 
 from __future__ import annotations
 
@@ -71,8 +68,8 @@ def offline_copy():
 
 
 def trusted_sha256(official_sha256):
-    """(sha256, where it came from): the digest the user gave, CIFAR10_SHA256 or the SHA256SUMS
-    file beside CIFAR10_ARCHIVE; else `official_sha256` (download.sha256, the official archive's)."""
+    """(sha256, where it came from): CIFAR10_SHA256, or the SHA256SUMS beside CIFAR10_ARCHIVE, else
+    `official_sha256` (download.sha256)."""
     given = os.environ.get("CIFAR10_SHA256")
     if given:
         return given.strip().lower(), "CIFAR10_SHA256"
@@ -117,9 +114,8 @@ def copy_verified(src, sha256, dest):
 
 
 def _reconstruct():
-    """numpy's array rebuilder, under the name the pickle gives it: the archive was pickled by
-    numpy 1 (numpy.core), numpy 2 moved it to numpy._core; a name of numpy's own pickle format,
-    not an API we choose (test_data unpickles the real archive and a synthetic one)."""
+    """numpy's array rebuilder under the name the pickle gives it (numpy.core in numpy 1, numpy._core in
+    2): a name of numpy's pickle format, not an API we choose (test_data unpickles the real archive)."""
     try:
         from numpy._core.multiarray import _reconstruct  # numpy 2
     except ImportError:  # numpy 1.x
@@ -135,9 +131,8 @@ def _latin1_bytes(text, encoding="latin1"):
 
 
 class BatchUnpickler(pickle.Unpickler):
-    """An Unpickler that builds only what a CIFAR-10 batch holds. Plain containers, bytes, str
-    and numbers need no class; numpy arrays need the three numpy names, bytes pickled by Python 3
-    at protocol 2 or lower a latin-1 encode; nothing else is admitted."""
+    """Builds only what a CIFAR-10 batch holds: containers, bytes, str, numbers, numpy arrays (three
+    numpy names) and the latin-1 encode of bytes pickled at protocol 2 or lower."""
 
     ALLOWED = {
         ("_codecs", "encode"): lambda: _latin1_bytes,
@@ -193,11 +188,8 @@ def _batch_arrays(batch, member, archive, expected_count):
 
 
 def read(path, expected_sha256):
-    """Verify the archive, then return its images, labels and class names.
-
-    Returns (x_train, y_train, x_test, y_test, class_names): images uint8 NHWC, labels uint8.
-    The expected counts come from batches.meta (10,000 per batch for the official data set).
-    """
+    """Verify the archive, then (x_train, y_train, x_test, y_test, class_names): uint8 NHWC images and
+    uint8 labels, counts checked against batches.meta."""
     verify(path, expected_sha256)
     try:
         with tarfile.open(path, "r:gz") as tar:
@@ -219,8 +211,8 @@ def read(path, expected_sha256):
 
 
 def split(x, y, val_fraction, seed):
-    """The seed's split: train_test_split(test_size=val_fraction, random_state=seed). A split
-    that would leave either side empty is a StageError naming the params to change."""
+    """The seed's train_test_split(test_size=val_fraction, random_state=seed); a StageError naming the
+    params when either side would be empty."""
     import math
 
     from sklearn.model_selection import train_test_split
@@ -234,11 +226,8 @@ def split(x, y, val_fraction, seed):
 
 
 def save_prepared(path, arrays):
-    """Write the named arrays as one uncompressed .npz (the layout np.load reads), atomically.
-
-    Byte-for-byte reproducible: every member has the same fixed timestamp, so the same arrays
-    give the same file and DVC does not rerun downstream stages when prepare's code changes.
-    """
+    """The arrays as one uncompressed .npz, atomically, every member at a fixed timestamp: the same
+    arrays give the same bytes, so DVC does not rerun later stages when prepare's code changes."""
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as npz:
         for name, array in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))

@@ -1,10 +1,5 @@
-"""Image files into model input: one bounded decoder, shared by the predict command and the
-prepare stage (a folder of your own images).
-
-`read_image(path, side=32)` reads any image OpenCV reads and returns the side x side RGB uint8
-the models take, with notes on every conversion it made. It imports no model code, so the
-prepare stage does not depend on it.
-"""
+"""Image files into model input: one bounded decoder for the predict command and the prepare stage.
+It imports no model code, so the prepare stage does not depend on it."""
 
 from __future__ import annotations
 
@@ -27,9 +22,8 @@ class ImageError(ValueError):
 
 
 def image_header(path):
-    """(width, height, format, EXIF orientation 1-8) read from the file's header, without
-    decoding any pixels: by Pillow, or for Radiance HDR (which Pillow cannot parse) by
-    `radiance_size`; None for a format neither reads."""
+    """(width, height, format, EXIF orientation) from the header, no pixels decoded (Pillow, or
+    `radiance_size` for Radiance HDR); None for a format neither reads."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -54,8 +48,7 @@ def image_header(path):
 
 
 def radiance_size(path):
-    """(width, height) from a Radiance .hdr header ("#?RADIANCE", settings, a blank line, then
-    e.g. "-Y 480 +X 640"), or None if the file is not one."""
+    """(width, height) from a Radiance .hdr header, or None."""
     with open(path, "rb") as f:
         head = f.read(4096)
     if not head.startswith((b"#?RADIANCE", b"#?RGBE")):
@@ -69,9 +62,7 @@ def radiance_size(path):
 
 
 def orient(image, orientation):
-    """Turn a decoded image (uint8 RGB) upright as EXIF `orientation` says, as browsers do:
-    Pillow's `ImageOps.exif_transpose`, given the orientation the header held (the pixels were
-    decoded by OpenCV, which keeps 16-bit and float formats Pillow does not)."""
+    """The decoded image turned upright as EXIF `orientation` says (Pillow's exif_transpose)."""
     from PIL import Image, ImageOps
 
     upright = Image.fromarray(image)
@@ -80,8 +71,7 @@ def orient(image, orientation):
 
 
 def resize_square(image, side):
-    """A square uint8 image (s, s, 3) at `side` px: pixel-area averaging when shrinking, bilinear
-    when enlarging (the one resize rule for image files and for a data set's arrays)."""
+    """A square image at `side` px: area averaging when shrinking, bilinear when enlarging."""
     import cv2
 
     if image.shape[0] == side:
@@ -91,20 +81,11 @@ def resize_square(image, side):
 
 
 def read_image(path, max_pixels=None, side=SIDE):
-    """Read an image file as the models take it: (side, side, 3) uint8 RGB.
+    """(side, side, 3) uint8 RGB from an image file, and notes on every conversion made.
 
-    Returns (pixels, notes): notes say what was converted (bit depth, channels, orientation,
-    size). The width and height are read from the header first: an image of more than
-    `max_pixels` (MAX_PIXELS) is refused before anything is decoded. An EXIF orientation is
-    applied as browsers apply it. Any size is accepted: the largest centred square is cropped,
-    then resized to side x side with pixel-area averaging (cv2.INTER_AREA) when shrinking, bilinear
-    when enlarging. No full-size float64 copy is made: 16-bit and float images go to 8-bit
-    in one OpenCV pass.
-
-    Long on purpose: one bounded decoder, each step a guard in the order the bytes allow it
-    (existence, header size, decode, bit depth, channels, orientation, size); split up, a caller
-    could run one step without the guards before it.
-    """
+    The header is read first: more than `max_pixels` is refused before decoding. 16-bit and float go
+    to 8-bit in one OpenCV pass, EXIF orientation is applied, the centred square is resized to
+    side. Long on purpose: each guard in the order the bytes allow it, none skippable by a caller."""
     import cv2
 
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels

@@ -11,11 +11,9 @@ _FORWARD = weakref.WeakKeyDictionary()  # each model's traced inference graph
 
 
 def predict(model, images, batch_size=256):
-    """A Keras model's probabilities for `images` (uint8 or float, raw 0-255), float32, in batches
-    through one graph traced once per model for any batch size (a test-time augmentation's views
-    go through it as one batch). Keras' model.predict builds a data pipeline per call and may
-    retrace for a short last batch: on 1,000-image sets, as the robustness stage runs, it ran the
-    seed CNN at half this rate."""
+    """A Keras model's float32 probabilities for raw 0-255 `images`, through one graph traced once
+    per model for any batch size. Keras' model.predict builds a pipeline per call and may retrace a
+    short last batch: on the robustness stage's 1,000-image sets it ran at half this rate."""
     import tensorflow as tf
 
     forward = _FORWARD.get(model)
@@ -27,9 +25,8 @@ def predict(model, images, batch_size=256):
 
 
 def loss_and_accuracy(model, x, y, batch_size):
-    """Plain categorical cross-entropy and accuracy of the model's predictions; y are integer
-    labels. Not the compiled loss: a model trained with label smoothing (the fast one) is then
-    measured the same way as the others."""
+    """Plain cross-entropy and accuracy on integer labels `y`: not the compiled loss, so a model
+    trained with label smoothing is measured as the others."""
     return loss_and_accuracy_of(predict(model, x, batch_size), y)
 
 
@@ -42,8 +39,7 @@ def loss_and_accuracy_of(probabilities, y):
 
 
 def calibration_bins(probabilities, y, bins=15):
-    """Reliability table: equal-width confidence bins over (0, 1]; per bin the images in it, their
-    mean confidence (top probability) and their accuracy. Empty bins are left out."""
+    """Reliability table: per non-empty equal-width confidence bin, its count, mean confidence and accuracy."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == y
     index = np.minimum((confidence * bins).astype(int), bins - 1)
@@ -57,8 +53,7 @@ def calibration_bins(probabilities, y, bins=15):
 
 
 def expected_calibration_error(probabilities, y, bins=15):
-    """ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins
-    weighted by their share of the images (Guo et al. 2017; 15 bins as is usual)."""
+    """ECE over equal-width confidence bins (Guo et al. 2017; 15 as usual)."""
     rows = calibration_bins(probabilities, y, bins)
     return float(sum(r["count"] * abs(r["accuracy"] - r["confidence"]) for r in rows) / len(y))
 
@@ -79,8 +74,8 @@ def temperature_scaled(probabilities, temperature):
 
 
 def fit_temperature(probabilities, y):
-    """The temperature that minimises the NLL of softmax(log p / T) on (probabilities, y): one
-    scalar, fitted on the val split (temperature scaling, Guo et al. 2017). Accuracy is unchanged."""
+    """The temperature minimising the NLL of softmax(log p / T) on (probabilities, y) (Guo et al.
+    2017), fitted on val; accuracy is unchanged."""
     from scipy.optimize import minimize_scalar
 
     found = minimize_scalar(lambda log_t: negative_log_likelihood(temperature_scaled(probabilities, np.exp(log_t)), y),
@@ -105,8 +100,7 @@ def calibration(val_probabilities, y_val, test_probabilities, y_test, bins=15):
 
 
 def reliability_diagram(rows, scaled_rows, title, ece, scaled_ece, temperature, bins=15):
-    """Accuracy against confidence per bin, before and after temperature scaling, with the
-    diagonal of perfect calibration and the share of images per bin."""
+    """Accuracy against confidence per bin, before and after temperature scaling, with each bin's share."""
     plt = _figure()
     fig, (ax, share) = plt.subplots(2, 1, figsize=(6, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
@@ -135,16 +129,6 @@ def per_class_report(y_true, y_pred, names):
     with np.errstate(invalid="ignore"):
         accuracy = np.nan_to_num(matrix.diagonal() / matrix.sum(axis=1))
     return report, matrix, {name: float(a) for name, a in zip(names, accuracy)}
-
-
-def write_predictions(path, y_true, y_pred, names):
-    """actual,predicted class names per test image: the input of DVC's confusion template."""
-    from cifar.outputs import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["actual", "predicted"])
-        writer.writerows((names[t], names[p]) for t, p in zip(y_true, y_pred))
 
 
 def write_rows(path, header, rows):
@@ -227,14 +211,8 @@ def save_figure(fig, path, dpi=100):
     _figure().close(fig)
 
 
-def save_chart(fig, path):
-    """A chart kept in git (README, reports/summary.md): small, a few tens of KB."""
-    save_figure(fig, path, dpi=72)
-
-
 def robustness_against_severity(rows, robustness):
-    """Each model's accuracy against corruption severity (0: clean), averaged over the
-    corruptions, one line per model; from the robustness stage's metrics."""
+    """Each model's accuracy against severity (0: clean), averaged over the corruptions."""
     plt = _figure()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
@@ -285,7 +263,7 @@ def summary_markdown(rows):
 
 
 def quality_markdown(rows, corrupted_images, corruption_count):
-    """reports/summary.md's second table: robustness to corruptions and calibration, per model."""
+    """reports/summary.md's robustness and calibration table."""
     lines = [
         f"Corruptions: the mean accuracy over {corruption_count} corruptions x 5 severities of the first {corrupted_images:,} "
         "test images (the `robustness` stage), beside the clean accuracy on those images. Calibration, on the "

@@ -1,11 +1,7 @@
 """Turning a trained Keras model into the formats it ships in: SavedModel, TF-Lite, TF.js.
 
-Every format takes what the Keras model takes: raw RGB pixels, 0-255, NHWC, side x side (32 for
-CIFAR-10); the scaling lives inside the graph. The one exception is the int8 TF-Lite model: as the converter writes it
-(the `integer_only` candidate) its input tensor is uint8 (the same raw pixels, quantized with
-scale 1 and zero point 0) and its output tensor uint8 probabilities (probability = value / 256);
-the `int16_worst` candidate takes and gives int8 with the scale and zero point metadata.json
-records, the `float_worst` one float32.
+Every format takes raw RGB pixels, 0-255, NHWC, side x side; the scaling is inside the graph. The
+int8 TF-Lite file's tensors are quantized (metadata.json records their scale and zero point).
 """
 
 from __future__ import annotations
@@ -15,6 +11,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -28,7 +26,6 @@ FLOAT_TOLERANCE = 1e-4
 
 
 def max_diff(a, b):
-    """Largest |a - b| over all elements, as a float."""
     return float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
 
 
@@ -37,13 +34,9 @@ INPUT_CONVENTION = "RGB pixels 0-255, NHWC; scaling is inside every model"
 
 
 def saved_model(model, out_dir, check_images, classes=None):
-    """The SavedModel of `model` through Keras' ExportArchive: the endpoint `serve` (also the
-    `serving_default` signature TF Serving and saved_model_cli see), from `image` (float32 0-255,
-    any batch) to `probabilities`, and with `classes`, the endpoint `classes` (no input) that
-    returns them in output order; then reload it and check it against the model.
-
-    Keras' `model.export()` names a signature's output `output_0`; an endpoint that returns a
-    dict names it by its key."""
+    """The SavedModel of `model` (Keras' ExportArchive), reloaded and checked against it: endpoint
+    `serve` (also `serving_default`) from `image` to `probabilities` (a dict names its output),
+    and with `classes`, the endpoint `classes` that returns their names in output order."""
     import tensorflow as tf
     from keras.export import ExportArchive
 
@@ -65,15 +58,12 @@ def saved_model(model, out_dir, check_images, classes=None):
 
 
 def fold_batchnorm_after_activation(model):
-    """An equal-in-float copy of a Sequential model in which every BatchNormalization that follows
-    an activation becomes a 1x1 DepthwiseConv2D with the same per-channel scale and offset.
+    """An equal-in-float copy of a Sequential model whose BatchNormalizations after an activation
+    are 1x1 DepthwiseConv2Ds with the same per-channel scale and offset, and how many.
 
-    TF-Lite folds a BatchNormalization into the convolution before it, but not across a ReLU
-    (the seed's CNN is Conv-ReLU-BN). Unfolded, it becomes a MUL by one per-tensor-quantized
-    constant, and a channel scale 500x smaller than the largest rounds to zero in int8. A
-    depthwise convolution's weights are quantized per channel, so nothing is lost. Models that
-    are not Sequential (MobileNetV2: Conv-BN-ReLU6, folded by the converter) come back as they are.
-    """
+    TF-Lite does not fold BN across a ReLU (the seed's Conv-ReLU-BN): it becomes a MUL by one
+    per-tensor-quantized constant, where a channel scale 500x below the largest rounds to zero in
+    int8; a depthwise kernel is quantized per channel. Other models come back as they are."""
     import keras
 
     if not isinstance(model, keras.Sequential):
@@ -107,11 +97,9 @@ def fold_batchnorm_after_activation(model):
 
 
 def calibrated_model(model, temperature):
-    """The model with its softmax taken at `temperature`: softmax(logits / T), the calibration
-    evaluate fits on the val split. The final softmax (a Dense layer's activation, or a softmax
-    Activation layer) is replaced by the same logits, a Rescaling by 1/T and a softmax, all
-    operations every format runs, int8 included. A Sequential model stays Sequential (so int8's
-    BatchNormalization folding still applies). Predictions (the arg max) are unchanged."""
+    """The model with softmax(logits / T) (the val-fitted temperature): its final softmax becomes the
+    same logits, a Rescaling by 1/T and a softmax, which every format runs. A Sequential model
+    stays Sequential (int8's BN folding applies); the arg max is unchanged."""
     import keras
 
     last = model.layers[-1]
@@ -140,9 +128,8 @@ def calibrated_model(model, temperature):
 
 
 def shipped(model, tta_level=0, temperature=None):
-    """The model every artifact holds, and parity's Keras reference: `model` with `temperature`
-    inside (`calibrated_model`; None: as trained), wrapped in test-time augmentation at
-    `tta_level` (cifar.tta), which averages the calibrated probabilities of its views."""
+    """What every artifact holds, and parity's Keras reference: `model` at `temperature` (None: as
+    trained) in test-time augmentation at `tta_level` (cifar.tta)."""
     from cifar import tta
 
     return tta.wrap(calibrated_model(model, temperature) if temperature else model, tta_level)
@@ -162,8 +149,8 @@ def calibrated(model, arrays):
 
 
 def tfjs(saved_model_dir, out_dir, quantization="none", metadata=None):
-    """tensorflowjs_converter: SavedModel -> TF.js graph model (model.json + weight shards), with
-    `metadata` (a dict) as model.json's `userDefinedMetadata.classification`."""
+    """tensorflowjs_converter: SavedModel -> TF.js graph model, `metadata` in model.json's
+    `userDefinedMetadata.classification`."""
     if quantization not in TFJS_QUANTIZATION:
         raise ValueError(f"unknown TF.js quantization {quantization!r}; expected one of {', '.join(TFJS_QUANTIZATION)}")
     command = [sys.executable, "-m", "tensorflowjs.converters.converter",
@@ -187,7 +174,6 @@ def tfjs(saved_model_dir, out_dir, quantization="none", metadata=None):
 
 
 def size_of(path):
-    """Bytes of a file, or of every file under a folder."""
     path = Path(path)
     if path.is_file():
         return path.stat().st_size
@@ -222,9 +208,8 @@ def _make_tflite(kind):
 
 
 def _make_tflite_int8(job):
-    """int8 from a copy in which BatchNormalization after an activation is a per-channel depthwise
-    convolution (fold_batchnorm_after_activation), calibrated on seeded training images; the file
-    shipped is chosen among int8_candidates on the val split (choose_int8), never on test."""
+    """int8 of the BN-folded copy (fold_batchnorm_after_activation), calibrated on seeded training
+    images; the file shipped is chosen among int8_candidates on val (choose_int8), never test."""
     import tempfile
 
     folded, count = fold_batchnorm_after_activation(job.model)
@@ -273,20 +258,20 @@ def _make_tfjs(job):
             "target": "float" if quantization == "none" else "none"}
 
 
-class Format:
-    """One artifact kind: `make(job)` writes it into job.out and returns its metadata entry;
-    `runtime` is where parity runs it (tensorflow, tflite, node); `target` is what it is held to:
-    "float" (top-1 agreement with Keras >= FLOAT_AGREEMENT), "int8" (size <= INT8_SIZE_RATIO of
-    `size_reference`'s and accuracy drop <= INT8_ACCURACY_DROP_PP) or "none" (reported only);
-    `label` and `runs_in` name it in the artifacts table, `integer_only` says whether every
-    operation it computes is integer; `sampled`: parity may check it on a stratified sample of the
-    test images (`parity.tfjs_sample`) rather than on all of them."""
-
-    def __init__(self, key, make, runtime, target, label, runs_in, integer_only=False, size_reference=None,
-                 sampled=False):
-        self.key, self.make, self.runtime, self.target = key, make, runtime, target
-        self.label, self.runs_in, self.integer_only = label, runs_in, integer_only
-        self.size_reference, self.sampled = size_reference, sampled
+class Format(NamedTuple):
+    """One artifact kind: `make(job)` writes it and returns its metadata entry; parity runs it in
+    `runtime` and holds it to `target`: "float" (agreement >= FLOAT_AGREEMENT), "int8" (size and
+    accuracy drop, against `size_reference`) or "none"; `label` and `runs_in` name it in the
+    artifacts table; `sampled`: parity may check it on a stratified sample (parity.tfjs_sample)."""
+    key: str
+    make: Callable
+    runtime: str
+    target: str
+    label: str
+    runs_in: str
+    integer_only: bool = False
+    size_reference: str = None
+    sampled: bool = False
 
 
 # The order is the order of work: every later format converts the SavedModel.
@@ -306,8 +291,7 @@ from cifar.targets import (  # noqa: E402,F401  (defined once)
 
 
 class ExportJob:
-    """What every format's `make` reads: the model, its name, the prepared arrays, the export
-    settings (plus the seed) and the folder being written."""
+    """What every format's `make` reads: model, name, arrays, export settings (and seed), folder."""
 
     def __init__(self, name, model, arrays, cfg, out):
         self.name, self.model, self.arrays, self.cfg, self.out = name, model, arrays, cfg, Path(out)
@@ -319,7 +303,7 @@ MEDIAPIPE_PYTHON = Path(__file__).resolve().parents[2] / ".venv-mediapipe" / "bi
 
 
 def mediapipe_command(command):
-    """The command line of scripts/tools/mediapipe_tasks.py's `command`, in MediaPipe's environment."""
+    """scripts/tools/mediapipe_tasks.py's `command`, in MediaPipe's environment."""
     python = Path(os.environ.get("MEDIAPIPE_PYTHON", MEDIAPIPE_PYTHON))
     if not python.is_file():
         raise ExportError(f"{python} not found: the TF-Lite metadata and MediaPipe's check run in MediaPipe's own "
@@ -329,10 +313,9 @@ def mediapipe_command(command):
 
 
 def add_tflite_metadata(out, artifacts, name, description, version):
-    """Every .tflite of `artifacts` (in folder `out`, beside its labels.txt) rewritten with TF-Lite
-    metadata by scripts/tools/mediapipe_tasks.py, in MediaPipe's environment: the input convention, the
-    labels, the name, description and version. Their entries get the new size and hash, and the
-    metadata's share of the bytes (`bytes_by_part.metadata`)."""
+    """Every .tflite of `artifacts` (in `out`, beside labels.txt) rewritten with TF-Lite metadata
+    (input convention, labels, name, description, version) by mediapipe_tasks.py; their entries
+    get the new size, hash and `bytes_by_part.metadata`."""
     from cifar.outputs import sha256_of
 
     files = {key: out / a["file"] for key, a in artifacts.items() if a["file"].endswith(".tflite")}
@@ -347,7 +330,7 @@ def add_tflite_metadata(out, artifacts, name, description, version):
 
 
 def export_all(name, model, arrays, cfg, out):
-    """Every format of FORMATS, written into the (empty, temporary) folder `out`; their metadata."""
+    """Every format of FORMATS, written into the empty folder `out`; their metadata."""
     from cifar.outputs import sha256_of
 
     job = ExportJob(name, model, arrays, cfg, out)

@@ -1,15 +1,9 @@
-"""Your own images: a folder of labelled photos read as the pipeline's data (prepare.source: images).
+"""Your own images: a folder of labelled photos as the pipeline's data (prepare.source: images).
 
-The folder holds one sub-folder per class, named as the class (`cat/`, `dog/`, ...), or `train/`
-and `test/` sub-folders, each holding the same class folders (your own test split). Every file in
-a class folder is read by the predict command's bounded decoder (cifar.decode.read_image: any
-format OpenCV reads, size checked from the header before decoding, EXIF orientation applied, the
-largest centred square resized to `side`). Class names are the folder names, in sorted order (the
-label of each is its index). What cannot be read is listed by path and left out; what would make
-a bad data set (one class, a name that is not a label, too few images, too many unreadable ones)
-stops with a FolderError naming the folders and files; byte-identical files on both sides of the
-train/test line, or under two classes, are warnings naming them.
-"""
+One sub-folder per class (`cat/`, `dog/`, ...), or `train/` and `test/` each holding them. Every
+file goes through the bounded decoder (cifar.decode.read_image); class names are the folder
+names, sorted. Unreadable files are listed and left out; what would make a bad data set stops
+with a FolderError naming what to fix; byte-identical files across train/test or classes warn."""
 
 from __future__ import annotations
 
@@ -35,8 +29,7 @@ class FolderError(StageError, ValueError):
 
 
 def class_folders(root):
-    """{class name: folder} of the sub-folders of `root`, sorted by name. Hidden folders (.git,
-    .ipynb_checkpoints) are not classes; a name that is not a label is a FolderError."""
+    """{class: folder} of `root`'s sub-folders, sorted; hidden ones are not classes."""
     root = Path(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     bad = [p.name for p in folders if not LABEL.fullmatch(p.name)]
@@ -48,8 +41,7 @@ def class_folders(root):
 
 
 def layout(root):
-    """({split: {class: folder}}, whether the folder has its own test split): `root/train/CLASS`
-    and `root/test/CLASS`, or `root/CLASS` (split: "all")."""
+    """({split: {class: folder}}, has its own test split): train/ and test/, or class folders ("all")."""
     root = Path(root)
     if not root.is_dir():
         raise FolderError(f"prepare.images = {str(root)!r} is not a folder: give the folder of your images, one "
@@ -69,15 +61,13 @@ def layout(root):
 
 
 def files_of(folder):
-    """Every regular file under a class folder (sub-folders included), sorted; hidden ones
-    (.DS_Store, ._photo.jpg) left out."""
+    """Every regular, non-hidden file under a class folder, sorted."""
     return sorted(p for p in Path(folder).rglob("*")
                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def read_files(paths, side, max_pixels=None):
-    """(images uint8 (N, side, side, 3), sha256 of each readable file's bytes, {path: why} of the
-    unreadable ones), in the order of `paths`, decoded in threads (OpenCV releases the GIL)."""
+    """(uint8 images, sha256 of each readable file, {path: why} of the unreadable), decoded in threads."""
     from cifar.decode import ImageError, read_image
 
     def one(path):
@@ -106,8 +96,7 @@ def check_unreadable(failed, totals, max_share):
 
 
 def memory_needed(images, side):
-    """Bytes `images` images take as prepared: uint8, side x side x 3 (per 1,000: 3.1 MB at 32 px,
-    12.3 MB at 64, 49.2 MB at 128, 150.5 MB at 224)."""
+    """Bytes of `images` prepared images (uint8, side x side x 3)."""
     return images * side * side * 3
 
 
@@ -126,8 +115,7 @@ MEMORY_COPIES = 4
 
 
 def check_memory(root, files, side, available=None):
-    """Stop before reading `files` images at `side` px if they would not fit: MEMORY_COPIES times
-    their prepared size over the memory available."""
+    """Stop before reading if MEMORY_COPIES x the prepared size exceeds the memory available."""
     available = available_memory() if available is None else available
     needed = memory_needed(files, side)
     if available is not None and needed * MEMORY_COPIES > available:
@@ -141,11 +129,8 @@ def check_memory(root, files, side, available=None):
 
 
 def read_folder(root, side, max_unreadable, max_pixels=None, warn=print, available=None):
-    """The folder's images and labels per split, its class names and a report.
-
-    Returns ({split: (images, labels, digests, paths)}, class names, report): split "all", or
-    "train" and "test"; report: files, unreadable {path: why}, and the folder's digest (sha256 of
-    every readable file's relative path and content sha256, in order: what the data came from)."""
+    """({split: (images, labels, digests, paths)}, class names, report: files, unreadable {path: why},
+    and the folder's sha256 over every readable file's relative path and content digest)."""
     root = Path(root)
     splits, own_test = layout(root)
     names = sorted(next(iter(splits.values())))
@@ -182,8 +167,7 @@ def read_folder(root, side, max_unreadable, max_pixels=None, warn=print, availab
 
 
 def check_counts(labels, names, test_fraction, val_fraction, where):
-    """FolderError naming every class with too few images for a split that leaves it at least one
-    test (`test_fraction` > 0), one val and one training image."""
+    """FolderError naming each class too small to keep one test, one val and one training image."""
     counts = Counter(labels.tolist())
     need = 1
     while True:  # the fewest images whose stratified shares are each at least one
@@ -200,8 +184,7 @@ def check_counts(labels, names, test_fraction, val_fraction, where):
 
 
 def duplicates(pool, test, root):
-    """Warning lines for byte-identical files, `pool` (the training and val images) and `test` each
-    (digests, paths, labels): a test image also among the training ones, an image under two classes."""
+    """Warnings for byte-identical files: a test image among the training ones, an image in two classes."""
     groups = defaultdict(list)  # digest: [(path, label, is a test image)]
     for is_test, (digests, paths, labels) in ((False, pool), (True, test)):
         for digest, path, label in zip(digests, paths, labels.tolist()):
@@ -226,9 +209,8 @@ def stratified_split(labels, fraction, seed):
 
 
 def prepare(root, side, test_fraction, val_fraction, max_unreadable, seed, max_pixels=None, warn=print):
-    """The folder as prepare's arrays: ({x_train, y_train, x_val, y_val, x_test, y_test}, class
-    names, report). Without train/ and test/ sub-folders, `test_fraction` of each class is held out
-    as test; then `val_fraction` of the rest as val; both stratified, with the seed."""
+    """The folder as prepare's arrays, class names and report. Without its own test/, `test_fraction`
+    of each class is held out as test, then `val_fraction` of the rest as val, stratified, seeded."""
     root = Path(root)
     found, names, report = read_folder(root, side, max_unreadable, max_pixels, warn)
     if report["own_test_split"]:

@@ -1,12 +1,7 @@
-"""Running any exported model the same way, and turning image files into model input.
-
-`load(path)` opens a `.keras` file, a SavedModel folder or a `.tflite` file and returns a
-predictor: `predict(images)` takes uint8 RGB images (N, side, side, 3), raw 0-255 (`side`: the
-predictor's, 32 for CIFAR-10), and returns float32 class probabilities (N, classes).
-`read_image(path, side=...)` reads any image OpenCV reads and returns the side x side RGB uint8
-the models take, with notes on every conversion it made; the prepare stage reads a folder of
-images through it too.
-"""
+"""Running any exported model the same way: `load(path)` opens a `.keras` file, a SavedModel
+folder or a `.tflite` file as a predictor whose `predict(images)` takes uint8 RGB (N, side,
+side, 3), raw 0-255, and returns float32 probabilities (N, classes). The image-file decoder is
+cifar.decode's."""
 
 from __future__ import annotations
 
@@ -21,10 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import cifar  # noqa: F401  (first: it quiets TensorFlow's start-up lines)
-# The image-file decoder is cifar.decode's; named here too, as the inference API it belongs to.
-from cifar.decode import MAX_PIXELS, ImageError, image_header, orient, read_image  # noqa: F401
 from cifar.models import ModelError  # one error type for a model that cannot be loaded
-from cifar.outputs import StageError
 
 
 class KerasPredictor:
@@ -124,9 +116,8 @@ class TFLitePredictor:
 
 
 def load(path, tta=0):
-    """A predictor for a .keras file (run with test-time augmentation at level `tta`, as its
-    registry entry says), a SavedModel folder or a .tflite file; ModelError for anything else, a
-    corrupt file included. The exported formats hold their test-time augmentation already."""
+    """A predictor for a .keras file (with test-time augmentation at `tta`), a SavedModel folder or a
+    .tflite file; ModelError for anything else, a corrupt file included."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: no such model file or folder")
@@ -147,79 +138,6 @@ def load(path, tta=0):
     except Exception as err:  # protobuf, zip, h5, flatbuffer and deserialisation errors all mean this
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         raise ModelError(f"{path}: not a readable {kind} ({type(err).__name__}: {first})") from None
-
-
-def most_accurate(metrics="reports/metrics/evaluate"):
-    """(name, test accuracy) of the model with the highest test accuracy, as its evaluate@NAME
-    stage measured it (`metrics`/NAME.json); ModelError if there is no such measurement yet."""
-    path, results = Path(metrics), {}
-    for file in sorted(path.glob("*.json")):
-        try:
-            results.update({file.stem: json.loads(file.read_text()).get(file.stem)})
-        except (OSError, ValueError, AttributeError):
-            continue
-    scored = {k: v["test"]["accuracy"] for k, v in results.items() if isinstance(v, dict) and "test" in v}
-    if not scored:
-        raise ModelError(f"{path}/ holds no model's test accuracy: no model has been evaluated yet; run "
-                         "`dvc repro evaluate` (or `make repro`), or give --model")
-    best = max(scored, key=scored.get)
-    return best, scored[best]
-
-
-def prepared_path(root):
-    """The prepared data file the pipeline of the repository `root` writes: data/prepared/SOURCE.npz,
-    named for what it holds (prepare.source: cifar10 or images); cifar10 where params.yaml cannot say."""
-    try:
-        from cifar import params
-
-        source = params.load(["prepare"], Path(root) / "params.yaml")["prepare"]["source"]
-    except (StageError, OSError):
-        source = "cifar10"
-    return Path(root) / "data" / "prepared" / f"{source}.npz"
-
-
-def class_names(model_path, prepared=None):
-    """Class names from the metadata.json the export stage writes beside its artifacts; for a
-    model without one (a trained .keras file), those of the data it was trained on: the prepared
-    data file (`prepared`, default the repository's, data/prepared/SOURCE.npz for its
-    prepare.source). ModelError for a
-    corrupt metadata.json, or when neither is there."""
-    path = Path(model_path)
-    for folder in (path, *path.parents[:2]):  # a SavedModel folder, the export folder, its parent
-        meta = folder / "metadata.json"
-        if meta.is_file():
-            try:
-                names = json.loads(meta.read_text())["classes"]
-                if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
-                    raise TypeError("'classes' is not a list of names")
-            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
-                raise ModelError(f"{meta} is not an export's metadata ({type(err).__name__}: {err}); it is written "
-                                 "by the export stage: rerun it with `dvc repro --force --glob 'export@*'`") from None
-            return tuple(names)
-    prepared = Path(prepared) if prepared else prepared_path(Path(__file__).resolve().parents[2])
-    try:
-        with np.load(prepared, allow_pickle=False) as npz:
-            return tuple(str(n) for n in npz["class_names"])
-    except (OSError, KeyError, ValueError) as err:
-        raise ModelError(f"{path}: no metadata.json beside it names its classes, and the prepared data "
-                         f"{prepared} cannot be read ({type(err).__name__}); use an exported model "
-                         "(models/export/NAME/...) or run `dvc repro prepare`") from None
-
-
-def check_takes_images(predictor, path, classes):
-    """ModelError unless `predictor` takes (N, side, side, 3) images (its `side`) and gives one
-    probability per class: a model that loads but was made for other input fails here, not on the
-    first image."""
-    side = predictor.side
-    try:
-        out = np.asarray(predictor.predict(np.zeros((1, side, side, 3), np.uint8)))
-    except Exception as err:  # shape errors differ by runtime: Keras, TF, LiteRT
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-        raise ModelError(f"{path}: loads, but does not take {side}x{side} RGB images ({type(err).__name__}: "
-                         f"{first}); this project's models take (N, side, side, 3) raw 0-255 RGB") from None
-    if out.shape != (1, classes):
-        raise ModelError(f"{path}: gives output of shape {out.shape[1:]} for one image, not {classes} "
-                         "class probabilities; it is not a classifier of this project for these classes")
 
 
 def predict_batches(predictor, images, batch_size):
@@ -247,14 +165,11 @@ TFJS_TIMED_IMAGES = 512  # images the throughput is timed on, in one Node.js pro
 
 
 def run_tfjs(model_json, x, batch_size, latency_runs, processes=None):
-    """A TF.js model (model.json) on the images `x` in Node.js, on the WASM backend
-    (tfjs_predict.mjs, beside this module): (probabilities, timing and runtime).
+    """A TF.js model on `x` in Node.js, WASM backend (tfjs_predict.mjs): (probabilities, timing).
 
-    The WASM backend runs on one thread in Node.js. The single-image latency and the batch
-    throughput are timed in one process on its own (on the first TFJS_TIMED_IMAGES images), as a
-    user's one page would run; the other images are then split between `processes` processes
-    (default: one per CPU core this process may use) running at once, untimed, which only
-    shortens the wall time of the check."""
+    Latency and throughput are timed in one process on its own (the first TFJS_TIMED_IMAGES
+    images), as one page runs; the other images are split between `processes` processes (default:
+    one per usable core), untimed, which only shortens the check."""
     node = shutil.which("node")
     if node is None:
         raise FileNotFoundError("node not found: the TF.js parity check runs in Node.js; install Node.js 18+ and run `make setup`")

@@ -1,10 +1,6 @@
-"""Writing a stage's outputs, reading another stage's, and saying what produced them.
-
-Under `dvc repro`, DVC removes a stage's outputs before its command runs and its cache keeps the
-last good ones, so a stage needs no transaction of its own. What stays here is what DVC does not
-do: one file (or folder) written under a temporary name and renamed into place, so that a script
-run on its own (predict, a study) never leaves a half-written file behind.
-"""
+"""Writing a stage's outputs, reading another's, and saying what produced them. DVC removes a
+stage's outputs before it runs and caches the last good ones; what stays here is the one-file
+atomic write, for scripts that also run on their own (predict, studies)."""
 
 from __future__ import annotations
 
@@ -25,8 +21,8 @@ class StageError(Exception):
 
 @contextlib.contextmanager
 def atomic_path(final, is_dir=False):
-    """Yield a temporary path beside `final` (a folder if `is_dir`); when the block ends without
-    an error it replaces `final`, else it is deleted."""
+    """A temporary path beside `final` (a folder if `is_dir`) that replaces it when the block ends
+    without an error, else is deleted."""
     final = Path(final)
     if final.is_dir() != is_dir and final.exists() and not final.is_symlink():
         have, want = ("folder", "file") if final.is_dir() else ("file", "folder")
@@ -51,15 +47,12 @@ _started = []  # when the running stage began (run_stage), for stage_seconds
 
 
 def stage_seconds():
-    """Seconds since the running stage began (its script's start under run_stage), rounded to
-    0.1: what each stage records in its own metrics as `stage_s`, so `dvc metrics show` and
-    `dvc exp show` give every stage's cost without reading a log."""
+    """Seconds since the running stage began (run_stage): each stage's `stage_s` metric."""
     return round(time.monotonic() - _started[-1], 1) if _started else None
 
 
 def run_stage(name, main, errors=()):
-    """Run a stage's `main()`. An expected failure (StageError, a missing input, or one of
-    `errors`) becomes one line, `NAME: error: ...`, and exit status 1."""
+    """Run `main()`; an expected failure becomes `NAME: error: ...` and exit status 1."""
     import sys
 
     _started.append(time.monotonic())
@@ -75,9 +68,8 @@ def write_json(path, data):
 
 
 def read_json(path, stage, needs=()):
-    """The JSON object in `path`, written by the dvc.yaml stage `stage`, with every dotted key of
-    `needs` present (e.g. "data.test_images"); else a StageError that names the file, what is
-    wrong and the command that writes it again."""
+    """The JSON object in `path` (written by `stage`) with every dotted key of `needs`; else a
+    StageError naming the file, what is wrong and the command that writes it again."""
     path = Path(path)
     rerun = f"it is written by the '{stage}' stage: run `dvc repro {stage}`"
     if not path.is_file():
@@ -98,9 +90,7 @@ def read_json(path, stage, needs=()):
 
 
 def read_models(folder, names, stage, needs=()):
-    """The per-model metrics `folder`/NAME.json of every model in `names` (each written by the
-    stage STAGE@NAME), merged into one object: {NAME: its metrics, ..., and the first file's other
-    keys ("data", "environment")}; each model's `needs` checked as `read_json` does."""
+    """The per-model `folder`/NAME.json of `names` (stage STAGE@NAME) merged into one object."""
     merged = {}
     for name in names:
         value = read_json(Path(folder) / f"{name}.json", f"{stage}@{name}", needs=[f"{name}.{k}" for k in needs])
@@ -117,8 +107,7 @@ def sha256_of(path, chunk=1 << 20):
 
 
 def _cpu_name(cpuinfo=Path("/proc/cpuinfo")):
-    """The first CPU's model name, with its family and model numbers where the name alone is a
-    cloud's generic one ("AMD EPYC" is both a Zen 4 and a Zen 5 host, 2x apart in speed)."""
+    """The CPU's model name, with family and model numbers ("AMD EPYC" is both a Zen 4 and a Zen 5)."""
     try:
         fields = dict(line.split(":", 1) for line in cpuinfo.read_text().split("\n\n")[0].splitlines()
                       if ":" in line)
@@ -132,7 +121,7 @@ def _cpu_name(cpuinfo=Path("/proc/cpuinfo")):
 
 
 def hardware():
-    """The machine a number was measured on: CPU model, core count and any GPUs TF sees."""
+    """The machine a number was measured on: CPU, cores and the GPUs TensorFlow sees."""
     info = {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "platform": platform.platform()}
     try:
         import tensorflow as tf

@@ -1,13 +1,6 @@
 """The demo page's own numbers: a TF.js export in headless Chromium, as a visitor's browser runs it.
-
-`measure(export_dir, name, runs)` serves web/ with the one export (scripts/tools/serve.py, with
-its cross-origin isolation headers), opens the page in Debian's Chromium through chromedriver
-(Selenium), waits for the page to load the model, then calls the page's `demo.benchmark(runs)`.
-Returns the page's load time (fetching the model, building it and its first prediction), the
-median per-image latency (reading the model's input canvas, the network, the result back), and the
-backend the page picked: WebGL on a hardware GPU, else WASM with its thread count.
-The parity stage records it for the TF.js artifact.
-"""
+`measure` serves web/ with the export (serve.py), opens it through chromedriver, waits for the
+model and calls the page's `demo.benchmark(runs)`: load time, median latency and backend."""
 
 from __future__ import annotations
 
@@ -42,8 +35,7 @@ def browser_paths():
 
 
 def serve(exports, metrics=None):
-    """serve.py on a free port for the export folders under `exports`, their accuracies from the
-    export metrics in `metrics` (default: none): (process, base URL)."""
+    """serve.py on a free port for the exports under `exports`: (process, base URL)."""
     metrics = metrics or Path(exports) / ".no-metrics"
     proc = subprocess.Popen([sys.executable, str(SERVE), "--port", "0", "--quiet", "--exports", str(exports),
                              "--metrics", str(metrics)],
@@ -57,8 +49,7 @@ def serve(exports, metrics=None):
 
 
 def chrome(timeout=180, extra_flags=()):
-    """Headless Chromium through chromedriver (Selenium) with FLAGS and `extra_flags`, its page
-    load and script timeouts `timeout` seconds; PageUnavailable without Chromium."""
+    """Headless Chromium through chromedriver with FLAGS and `extra_flags`."""
     chromium, driver_path = browser_paths()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -75,9 +66,7 @@ def chrome(timeout=180, extra_flags=()):
 
 
 def measure(export_dir, name, runs, timeout=180, threads=None):
-    """The page with the export `export_dir` (models/export/NAME) loaded: {load_ms, latency_ms,
-    backend, threads, renderer, cross_origin_isolated, tfjs, browser, runs}. `threads`: the WASM
-    backend's thread count, as the page's `?threads=N` (default: the page's own choice)."""
+    """The page with the export `export_dir` loaded: its numbers (`threads`: the page's ?threads=N)."""
     browser_paths()  # PageUnavailable before any work
     from selenium.webdriver.support.ui import WebDriverWait
 

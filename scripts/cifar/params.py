@@ -1,22 +1,11 @@
-"""Read and validate `params.yaml`, with pydantic.
+"""Read and validate `params.yaml` with pydantic.
 
-Every section is a pydantic model of declared types (`Section`: unknown keys are refused, and no
-value is coerced: "0.2" is not a number), listed once: here for the sections several stages
-read (SCHEMA), with its stage for a later stage's section (its script's SCHEMA, named in
-STAGE_SECTIONS), and in its model module for a model's settings (cifar.models, so editing one
-model's rules retrains that model only). A stage calls `load(sections)` at start; a missing,
-unknown or out-of-range key stops it with a message that names the key, the bad value and what
-is allowed (each type below carries that text, `Allowed`), before anything is written.
-
-The rule: a value that passes validation never crashes a stage. A rule here allows only what
-every stage reading the key can run; where what is possible depends on the data (a train_limit
-too small to split, a batch larger than the training set), the stage checks it against the data
-and stops with a StageError that names the key, never with a traceback from deeper down.
-
-The file is parsed the way DVC parses it (ruamel.yaml, YAML 1.2), so a value means the same to
-a stage as to `dvc params diff` and `dvc exp run -S`: `1e-3` is a number to both (PyYAML, a
-YAML 1.1 parser, would read it as the string "1e-3").
-"""
+Every section is a `Section` (unknown keys refused, nothing coerced), defined once: here for the
+shared ones (SCHEMA), in its stage's script for a later stage's (STAGE_SECTIONS), in its model
+module for a model's. `load(sections)` stops a stage on a missing, unknown or out-of-range key
+with the key, the value and what is allowed (`Allowed`), before anything is written. A value that
+passes never crashes a stage; what depends on the data is checked against it with a StageError.
+The file is parsed as DVC parses it (ruamel.yaml, YAML 1.2): `1e-3` is a number to both."""
 
 from __future__ import annotations
 
@@ -57,7 +46,7 @@ def allowed_of(annotation):
 
 
 def number(kind, lo=None, hi=None, lo_open=False, hi_open=False):
-    """An int or float within [lo, hi] (bounds open where asked); finite."""
+    """An int or float in [lo, hi] (open where asked), finite."""
     span = (f"in {'(' if lo_open else '['}{'-inf' if lo is None else lo}, "
             f"{'inf' if hi is None else hi}{')' if hi_open else ']'}")
     bounds = {("gt" if lo_open else "ge"): lo, ("lt" if hi_open else "le"): hi}
@@ -70,7 +59,7 @@ def choice(*options):
 
 
 def rule(check, allowed, kind=Any):
-    """A value of `kind` that `check(value)` accepts; `allowed` says what it may be."""
+    """A value of `kind` that `check` accepts; `allowed` says what it may be."""
     def validator(value):
         if not check(value):
             raise ValueError(allowed)
@@ -181,7 +170,7 @@ class Entry(Section):  # models.NAME
 
 
 def registry(value, path):
-    """Check the `models` section: {name: Entry}, each recipe `shared` or its module; raise ParamsError."""
+    """Check `models`: {name: Entry}, each recipe `shared` or its module."""
     if not isinstance(value, dict) or not value:
         raise ParamsError(f"{path}: 'models' must map each model's name to its entry, got {value!r}")
     for name, entry in value.items():
@@ -196,8 +185,7 @@ def registry(value, path):
 
 
 def model_sections(models):
-    """The params sections the registry names: each module's settings, and each model's own
-    (its overrides of its module's; the same section where the model is named as its module)."""
+    """The sections the registry names: each module's and each model's own."""
     return {*(entry["module"] for entry in models.values()), *models}
 
 
@@ -218,7 +206,7 @@ SCHEMA = {"shared": Shared, "download": Download, "prepare": Prepare}
 
 
 def section_model(annotation):
-    """The Section model an annotation holds (itself, inside Annotated or Optional), or None."""
+    """The Section model an annotation holds (itself, in Annotated or Optional), or None."""
     if typing.get_origin(annotation) is Annotated:
         annotation = typing.get_args(annotation)[0]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
@@ -227,8 +215,7 @@ def section_model(annotation):
 
 
 def message(error, model, values, where, path):
-    """One line for pydantic's `error` about `values` (the section `where`, checked against
-    `model`): the key, the bad value and what is allowed. An error inside a list names the list."""
+    """One line for pydantic's `error`: the key, the bad value and what is allowed."""
     keys, node, annotation, inside = [], values, model, model
     for part in error["loc"]:
         fields = inside.model_fields if inside else {}
@@ -251,7 +238,7 @@ def message(error, model, values, where, path):
 
 
 def check(value, kind, name, path="params.yaml"):
-    """Check one `value` (the key `name`) against the type `kind`; raise ParamsError as `validate`."""
+    """Check one `value` (key `name`) against `kind`; ParamsError as `validate`."""
     try:
         pydantic.TypeAdapter(kind, config=ConfigDict(strict=True)).validate_python(value)
     except pydantic.ValidationError:
@@ -260,8 +247,8 @@ def check(value, kind, name, path="params.yaml"):
 
 
 def validate(values, model, where, path="params.yaml"):
-    """Check `values` (the params section `where`) against the pydantic `model`; raise
-    ParamsError naming the key, the value and what is allowed. Returns `values` as they are."""
+    """Check `values` (section `where`) against `model`; ParamsError naming the key, the value and
+    what is allowed. Returns `values`."""
     if not isinstance(values, dict):
         raise ParamsError(f"{path}: '{where}' must be a mapping of keys, got {values!r}")
     try:
@@ -274,11 +261,8 @@ def validate(values, model, where, path="params.yaml"):
 
 
 def load(sections, path="params.yaml", schemas=None):
-    """Return {section: values} for the sections a stage reads, after validating them.
-
-    `schemas`: {section: model} for sections whose schema lives with their stage
-    (STAGE_SECTIONS). Top-level keys are checked too, so a misspelt section fails every stage.
-    """
+    """{section: values} for a stage's sections, validated (`schemas`: the stage's own); top-level
+    keys are checked too, so a misspelt section fails every stage."""
     path = Path(path)
     try:
         params = YAML(typ="safe").load(path.read_text())

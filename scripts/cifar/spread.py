@@ -1,10 +1,5 @@
-"""The spread behind an accuracy claim: several seeds of one model (studies/seeds/seeds.py writes
-them), and the binomial interval of a single run.
-
-A seed table is a study, kept beside the pipeline: `evaluate` and the README show a model's spread
-only while the table's run with the pipeline's seed is the pipeline's current run (`current`), so a
-retrained model never stands beside the spread of an older one.
-"""
+"""The spread behind an accuracy claim: a model's seeds (studies/seeds/) and one run's interval. A
+spread is shown only while the seed table's run at the pipeline's seed is the current run."""
 
 from __future__ import annotations
 
@@ -26,8 +21,7 @@ def single_run_interval(accuracy, images):
 
 
 def table(runs, test_images, labels):
-    """Per model: the seeds, the spread of test accuracy and training time, the host(s), and the
-    pipeline's own run among them (`pipeline_run`: its test accuracy and training time)."""
+    """Per model: seeds, the spread of test accuracy and training time, hosts, and the pipeline's run."""
     result = {}
     for name in dict.fromkeys(r["model"] for r in runs):
         own = sorted((r for r in runs if r["model"] == name), key=lambda r: r["seed"])
@@ -48,9 +42,7 @@ def table(runs, test_images, labels):
 
 
 def current(row, test_accuracy, wall_time_s):
-    """Whether the seed table's `row` gives a spread for the pipeline's current run: two or more
-    seeds (one run has none), among them the one whose test accuracy and training time the
-    pipeline's metrics give now."""
+    """Whether the seed table's `row` is a spread for the current run: 2+ seeds, the pipeline's among them."""
     run = (row or {}).get("pipeline_run")
     return bool(run) and row.get("runs", 0) > 1 and abs(run["test_accuracy"] - test_accuracy) < 1e-4 and abs(run["wall_time_s"] - wall_time_s) < 0.05
 

@@ -1,11 +1,5 @@
-"""The driver every training stage shares: load the prepared data, fit the model's plan, write
-the declared outputs.
-
-The fit itself is `cifar.training`, the model's plan its module's (cifar.models); this module adds
-what a DVC stage needs around it: the command line (paths come from dvc.yaml), the identity that
-stamps the resume state (every param the stage read, its code, the pretrained weights), the
-DVCLive log and clear errors.
-"""
+"""The driver every training stage shares: the command line (paths from dvc.yaml), the identity
+that stamps the resume state (params, code, weights), the DVCLive log, the outputs and errors."""
 
 from __future__ import annotations
 
@@ -21,8 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def resolved(stage, root=REPO):
-    """The dvc.yaml stage `stage` (`train@NAME` for a foreach stage) as DVC resolves it: its cmd
-    and its deps' paths, as written (relative to `root`)."""
+    """The dvc.yaml stage (`train@NAME`) as DVC resolves it: its cmd and deps."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
@@ -35,26 +28,8 @@ def resolved(stage, root=REPO):
                                  f"({type(err).__name__}: {err})") from None
 
 
-def command(stage, places, root=REPO):
-    """The dvc.yaml command of `stage` as a token list, each flag of `places` ({"--model": path})
-    pointed elsewhere, and `python` the running interpreter: a stage's own run outside the
-    pipeline's outputs (seed sweeps, studies). Names the flags `places` asks for that it lacks."""
-    import shlex
-    import sys
-
-    tokens = shlex.split(resolved(stage, root).get("cmd", ""))
-    missing = [flag for flag in places if flag not in tokens[:-1]]
-    if missing:
-        raise outputs.StageError(f"the cmd of stage '{stage}' in dvc.yaml lacks {', '.join(missing)}")
-    for i, token in enumerate(tokens[:-1]):
-        if token in places:
-            tokens[i + 1] = str(places[token])
-    return [sys.executable if tokens[0] == "python" else tokens[0], *tokens[1:]]
-
-
 def declared_code(stage, root=REPO):
-    """The code files the dvc.yaml stage `stage` declares as deps (those under scripts/; a
-    folder counts with every file in it), as paths relative to `root`."""
+    """The code files (under scripts/) the stage declares as deps, relative to `root`."""
     files = set()
     for dep in resolved(stage, root).get("deps", []):
         if not dep.startswith("scripts/"):
@@ -70,8 +45,7 @@ def declared_code(stage, root=REPO):
 
 
 def code_digest(stage, root=REPO):
-    """sha256 of the code the stage declares in dvc.yaml: what DVC reruns the stage for is
-    exactly what a resume is refused for (an edit to the model's module, say)."""
+    """sha256 of the stage's declared code: what DVC reruns it for is what a resume is refused for."""
     h = hashlib.sha256()
     for rel in declared_code(stage, root):
         h.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
@@ -79,9 +53,7 @@ def code_digest(stage, root=REPO):
 
 
 def train(description):
-    """A training stage's body: the registry's model `--name`, trained by its plan (its module's,
-    or the seed's settings and recipe), from the pretrained weights in `--weights` (its folder
-    from `fetch_weights`, whose source.json names a file or none)."""
+    """A training stage's body: the model `--name` trained by its plan from `--weights`' file."""
     parser = arguments(description)
     args = parser.parse_args()
     entry, section = models.entry(args.name)
@@ -99,31 +71,19 @@ def train(description):
 
 
 def weights_argument(folder):
-    """What a builder's `weights` takes for the folder `fetch_weights` wrote, and its source."""
+    """(the builder's `weights` for fetch_weights' folder, its source.json)."""
     source = outputs.read_json(folder / "source.json", "fetch_weights", needs=["file", "sha256"])
     return (str(folder / source["file"]) if source["file"] else None), source
 
 
 def run(name, plan, args, cfg, provenance):
-    """Fit the model's `plan` (cifar.models.Plan) and write the model, DVCLive log and metrics
-    `args` names; then the resume state goes.
+    """Fit the `plan`'s phases (each built from the phase before's best model) and write the model,
+    DVCLive log and metrics; then the resume state goes.
 
-    `cfg`: every params section the stage read (validated), `shared` and `registry` (the model's
-    entry) among them; `provenance`: the inputs the metrics should name (the weights' sha256,
-    say), also part of the identity.
-
-    The plan's phases are fitted one after another, each built from the best model of the phase
-    before (`previous`, a .keras path; None for the first, and on workers other than the chief,
-    which then receive the chief's weights). Each phase resumes on its own; the history and the
-    DVCLive log run on across phases and the last phase's best model is the stage's model.
-
-    The resume state is deleted only once the model and metrics are written: a kill at any point
-    before leaves a state that the rerun reuses (DVC removes the stage's outputs before it runs,
-    and its cache keeps the last good ones). The DVCLive folder is written as training goes, so
-    that `dvc exp show` follows it. A loss that became NaN stops training (TerminateOnNaN) and fails the
-    stage, naming the epoch, unless `args.keep_checkpoint_on_nan`: then the best model of the
-    epochs before it is the output.
-    """
+    `cfg`: every params section the stage read; `provenance`: inputs the metrics name (the weights'
+    sha256), part of the identity. The state is deleted only once the outputs are written, so a kill
+    before leaves a state the rerun reuses. A NaN loss fails the stage, naming the epoch, unless
+    `args.keep_checkpoint_on_nan`."""
     from dvclive import Live
 
     # First: the multi-worker strategy must be made before any other TensorFlow work.
@@ -177,8 +137,7 @@ def run(name, plan, args, cfg, provenance):
 
 
 def at_chance(name, best_val, classes, precision):
-    """A warning line when the best val accuracy is no better than guessing (under 1.5 / classes):
-    the model did not learn, which a metric alone does not say. None otherwise."""
+    """A warning line when the best val accuracy is under 1.5 / classes: the model did not learn."""
     if best_val >= 1.5 / classes:
         return None
     advice = ([f"it trained in {precision}: try float32 (-S MODULE.train.precision=float32 or "
@@ -191,8 +150,7 @@ def at_chance(name, best_val, classes, precision):
 
 
 def check_finite(name, phase, summary, epochs_before, keep_checkpoint):
-    """Fail with one line when the loss became NaN in this phase, unless the user asked for the
-    best model of the epochs before it."""
+    """Fail in one line on a NaN loss in this phase, unless the best model before it is asked for."""
     epoch = summary.get("nan_epoch")
     if epoch is None:
         return
@@ -225,5 +183,4 @@ def arguments(description):
 
 
 def main(stage, body):
-    """Run a stage's `body()`; expected failures become one `stage: error: ...` line, exit 1."""
     outputs.run_stage(stage, body)

@@ -1,12 +1,8 @@
 """TF-Lite: conversion from a SavedModel, and the int8 file a model ships as.
 
-`tflite(saved_model_dir, kind)` writes float32, dynamic-range or full-int8 files (calibrated on
-`representative` images). For int8, `int8_candidates` lists the files the export tries, in order:
-integer-only; int16 activations in the quantization debugger's worst layers (`debugger_ranking`,
-`int16_activations`, still integer-only); those layers in float (`selective`). `choose_int8` ships
-the first within the accuracy target on val, else the most accurate. `tflite_bytes_by_part` says
-where a file's bytes go, and `structural_floor` which of them per-channel int8 cannot do without.
-"""
+For int8, `int8_candidates` lists the files the export tries, in order: integer-only; int16
+activations in the quantization debugger's worst layers (still integer-only); those layers in
+float. `choose_int8` ships the first within the accuracy target on val, else the most accurate."""
 
 from __future__ import annotations
 
@@ -53,13 +49,9 @@ def quiet_converter():
 
 
 def converter_for(saved_model_dir, kind, calibration_images=None, float_fallback=False):
-    """The TF-Lite converter of a SavedModel, set up for `kind`, one of the export's (TFLITE_KINDS).
-
-    float32: no quantization. dynamic_range: int8 weights, float activations and I/O.
-    int8: weights and activations int8 (calibrated on `calibration_images`), integer-only ops
-    (with `float_fallback`, float kernels where the converter is told to keep some), uint8 input
-    (raw pixels) and uint8 output (probability * 256).
-    """
+    """The TF-Lite converter of a SavedModel for `kind` (TFLITE_KINDS): float32; dynamic_range (int8
+    weights); int8 (calibrated on `calibration_images`, integer-only ops unless `float_fallback`,
+    uint8 raw pixels in and uint8 probabilities x 256 out)."""
     import tensorflow as tf
 
     if kind not in TFLITE_KINDS:
@@ -99,11 +91,9 @@ def describe(detail):
 
 
 def tflite_bytes_by_part(path):
-    """Where a .tflite file's bytes go: constant tensor data by dtype, the quantization parameters
-    (a float32 scale and an int64 zero point per channel of a per-channel-quantized tensor, one of
-    each for a per-tensor one) and the tensor names; `other` is the flatbuffer's structure. This
-    is why an int8 file is more than a quarter of the float32 one: read with TF-Lite's own
-    flatbuffer_utils."""
+    """Where a .tflite file's bytes go (TF-Lite's flatbuffer_utils): constant data by dtype, the
+    quantization parameters (a float32 scale and an int64 zero point per channel), the tensor names,
+    and `other`, the flatbuffer's structure."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model(str(path))
@@ -132,9 +122,8 @@ def calibration_sample(x_train, count, seed):
 
 
 def debugger_ranking(saved_model_dir, calibration, images):
-    """[(tensor name, op name, rmse / scale)] worst first: TF-Lite's quantization debugger's
-    per-layer error on `images`, in units of the layer's quantization step (about 0.29 for
-    rounding alone)."""
+    """[(tensor, op, rmse / scale)] worst first: the quantization debugger's per-layer error on
+    `images`, in quantization steps (about 0.29 for rounding alone)."""
     import csv
     import io
 
@@ -157,8 +146,7 @@ def debugger_ranking(saved_model_dir, calibration, images):
 
 
 def selective(saved_model_dir, calibration, images, denylisted_ops=(), denylisted_nodes=()):
-    """int8 TF-Lite bytes with the named ops or nodes kept in float (the quantization debugger's
-    selective quantization); every other operation int8, uint8 in and out as the export's int8."""
+    """int8 bytes with the named ops or nodes kept in float (the debugger's selective quantization)."""
     import tensorflow as tf
 
     converter = converter_for(saved_model_dir, "int8", calibration, float_fallback=True)
@@ -174,11 +162,9 @@ def selective(saved_model_dir, calibration, images, denylisted_ops=(), denyliste
 
 
 def int16_activations(float_tflite, calibration, tensors, threads=None):
-    """Integer-only TF-Lite bytes made from a float32 .tflite by litert-quantizer (static
-    quantization, calibrated on `calibration`): int8 weights everywhere, int16 activations in the
-    operations that write the named `tensors` and int8 ones in the rest, with integer QUANTIZE
-    operations between them; int8 in and out (the raw pixels with the calibrated scale and zero
-    point, the probabilities likewise: metadata.json records both)."""
+    """Integer-only bytes from a float32 .tflite by litert-quantizer: int8 weights, int16 activations
+    in the operations that write `tensors`, int8 elsewhere; int8 in and out (metadata.json records
+    the scales)."""
     import contextlib
     import io
     import os
@@ -206,11 +192,9 @@ def int16_activations(float_tflite, calibration, tensors, threads=None):
 
 
 def int8_candidates(source, calibration, float_layers, int16_layers=0):
-    """The int8 files the export tries, in order of preference: [(name, integer-only, what it is,
-    make() -> bytes)]. Integer-only first (what microcontrollers and integer NPUs need); then, still
-    integer-only, int16 activations in the quantization debugger's `int16_layers` worst layers
-    (litert-quantizer); then its `float_layers` worst layers kept in float. The debugger runs once,
-    when the first candidate that needs its ranking is made."""
+    """[(name, integer-only, what it is, make() -> bytes)] in order of preference: integer-only; int16
+    activations in the debugger's `int16_layers` worst layers; its `float_layers` worst in float.
+    The debugger runs once, when a candidate first needs its ranking."""
     ranked = []
 
     def worst(count):
@@ -236,11 +220,9 @@ DEBUG_IMAGES = 200  # calibration images the quantization debugger compares floa
 
 
 def choose_int8(candidates, accuracy_of, float_accuracy, drop_pp):
-    """(bytes, record) of the first candidate within `drop_pp` points of `float_accuracy`, by
-    `accuracy_of(bytes)` (on val); if none is within, the most accurate. Later candidates are
-    not made once one is within. A candidate LiteRT cannot run (its delegate refuses to prepare a
-    node: seen for some int8 graphs at 64 px) is recorded with the error and passed over; none
-    that runs is a StageError."""
+    """(bytes, record) of the first candidate within `drop_pp` of `float_accuracy` by `accuracy_of`
+    (on val), else the most accurate; later candidates are not made. One LiteRT cannot run (seen
+    for some int8 graphs at 64 px) is recorded and passed over; none that runs is a StageError."""
     from cifar.outputs import StageError
 
     tried, failed = [], []
@@ -273,8 +255,8 @@ def choose_int8(candidates, accuracy_of, float_accuracy, drop_pp):
 
 
 def structural_floor(artifact):
-    """The bytes an int8 file cannot do without: its int8 weights, its int32 biases and their
-    per-channel scales and zero points (tflite_bytes_by_part); None without that breakdown."""
+    """The bytes an int8 file cannot do without (weights, biases, their scales and zero points); None
+    without `bytes_by_part`."""
     parts = artifact.get("bytes_by_part")
     if not parts:
         return None

@@ -1,11 +1,7 @@
-"""Test-time augmentation, an inference choice of any model (its registry entry's `tta`).
-
-`wrap(model, level)` returns the model that evaluate, export and predict run: it averages the
-trained model's outputs over the image and its mirror image (level 1) and, at level 2, the two
-one-pixel diagonal translations of each. It is applied after training, so changing the level
-reruns evaluation and export, never training; and the accuracy the pipeline reports is the
-accuracy a user of any exported artifact gets, since every format holds the wrapped model.
-"""
+"""Test-time augmentation, an inference choice of any model (its registry entry's `tta`): `wrap`
+averages the outputs over the image and its mirror (level 1) and, at 2, their one-pixel diagonal
+shifts. Applied after training: changing it reruns evaluation and export only, and every format
+holds the wrapped model."""
 
 from __future__ import annotations
 
@@ -21,13 +17,8 @@ VIEW_WEIGHTS = {0: (1.0,), 1: (0.5, 0.5), 2: (0.25, 0.25, 0.125, 0.125, 0.125, 0
 
 @keras.saving.register_keras_serializable(package="cifar")
 class TestTimeAugmentation(layers.Layer):
-    """Average `net`'s outputs over flips (level >= 1) and 1 px translations (level 2).
-
-    Level 2 is airbench94's: 0.5 x (image and its mirror) + 0.25 x (shifted up-left, and its
-    mirror) + 0.25 x (shifted down-right, and its mirror); a shift reflect-pads by one pixel and
-    crops. The views go through `net` in one call, stacked along the batch axis, so the graph (and
-    every exported format) holds each weight once. NHWC input. In training it is `net` itself.
-    """
+    """`net`'s outputs averaged over its views (airbench94's weights at level 2), all through one
+    call stacked on the batch axis, so every format holds each weight once. In training: `net`."""
 
     def __init__(self, net, level=2, **kwargs):
         super().__init__(**kwargs)
@@ -42,7 +33,6 @@ class TestTimeAugmentation(layers.Layer):
         self.built = True
 
     def views(self, x):
-        """(the views stacked along the batch axis, the weight of each view: VIEW_WEIGHTS)."""
         if self.level == 1:
             return ops.concatenate([x, ops.flip(x, axis=2)], axis=0), VIEW_WEIGHTS[1]
         height, width = x.shape[1], x.shape[2]
@@ -74,8 +64,7 @@ class TestTimeAugmentation(layers.Layer):
 
 
 def wrap(model, level):
-    """`model` with test-time augmentation at `level` (0: `model` itself). Its input is named
-    `image` and its output `probabilities`, as every model's."""
+    """`model` with test-time augmentation at `level` (0: itself), input `image`, output `probabilities`."""
     if not level:
         return model
     inputs = keras.Input(model.input_shape[1:], name="image")

@@ -1,25 +1,16 @@
-"""MediaPipe Tasks on the exported .tflite files: their TF-Lite metadata written by MediaPipe's
-maintained writer (`describe`, the export stage), and MediaPipe's ImageClassifier run on them as
-an app runs it (`classify`, the parity stage's check and the README's snippet).
+"""MediaPipe Tasks on the exported .tflite files: TF-Lite metadata by MediaPipe's maintained
+writer (`describe`, for the export stage) and its ImageClassifier as an app runs it (`classify`,
+for parity and the README's snippet; `show` prints a file's metadata and labels).
 
 Usage: .venv-mediapipe/bin/python scripts/tools/mediapipe_tasks.py describe --name fast --version 3f2a... \
            --description "..." --labels models/export/fast/labels.txt FILE.tflite [...]
-       .venv-mediapipe/bin/python scripts/tools/mediapipe_tasks.py classify --models FILE.tflite [...] \
-           --images IMAGE [...]      (prints JSON: each file's top class of each image)
+       .venv-mediapipe/bin/python scripts/tools/mediapipe_tasks.py classify --models FILE.tflite [...] --images IMAGE [...]
        .venv-mediapipe/bin/python scripts/tools/mediapipe_tasks.py show FILE.tflite
-                                     (prints the file's metadata and its labels file, as JSON)
 
-Runs in its own environment, `.venv-mediapipe` (`make setup`; pinned by
-requirements-mediapipe.lock): the writer is in mediapipe-numpy2 0.10.21, which needs
-protobuf < 5, and the pipeline's environment holds protobuf 5 (TensorFlow.js' converter needs
-it). `describe` rewrites each file in place with:
-- the input's normalization, mean 0 and std 1: the models take raw 0-255 RGB and scale inside,
-  so an app passes pixels as they are (MediaPipe refuses a float input without it);
-- the input's colour space, RGB;
-- the labels file (one class per line) attached to the output: MediaPipe's `category_name`;
-- the model's name, description and version (the trained model's identity).
-The weights and graph are untouched: the file computes what it computed before.
-"""
+Its own environment (`.venv-mediapipe`, requirements-mediapipe.lock): the writer is in
+mediapipe-numpy2 0.10.21, which needs protobuf < 5, and TensorFlow.js' converter needs 5.
+`describe` adds the input's normalization (mean 0, std 1: the models take raw pixels), RGB, the
+labels file on the output, and name, description and version; the graph is untouched."""
 
 import argparse
 import json

@@ -25,7 +25,73 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the cifar package
 
-from cifar import inference
+from cifar import decode, inference, params
+from cifar.models import ModelError
+
+
+def most_accurate(metrics="reports/metrics/evaluate"):
+    """(name, test accuracy) of the most accurate model by evaluate@NAME's metrics; ModelError if none."""
+    path, results = Path(metrics), {}
+    for file in sorted(path.glob("*.json")):
+        try:
+            results.update({file.stem: json.loads(file.read_text()).get(file.stem)})
+        except (OSError, ValueError, AttributeError):
+            continue
+    scored = {k: v["test"]["accuracy"] for k, v in results.items() if isinstance(v, dict) and "test" in v}
+    if not scored:
+        raise ModelError(f"{path}/ holds no model's test accuracy: no model has been evaluated yet; run "
+                         "`dvc repro evaluate` (or `make repro`), or give --model")
+    best = max(scored, key=scored.get)
+    return best, scored[best]
+
+
+def prepared_path(root):
+    """data/prepared/SOURCE.npz of the repository `root` (prepare.source; cifar10 if unreadable)."""
+    try:
+        source = params.load(["prepare"], Path(root) / "params.yaml")["prepare"]["source"]
+    except (params.ParamsError, OSError):
+        source = "cifar10"
+    return Path(root) / "data" / "prepared" / f"{source}.npz"
+
+
+def class_names(model_path, prepared=None):
+    """Class names from the export's metadata.json beside `model_path`, else from the prepared data
+    (`prepared`, default the repository's); ModelError if neither can say."""
+    path = Path(model_path)
+    for folder in (path, *path.parents[:2]):  # a SavedModel folder, the export folder, its parent
+        meta = folder / "metadata.json"
+        if meta.is_file():
+            try:
+                names = json.loads(meta.read_text())["classes"]
+                if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+                    raise TypeError("'classes' is not a list of names")
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+                raise ModelError(f"{meta} is not an export's metadata ({type(err).__name__}: {err}); it is written "
+                                 "by the export stage: rerun it with `dvc repro --force --glob 'export@*'`") from None
+            return tuple(names)
+    prepared = Path(prepared) if prepared else prepared_path(Path(__file__).resolve().parents[2])
+    try:
+        with np.load(prepared, allow_pickle=False) as npz:
+            return tuple(str(n) for n in npz["class_names"])
+    except (OSError, KeyError, ValueError) as err:
+        raise ModelError(f"{path}: no metadata.json beside it names its classes, and the prepared data "
+                         f"{prepared} cannot be read ({type(err).__name__}); use an exported model "
+                         "(models/export/NAME/...) or run `dvc repro prepare`") from None
+
+
+def check_takes_images(predictor, path, classes):
+    """ModelError unless `predictor` takes (N, side, side, 3) images and gives one probability per
+    class: a model made for other input fails here, not on the first image."""
+    side = predictor.side
+    try:
+        out = np.asarray(predictor.predict(np.zeros((1, side, side, 3), np.uint8)))
+    except Exception as err:  # shape errors differ by runtime: Keras, TF, LiteRT
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise ModelError(f"{path}: loads, but does not take {side}x{side} RGB images ({type(err).__name__}: "
+                         f"{first}); this project's models take (N, side, side, 3) raw 0-255 RGB") from None
+    if out.shape != (1, classes):
+        raise ModelError(f"{path}: gives output of shape {out.shape[1:]} for one image, not {classes} "
+                         "class probabilities; it is not a classifier of this project for these classes")
 
 
 def registered_tta(path):
@@ -34,8 +100,6 @@ def registered_tta(path):
     file (an export holds its own)."""
     if path.suffix != ".keras":
         return 0
-    from cifar import params
-
     try:
         registry = params.load(["models"])["models"]
     except params.ParamsError:  # run outside the repository: the file as it is
@@ -49,8 +113,8 @@ def main(argv=None):
                         "(default: the most accurate model in reports/metrics/evaluate/)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
-    parser.add_argument("--max-pixels", type=int, default=inference.MAX_PIXELS,
-                        help=f"refuse larger images, read from the header before decoding (default {inference.MAX_PIXELS:,})")
+    parser.add_argument("--max-pixels", type=int, default=decode.MAX_PIXELS,
+                        help=f"refuse larger images, read from the header before decoding (default {decode.MAX_PIXELS:,})")
     parser.add_argument("images", nargs="+", type=Path)
     args = parser.parse_args(argv)
     if args.top < 1:
@@ -58,13 +122,13 @@ def main(argv=None):
 
     try:
         if args.model is None:
-            best, accuracy = inference.most_accurate()
+            best, accuracy = most_accurate()
             args.model = Path("models/trained") / f"{best}.keras"
             print(f"Using {args.model}, the most accurate model ({accuracy:.2%} test accuracy)", file=sys.stderr)
         predictor = inference.load(args.model, registered_tta(args.model))
-        names = inference.class_names(args.model)
-        inference.check_takes_images(predictor, args.model, len(names))
-    except inference.ModelError as err:
+        names = class_names(args.model)
+        check_takes_images(predictor, args.model, len(names))
+    except ModelError as err:
         print(f"predict: error: {err}", file=sys.stderr)
         return 2
     # OpenCV's own cap follows --max-pixels. OpenCV reads it once, so only before cv2 is imported
@@ -75,8 +139,8 @@ def main(argv=None):
     results = []
     for path in args.images:
         try:
-            pixels, notes = inference.read_image(path, args.max_pixels, predictor.side)
-        except inference.ImageError as err:
+            pixels, notes = decode.read_image(path, args.max_pixels, predictor.side)
+        except decode.ImageError as err:
             results.append({"file": str(path), "error": str(err)})
             continue
         probabilities = predictor.predict(pixels[np.newaxis])[0]

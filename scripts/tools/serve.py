@@ -2,18 +2,10 @@
 
 Usage: python scripts/tools/serve.py [--host 127.0.0.1] [--port 8000] [--exports models/export]
 
-    /                        web/ (index.html, app.js, style.css)
-    /vendor/tfjs/            node_modules/@tensorflow/tfjs/dist/ (tf.min.js)
-    /vendor/tfjs-backend-wasm/  node_modules/@tensorflow/tfjs-backend-wasm/dist/ (.js, .wasm)
-    /models/index.json       the exported models that have a TF.js version, with their classes,
-                             the most accurate first (from the parity metrics), and their
-                             accuracy on corrupted images (the robustness metrics)
-    /models/<name>/          models/export/<name>/ (tfjs/model.json and its weight shards)
-
-Nothing is fetched from a CDN: `make setup` installs the npm packages, `make export` the models.
-Every response carries the cross-origin isolation headers (COOP same-origin, COEP require-corp),
-so the WASM backend runs multi-threaded, one thread per core. A server of your own should send them too.
-"""
+/ is web/; /vendor/tfjs/ and /vendor/tfjs-backend-wasm/ the npm packages' dist/; /models/NAME/ an
+export folder; /models/index.json the exported TF.js models, the most accurate first. Nothing
+comes from a CDN. Every response carries cross-origin isolation headers (COOP same-origin, COEP
+require-corp), so the WASM backend runs multi-threaded; a server of your own should send them too."""
 
 import argparse
 import functools
@@ -38,8 +30,7 @@ def test_accuracy(metrics_dir, name):
 
 
 def corrupted_accuracy(metrics_dir, name):
-    """The model's mean accuracy on the robustness stage's corrupted test images (its
-    robustness/NAME.json beside the export metrics' folder, as the pipeline writes them), or None."""
+    """The model's mean accuracy on corrupted images (robustness/NAME.json beside `metrics_dir`)."""
     try:
         path = Path(metrics_dir).parent / "robustness" / f"{name}.json"
         return json.loads(path.read_text())[name]["mean_corruption_accuracy"]
@@ -48,10 +39,9 @@ def corrupted_accuracy(metrics_dir, name):
 
 
 def model_index(exports, metrics_dir=None, warn=None):
-    """[{name, label, classes, side, url, quantization, accuracy, corrupted_accuracy}] for every export folder with a TF.js
-    model, the most accurate first (the page loads the first). Hidden folders (an export still
-    being written, `.cnn.1234.x.tmp`) are not models. An export whose metadata.json is corrupt or
-    from an older export is skipped, with one line to `warn` (default: stderr), and the rest are served."""
+    """[{name, label, classes, side, url, quantization, accuracy, corrupted_accuracy}] for every
+    export with a TF.js model, the most accurate first; hidden folders are skipped, and so, with a
+    warning, is an export whose metadata.json is corrupt."""
     warn = warn or (lambda line: print(line, file=sys.stderr))
     found = []
     for meta in sorted(Path(exports).glob("*/metadata.json")):
@@ -86,8 +76,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         super().__init__(*args, directory=str(routes["/"]), **kwargs)
 
     def send_head(self):
-        """Refuse odd URLs before any file is looked at: a NUL or backslash, a `..`, a hidden
-        name (.tmp leftovers) -> 400/404; a folder -> 404 (no listings) unless it has index.html."""
+        """Refuse odd paths (NUL, backslash, `..`, hidden names) and folders without index.html."""
         path = unquote(urlsplit(self.path).path)
         if "\0" in path or "\\" in path or not path.startswith("/"):
             self.send_error(400, "Bad request path")
@@ -143,10 +132,8 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
 
 def npm_package(name, start=REPO):
-    """The folder of npm package `name` as Node.js resolves it from `start`: the first
-    node_modules/<name> in `start` or above it. A `dvc exp run --temp` copy of the repository
-    (under .dvc/tmp/exps/) has no node_modules of its own and uses the repository's, as
-    Node.js does for the TF.js parity check; `start`'s own is named when none is found."""
+    """The npm package's folder as Node.js resolves it from `start` (a `dvc exp run --temp` copy
+    uses the repository's node_modules)."""
     for folder in (start, *start.parents):
         if (folder / "node_modules" / name).is_dir():
             return folder / "node_modules" / name

@@ -22,6 +22,15 @@ def images_per_second(batches, limit):
     return seen / (time.perf_counter() - start)
 
 
+def random_resolution_transform(image, rng=None, scale_range=(0.8, 1.2)):
+    """The seed's preprocessing_function: a float32 [0, 1] image resized by a random factor in
+    scale_range, then reflect-padded or cropped back to its side (augment.resize_pad_crop)."""
+    rng = np.random.default_rng() if rng is None else rng
+    as_uint8 = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    new_size = int(image.shape[0] * rng.uniform(*scale_range))
+    return augment.resize_pad_crop(as_uint8, new_size).astype(np.float32) / 255.0
+
+
 def seed_stream(x, y, batch_size, seed, config):
     from tensorflow.keras.preprocessing.image import ImageDataGenerator  # the seed's API, public in tf.keras
 
@@ -31,7 +40,7 @@ def seed_stream(x, y, batch_size, seed, config):
         width_shift_range=config["shift_fraction"],
         height_shift_range=config["shift_fraction"],
         horizontal_flip=config["horizontal_flip"],
-        preprocessing_function=lambda img: augment.random_resolution_transform(
+        preprocessing_function=lambda img: random_resolution_transform(
             img, rng, config["resolution_scale"]
         ),
     )

@@ -55,11 +55,26 @@ def choose(rows):
     return min(rows, key=lambda row: row["distance_pp"])
 
 
+def command(stage, places, root):
+    """The stage's cmd as tokens, each flag of `places` pointed elsewhere and `python` this
+    interpreter: a stage's own run outside the pipeline's outputs (seed sweeps, studies)."""
+    import shlex
+
+    from cifar.stage import resolved
+
+    tokens = shlex.split(resolved(stage, root).get("cmd", ""))
+    missing = [flag for flag in places if flag not in tokens[:-1]]
+    if missing:
+        raise outputs.StageError(f"the cmd of stage '{stage}' in dvc.yaml lacks {', '.join(missing)}")
+    for i, token in enumerate(tokens[:-1]):
+        if token in places:
+            tokens[i + 1] = str(places[token])
+    return [sys.executable if tokens[0] == "python" else tokens[0], *tokens[1:]]
+
+
 def train(reading, folder, data, precision=None):
     """The training stage's command for the seed CNN with `convs_per_block: reading` (and
     `shared.train.precision: precision`, if given), outputs in `folder`."""
-    from cifar.stage import command
-
     repo = Path(__file__).resolve().parents[2]
     values = yaml.safe_load((repo / "params.yaml").read_text())
     values["cnn"]["convs_per_block"] = reading

@@ -1,26 +1,17 @@
-"""The model registry's code. Each model is one module of this package, named by its registry
-entry (params.yaml `models.NAME.module`: MODULE, its file scripts/cifar/models/MODULE.py, imported
-as cifar.models.MODULE), and holds everything that model is:
+"""The model registry's code: each model is a module of this package, named by its registry entry
+(params.yaml `models.NAME.module`), holding everything that model is:
 
-- `build(section, images=None, classes=None, weights=None)`: the uncompiled Keras model, from
-  the model's settings (the module's section, with the model's own section laid over it:
-  `section`), for the data's images (the training images, uint8 (N, side, side, 3): their shape
-  is the model's input) and its `classes` (how many); it takes raw 0-255 RGB and scales it
-  itself, so every exported format is called the same way. `images`, `classes` and `weights` (the
-  file `fetch_weights` placed) are passed only to a builder that names them.
-- `plan(section, shared, weights=None)` (optional): how it trains, a `Plan`: its phases, their
-  settings, its augmentation and its recipe. Without one: one phase of `build` with the seed's
-  settings (`shared.train`, `shared.augment`) and the seed's recipe (cifar.training.recipe).
-- `SCHEMA` (a cifar.params.Section), and optionally `validate(section, where, path)` for the rules
-  a schema cannot say: its params section is checked at every stage's start. A module without a
-  SCHEMA is refused.
-- its own Keras objects (layers, optimizer, schedule), registered under the package name
-  `cifar.models.NAME`, so a saved model names the module that defines them and `load` imports
-  exactly that module.
+- `build(section, images=None, classes=None, weights=None)`: the uncompiled Keras model from its
+  settings (the module's section with the model's own laid over it), for the training images'
+  shape and `classes`; it takes raw 0-255 RGB and scales itself. Only the inputs a builder names
+  are passed.
+- `plan(section, shared, weights=None)` (optional): its `Plan`. Without one: one phase of `build`
+  with the seed's settings and recipe.
+- `SCHEMA` (a cifar.params.Section; a module without one is refused), and optionally
+  `validate(section, where, path)` for rules a schema cannot say.
+- its Keras objects, registered under `cifar.models.NAME`, so `load` imports exactly that module.
 
-Only its models' stages depend on the module, so editing one model retrains that model alone.
-Its training stage is `train@NAME` (dvc.yaml's foreach over the registry, scripts/train.py).
-"""
+Only its models' stages depend on the module: editing one model retrains that model alone."""
 
 from __future__ import annotations
 
@@ -39,10 +30,8 @@ IMPORTED = re.compile(r"cifar\.models\.[a-z][a-z0-9_]*")  # a model module's imp
 
 
 def to_side(input_side, side):
-    """The layer that brings `input_side` px images to the `side` a model works at, inside its
-    graph (so its exports take the prepared side), or None at the same side: average pooling by
-    an integer factor (each output pixel the mean of a k x k block: the area resize), bilinear
-    resizing otherwise. Both are TF-Lite built-ins that quantize to int8."""
+    """The layer bringing `input_side` px images to `side` inside the graph, or None: average pooling
+    by an integer factor, bilinear resizing otherwise (both int8-quantizable TF-Lite built-ins)."""
     import keras
 
     if input_side == side:
@@ -59,10 +48,8 @@ class ModelError(StageError, ValueError):
 
 @dataclass
 class Recipe:
-    """What a model trains with (a `recipe(train_cfg, steps_per_epoch)` returns it): its optimizer
-    and loss, its callbacks, those of them whose counters a resume replays (`monitors`), and
-    `prepare(model)`, run after compile in the strategy's scope (an optimizer that must see the
-    model's weights, say)."""
+    """What a model trains with: optimizer, loss, callbacks, those a resume replays (`monitors`), and
+    `prepare(model)`, run after compile in the strategy's scope."""
     optimizer: object
     loss: object
     callbacks: list = field(default_factory=list)
@@ -72,8 +59,7 @@ class Recipe:
 
 @dataclass
 class Phase:
-    """One fit of a recipe in steps: `build(arrays, previous)` makes the model (`previous`: the
-    best model of the phase before, a .keras path, or None), `train` its settings."""
+    """One fit: `build(arrays, previous)` (previous: the phase before's best .keras, or None), `train`."""
     name: str | None
     build: Callable
     train: dict
@@ -81,10 +67,8 @@ class Phase:
 
 @dataclass
 class Plan:
-    """How a model trains: its phases in order, the augmentation config of its training stream
-    (cifar.augment.train_dataset), its recipe (train_cfg, steps_per_epoch) -> Recipe, and which
-    of its module's recipes it is (`variant`, in the training metrics as `recipe`: "default", or
-    "float32" where a module has one for that precision)."""
+    """How a model trains: its phases, the augmentation of its stream, its recipe, and which of its
+    module's recipes it is (`variant`: "default", or "float32")."""
     phases: list
     augment: dict
     recipe: Callable = None
@@ -101,7 +85,7 @@ def train_stage(name):
 
 
 def module(entry, where="models"):
-    """The registry entry's model module, imported (so its Keras objects are registered)."""
+    """The registry entry's model module, imported."""
     from cifar.params import MODULE, ParamsError
 
     name = entry["module"]
@@ -116,7 +100,7 @@ def module(entry, where="models"):
 
 
 def entry(name, path="params.yaml"):
-    """(registry entry, its settings checked by the model module's rules) for the model `name`."""
+    """(registry entry, its settings checked by its module's rules) for the model `name`."""
     from cifar import params
 
     loaded = params.load(["models"], path)["models"]
@@ -126,9 +110,8 @@ def entry(name, path="params.yaml"):
 
 
 def section(entry, path="params.yaml", name=None):
-    """The model's settings: its module's section with the model's own section (`name`) laid over
-    it (cifar.params.merged), checked by the module's rules (`validate` or `SCHEMA`) under the
-    name of the section a value came from."""
+    """The model's settings: its module's section with its own laid over it, checked by the module's
+    `validate` or `SCHEMA` under the name of the section a value came from."""
     from cifar import params
 
     base = entry["module"]
@@ -148,8 +131,7 @@ def section(entry, path="params.yaml", name=None):
 
 
 def build(found, section, section_name, **inputs):
-    """`found.build(section, **inputs)`, passing only the inputs the builder names; a missing key
-    of its section is a ParamsError."""
+    """`found.build(section, **inputs)` with only the inputs it names; a missing key is a ParamsError."""
     from cifar.params import ParamsError
 
     wanted = inspect.signature(found.build).parameters
@@ -161,8 +143,7 @@ def build(found, section, section_name, **inputs):
 
 
 def plan(entry, section, shared, weights=None):
-    """The model's training `Plan`: its module's `plan`, else one phase of its builder with the
-    seed's settings and recipe."""
+    """The model's `Plan`: its module's, else one phase of its builder with the seed's settings."""
     found = module(entry)
     if hasattr(found, "plan"):
         return found.plan(section, shared, weights)
@@ -184,8 +165,7 @@ def saved_config(path):
 
 
 def registered_modules(path, config=None):
-    """The modules whose Keras objects the saved model `path` (.keras; or its `config`) names:
-    `cifar.models.NAME` for a model's own layers, `cifar` for the shared ones (cifar.tta)."""
+    """The modules whose Keras objects the saved model names ("PACKAGE>NAME")."""
     config = saved_config(path) if config is None else config
     # A class is named in its "registered_name", a function in its "config": "PACKAGE>NAME" either way.
     return sorted(set(re.findall(r'"(cifar(?:\.\w+)*)>\w+"', config)))
@@ -196,14 +176,12 @@ MIXED_POLICY = re.compile(r'("class_name": "DTypePolicy", "config": \{"name": )"
 
 
 def low_precision(path, config=None):
-    """Whether the saved model `path` (or its `config`) was built under a mixed-precision policy."""
+    """Whether the saved model was built under a mixed-precision policy."""
     return bool(MIXED_POLICY.search(saved_config(path) if config is None else config))
 
 
 def float32_copy(path, out):
-    """A copy of the .keras file `path` at `out` whose every layer computes in float32: the same
-    weights (mixed precision keeps the variables float32), the dtype policies rewritten. What a
-    model trained in mixed precision is evaluated and exported as."""
+    """A copy of the .keras file whose layers compute in float32 (the same float32 variables)."""
     with zipfile.ZipFile(path) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as copy:
         for item in source.infolist():
             payload = source.read(item.filename)
@@ -214,11 +192,9 @@ def float32_copy(path, out):
 
 
 def load(path, tta=0, stage=None):
-    """The one loader of a .keras model, as inference runs it: with test-time augmentation at
-    level `tta` (cifar.tta.wrap; 0: none). It imports the modules whose objects the file names,
-    and nothing else. A model trained in mixed precision comes back in float32 (`float32_copy`).
-    ModelError, naming the file and the stage that writes it (`stage`; for models/trained/NAME.keras,
-    train@NAME), if it cannot load."""
+    """The one loader of a .keras model, with test-time augmentation at `tta`. It imports the modules
+    the file names and nothing else; a mixed-precision model comes back in float32. ModelError,
+    naming the file and the stage that writes it, if it cannot load."""
     import keras
 
     from cifar import tta as views

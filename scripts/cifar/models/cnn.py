@@ -21,15 +21,9 @@ class SCHEMA(params.Section):  # params.yaml `cnn`: the architecture
 
 
 def build(section, images=None, classes=NUM_CLASSES):
-    """The seed's CNN from its params section (`cnn`, validated: every key given, no default of
-    its own): two Conv-BN-MaxPool-Dropout blocks, Conv-BN-GAP, Dense, Dropout, softmax, for the
-    training `images`' shape (CIFAR-10's without them) and `classes` classes. It works at
-    `side` px: images prepared at another side are resized to it inside (cifar.models.to_side).
-
-    `convs_per_block`: how many Conv-BN pairs each block repeats. The seed's text describes "a
-    layered architecture of repeated layer blocks", then each block as one convolution "followed
-    by batch normalization, pooling and dropout": 1 reads it literally, 2 reads each block as two
-    convolutions (studies/fidelity/ compares the readings with the seed's numbers)."""
+    """The seed's CNN from its section: Conv-BN blocks with max-pooling and dropout, Conv-BN-GAP,
+    Dense, Dropout, softmax, resized to `side` inside. `convs_per_block`: 1 reads the seed's text
+    literally, 2 reads each block as two convolutions (studies/fidelity/ compares them)."""
     kernel_size, block_dropout, convs_per_block = section["kernel_size"], section["block_dropout"], section["convs_per_block"]
 
     def block(width):

@@ -1,27 +1,16 @@
-"""The fast model (registry entry `fast`, stage `train@fast`; `fast_robust` too): an airbench94-style network (Keller
-Jordan, "94% on CIFAR-10 in 3.29 seconds on a single GPU", arXiv 2404.00498), written in Keras
-from the paper's description, with its recipe, its optimizer and its schedule.
+"""The fast model (registry entries `fast`, `fast_robust`): an airbench94-style network (Keller
+Jordan, arXiv 2404.00498) in Keras, with its recipe, optimizer and schedule.
 
-    raw 0-255 RGB -> /255 -> per-channel standardisation (the training set's mean and std)
-    -> 2x2 convolution, frozen, initialised to whiten 2x2 patches (eigenvectors of the training
-       images' patch covariance, each with its negative: 2 x 12 = 24 channels), GELU
-    -> 3 conv groups (widths 64, 256, 256): conv 3x3 -> max-pool 2 -> BN -> GELU -> conv 3x3 -> BN -> GELU
-       (each conv's first in_channels filters start as the identity, airbench's Dirac init)
-    -> max-pool 3 -> dense (no bias) -> x 1/9 (logit scale) -> softmax
+    raw 0-255 RGB -> /255 -> standardisation (the training set's mean and std)
+    -> 2x2 convolution, frozen, whitening 2x2 patches (each eigenvector and its negative), GELU
+    -> 3 groups (widths 64, 256, 256): conv 3x3 -> max-pool 2 -> BN -> GELU -> conv 3x3 -> BN -> GELU
+    -> max-pool -> dense (no bias) -> x logit scale -> softmax
 
-BatchNormalization has no learned scale (as airbench: its weight is frozen at 1) and a fast
-moving average. Differences from airbench94, chosen to keep every artifact exportable and the
-code small: GELU is the tanh approximation (TF.js cannot run the exact one's Erfc), and the
-network trains on the 40,000-image split the pipeline shares. The whitening convolution's bias
-is airbench's option `train.whiten_bias_epochs`: 0 builds none; N > 0 builds one that trains for
-the first N epochs, then stops (airbench trains it for 3). Test-time augmentation is an inference choice
-(`models.fast.tta`, cifar.tta), applied to the trained model.
-
-The recipe (`recipe`) is airbench's: SGD with Nesterov momentum on a warm-up/decay schedule per
-step, label smoothing, a higher learning rate for BN biases, coupled L2 weight decay and
-lookahead. params.yaml states its learning rate and weight decay in airbench's own units (per
-1,024 images, for the loss summed over the batch); `per_step` converts them.
-"""
+As airbench: BN without a learned scale and a fast moving average, Dirac-initialised convolutions,
+the whitening bias trained for `train.whiten_bias_epochs`. Unlike it: GELU's tanh approximation
+(TF.js cannot run Erfc), the pipeline's 40,000-image split. The recipe is airbench's (Nesterov
+SGD, warm-up/decay per step, label smoothing, scaled bias rate, coupled L2, lookahead, optionally
+Muon), its rate and decay in airbench's units (per 1,024 images, summed loss): `per_step`."""
 
 from __future__ import annotations
 
@@ -93,9 +82,7 @@ class SCHEMA(params.Section):  # params.yaml `fast`
 
 
 def validate(values, where="fast", path="params.yaml"):
-    """Check the section against SCHEMA (and with its `float32` settings laid over it), and that
-    `augment.augmix` is set exactly when the policy is augmix (a setting the policy ignores must be
-    null, so changing it cannot retrain for nothing)."""
+    """SCHEMA, also with `float32` laid over; `augment.augmix` set exactly when the policy is augmix."""
     params.validate(values, SCHEMA, where, path)
     if values["float32"]:
         params.validate({**params.merged(values, values["float32"]), "float32": None}, SCHEMA,
@@ -112,21 +99,15 @@ SOURCE_IMAGES = 1024  # airbench's unit: its learning rate and weight decay are 
 
 def per_step(learning_rate, weight_decay, momentum, batch_size):
     """(learning rate, weight decay) per step for the batch-mean loss, from airbench's values per
-    1,024 images for the summed loss. airbench divides both by 1024 x (1 + 1 / (1 - momentum)),
-    the size of a Nesterov step relative to one image's gradient, and multiplies the weight decay
-    by the batch size; the mean loss's gradient is 1/batch of the summed one, so its learning
-    rate is batch times larger. The weight decay is per step at the peak rate (the schedule
-    scales it, as airbench's)."""
+    1,024 images for the summed loss: both divided by 1024 x (1 + 1 / (1 - momentum)) and multiplied
+    by the batch size (the decay at the peak rate; the schedule scales it, as airbench's)."""
     kilostep = SOURCE_IMAGES * (1 + 1 / (1 - momentum))
     return learning_rate * batch_size / kilostep, weight_decay * batch_size / kilostep
 
 
 def whitening_filters(images, patch, eps=5e-4):
-    """(patch, patch, 3, 2 * patch * patch * 3) Conv2D kernel that whitens `patch`x`patch` patches.
-
-    `images` are standardised float32 NHWC. Each eigenvector v of the patches' covariance,
-    scaled by 1/sqrt(eigenvalue + eps), and its negative, is one output channel.
-    """
+    """(patch, patch, 3, 2 * patch^2 * 3) kernel whitening the patches of standardised `images`: each
+    eigenvector of their covariance over sqrt(eigenvalue + eps), and its negative."""
     n, h, w, c = images.shape
     windows = np.lib.stride_tricks.sliding_window_view(images, (patch, patch), axis=(1, 2))
     # (n, h-p+1, w-p+1, c, p, p) -> (rows, p*p*c) in the kernel's (p, p, c) order
@@ -140,9 +121,7 @@ def whitening_filters(images, patch, eps=5e-4):
 
 
 def dirac_init(conv):
-    """airbench's initialisation: the first `in_channels` filters of a 3x3 convolution pass their
-    input channel through unchanged (a Dirac delta at the centre); the others keep their random
-    start. So a group's second convolution (as wide as its input) starts as the identity."""
+    """airbench's init: a 3x3 convolution's first in_channels filters pass their channel through."""
     kernel = conv.kernel.numpy()
     k, _, c_in, c_out = kernel.shape
     n = min(c_in, c_out)
@@ -153,14 +132,10 @@ def dirac_init(conv):
 
 @keras.saving.register_keras_serializable(package="cifar.models.fast")
 class FusedBatchNormalization(layers.BatchNormalization):
-    """Keras' BatchNormalization (the same variables, settings and inference), trained through
-    TensorFlow's fused kernel. Keras' own casts a bfloat16 input to float32 and normalises it in
-    separate elementwise ops; the fused kernel (oneDNN's on a CPU) takes the bfloat16 tensor,
-    keeps its statistics in float32 and does it in one pass, forward and backward. Outside
-    training (and for shapes it does not cover) it is Keras' layer, so every export sees the
-    plain arithmetic. The moving variance takes the batch's unbiased variance (TF's kernel, as
-    PyTorch's BatchNorm2d, which airbench uses; Keras' takes the biased one): n/(n-1) apart,
-    at most 1.0001 in training here (1,024 images of 3x3 maps in the last group)."""
+    """Keras' BatchNormalization trained through TensorFlow's fused kernel, which takes bfloat16 in
+    one pass (Keras' casts to float32 and normalises in separate ops). Outside training it is
+    Keras' layer, so exports see plain arithmetic. The moving variance takes the batch's unbiased
+    variance (TF's, and PyTorch's, which airbench uses): at most 1.0001 from Keras' here."""
 
     def call(self, inputs, training=None, mask=None):
         import tensorflow as tf
@@ -194,10 +169,8 @@ def conv_group(x, width, momentum, name, batchnorm="keras"):
 
 
 def build(section, images, classes=NUM_CLASSES):
-    """The fast model from its params section and the training images (uint8 NHWC), which set the
-    input shape, the standardisation and the whitening filters, for `classes` classes. It works at
-    `side` px: images prepared at another side are resized to it inside (cifar.models.to_side),
-    the whitening sample too."""
+    """The fast model for `classes` classes from its section and the uint8 training images (input
+    shape, standardisation, whitening); images at another side are resized to `side` inside."""
     resize = to_side(images.shape[1], section["side"])
     sample = images[: section["whiten_images"]].astype(np.float32)
     sample = (np.asarray(resize(sample)) if resize else sample) / 255.0
@@ -231,16 +204,13 @@ def build(section, images, classes=NUM_CLASSES):
 
 @keras.saving.register_keras_serializable(package="cifar.models.fast")
 def gelu_tanh(x):
-    """GELU in its tanh approximation. The exact one lowers to Erfc, which TF.js cannot run; the
-    two differ by less than 1e-3 everywhere."""
+    """GELU, tanh approximation: the exact one lowers to Erfc, which TF.js cannot run (< 1e-3 apart)."""
     return keras.activations.gelu(x, approximate=True)
 
 
 class StartLookahead(keras.callbacks.Callback):
-    """Sets the optimizer's lookahead slow weights to the model's at the first epoch's start: after
-    every on_train_begin, so after BackupAndRestore has restored a resumed run's weights (Keras
-    calls on_train_begin in list order), and before the first step changes BatchNormalization's
-    moving statistics. An epoch hook only: Keras still dispatches the steps without waiting."""
+    """Sets the lookahead slow weights at the first epoch's start: after BackupAndRestore has restored
+    a resumed run (on_train_begin runs in list order), before the first step."""
 
     def on_train_begin(self, logs=None):
         self._started = False
@@ -278,9 +248,8 @@ def recipe(train_cfg, steps_per_epoch):
 
 
 def for_precision(section):
-    """(the settings a training uses, which recipe): where its precision resolves to float32 (a CPU
-    without bfloat16, or asked), the `float32` settings laid over the section ("float32": the
-    float32 recipe, chosen on its own frontier, studies/float32/); else the section ("default")."""
+    """(settings, recipe name): with `float32` laid over where training resolves to float32 ("float32",
+    studies/float32/), else the section ("default")."""
     from cifar.training import precision
 
     if section.get("float32") and precision.resolve(section["train"]["precision"])[0] == "float32":
@@ -289,8 +258,7 @@ def for_precision(section):
 
 
 def plan(section, shared, weights=None):
-    """One phase of `build` with its own settings (`train`) and augmentation (`augment`), for the
-    precision training resolves to (for_precision)."""
+    """One phase of `build` with its own `train` and `augment`, for the resolved precision."""
     section, variant = for_precision(section)
     return Plan([Phase(None, lambda arrays, previous: build(section, arrays["x_train"], len(arrays["class_names"])), section["train"])],
                 section["augment"], recipe, variant)

@@ -1,7 +1,6 @@
-"""MobileNetV2 with a new head (registry entry `mobilenet`, stage `train@mobilenet`): the
-ImageNet backbone fine-tuned on CIFAR-10, with the seed's settings (`shared.train`) in phases, e.g.
-a new head on the frozen backbone, then the backbone's top at a lower learning rate, each
-starting from the best model of the one before; or the seed's one phase."""
+"""MobileNetV2 with a new head (registry entry `mobilenet`): the ImageNet backbone fine-tuned with
+the seed's settings in phases (a new head on the frozen backbone, then the backbone's top at a
+lower rate, each from the best model of the one before), or the seed's one phase."""
 
 from __future__ import annotations
 
@@ -24,8 +23,6 @@ BACKBONE = "mobilenet_v2_no_top"
 # The `mobilenet` section, checked here rather than in cifar.params, so that changing it
 # touches this model's stage only.
 class PhaseSettings(params.Section):
-    """One phase of the recipe: its name, epochs, learning rate and how many of the backbone's
-    last layers train."""
     name: params.rule(lambda v: isinstance(v, str) and v.isidentifier() and v == v.lower(), "a lowercase name")
     epochs: params.number(int, 1, 10_000)
     learning_rate: params.number(float, 0, 1, lo_open=True)
@@ -59,8 +56,7 @@ PHASES_ONLY = ("train_batchnorm", "label_smoothing")
 
 
 def validate(values, where="mobilenet", path="params.yaml"):
-    """Check the section against SCHEMA, and that it sets exactly the keys its recipe reads: a key
-    the recipe would ignore must be null, so that changing it cannot retrain for nothing."""
+    """SCHEMA, and exactly the keys its recipe reads: an ignored key must be null."""
     params.validate(values, SCHEMA, where, path)
     phased = bool(values["phases"])
     recipe = "the recipe in phases" if phased else "the seed's one phase (phases: [])"
@@ -78,16 +74,10 @@ def validate(values, where="mobilenet", path="params.yaml"):
 
 def build_mobilenet(weights, input_size, trainable_layers, dropout, train_batchnorm,
                     num_classes=NUM_CLASSES, input_shape=IMAGE_SHAPE):
-    """MobileNetV2 (no top) with a GAP-Dropout-Dense head; only its last `trainable_layers` train.
-
-    `weights` is "imagenet" (Keras' cached download), None, or the path of a weights file.
-    Frozen layers have trainable=False, which in Keras 3 also keeps a frozen BatchNormalization
-    in inference mode: its ImageNet statistics are not overwritten by CIFAR-10 batches, the
-    pitfall the Keras transfer-learning guide warns about. The unfrozen BN layers adapt, unless
-    `train_batchnorm` is False: then every BatchNormalization stays frozen, as the guide advises
-    when fine-tuning the top of a backbone. `input_shape` (side, side, 3) and `num_classes` are
-    the data's (the pipeline passes its own); images are resized to `input_size` inside.
-    """
+    """MobileNetV2 (no top, `weights`: "imagenet", None or a file) with a GAP-Dropout-Dense head,
+    only its last `trainable_layers` training. A frozen BatchNormalization stays in inference mode
+    (Keras 3), as the transfer-learning guide advises; `train_batchnorm` False freezes all of them.
+    Images are resized to `input_size` inside."""
     size = (input_size, input_size, 3)
     base = keras.applications.MobileNetV2(include_top=False, weights=weights, input_shape=size)
     first_trained = max(0, len(base.layers) - trainable_layers)
@@ -109,18 +99,13 @@ def build_mobilenet(weights, input_size, trainable_layers, dropout, train_batchn
 
 
 def build(section, images, classes, weights=None):
-    """build_mobilenet from its params section (mobilenet) and the weights file that
-    fetch_weights placed (`weights`: a path, or None for random initialisation), for the training
-    `images`' shape and `classes` classes: the model of the section's first phase, or of the
-    seed's one phase."""
+    """The model of the section's first phase (or the seed's one phase)."""
     first = section["phases"][0] if section.get("phases") else {"trainable_layers": section["trainable_layers"]}
     return phase_model(section, weights, first, None, images.shape[1:], classes)
 
 
 def phase_model(section, weights, phase, previous, input_shape, classes):
-    """The model one phase of the recipe trains: the backbone's last `phase["trainable_layers"]`
-    layers unfrozen (BatchNormalization only with `train_batchnorm`), starting from the best model
-    of the phase before (`previous`, a .keras path), else from the backbone `weights`."""
+    """The model one phase trains, from the phase before's best model, else from `weights`."""
     batchnorm = section.get("train_batchnorm", True) if section.get("phases") else True
     model = build_mobilenet(weights if previous is None else None, section["input_size"], phase["trainable_layers"],
                             section["dropout"], batchnorm, classes, input_shape)
@@ -130,8 +115,7 @@ def phase_model(section, weights, phase, previous, input_shape, classes):
 
 
 def augmentation(section, shared_augment):
-    """(augment config for cifar.augment.train_dataset, whether to augment) for the section's
-    `augment`: the seed's transforms (shared.augment), flip + 2 px shifts, or none."""
+    """(augment config, whether to augment) for `augment`: the seed's, flip + 2 px shifts, or none."""
     choice = section.get("augment", "seed")
     if choice == "flip_translate":
         return {"policy": "flip_translate", "translate_px": 2}, True
@@ -139,9 +123,7 @@ def augmentation(section, shared_augment):
 
 
 def phases(section, weights, train):
-    """The phases of the recipe: each of `phases` with the shared training settings
-    `train` at its epochs and learning rate (and the section's label smoothing); or, with no
-    phases, the seed's one phase: the last `trainable_layers` layers, `train` as it is."""
+    """The recipe's phases with `train` at each phase's epochs and rate, or the seed's one phase."""
     if not section.get("phases"):
         return [Phase(None, lambda arrays, previous: build(section, arrays["x_train"], len(arrays["class_names"]), weights),
                       train)]
@@ -156,7 +138,6 @@ def phases(section, weights, train):
 
 
 def plan(section, shared, weights=None):
-    """Its phases with the seed's settings, and its augmentation (`augment`)."""
     augment, enabled = augmentation(section, shared["augment"])
     train = {**shared["train"], "augment": enabled}
     if section.get("precision") is not None:  # its own precision replaces the seed's settings' one

@@ -1,14 +1,5 @@
-"""Training, every model's: one resumable fit, split by concern.
-
-- `distribute`: the devices and the distribution strategy (one device, mirrored, multi-worker);
-- `recipe`: the seed's recipe, the default of a model without its own, and `compile_for`;
-- `callbacks`: the callbacks every fit runs (epoch times, the best validated checkpoint, seeds
-  per epoch, the resume replay, DVCLive's log);
-- `resume`: the state a run keeps between attempts;
-- `fit`: the loop itself.
-
-The names used across the project are re-exported here.
-"""
+"""Training, every model's: one resumable fit (`fit`), its devices and strategy (`distribute`), the
+seed's recipe (`recipe`), the callbacks, the resume state and the precision."""
 
 from cifar.training.callbacks import (  # noqa: F401
     BestValidatedCheckpoint, EpochSeeds, EpochTimes, LiveLog, ResumeMonitors, read_history)

@@ -1,12 +1,7 @@
-"""airbench's optimizer and schedule, for the fast model (cifar.models.fast): SGD with a higher
-learning rate for biases, coupled L2, lookahead in the graph and, optionally, Muon for the 3x3
-filters (`BiasScaledSGD`, `orthogonalise`), on a warm-up/decay schedule per step (`WarmupDecay`).
-
-They are registered under the fast model's package, `cifar.models.fast`, which imports them: a
-model file saved with them names the module that trains with them, and `cifar.models.load`
-imports exactly that module. The training stages declare this folder (scripts/cifar/training),
-so an edit here retrains the fast models.
-"""
+"""airbench's optimizer and schedule for the fast model: SGD with a higher rate for biases, coupled
+L2, lookahead in the graph and optionally Muon for the 3x3 filters (`BiasScaledSGD`), on a
+warm-up/decay schedule per step (`WarmupDecay`). Registered under `cifar.models.fast`, which
+imports them, so a saved model names the module that loads them."""
 
 from __future__ import annotations
 
@@ -16,8 +11,7 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="cifar.models.fast")
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Piecewise-linear learning rate per step: `peak` x multipliers[0] at step 0, `peak` at
-    `warmup_steps`, `peak` x multipliers[1] at `total_steps` (airbench's triangle)."""
+    """Piecewise-linear rate per step: peak x start at 0, peak at `warmup_steps`, peak x end at the end."""
 
     def __init__(self, peak, total_steps, warmup_steps, start=0.2, end=0.07):
         self.peak, self.total_steps, self.warmup_steps = float(peak), int(total_steps), int(warmup_steps)
@@ -36,8 +30,7 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 class _SlowWeights:
-    """Lookahead's slow copies: plain tf.Variables, not the optimizer's own, so that neither a
-    saved model nor a resume backup holds them (they equal the weights at every epoch's end)."""
+    """Lookahead's slow copies, plain tf.Variables: neither a saved model nor a backup holds them."""
 
     def __init__(self, weights):
         import tensorflow as tf
@@ -49,32 +42,18 @@ class _SlowWeights:
 
 @keras.saving.register_keras_serializable(package="cifar.models.fast")
 class BiasScaledSGD(keras.optimizers.SGD):
-    """SGD whose bias (BN beta, dense bias) gradients are scaled by `bias_scale` (a higher learning
-    rate for them, as airbench), with coupled L2 weight decay `l2` added to every gradient (it
-    passes through the momentum, as PyTorch's SGD weight_decay does).
+    """SGD with bias gradients scaled by `bias_scale` and coupled L2 `l2` (through the momentum, as
+    PyTorch's weight_decay).
 
-    With `lookahead_every` > 0, airbench's lookahead, in the graph: every `lookahead_every` steps,
-    and at each epoch's last step (so validation and the backup see the same weights), the slow
-    weights move toward the fast ones, slow = decay * slow + (1 - decay) * fast, and the model
-    continues from them. `decay` grows as lookahead_decay * (step / total_steps)**3: no averaging
-    early, strong averaging at the end. The weights it averages are those given to `watch` (the
-    model's float weights, BatchNormalization's moving statistics included); `start_lookahead`
-    sets the slow copies to the weights, before the first step of a run or of a resumed run
-    (StartLookahead calls it at the first epoch's start, after a resume has restored the
-    weights). No step waits on the host, and it works with any `steps_per_execution`.
+    Lookahead (`lookahead_every` > 0), in the graph: every N steps and at each epoch's end, slow =
+    decay * slow + (1 - decay) * fast and the model continues from slow, decay = lookahead_decay *
+    (step / total)**3. It averages the weights given to `watch`; `start_lookahead` sets the slow
+    copies (StartLookahead, after a resume's restore). No step waits on the host.
 
-    With `whiten_bias_steps` > 0, the whitening convolution's bias (the variable named
-    whiten/bias) trains for that many steps as airbench trains it: the plain learning rate (not
-    `bias_scale`) with L2; from then on its gradient is zero, and its Nesterov momentum carries it
-    a little further, fading by `momentum` each step (airbench leaves it out of the step instead).
-
-    With `muon_scale` > 0, the convolution filters (every trainable 4-D kernel) take Muon's step
-    instead (Jordan et al. 2024, as airbench94_muon): Nesterov momentum `muon_momentum` on the raw
-    gradient, the filter rescaled to Frobenius norm sqrt(out_channels), then a step of
-    `muon_scale` x the learning rate along the momentum's orthogonalisation, (out, k*k*in)
-    reshaped, by `newton_schulz_steps` of the quintic Newton-Schulz iteration. Those filters take
-    no L2 (the rescaling sets their size; BatchNormalization makes the network blind to it).
-    """
+    `whiten_bias_steps`: the whitening bias trains that many steps at the plain rate, then its
+    gradient is zero (its momentum fades). `muon_scale` > 0: every 4-D kernel takes Muon's step
+    (airbench94_muon): Nesterov momentum, the filter rescaled to norm sqrt(out), a step along the
+    momentum's Newton-Schulz orthogonalisation; no L2 for them."""
 
     def __init__(self, bias_scale=1.0, l2=0.0, lookahead_every=0, lookahead_decay=0.0, total_steps=1,
                  steps_per_epoch=1, muon_scale=0.0, muon_momentum=0.6, newton_schulz_steps=3,
@@ -89,7 +68,6 @@ class BiasScaledSGD(keras.optimizers.SGD):
         self._lookahead = None
 
     def takes_muon(self, variable):
-        """Whether `variable` (a Keras or a tf.Variable) is a filter that takes Muon's step."""
         return bool(self.muon_scale) and len(variable.shape) == 4
 
     def build(self, variables):
@@ -118,8 +96,7 @@ class BiasScaledSGD(keras.optimizers.SGD):
         self.assign(variable, weight - rate * update)
 
     def watch(self, weights):
-        """Average these weights (a model's `weights`: its float ones take part). Call it in the
-        strategy's scope, after compile and before fit."""
+        """Average these weights (the float ones); call after compile, in the strategy's scope."""
         if self.lookahead_every:
             self._lookahead = _SlowWeights([w for w in weights if "float" in str(w.dtype)])
 
@@ -187,11 +164,8 @@ class BiasScaledSGD(keras.optimizers.SGD):
 
 
 def orthogonalise(matrix, steps):
-    """Muon's approximate orthogonalisation of a 2-D `matrix` (keras.ops): `steps` of the quintic
-    Newton-Schulz iteration X <- aX + (bA + cA^2)X, A = XX^T, from X = matrix / its Frobenius norm,
-    with Keller Jordan's coefficients (3.4445, -4.7750, 2.0315): the result's singular values lie
-    around 0.7-1.2 rather than exactly 1, which trains as well. Run on the wide orientation, so A
-    is the smaller Gram matrix."""
+    """Muon's approximate orthogonalisation of a 2-D `matrix`: `steps` of the quintic Newton-Schulz
+    iteration with Keller Jordan's coefficients (singular values end near 0.7-1.2), on the wide side."""
     a, b, c = 3.4445, -4.7750, 2.0315
     rows, cols = matrix.shape
     x = matrix / (ops.norm(matrix) + 1e-7)

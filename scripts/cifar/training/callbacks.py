@@ -1,6 +1,5 @@
-"""The callbacks every recipe's fit runs: epoch times, the best validated checkpoint, per-epoch
-random seeds, and the replay of the finished epochs into the monitoring callbacks after a
-resume (Keras' BackupAndRestore restores weights, optimizer and epoch, not their counters)."""
+"""The callbacks every fit runs: epoch times, the best validated checkpoint, per-epoch seeds, the
+replay of finished epochs into the monitors after a resume, and DVCLive's log."""
 
 from __future__ import annotations
 
@@ -15,9 +14,7 @@ from dvclive.keras import DVCLiveCallback
 
 
 class EpochTimes(keras.callbacks.Callback):
-    """Adds the epoch's seconds to its logs, so the history CSV keeps them across resumes:
-    `train_s` (training phase only) and `epoch_s` (with validation); and the learning rate at the
-    epoch's end, where no LearningRateScheduler logs it (a per-step schedule)."""
+    """Adds `train_s`, `epoch_s` and the epoch-end learning rate to the epoch's logs."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start, self._train = time.perf_counter(), None
@@ -35,10 +32,9 @@ class EpochTimes(keras.callbacks.Callback):
 
 
 class BestValidatedCheckpoint(keras.callbacks.ModelCheckpoint):
-    """ModelCheckpoint(save_best_only) that leaves out epochs without validation (`validate_every`
-    > 1). Keras 3 saves when the monitored value is missing, and a NaN best is never beaten:
-    either way the model kept was not the best validated one (the fast model's first full run
-    kept its first epoch's)."""
+    """ModelCheckpoint(save_best_only) that skips epochs without validation (Keras 3 saves when the
+    monitored value is missing, and a NaN best is never beaten), written as a partial file renamed
+    into place."""
 
     def __init__(self, filepath, **kwargs):
         # Keras writes the file in place; a kill during the write would leave a truncated best
@@ -57,9 +53,7 @@ class BestValidatedCheckpoint(keras.callbacks.ModelCheckpoint):
 
 
 class UnvalidatedAsNaN(keras.callbacks.Callback):
-    """An epoch without validation (`validate_every` > 1) gets NaN val_loss and val_accuracy, so
-    the history CSV keeps its columns. It runs after the checkpoint and the monitors: to them such
-    an epoch has no val metrics."""
+    """An epoch without validation logs NaN val metrics (after the checkpoint and monitors ran)."""
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -68,9 +62,7 @@ class UnvalidatedAsNaN(keras.callbacks.Callback):
 
 
 class EpochSeeds(keras.callbacks.Callback):
-    """Sets every random-number state of the model (Dropout's, say) from (seed, epoch) at the
-    start of each epoch, so the draws of epoch k do not depend on the epochs run before it in
-    this process."""
+    """Sets every seed-generator state (Dropout's) from (seed, epoch) at each epoch's start."""
 
     def __init__(self, seed):
         super().__init__()
@@ -84,9 +76,8 @@ class EpochSeeds(keras.callbacks.Callback):
 
 
 def improved(monitor, value, best):
-    """Whether `value` improves on `best` for the EarlyStopping or ReduceLROnPlateau `monitor`, by
-    its public settings: `mode` (min or max; the recipes set it) and `min_delta`, as Keras reads
-    them. tests/test_training.py checks it against each callback's own decision, epoch by epoch."""
+    """Whether `value` improves on `best` by the monitor's `mode` and `min_delta`, as Keras decides
+    (tests/test_training.py checks it against the callbacks)."""
     if monitor.mode not in ("min", "max"):
         raise ValueError(f"{type(monitor).__name__}({monitor.monitor}) needs mode='min' or 'max' to be replayed")
     delta = abs(monitor.min_delta)
@@ -94,12 +85,8 @@ def improved(monitor, value, best):
 
 
 class ResumeMonitors(keras.callbacks.Callback):
-    """After a resume, replay the finished epochs' history into the monitoring callbacks.
-
-    Runs at the first epoch, after every on_train_begin (BackupAndRestore's sets the start
-    epoch; the monitors' reset themselves), and repeats their bookkeeping: best value so far,
-    epochs waited, and the plateau callback's reset after a cut.
-    """
+    """After a resume, replays the finished epochs' history into the monitoring callbacks (best,
+    wait, the plateau's reset after a cut): BackupAndRestore restores weights, not their counters."""
 
     def __init__(self, history_path, monitors):
         super().__init__()
@@ -132,8 +119,7 @@ class ResumeMonitors(keras.callbacks.Callback):
 
 
 def read_history(path):
-    """Rows of a Keras CSVLogger file as dicts of floats, column `learning_rate` named `lr`; a value
-    Keras wrote as NA (no validation that epoch) is NaN."""
+    """A CSVLogger file's rows as floats (`learning_rate` named `lr`, NA as NaN)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     return [{("lr" if k == "learning_rate" else k): float("nan" if v in ("NA", "") else v) for k, v in row.items()}
@@ -141,15 +127,9 @@ def read_history(path):
 
 
 class LiveLog(DVCLiveCallback):
-    """DVCLive's Keras callback, logging each epoch's metrics into the stage's DVCLive folder
-    (`dvc exp show` and VS Code's DVC extension show them while `dvc exp run` runs; the folder's
-    plots are the per-model training curves `dvc plots diff` draws).
-
-    A run's log is built whole on every attempt: `replay(rows)` logs the finished epochs of a
-    resumed run (from the resume state's history) before training continues, so a resumed run's
-    files are those of an uninterrupted one. Metrics are logged in sorted order, as CSVLogger
-    writes them, and an epoch without validation logs no val metrics. The stage ends the log
-    (`live.end()`) once every phase of its recipe has run; a phase's end does not."""
+    """DVCLive's Keras callback logging each epoch into the stage's DVCLive folder (`dvc exp show`
+    follows it); `replay(rows)` logs a resumed run's finished epochs first, so its files are an
+    uninterrupted run's. The stage ends the log after the last phase."""
 
     def __init__(self, live):
         super().__init__(live=live)

@@ -18,9 +18,8 @@ from cifar.outputs import StageError
 
 
 def configure_devices():
-    """Let every GPU's memory grow as needed instead of taking it all at start, so that two
-    processes (the multi-worker test, a training beside a notebook) can share one device. Call
-    it before any other TensorFlow work: it cannot change a device already in use."""
+    """Let GPU memory grow as needed (two processes can share a device); with TF_DETERMINISTIC_OPS
+    set, every op deterministic. Call it before any other TensorFlow work."""
     for gpu in tf.config.list_physical_devices("GPU"):
         try:
             tf.config.experimental.set_memory_growth(gpu, True)
@@ -33,8 +32,7 @@ def configure_devices():
 
 
 def nvidia_gpu():
-    """The machine's own word that it has an NVIDIA GPU (nvidia-smi -L's first line, or the
-    device file), whether or not TensorFlow can use it; None without one."""
+    """The machine's word that it has an NVIDIA GPU (nvidia-smi -L, or /dev/nvidia0), or None."""
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
@@ -47,8 +45,8 @@ def nvidia_gpu():
 
 
 def device_report(strategy):
-    """(what trains: e.g. "GPU:0 (NVIDIA H200)" or "CPU (2 cores)", its precision, and a warning
-    when the machine has an NVIDIA GPU that TensorFlow does not see, else None)."""
+    """(what trains, e.g. "CPU (2 cores)", its precision, a warning if an NVIDIA GPU is here but
+    TensorFlow sees none)."""
     gpus = tf.config.list_physical_devices("GPU")
     precision = keras.mixed_precision.dtype_policy().name
     if gpus:
@@ -66,11 +64,8 @@ def device_report(strategy):
 
 
 def make_strategy(name):
-    """`default`: the current device. `mirrored`: MirroredStrategy over all GPUs, else all
-    logical CPUs (so it can be tested on a CPU split into logical devices). `multi_worker`:
-    MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (every worker runs the same
-    command; each worker's GPUs, or its CPU, are its replicas). Make it before any other
-    TensorFlow work: the multi-worker strategy must configure the runtime first."""
+    """`default`: the current device; `mirrored`: all GPUs, else all logical CPUs; `multi_worker`:
+    the cluster in TF_CONFIG. Make it before any other TensorFlow work."""
     configure_devices()
     if name == "default":
         return tf.distribute.get_strategy()
@@ -83,8 +78,7 @@ def make_strategy(name):
 
 class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
     """MultiWorkerMirroredStrategy whose reduce() takes what Keras 3's fit gives it
-    (keras-team/keras#20585): a nested (images, labels) batch in one call, reduced one tensor at
-    a time as MirroredStrategy does; and scalar logs with axis=0, reduced across replicas."""
+    (keras-team/keras#20585): nested batches one tensor at a time, scalars with axis=0."""
 
     def reduce(self, reduce_op, value, axis):
         parent = super()
@@ -118,8 +112,7 @@ def cluster_resolver(environ=None):
 
 
 def worker_role(strategy):
-    """(is this process the chief, its task name such as "worker-1", or None for a run of one
-    process): the chief writes the outputs, the other workers nothing."""
+    """(is this process the chief, its task name or None for one process)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     kind = getattr(resolver, "task_type", None)
     if not kind:
@@ -130,8 +123,7 @@ def worker_role(strategy):
 
 
 def from_chief(strategy, values):
-    """The int64 array `values` as the chief holds it, on every worker: a cross-worker sum to
-    which only the chief's first replica adds anything (the others pass zeros of the same shape)."""
+    """The int64 `values` as the chief holds them, on every worker (a sum only the chief adds to)."""
     values = np.ascontiguousarray(values, np.int64)
 
     @tf.function
@@ -165,9 +157,7 @@ def bytes_from_chief(strategy, payload, chief):
 
 
 def distributed_train_dataset(strategy, make_dataset):
-    """`make_dataset(replicas)` for `strategy`: one stream per worker feeding its replicas their
-    shares of each global batch (`augment.train_dataset`'s `replicas`), or the plain stream
-    with one replica."""
+    """`make_dataset(replicas)` per worker, each feeding its replicas their shares of the global batch."""
     total = strategy.num_replicas_in_sync
     if total == 1:
         return make_dataset(None)

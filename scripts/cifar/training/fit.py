@@ -1,16 +1,9 @@
-"""The fit: one resumable training loop for every model, with the model's recipe
-(cifar.training.recipe.seed, or the model module's own).
-
-Resume. BackupAndRestore (cifar.training.resume) restores the weights, the optimizer and the
-epoch; the callbacks' own counters (best value, epochs waited) are not in that backup, so
-ResumeMonitors replays the history of the finished epochs into them. Every random draw of an
-epoch (image order, augmentation, dropout) is a function of (seed, epoch), so a resumed run
-repeats what an uninterrupted one does.
-"""
+"""The fit: one resumable training loop for every model, with its recipe. BackupAndRestore restores
+weights, optimizer and epoch; ResumeMonitors replays the callbacks' counters; every draw of an
+epoch is a function of (seed, epoch), so a resumed run repeats an uninterrupted one."""
 
 from __future__ import annotations
 
-import csv
 import statistics
 import sys
 import tempfile
@@ -33,7 +26,7 @@ class TrainingError(StageError, RuntimeError):
 
 
 def nested_layers(layer):
-    """`layer` and every layer inside it, through nested models (MobileNetV2's backbone)."""
+    """`layer` and every layer inside it."""
     yield layer
     for inner in getattr(layer, "layers", ()):
         yield from nested_layers(inner)
@@ -49,9 +42,8 @@ BN_STEPS_PER_AVERAGE = 2
 
 
 def track_in_epoch(model, steps_per_epoch, per_epoch=None):
-    """Lower the momentum of each trainable BatchNormalization layer of `model` where its moving
-    statistics would average over more than 1/`per_epoch` of an epoch's steps (never raise it;
-    default BN_STEPS_PER_AVERAGE, 0: no change)."""
+    """Lower each trainable BatchNormalization's momentum so its average spans at most
+    1/`per_epoch` of an epoch (never raise it)."""
     per_epoch = BN_STEPS_PER_AVERAGE if per_epoch is None else per_epoch
     ceiling = max(0.0, 1.0 - per_epoch / steps_per_epoch)
     for layer in nested_layers(model):
@@ -60,8 +52,7 @@ def track_in_epoch(model, steps_per_epoch, per_epoch=None):
 
 
 def class_weights(labels, classes, how):
-    """Keras' class_weight for `how`: None for "none"; for "balanced", scikit-learn's (each class
-    weighted by n / (classes x its count), so every class weighs as much in the loss)."""
+    """Keras' class_weight: None for "none", scikit-learn's balanced weights for "balanced"."""
     if how == "none":
         return None
     from sklearn.utils.class_weight import compute_class_weight
@@ -73,24 +64,12 @@ def class_weights(labels, classes, how):
 
 def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_callbacks=(), identity=None,
         strategy=None, recipe=None, live=None):
-    """Compile and fit the model from `build_model()` on the prepared arrays.
+    """Compile and fit `build_model()`: (best model path, history rows, summary).
 
-    `identity`: what else determines the run beyond the settings and arrays given here (the
-    stage's other params, its code, the pretrained weights); resume state is only continued
-    when all of it matches. `extra_callbacks` run after the pipeline's own (TensorBoard, say).
-    `strategy`: made by the caller before any TensorFlow work (make_strategy), else here from
-    train_cfg's `distribute`. `recipe(train_cfg, steps_per_epoch)`: the model's recipe
-    (cifar.training.recipe.Recipe), default the seed's. `live`: a callbacks.LiveLog that logs
-    every epoch (the finished ones of a resumed run first), on the chief.
-
-    Returns (best_model_path, history_rows, summary). The best model (highest val_accuracy)
-    is the ModelCheckpoint file in `state_dir`; the caller moves it into place.
-
-    Several workers (multi_worker): the chief keeps the resume state in `state_dir`; every other
-    worker keeps its checkpoints in a temporary folder, removed when it returns (with
-    best_model_path None), and at the start takes over the chief's state, so a restarted worker
-    continues from the chief's last finished epoch with nothing of its own.
-    """
+    `identity`: what else determines the run (params, code, weights); a resume continues only when
+    all of it matches. `strategy`: made by the caller before other TensorFlow work. `recipe`: the
+    model's (default the seed's). `live`: a LiveLog, on the chief. With several workers the chief
+    keeps the state; the others take it over at start and keep theirs in a temporary folder."""
     if strategy is None:
         strategy = distribute.make_strategy(train_cfg.get("distribute", "default"))
     chief, task = distribute.worker_role(strategy)
@@ -105,9 +84,7 @@ def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_call
 
 def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_callbacks, identity, strategy, task,
          recipe, live):
-    """fit()'s body (its docstring says what it does). Long because Keras' fit takes its whole
-    set-up at once: the strategy's scope, the recipe, the resume state and its identity, the
-    callbacks in the order they must run, and the finished-but-not-written case."""
+    """fit()'s body: Keras' fit takes its whole set-up at once."""
     chief = task is None or distribute.worker_role(strategy)[0]
     data_digest = digest(arrays["x_train"], arrays["y_train"], arrays["x_val"], arrays["y_val"])
     state = ResumeState(state_dir, {"train": train_cfg, "augment": augment_cfg, "seed": seed,
@@ -236,8 +213,7 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
 
 
 def combine_phases(summaries):
-    """One summary for a recipe in phases [(name, summary)]: the model is the last phase's best;
-    epochs and times add up; each phase's own summary is kept under `phases`."""
+    """One summary for phases [(name, summary)]: the last phase's model; epochs and times summed."""
     last = summaries[-1][1]
     before = sum(s["epochs_run"] for _, s in summaries[:-1])
     images = [s["epochs_run"] * s["train_images"] for _, s in summaries]

@@ -1,19 +1,9 @@
-"""The precision a recipe trains in: `float32`, `mixed_bfloat16` or `mixed_float16` (Keras' dtype
-policies: variables, the softmax and the loss stay float32; the layers compute in the low
-precision).
+"""The precision a recipe trains in (Keras' policies: float32, mixed_bfloat16, mixed_float16).
 
-The one rule: a stage never silently runs slower than float32. A low precision is used only where
-the hardware computes it natively; elsewhere the stage falls back to float32 and says so in one
-line, and its metrics record what it used and why.
-
-- bfloat16: a CPU with AMX-BF16 or AVX512-BF16 (its flags in /proc/cpuinfo), or an NVIDIA GPU of
-  compute capability 8.0 or more (Ampere and later);
-- float16: an NVIDIA GPU of compute capability 7.0 or more (Volta and later). CPUs have no fast
-  float16 path in TensorFlow: mixed_float16 on a CPU falls back to float32.
-
-CIFAR10_FORCE_FLOAT32=1 makes any host fall back as one without either would: how the test suite
-runs as an AVX2-only CPU runs it (`CIFAR10_FORCE_FLOAT32=1 make test`).
-"""
+A stage never silently runs slower than float32: a low precision is used only where the hardware
+computes it natively (bfloat16: AMX-BF16 or AVX512-BF16, or a GPU of compute capability 8.0+;
+float16: a GPU of 7.0+), else float32 with a one-line note in the log and metrics.
+CIFAR10_FORCE_FLOAT32=1 makes any host fall back, as an AVX2-only CPU does."""
 
 from __future__ import annotations
 
@@ -26,7 +16,7 @@ GPU_MINIMUM = {"mixed_bfloat16": (8, 0), "mixed_float16": (7, 0)}
 
 
 def cpu_flags(cpuinfo=Path("/proc/cpuinfo")):
-    """The CPU's feature flags (empty where /proc/cpuinfo cannot be read: not Linux)."""
+    """The CPU's feature flags (empty off Linux)."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
@@ -50,8 +40,7 @@ def gpu_capabilities():
 
 
 def resolve(requested, flags=None, capabilities=None):
-    """(the policy to train in, the hardware feature behind it, a note when it is not the one
-    asked for, else None). `flags` and `capabilities` default to this machine's."""
+    """(the policy to train in, the feature behind it, a note when it is not the one asked for)."""
     if requested not in PRECISIONS:
         raise ValueError(f"precision {requested!r}: expected one of {', '.join(PRECISIONS)}")
     if requested == "float32":

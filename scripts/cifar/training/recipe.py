@@ -1,13 +1,9 @@
-"""The seed's recipe, the default of every model without one of its own (cifar.models): Adam,
-cross-entropy, a per-epoch learning-rate decay, ReduceLROnPlateau and EarlyStopping; and
-`compile_for`, which compiles a model with any recipe.
+"""The seed's recipe, the default of a model without its own: Adam, cross-entropy, a per-epoch
+decay, ReduceLROnPlateau and EarlyStopping; and `compile_for`, which compiles with any recipe.
 
-Learning rate. The seed combined LearningRateScheduler(lambda e: 1e-3 * 0.95**e) with
-ReduceLROnPlateau(val_loss, factor 0.5, patience 5). A schedule of the epoch alone overwrites
-each plateau cut at the next epoch. Here the scheduler multiplies the optimizer's *current* rate
-by the decay each epoch: with no cut that is exactly 1e-3 * 0.95**epoch, and after a cut the
-decay continues from the cut rate, so both take effect.
-"""
+The scheduler multiplies the *current* rate by the decay each epoch: without a plateau cut that
+is the seed's 1e-3 * 0.95**epoch, and after one the decay continues from the cut rate (the
+seed's schedule of the epoch alone overwrote each cut)."""
 
 from __future__ import annotations
 
@@ -17,8 +13,6 @@ from cifar.models import Recipe
 
 
 def decay_schedule(decay):
-    """LearningRateScheduler function: keep the rate at epoch 0, then multiply by `decay`."""
-
     def schedule(epoch, lr):
         return float(lr) if epoch == 0 else float(lr) * decay
 
@@ -26,9 +20,7 @@ def decay_schedule(decay):
 
 
 def seed(train_cfg, steps_per_epoch):
-    """The seed's recipe for `train_cfg` (shared.train): Adam, cross-entropy (label-smoothed if
-    the settings say so), the per-epoch decay, ReduceLROnPlateau and EarlyStopping (their
-    counters are replayed after a resume)."""
+    """The seed's recipe for `train_cfg` (shared.train); the plateau and early-stopping counters are replayed on resume."""
     early = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", mode="max", patience=train_cfg["early_stopping_patience"],
         restore_best_weights=True,
@@ -44,10 +36,8 @@ def seed(train_cfg, steps_per_epoch):
 
 
 def compile_for(model, train_cfg, steps_per_epoch, recipe=None):
-    """Compile `model` with `recipe` (default: the seed's) and the recipe's execution settings:
-    `steps_per_execution` (steps per call into the graph, default 1) and `jit_compile` (XLA:
-    true, false, or auto, Keras' choice: off on a CPU, on where a GPU can take it). Returns the
-    recipe's callbacks and those whose counters a resume replays. Call it in the strategy's scope."""
+    """Compile `model` with `recipe` (default the seed's), `steps_per_execution` and `jit_compile`;
+    return its callbacks and monitors. Call it in the strategy's scope."""
     made = (recipe or seed)(train_cfg, steps_per_epoch)
     model.compile(optimizer=made.optimizer, loss=made.loss, metrics=["accuracy"],
                   steps_per_execution=train_cfg.get("steps_per_execution", 1),

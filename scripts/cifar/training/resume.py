@@ -1,11 +1,5 @@
-"""The resume state: the folder a training run keeps between attempts, stamped with what made it.
-
-BackupAndRestore saves the weights, the optimizer (its learning rate included) and the epoch
-after every epoch; a rerun continues from the last finished epoch. The state folder is stamped
-with everything that determines the run (settings, data, code, pretrained weights: `identity`);
-state made by anything else is discarded, never continued. A run that finished but whose
-outputs were not written is reused.
-"""
+"""The resume state: the folder a training run keeps between attempts, stamped with what made it
+(settings, data, code, weights); state made by anything else is discarded, never continued."""
 
 from __future__ import annotations
 
@@ -30,7 +24,6 @@ def digest(*arrays):
 
 
 def _whole_zip(path):
-    """Whether `path` is a complete zip file (a .keras model), every member's checksum intact."""
     import zipfile
 
     try:
@@ -50,12 +43,8 @@ def _flatten(tree, prefix=""):
 
 
 class ResumeState:
-    """The folder a training run keeps between attempts, stamped with what made it.
-
-    identity.json holds everything that determines the run; state with another identity is
-    discarded with a one-line message naming what changed. best.keras (the best epoch so far),
-    history.csv (CSVLogger), backup/ (BackupAndRestore) and, once fit() has returned, result.json.
-    """
+    """identity.json, best.keras, history.csv (CSVLogger), backup/ (BackupAndRestore) and, once fit()
+    has returned, result.json."""
 
     def __init__(self, folder, identity):
         self.folder = Path(folder)
@@ -86,7 +75,7 @@ class ResumeState:
         return f"other settings or inputs (changed: {shown})"
 
     def finished(self, need_model=True):
-        """(history rows, summary) of a run that completed but whose outputs were not written."""
+        """(rows, summary) of a run that completed but whose outputs were not written, or None."""
         if not self.result.is_file():
             return None
         if need_model and not _whole_zip(self.best):
@@ -96,14 +85,9 @@ class ResumeState:
         return done["rows"], done["summary"]
 
     def _backup_epoch(self):
-        """The epoch BackupAndRestore will resume at, after making its files agree.
-
-        It writes (with double_checkpoint) the previous weights and metadata to .bkp copies,
-        then the new weights, then the new metadata; a kill can land between any two. Keras falls
-        back to the .bkp files only when the weights will not load; unreadable metadata, or
-        weights with no metadata, would resume at the wrong epoch. Those cases fall back to the
-        .bkp pair here, or, with none, to a fresh start.
-        """
+        """The epoch BackupAndRestore will resume at, after making its files agree: a kill between its
+        writes can leave unreadable metadata or weights without metadata; then the .bkp pair, else a
+        fresh start."""
         weights, meta = self.backup / "latest.weights.h5", self.backup / "training_metadata.json"
         saved_weights, saved_meta = Path(f"{weights}.bkp"), Path(f"{meta}.bkp")
 
@@ -135,9 +119,8 @@ class ResumeState:
         return 0
 
     def start_epoch(self):
-        """The first epoch still to run. Leftovers of an attempt that left no backup (killed in
-        its first epoch, or after Keras removed the backup) are cleared so nothing is appended
-        to them; a history longer than the backup (killed between the two writes) is cut."""
+        """The first epoch to run; leftovers of an attempt without a backup cleared, a history longer
+        than the backup cut."""
         epoch = self._backup_epoch() if self.backup.exists() else 0
         if epoch == 0:
             for leftover in (self.best, self.history, self.result):
@@ -149,8 +132,7 @@ class ResumeState:
         return epoch
 
     def pack(self):
-        """The state as a tar archive (bytes), without the best model: what another worker needs
-        to continue exactly where this one is."""
+        """The state without the best model, as tar bytes, for the other workers."""
         import io
         import tarfile
 
@@ -162,8 +144,7 @@ class ResumeState:
         return buffer.getvalue()
 
     def unpack(self, payload, who):
-        """Replace this state with the chief's `pack()`, after checking that the chief's run is
-        this one (same settings, data and code)."""
+        """Replace this state with the chief's `pack()`, refusing another run's."""
         import io
         import tarfile
 

@@ -1,6 +1,6 @@
 """Write the README's results table from the committed metrics: what a reference run published.
 
-Usage: python scripts/tools/readme_results.py [--readme README.md]   (make readme)
+Usage: python tools/readme_results.py [--readme README.md]   (make readme)
 
 One row per model of the registry: the test accuracy of the reference run (evaluate.json; the
 accuracy of the exported artifacts), its 95% binomial interval as a single run on the test set,
@@ -23,7 +23,7 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/, for the cifar package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the cifar package
 
 from cifar import outputs, spread  # noqa: E402
 

@@ -1,7 +1,7 @@
 """The code each dvc.yaml stage runs, from the real import closure of its scripts: `make deps`
 writes it into dvc.yaml, tests/test_stages.py fails when dvc.yaml differs from it.
 
-Usage: python scripts/tools/code_deps.py [--write] [--dvc-yaml dvc.yaml]
+Usage: python tools/code_deps.py [--write] [--dvc-yaml dvc.yaml]
 
 A stage's code is every file under scripts/ that its command's scripts reach: each `cifar`
 module they import (at any depth in a file, a package's __init__ included), and each program a
@@ -22,7 +22,7 @@ import re
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 MODULE_DEP = "scripts/cifar/models/${item.module}.py"
 PROGRAM = re.compile(r"[\w-]+\.(?:py|mjs)")
 

@@ -1,6 +1,6 @@
 """Write requirements-gpu.lock: requirements-gpu.txt resolved by pip under requirements.lock.
 
-Usage: python scripts/tools/gpu_lock.py --report build/gpu-report.json --out requirements-gpu.lock
+Usage: python tools/gpu_lock.py --report build/gpu-report.json --out requirements-gpu.lock
 
 `--report` is pip's installation report of a dry run (`pip install --dry-run --ignore-installed
 --report FILE -r requirements-gpu.txt -c requirements.lock`; `make lock-gpu` runs both). Every
