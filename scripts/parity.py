@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from cifar import data, export, inference, models, outputs, params
+from cifar.targets import FLOAT_AGREEMENT, INT8_ACCURACY_DROP_PP, INT8_SIZE_RATIO
 
 class SCHEMA(params.Section):  # params.yaml `parity`
     batch_size: params.number(int, 1, 65_536)
     latency_runs: params.number(int, 0, 10_000)
     tfjs_sample: params.boolean
-FLOAT_AGREEMENT, INT8_SIZE_RATIO, INT8_ACCURACY_DROP_PP = (
-    export.FLOAT_AGREEMENT, export.INT8_SIZE_RATIO, export.INT8_ACCURACY_DROP_PP)
 
 
 def measure(predictor, x, batch_size, latency_runs):

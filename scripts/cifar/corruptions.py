@@ -132,21 +132,22 @@ def pixelate(images, severity, rng):
     return out
 
 
-def _shift_value(images, amount):
+def _hsv(images, channel, scale, offset):
+    """HSV `channel` (1: S, 2: V) * scale + offset, in OpenCV's float HSV (S and V in [0, 1])."""
     out = np.empty_like(images)
     for image, target in zip(_unit(images), out):
-        hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)  # float: H in degrees, S and V in [0, 1]
-        hsv[..., 2] = np.clip(hsv[..., 2] + amount, 0, 1)
+        hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+        hsv[..., channel] = np.clip(hsv[..., channel] * scale + offset, 0, 1)
         target[...] = _to_uint8(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
     return out
 
 
 def brightness(images, severity, rng):
-    return _shift_value(images, BRIGHTNESS[severity - 1])
+    return _hsv(images, 2, 1.0, BRIGHTNESS[severity - 1])
 
 
 def darken(images, severity, rng):
-    return _shift_value(images, -BRIGHTNESS[severity - 1])
+    return _hsv(images, 2, 1.0, -BRIGHTNESS[severity - 1])
 
 
 def contrast(images, severity, rng):
@@ -290,32 +291,12 @@ def elastic_transform(images, severity, rng):
 
 
 def saturate(images, severity, rng):
-    factor, offset = SATURATE[severity - 1]
-    out = np.empty_like(images)
-    for image, target in zip(_unit(images), out):
-        hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
-        hsv[..., 1] = np.clip(hsv[..., 1] * factor + offset, 0, 1)
-        target[...] = _to_uint8(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
-    return out
+    return _hsv(images, 1, *SATURATE[severity - 1])
 
 
-CORRUPTIONS = {
-    "gaussian_noise": gaussian_noise,
-    "shot_noise": shot_noise,
-    "gaussian_blur": gaussian_blur,
-    "motion_blur": motion_blur,
-    "jpeg": jpeg,
-    "pixelate": pixelate,
-    "brightness": brightness,
-    "darken": darken,
-    "contrast": contrast,
-    "fog": fog,
-    "zoom_blur": zoom_blur,
-    "snow": snow,
-    "frost": frost,
-    "elastic_transform": elastic_transform,
-    "saturate": saturate,
-}
+# By name, in a fixed order: a corruption's index here seeds its draws.
+CORRUPTIONS = {f.__name__: f for f in (gaussian_noise, shot_noise, gaussian_blur, motion_blur, jpeg, pixelate, brightness,
+                                       darken, contrast, fog, zoom_blur, snow, frost, elastic_transform, saturate)}
 # The suite before these five were added: its mean is kept beside the 15-corruption one.
 ORIGINAL_TEN = ("gaussian_noise", "shot_noise", "gaussian_blur", "motion_blur", "jpeg", "pixelate", "brightness",
                 "darken", "contrast", "fog")

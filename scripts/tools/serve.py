@@ -21,19 +21,13 @@ TYPES = {".wasm": "application/wasm", ".js": "text/javascript", ".mjs": "text/ja
          ".html": "text/html; charset=utf-8"}
 
 
-def test_accuracy(metrics_dir, name):
-    """The model's test accuracy as the parity stage measured it, or None."""
+def metric(path, *keys):
+    """The value at `keys` in the JSON file `path`, or None."""
     try:
-        return json.loads((Path(metrics_dir) / f"{name}.json").read_text())["artifacts"]["tfjs"]["accuracy"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def corrupted_accuracy(metrics_dir, name):
-    """The model's mean accuracy on corrupted images (robustness/NAME.json beside `metrics_dir`)."""
-    try:
-        path = Path(metrics_dir).parent / "robustness" / f"{name}.json"
-        return json.loads(path.read_text())[name]["mean_corruption_accuracy"]
+        value = json.loads(Path(path).read_text())
+        for key in keys:
+            value = value[key]
+        return value
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -60,8 +54,10 @@ def model_index(exports, metrics_dir=None, warn=None):
             warn(f"serve: warning: skipping {meta.parent}: its metadata.json is not an export's "
                  f"({type(err).__name__}: {err}); rerun `dvc repro --force export@{name}`")
             continue
-        entry["accuracy"] = test_accuracy(metrics_dir, name) if metrics_dir else None
-        entry["corrupted_accuracy"] = corrupted_accuracy(metrics_dir, name) if metrics_dir else None
+        # TF.js' test accuracy (parity@NAME), its mean corrupted accuracy (robustness@NAME, beside it)
+        entry["accuracy"] = metric(Path(metrics_dir) / f"{name}.json", "artifacts", "tfjs", "accuracy") if metrics_dir else None
+        entry["corrupted_accuracy"] = metric(Path(metrics_dir).parent / "robustness" / f"{name}.json", name,
+                                             "mean_corruption_accuracy") if metrics_dir else None
         found.append(entry)
     return sorted(found, key=lambda m: -(m["accuracy"] or 0))
 

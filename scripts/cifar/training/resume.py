@@ -69,10 +69,13 @@ class ResumeState:
     def _changes(self, old):
         if not isinstance(old, dict):
             return "settings it did not record"
-        before, now = _flatten(old), _flatten(self.identity)
-        changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        changed = self._changed(old)
         shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
         return f"other settings or inputs (changed: {shown})"
+
+    def _changed(self, other):
+        before, now = _flatten(other), _flatten(self.identity)
+        return sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
 
     def finished(self, need_model=True):
         """(rows, summary) of a run that completed but whose outputs were not written, or None."""
@@ -151,9 +154,8 @@ class ResumeState:
         with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
             theirs = json.loads(tar.extractfile("identity.json").read())
             if theirs != self.identity:
-                before, now = _flatten(theirs), _flatten(self.identity)
-                changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-                raise StageError(f"{who} runs another training than the chief (differs in: {', '.join(changed[:4])}); "
+                raise StageError(f"{who} runs another training than the chief (differs in: "
+                                 f"{', '.join(self._changed(theirs)[:4])}); "
                                  "start every worker from the same commit, params.yaml and data")
             shutil.rmtree(self.folder)
             self.folder.mkdir(parents=True)
