@@ -4,7 +4,8 @@ Usage: python scripts/export.py --name cnn --model models/trained/cnn.keras \
            --data data/prepared/cifar10.npz --out models/export/cnn
 
 Writes one folder: saved_model/ (endpoint `serve`: float32 0-255 `image` in, `probabilities`
-out), NAME_float32.tflite, NAME_dynamic_range.tflite, NAME_int8.tflite (each with TF-Lite
+out), NAME_float32.tflite (and NAME_float32_plain.tflite, without test-time augmentation, for a model
+that ships some), NAME_dynamic_range.tflite, NAME_int8.tflite (each with TF-Lite
 metadata: labels, input convention), tfjs/, labels.txt, and metadata.json (classes, tensor types
 and quantization, sizes, sha256s). The int8 file is calibrated on seeded training images."""
 
@@ -48,9 +49,12 @@ def main():
               f"artifact; val NLL {calibration['val_nll']:.4f} -> {calibration['val_nll_temperature_scaled']:.4f}")
 
     with outputs.atomic_path(args.out, is_dir=True) as tmp:
-        # The model a user runs: its temperature, then test-time augmentation at the registry entry's level.
-        shipped = export.shipped(model, entry["tta"], calibration and calibration["temperature"])
-        artifacts = export.export_all(name, shipped, arrays, settings, tmp)
+        # The model a user runs: its temperature, then test-time augmentation at the registry entry's
+        # level; and, when that is not 0, the same model without it (one float32 TF-Lite file).
+        temperature = calibration and calibration["temperature"]
+        shipped = export.shipped(model, entry["tta"], temperature)
+        plain = export.shipped(model, 0, temperature) if entry["tta"] else None
+        artifacts = export.export_all(name, shipped, arrays, settings, tmp, plain)
         classes = [str(c) for c in arrays["class_names"]]
         side = arrays["x_train"].shape[1]
         (tmp / "labels.txt").write_text("".join(f"{c}\n" for c in classes))

@@ -254,8 +254,8 @@ def test_export_before_training_names_the_model_and_its_stage(workdir):
 def test_parity_targets_come_from_the_formats_table():
     artifacts = {key: {"target": fmt.target} for key, fmt in export.FORMATS_BY_KEY.items()}
     assert {k: a["target"] for k, a in artifacts.items()} == {
-        "saved_model": "float", "tflite_float32": "float", "tflite_dynamic_range": "none",
-        "tflite_int8": "int8", "tfjs": "float"}
+        "saved_model": "float", "tflite_float32": "float", "tflite_float32_plain": "none",
+        "tflite_dynamic_range": "none", "tflite_int8": "int8", "tfjs": "float"}
     results = {
         "keras": {"accuracy": 0.8000},
         "saved_model": {"agreement": 1.0},

@@ -85,9 +85,10 @@ def test_the_fast_model_saves_loads_and_exports_with_its_augmentation(tmp_path):
     out.mkdir()
     arrays = {"x_train": images(200, 4), "x_test": images(64, 5), "x_val": images(20, 6), "y_val": np.arange(20) % 10,
               "class_names": np.array(data.CLASS_NAMES)}
+    plain = models.load(tmp_path / "fast.keras")
     artifacts = export_stage.export.export_all(
         "fast", loaded, arrays, {"int8_calibration_images": 64, "int8_selection_images": 0, "int8_int16_layers": 0, "int8_float_layers": 0,
-                                 "tfjs_quantization": "none", "seed": 0}, out)
+                                 "tfjs_quantization": "none", "seed": 0}, out, plain)
     from cifar import inference
 
     # The six views go through the network in one call: every format holds each weight once (the
@@ -99,6 +100,11 @@ def test_the_fast_model_saves_loads_and_exports_with_its_augmentation(tmp_path):
         got = inference.load(out / artifacts[key]["file"]).predict(arrays["x_test"])
         agreement = np.mean(got.argmax(1) == reference.argmax(1))
         assert agreement >= (0.99 if key == "tflite_float32" else 0.8), (key, agreement)
+    # Beside them, the plain model's float32 file: the model without its six views, held to no target.
+    assert artifacts["tflite_float32_plain"]["target"] == "none"
+    got = inference.load(out / artifacts["tflite_float32_plain"]["file"]).predict(arrays["x_test"])
+    np.testing.assert_allclose(got, plain.predict(arrays["x_test"].astype(np.float32), verbose=0), atol=1e-4)
+    assert not np.allclose(got, reference, atol=1e-3)  # not the shipped model's
 
 
 def test_alternating_flip_and_translation():

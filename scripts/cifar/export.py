@@ -207,6 +207,18 @@ def _make_tflite(kind):
     return make
 
 
+def _make_tflite_plain(job):
+    """For a model that ships test-time augmentation, the float32 TF-Lite file of it without: the
+    accuracy a user who needs speed gives up, and the latency gained, measured beside the others."""
+    if job.plain is None:
+        return None
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="plain-", dir=job.out) as tmp:
+        saved_model(job.plain, Path(tmp) / "saved_model", job.check)
+        return _write_tflite(job.out / f"{job.name}_float32_plain.tflite", tflite(Path(tmp) / "saved_model", "float32"))
+
+
 def _make_tflite_int8(job):
     """int8 of the BN-folded copy (fold_batchnorm_after_activation), calibrated on seeded training
     images; the file shipped is chosen among int8_candidates on val (choose_int8), never test."""
@@ -278,6 +290,8 @@ class Format(NamedTuple):
 FORMATS = (
     Format("saved_model", _make_saved_model, "tensorflow", "float", "SavedModel", "TensorFlow"),
     Format("tflite_float32", _make_tflite("float32"), "tflite", "float", "TF-Lite float32", "LiteRT"),
+    Format("tflite_float32_plain", _make_tflite_plain, "tflite", "none", "TF-Lite float32, no test-time augmentation",
+           "LiteRT"),
     Format("tflite_dynamic_range", _make_tflite("dynamic_range"), "tflite", "none", "TF-Lite dynamic range", "LiteRT"),
     Format("tflite_int8", _make_tflite_int8, "tflite", "int8", "TF-Lite int8", "LiteRT", integer_only=True,
            size_reference="tflite_float32"),
@@ -291,10 +305,11 @@ from cifar.targets import (  # noqa: E402,F401  (defined once)
 
 
 class ExportJob:
-    """What every format's `make` reads: model, name, arrays, export settings (and seed), folder."""
+    """What every format's `make` reads: model, name, arrays, export settings (and seed), folder, and
+    the model without its test-time augmentation (`plain`; None when it ships none)."""
 
-    def __init__(self, name, model, arrays, cfg, out):
-        self.name, self.model, self.arrays, self.cfg, self.out = name, model, arrays, cfg, Path(out)
+    def __init__(self, name, model, arrays, cfg, out, plain=None):
+        self.name, self.model, self.arrays, self.cfg, self.out, self.plain = name, model, arrays, cfg, Path(out), plain
         self.check = arrays["x_test"][:64] if len(arrays["x_test"]) else arrays["x_train"][:64]
 
 
@@ -329,14 +344,18 @@ def add_tflite_metadata(out, artifacts, name, description, version):
         entry.update(bytes=path.stat().st_size, sha256=sha256_of(path), bytes_by_part=parts)
 
 
-def export_all(name, model, arrays, cfg, out):
-    """Every format of FORMATS, written into the empty folder `out`; their metadata."""
+def export_all(name, model, arrays, cfg, out, plain=None):
+    """Every format of FORMATS (a `make` that returns None has nothing to make), written into the
+    empty folder `out`; their metadata."""
     from cifar.outputs import sha256_of
 
-    job = ExportJob(name, model, arrays, cfg, out)
+    job = ExportJob(name, model, arrays, cfg, out, plain)
     artifacts = {}
     for fmt in FORMATS:
-        artifact = {"target": fmt.target, **fmt.make(job)}
+        made = fmt.make(job)
+        if made is None:
+            continue
+        artifact = {"target": fmt.target, **made}
         if (job.out / artifact["file"]).is_file():
             artifact["sha256"] = sha256_of(job.out / artifact["file"])
         artifacts[fmt.key] = artifact
