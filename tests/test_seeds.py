@@ -292,3 +292,27 @@ def test_stage_times_compare_again_after_a_later_bench(tmp_path):
     bench.write_text(json.dumps({"environment": {"cpu": "Intel Xeon"}, "seed_recipe_float32_s": 1200.0}))
     run(["python", script("stage_times"), "--compare-only", "--out", str(out), "--bench", str(bench)], cwd=tmp_path)
     assert json.loads(out.read_text())["total_vs_seed_recipe"] == 2.5
+
+
+def test_the_readme_states_the_float32_recipe_with_its_seeds_once_the_study_has_them(tmp_path):
+    import yaml
+
+    import readme_results
+
+    muon = {"train": {"epochs": 10, "muon": {"learning_rate": 0.24}}}
+    values = {"models": {"fast": {"tta": 2}}, "fast": {"float32": None}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
+    (tmp_path / "studies/float32").mkdir(parents=True)
+    runs = {str(seed): {"test_accuracy_by_tta": {"0": 0.92, "1": 0.93, "2": acc}} for seed, acc in ((42, 0.935), (1, 0.937))}
+    (tmp_path / "studies/float32/frontier.json").write_text(json.dumps({
+        "candidates": {"10 epochs, Muon": {"settings": muon, "epochs": 10, "seeds": runs}},
+        "rates": {"host": {"cpu": "AMD EPYC"}, "rounds": 2, "seed_recipe_img_per_s": 500.0, "seed_recipe_epochs": 25,
+                  "img_per_s": {"10 epochs, Muon": 250.0}}}))
+    assert readme_results.float32_line(tmp_path) is None  # fast.float32 is null: one recipe in every precision
+    values["fast"]["float32"] = muon
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
+    assert readme_results.float32_line(tmp_path) == (
+        "Where a CPU has no bfloat16 (every model then trains in float32), the fast models train with their float32 "
+        "recipe (`fast.float32`: 10 epochs, Muon): 93.60% ± 0.14% test accuracy over 2 seeds, in a predicted 0.80x the "
+        "seed recipe's float32 training time on AMD EPYC (`make bench`'s probe, 2 rounds); the frontier it was chosen "
+        "from, on val: [studies/float32/frontier.md](studies/float32/frontier.md).")

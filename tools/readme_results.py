@@ -194,10 +194,41 @@ def advice(root=Path(".")):
             "well-lit pictures.")
 
 
+def float32_line(root=Path(".")):
+    """The fast model's float32 recipe (params.yaml `fast.float32`, where training resolves to
+    float32) with its evidence from studies/float32/frontier.json: its test accuracy over seeds at
+    the shipped test-time augmentation and its predicted time against the seed recipe; None while
+    it is null or its seeds are not in the study."""
+    import statistics
+
+    import yaml
+
+    root = Path(root)
+    values = yaml.safe_load((root / "params.yaml").read_text())
+    recipe, path = (values.get("fast") or {}).get("float32"), root / "studies/float32/frontier.json"
+    if not recipe or not path.is_file():
+        return None
+    study = json.loads(path.read_text())
+    label = next((label for label, row in study["candidates"].items() if row.get("settings") == recipe), None)
+    runs = study["candidates"][label].get("seeds", {}) if label else {}
+    rate = study.get("rates", {})
+    if len(runs) < 2 or label not in rate.get("img_per_s", {}):
+        return None
+    tta = str(values["models"]["fast"]["tta"])
+    test = [run["test_accuracy_by_tta"][tta] for run in runs.values()]
+    ratio = study["candidates"][label]["epochs"] * rate["seed_recipe_img_per_s"] / (
+        rate["seed_recipe_epochs"] * rate["img_per_s"][label])
+    return (f"Where a CPU has no bfloat16 (every model then trains in float32), the fast models train with their "
+            f"float32 recipe (`fast.float32`: {label}): {statistics.fmean(test):.2%} ± {statistics.stdev(test):.2%} "
+            f"test accuracy over {len(test)} seeds, in a predicted {ratio:.2f}x the seed recipe's float32 training "
+            f"time on {rate['host']['cpu']} (`make bench`'s probe, {rate['rounds']} rounds); the frontier it was "
+            "chosen from, on val: [studies/float32/frontier.md](studies/float32/frontier.md).")
+
+
 def block(root=Path(".")):
-    """What goes between the markers: the table, the pipeline's cost, then which model to ship
-    for photos from the wild."""
-    lines = [line for line in (seed_line(root), cost(root), advice(root)) if line]
+    """What goes between the markers: the table, the pipeline's cost, the fast model's float32
+    recipe, then which model to ship for photos from the wild."""
+    lines = [line for line in (seed_line(root), cost(root), float32_line(root), advice(root)) if line]
     return "\n".join(rows(root)) + "\n" + "".join(f"\n{line}\n" for line in lines)
 
 

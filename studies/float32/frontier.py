@@ -192,6 +192,26 @@ def table(_args):
               f"cores (seed recipe {rate.get('seed_recipe_img_per_s', 0):.0f} img/s in float32). Val accuracy: one seed "
               f"each, {next(iter(found['candidates'].values()))['val_images']:,} val images. Written by "
               "studies/float32/frontier.py.", ""]
+    for label, row in found["candidates"].items():
+        runs = row.get("seeds", {})
+        if not runs:
+            continue
+        own = rate.get("img_per_s", {}).get(label)
+        ratio = f", {row['epochs'] * rate['seed_recipe_img_per_s'] / (rate['seed_recipe_epochs'] * own):.2f}x the seed recipe" if own else ""
+        lines += [f"### {label}: {len(runs)} seeds{ratio}", "",
+                  "| seed | val, TTA 0 / 1 / 2 | test, TTA 0 / 1 / 2 | training time | host |", "|---|---|---|---|---|"]
+        for seed, run in sorted(runs.items(), key=lambda item: int(item[0])):
+            val, test = run["val_accuracy_by_tta"], run["test_accuracy_by_tta"]
+            lines.append(f"| {seed} | {' / '.join(f'{val[k]:.2%}' for k in '012')} | "
+                         f"{' / '.join(f'{test[k]:.2%}' for k in '012')} | {run['wall_time_s'] / 60:.0f} min | {run['host']} |")
+        cells = {}
+        for split in ("val", "test"):
+            values = [[run[f"{split}_accuracy_by_tta"][k] for run in runs.values()] for k in "012"]
+            cells[split] = " / ".join(f"{statistics.fmean(v):.2%} ± {statistics.stdev(v) if len(v) > 1 else 0:.2%}"
+                                      for v in values)
+        lines.append(f"| mean ± std | {cells['val']} | {cells['test']} | | |")
+        lines += ["", f"Test: {next(iter(runs.values()))['test_images']:,} images, once per seed; the recipe is "
+                  "chosen on val.", ""]
     (OUT.parent / "frontier.md").write_text("\n".join(lines))
     if points:
         figure, axis = plt.subplots(figsize=(7, 4.5))
