@@ -176,6 +176,13 @@ def table(_args):
 
     found = load()
     rate = found.get("rates", {})
+    # A rate depends on the network and optimizer only (rate_key): a candidate added after the
+    # rates run shares the rate measured for its key.
+    by_key = {rate_key(label): r for label, r in rate.get("img_per_s", {}).items() if label in CANDIDATES}
+    for label in found["candidates"]:
+        if label in CANDIDATES and rate_key(label) in by_key:
+            rate["img_per_s"].setdefault(label, by_key[rate_key(label)])
+    save(found)
     lines = ["| candidate | epochs | float32 img/s | predicted time vs seed recipe | val, no TTA | val, TTA 1 | val, TTA 2 |",
              "|---|---|---|---|---|---|---|"]
     points = []
