@@ -171,6 +171,7 @@ def tiny_repo(root, epochs):
     set_param(repo, "shared.train.epochs", epochs)
     set_param(repo, "fast.train.epochs", epochs)
     set_param(repo, "fast_robust.train.epochs", epochs)
+    set_param(repo, "fast.float32", None)  # one recipe on any host: a CPU without bfloat16 would lay its own over
     # The fast model's inference without its 6-view test-time augmentation: 6x less work in every
     # later stage (test_fast exports the model with it).
     set_param(repo, "models.fast.tta", 0)

@@ -38,6 +38,7 @@ def repo(tmp_path_factory):
     set_param(repo, "fast.widths", [8, 16, 16])
     set_param(repo, "fast.whiten_images", 200)
     set_param(repo, "models.fast.tta", 0)
+    set_param(repo, "fast.float32", None)  # the same recipe where the CPU has no bfloat16
     for key, value in {"epochs": 5, "batch_size": 64, "validate_every": 1}.items():
         set_param(repo, f"fast.train.{key}", value)
     set_param(repo, "fetch_weights.mobilenet", str(mobilenet_weights(root)))

@@ -312,7 +312,8 @@ def test_the_readme_states_the_float32_recipe_with_its_seeds_once_the_study_has_
     values["fast"]["float32"] = muon
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
     assert readme_results.float32_line(tmp_path) == (
-        "Where a CPU has no bfloat16 (every model then trains in float32), the fast models train with their float32 "
-        "recipe (`fast.float32`: 10 epochs, Muon): 93.60% ± 0.14% test accuracy over 2 seeds, in a predicted 0.80x the "
+        "Where a CPU has no bfloat16 (every model then trains in float32), the fast model trains with its float32 "
+        "recipe (`fast.float32`: 10 epochs, Muon): 93.60% ± 0.14% test accuracy over 2 seeds (test-time augmentation 2), "
+        "in a predicted 0.80x the "
         "seed recipe's float32 training time on AMD EPYC (`make bench`'s probe, 2 rounds); the frontier it was chosen "
         "from, on val: [studies/float32/frontier.md](studies/float32/frontier.md).")

@@ -218,9 +218,9 @@ def float32_line(root=Path(".")):
     test = [run["test_accuracy_by_tta"][tta] for run in runs.values()]
     ratio = study["candidates"][label]["epochs"] * rate["seed_recipe_img_per_s"] / (
         rate["seed_recipe_epochs"] * rate["img_per_s"][label])
-    return (f"Where a CPU has no bfloat16 (every model then trains in float32), the fast models train with their "
+    return (f"Where a CPU has no bfloat16 (every model then trains in float32), the fast model trains with its "
             f"float32 recipe (`fast.float32`: {label}): {statistics.fmean(test):.2%} ± {statistics.stdev(test):.2%} "
-            f"test accuracy over {len(test)} seeds, in a predicted {ratio:.2f}x the seed recipe's float32 training "
+            f"test accuracy over {len(test)} seeds (test-time augmentation {tta}), in a predicted {ratio:.2f}x the seed recipe's float32 training "
             f"time on {rate['host']['cpu']} (`make bench`'s probe, {rate['rounds']} rounds); the frontier it was "
             "chosen from, on val: [studies/float32/frontier.md](studies/float32/frontier.md).")
 
