@@ -31,7 +31,7 @@ def imbalance(labels, names):
         print(f"prepare: note: classes are imbalanced (training images: "
               f"{', '.join(f'{n} {c}' for n, c in counts.items())}); accuracy is then dominated by the large "
               "classes: read evaluate's per-class accuracy, and consider training with balanced class weights "
-              "(-S shared.train.class_weight=balanced -S fast.train.class_weight=balanced)")
+              "(-S shared.train.class_weight=balanced)")
     return ratio
 
 

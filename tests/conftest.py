@@ -142,10 +142,21 @@ def history(repo, name):
     return read_history(repo / "reports" / "live" / name, f"train@{name}")
 
 
+def shared_section():
+    """params.yaml's `shared` (the seed's train: and augment:, every model's base)."""
+    return yaml.safe_load((REPO / "params.yaml").read_text())["shared"]
+
+
+def seed_train(**changes):
+    """The seed's training settings (shared.train) in float32, with `changes`."""
+    return {**shared_section()["train"], "precision": "float32", **changes}
+
+
 def cnn_section(**changes):
     """The seed CNN's params section (the repository's), with `changes`: what tests build their
     small CNNs from (cifar.models.cnn.build takes a whole section, as the pipeline gives it)."""
-    return {**yaml.safe_load((REPO / "params.yaml").read_text())["cnn"], **changes}
+    return {**yaml.safe_load((REPO / "params.yaml").read_text())["cnn"], "augment": shared_section()["augment"],
+            "train": seed_train(), **changes}
 
 
 def mobilenet_weights(folder):

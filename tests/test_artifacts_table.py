@@ -36,7 +36,7 @@ def write_registry(tmp_path, names):
         if name != "cnn":
             values.pop(name, None)
     values.pop("fast", None)
-    values["models"] = {name: {"module": "cnn", "recipe": "shared", "label": f"the {name} model", "tta": 0}
+    values["models"] = {name: {"module": "cnn", "label": f"the {name} model", "tta": 0}
                         for name in names}
     values.update({name: {} for name in names})  # each model's own section: no overrides of cnn's
     params = tmp_path / "params.yaml"

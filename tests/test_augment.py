@@ -5,7 +5,7 @@ import pytest
 from cifar import augment
 from rates import random_resolution_transform  # the seed's transform, which bench's seed stream runs
 
-CONFIG = {"resolution_scale": [0.8, 1.2], "rotation_degrees": 15, "shift_fraction": 0.1, "horizontal_flip": True}
+CONFIG = {"policy": "seed", "resolution_scale": [0.8, 1.2], "rotation_degrees": 15, "shift_fraction": 0.1, "horizontal_flip": True}
 
 
 class FixedScale:

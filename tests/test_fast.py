@@ -104,7 +104,7 @@ def test_the_fast_model_saves_loads_and_exports_with_its_augmentation(tmp_path):
     assert artifacts["tflite_float32_plain"]["target"] == "none"
     got = inference.load(out / artifacts["tflite_float32_plain"]["file"]).predict(arrays["x_test"])
     np.testing.assert_allclose(got, plain.predict(arrays["x_test"].astype(np.float32), verbose=0), atol=1e-4)
-    assert not np.allclose(got, reference, atol=1e-3)  # not the shipped model's
+    assert not np.allclose(np.log(got + 1e-30), np.log(reference + 1e-30), atol=1e-2)  # not the shipped model's
 
 
 def test_alternating_flip_and_translation():
@@ -422,12 +422,12 @@ def test_the_float32_recipe_runs_exactly_where_training_resolves_to_float32(monk
     section = {**SECTION, "train": {**SECTION["train"], "precision": "mixed_bfloat16"},
                "float32": {"train": {"epochs": 9}, "widths": [8, 16, 16]}}
     monkeypatch.setenv("CIFAR10_FORCE_FLOAT32", "1")
-    plan = fast.plan(section, {})
+    plan = fast.plan(section)
     assert (plan.variant, plan.epochs, plan.phases[0].train["epochs"]) == ("float32", 9, 9)
     monkeypatch.setenv("CIFAR10_FORCE_FLOAT32", "0")
-    on_bfloat16 = fast.plan(section, {})
+    on_bfloat16 = fast.plan(section)
     expected = "float32" if training.precision.resolve("mixed_bfloat16")[0] == "float32" else "default"
     assert on_bfloat16.variant == expected  # this host's own resolution
-    assert fast.plan({**section, "float32": None}, {}).variant == "default"
+    assert fast.plan({**section, "float32": None}).variant == "default"
     with pytest.raises(params.ParamsError, match=r"fast \(with fast.float32 laid over it\).train.epochs = 0"):
         fast.validate({**section, "float32": {"train": {"epochs": 0}}})

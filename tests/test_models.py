@@ -7,7 +7,7 @@ import pytest
 from keras import layers
 
 from cifar.models import cnn, mobilenet
-from conftest import REPO, cnn_section
+from conftest import REPO, cnn_section, seed_train, shared_section
 
 
 def test_cnn_layers_filters_and_params():
@@ -113,7 +113,7 @@ def test_frozen_batchnorm_stays_in_inference_mode():
 
 
 SECTION = {"input_size": 32, "trainable_layers": 20, "dropout": 0.2, "train_batchnorm": False,
-           "label_smoothing": 0.1, "augment": "none",
+           "augment": shared_section()["augment"], "train": seed_train(label_smoothing=0.1, augment=False),
            "phases": [{"name": "head", "epochs": 1, "learning_rate": 1e-3, "trainable_layers": 0},
                       {"name": "top", "epochs": 2, "learning_rate": 1e-4, "trainable_layers": 12}]}
 
@@ -152,10 +152,9 @@ def stage_inputs(tmp_path):
     args = argparse.Namespace(data=tmp_path / "cifar10.npz", model=tmp_path / "m.keras",
                               metrics=tmp_path / "m.json", state=tmp_path / "state", keep_checkpoint_on_nan=False,
                               live=tmp_path / "live")
-    train = {"epochs": 25, "batch_size": 40, "learning_rate": 1e-3, "lr_decay": 0.95, "early_stopping_patience": 10,
-             "plateau_factor": 0.5, "plateau_patience": 5, "augment": False, "distribute": "default"}
-    shared = {"seed": 1, "augment": {"resolution_scale": [1, 1], "rotation_degrees": 0, "shift_fraction": 0,
-                                     "horizontal_flip": False}, "train": train}
+    train = seed_train(batch_size=40, augment=False)
+    shared = {"seed": 1, "augment": {**shared_section()["augment"], "resolution_scale": [1, 1], "rotation_degrees": 0,
+                                     "shift_fraction": 0, "horizontal_flip": False}, "train": train}
     return args, shared, train
 
 
@@ -166,7 +165,7 @@ def test_the_stage_trains_the_phases_one_after_another(weights_file, tmp_path):
     args, shared, train = stage_inputs(tmp_path)
     from cifar import models
 
-    plan = models.Plan(mobilenet.phases(SECTION, str(path), train), shared["augment"])
+    plan = models.Plan(mobilenet.phases({**SECTION, "train": train}, str(path)), shared["augment"])
     stage.run("mobilenet", plan, args, {"shared": shared, "mobilenet": SECTION, "registry": {"module": "mobilenet"}},
               provenance={})
     import json
@@ -243,21 +242,18 @@ def test_a_nan_loss_fails_the_stage_naming_the_epoch_unless_asked_to_keep_the_ch
 @pytest.mark.parametrize("change, message", [
     # The default recipe is in phases: the top-level trainable_layers would change nothing.
     ({"trainable_layers": 40}, "mobilenet.trainable_layers = 40 is ignored by the recipe in phases"),
-    ({"label_smoothing": None}, "mobilenet.label_smoothing is null, but the recipe in phases needs it"),
+    ({"train_batchnorm": None}, "mobilenet.train_batchnorm is null, but the recipe in phases needs it"),
     ({"phases": [], "trainable_layers": 20}, "mobilenet.train_batchnorm = False is ignored by the seed's one phase"),
-    ({"phases": [], "train_batchnorm": None, "label_smoothing": None},
+    ({"phases": [], "train_batchnorm": None},
      "mobilenet.trainable_layers is null, but the seed's one phase (phases: []) needs it"),
 ])
 def test_a_key_the_chosen_recipe_ignores_is_refused(change, message):
-    import yaml
+    from cifar import models, params
 
-    from conftest import REPO
-    from cifar import params
-
-    values = {**yaml.safe_load((REPO / "params.yaml").read_text())["mobilenet"], **change}
+    values = {**models.entry("mobilenet")[1], **change}
     with pytest.raises(params.ParamsError, match=re.escape(message)):
         mobilenet.validate(values)
-    seed = {**values, "phases": [], "trainable_layers": 20, "train_batchnorm": None, "label_smoothing": None}
+    seed = {**values, "phases": [], "trainable_layers": 20, "train_batchnorm": None}
     mobilenet.validate(seed)  # the seed's settings, as the README gives them
 
 

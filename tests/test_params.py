@@ -126,15 +126,14 @@ def test_stage_with_bad_params_exits_nonzero_and_writes_nothing(workdir, archive
     (lambda v: v.update(models={}), "'models' must map each model's name to its entry"),
     (lambda v: v["models"].update(CNN2=v["models"]["cnn"]), "models.CNN2 is not a valid model name"),
     (lambda v: v["models"]["cnn"].pop("label"), "missing key 'models.cnn.label'"),
-    (lambda v: v["models"]["cnn"].update(stage="train_cnn"), "unknown key 'models.cnn.stage'; allowed keys here: label, module, recipe, tta"),
+    (lambda v: v["models"]["cnn"].update(stage="train_cnn"), "unknown key 'models.cnn.stage'; allowed keys here: label, module, tta"),
     (lambda v: v["models"]["cnn"].update(module="cifar.models.cnn"), "models.cnn.module = 'cifar.models.cnn' is not allowed; "
      "expected the name of a model module of the project's package, scripts/cifar/models/NAME.py"),
     # Only the project's model modules: params.yaml or a -S must not name any importable code.
     (lambda v: v["models"]["cnn"].update(module="../outputs"), "models.cnn.module = '../outputs' is not allowed"),
     (lambda v: v["models"]["cnn"].update(module="scripts/cifar/models/cnn.py"), "is not allowed"),
     (lambda v: v["models"]["cnn"].update(tta=3), "models.cnn.tta = 3 is not allowed; expected one of 0, 1, 2"),
-    (lambda v: v["models"]["cnn"].update(recipe="fast"), "models.cnn.recipe = 'fast' is not allowed; expected shared"),
-    (lambda v: v["models"]["fast_robust"].update(module="nowhere", recipe="nowhere"),
+    (lambda v: v["models"]["fast_robust"].update(module="nowhere"),
      "models.fast_robust needs the section 'nowhere' (its module's settings), which is missing"),
     (lambda v: v.pop("fast_robust"), "models.fast_robust needs the section 'fast_robust' (its overrides"),
 ])
@@ -146,7 +145,7 @@ def test_the_model_registry_is_checked(params_file, change, message):
 
 def test_a_registered_models_own_section_is_accepted_and_others_are_not(params_file):
     def add_toy(values):
-        values["models"]["toy"] = {"module": "cnn", "recipe": "shared", "label": "toy", "tta": 0}
+        values["models"]["toy"] = {"module": "cnn", "label": "toy", "tta": 0}
         values["toy"] = {"dense_units": 64}  # the seed CNN's settings, but for this key
 
     edit(params_file, add_toy)
@@ -166,6 +165,26 @@ def test_a_registered_models_own_section_is_accepted_and_others_are_not(params_f
     edit(params_file, lambda v: v.update(stray={"a": 1}))
     with pytest.raises(params.ParamsError, match="unknown section 'stray'"):
         params.load(["shared"], params_file)
+
+
+def test_every_model_lays_its_train_and_augment_over_shareds(params_file):
+    """One shape: shared's train: and augment:, the module's section, the model's own, in order."""
+    edit(params_file, lambda v: (v["shared"]["train"].update(epochs=7, class_weight="balanced"),
+                                 v["cnn"]["train"].update(epochs=3)))
+    cnn, fast, robust = (models.entry(name, params_file)[1] for name in ("cnn", "fast", "fast_robust"))
+    assert cnn["train"]["epochs"] == 3 and cnn["train"]["lr_decay"] == 0.95 and cnn["augment"]["policy"] == "seed"
+    assert fast["train"]["epochs"] == 15 and fast["train"]["class_weight"] == "balanced"  # shared's, under its own
+    assert robust["train"]["epochs"] == 20 and robust["augment"]["translate_px"] == 2  # fast's, under its own
+    for change, message in [
+        (lambda v: v["fast"]["train"].update(lr_decay=0.9),
+         "fast.train.lr_decay = 0.9 is not allowed; expected null (the seed's schedule"),
+        (lambda v: v["cnn"]["augment"].update(policy="flip_translate"),
+         "cnn.augment.translate_px is null, but policy 'flip_translate' reads it"),
+        (lambda v: v["cnn"].pop("train"), "section 'cnn' lacks 'train': every model module's section has train:"),
+    ]:
+        edit(params_file, change)
+        with pytest.raises(params.ParamsError, match=re.escape(message)):
+            models.entry("fast" if "fast" in message else "cnn", params_file)
 
 
 @pytest.mark.parametrize("section, key, value, message", [

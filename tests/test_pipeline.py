@@ -27,12 +27,10 @@ def ran_stages(output):
 
 
 def validate_every(repo, name):
-    """The model's epochs between validation passes: its own training settings', else shared.train's."""
+    """The model's epochs between validation passes (its `train`, over shared's)."""
     from cifar import models
 
-    own = models.entry(name, repo / "params.yaml")[1].get("train", {})
-    values = yaml.safe_load((repo / "params.yaml").read_text())
-    return own.get("validate_every", values["shared"]["train"].get("validate_every", 1))
+    return models.entry(name, repo / "params.yaml")[1]["train"]["validate_every"]
 
 
 def test_repro_runs_every_stage_and_leaves_status_clean(pipeline):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cifar import data
-from conftest import MIRROR, require_shared, cnn_section
+from conftest import MIRROR, cnn_section, require_shared, seed_train, shared_section
 
 pytestmark = pytest.mark.realdata
 
@@ -50,11 +50,9 @@ def test_cnn_learns_on_a_real_slice(real, tmp_path):
 
     _, (x_train, y_train, x_test, y_test, _) = real
     arrays = {"x_train": x_train[:5000], "y_train": y_train[:5000], "x_val": x_test[:500], "y_val": y_test[:500]}
-    train = {"epochs": 2, "batch_size": 32, "learning_rate": 1e-3, "lr_decay": 0.95,
-             "early_stopping_patience": 10, "plateau_factor": 0.5, "plateau_patience": 5,
-             "augment": False, "distribute": "default"}
-    augment = {"resolution_scale": [0.8, 1.2], "rotation_degrees": 15, "shift_fraction": 0.1, "horizontal_flip": True}
-    _, rows, _ = training.fit(lambda: cnn.build(cnn_section(convs_per_block=1)), arrays, train, augment, 42,
+    train = seed_train(epochs=2, batch_size=32, augment=False)
+    _, rows, _ = training.fit(lambda: cnn.build(cnn_section(convs_per_block=1)), arrays, train,
+                              shared_section()["augment"], 42,
                               tmp_path / "state")
     assert rows[-1]["loss"] < rows[0]["loss"] < 2.3  # below chance-level cross-entropy, ln(10)
     assert rows[-1]["accuracy"] > 0.35, rows  # chance is 0.10

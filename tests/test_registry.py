@@ -25,6 +25,8 @@ from cifar.data import IMAGE_SHAPE, NUM_CLASSES
 
 class SCHEMA(params.Section):
     filters: params.number(int, 1, 64)
+    augment: params.Augment
+    train: params.Train
 
 
 def build(section):
@@ -54,8 +56,8 @@ def toy_repo(pipeline, tmp_path_factory):
     shutil.copytree(source, repo, symlinks=True)
     (repo / "scripts" / "cifar" / "models" / "toy.py").write_text(TOY_BUILDER)
     values = yaml.safe_load((repo / "params.yaml").read_text())
-    values["models"]["toy"] = {"module": "toy", "recipe": "shared", "label": "toy CNN", "tta": 1}
-    values["toy"] = {"filters": 4}
+    values["models"]["toy"] = {"module": "toy", "label": "toy CNN", "tta": 1}
+    values["toy"] = {"filters": 4, "train": {}, "augment": {}}  # shared's, the seed's
     (repo / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     return repo, env, run(["dvc", "repro"], cwd=repo, **env).stdout
 

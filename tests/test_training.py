@@ -9,12 +9,10 @@ import pytest
 import synthetic
 from cifar import training
 from cifar.models import cnn
-from conftest import REPO, cnn_section, run_env
+from conftest import REPO, cnn_section, run_env, seed_train, shared_section
 
-TRAIN = {"epochs": 4, "batch_size": 32, "learning_rate": 1e-3, "lr_decay": 0.95,
-         "early_stopping_patience": 10, "plateau_factor": 0.5, "plateau_patience": 5,
-         "augment": True, "distribute": "default"}
-AUGMENT = {"resolution_scale": [0.8, 1.2], "rotation_degrees": 15, "shift_fraction": 0.1, "horizontal_flip": True}
+TRAIN = seed_train(epochs=4, batch_size=32)
+AUGMENT = shared_section()["augment"]
 
 
 def tiny_cnn(**changes):
@@ -211,11 +209,11 @@ def test_leftovers_without_a_backup_are_not_appended_to(arrays, tmp_path):
 
 # airbench's recipe (the fast model's): SGD-Nesterov, a per-step schedule, lookahead.
 # Its learning rate and weight decay in airbench's units (per 1,024 images, summed loss).
-FAST_TRAIN = {"optimizer": "sgd_nesterov", "epochs": 4, "batch_size": 32, "learning_rate": 11.5,
-              "lr_start_end": [0.2, 0.07], "warmup_fraction": 0.25, "momentum": 0.85, "weight_decay": 0.0153,
-              "bias_lr_scale": 4, "label_smoothing": 0.2, "lookahead_every": 2, "lookahead_decay": 0.95,
-              "validate_every": 1, "drop_last": True, "distribute": "default"}
-FAST_AUGMENT = {"policy": "flip_translate", "translate_px": 2}
+FAST_TRAIN = seed_train(optimizer="sgd_nesterov", epochs=4, batch_size=32, learning_rate=11.5,
+                        lr_start_end=[0.2, 0.07], warmup_fraction=0.25, momentum=0.85, weight_decay=0.0153,
+                        bias_lr_scale=4, label_smoothing=0.2, lookahead_every=2, lookahead_decay=0.95,
+                        whiten_bias_epochs=0, muon=None, drop_last=True)
+FAST_AUGMENT = {**AUGMENT, "policy": "flip_translate", "translate_px": 2}
 
 
 def fast_recipe(train_cfg, steps_per_epoch):

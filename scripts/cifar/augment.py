@@ -108,9 +108,9 @@ def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_
     """Shuffled, batched, augmented (x float32 0-255, y) stream for epochs first_epoch..epochs-1.
 
     Every draw is a function of (seed, epoch, step), so a run resumed at epoch k sees what an
-    uninterrupted one sees. `config`: the seed's transforms (shared.augment), or a policy,
-    flip_translate (the fast model's) or augmix (flip_translate then cifar.augmix, its draws in NumPy,
-    its operations in this graph). `replicas` = (first, count, total): `count` elements per step,
+    uninterrupted one sees. `config`: a model's `augment`, by its policy: seed (the seed's
+    transforms), flip_translate (the fast model's) or augmix (flip_translate then cifar.augmix, its
+    draws in NumPy, its operations in this graph). `replicas` = (first, count, total): `count` elements per step,
     each replica's share of the same global batch."""
     import functools
 
@@ -120,7 +120,7 @@ def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_
     steps = steps_per_epoch(n, batch_size, drop_remainder)
     order = functools.lru_cache(maxsize=2)(lambda epoch: epoch_order(n, seed, epoch))
     first, count, total = replicas or (0, 1, 1)
-    augmixing = augment and config.get("policy") == "augmix"
+    augmixing = augment and config["policy"] == "augmix"
     drawn = functools.lru_cache(maxsize=2)(lambda epoch: augmix.draws(n, seed, epoch, config["augmix"], x.shape[1]))
 
     def load(epoch, step, part):
@@ -128,7 +128,7 @@ def train_dataset(x, y, batch_size, seed, config, augment=True, epochs=1, first_
         index = order(epoch)[step * batch_size:(step + 1) * batch_size]
         share = replica_slice(len(index), part, total)
         images = x[index[share]]
-        if augment and config.get("policy") in ("flip_translate", "augmix"):
+        if augment and config["policy"] in ("flip_translate", "augmix"):
             images = flip_translate_batch(images, index, seed, epoch, config["translate_px"], start=share.start)
         elif augment:
             images = augment_batch(images, [seed, epoch, step, 1], config, start=share.start, total=len(index))

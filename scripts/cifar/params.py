@@ -106,14 +106,29 @@ scale_range = rule(lambda v: isinstance(v, list) and len(v) == 2 and all(
     "a list [low, high] with 0.25 <= low <= high <= 2")
 
 
-class Augment(Section):  # shared.augment: the seed's transforms
-    resolution_scale: scale_range
-    rotation_degrees: number(float, 0, 180)
-    shift_fraction: number(float, 0, 0.5)
-    horizontal_flip: boolean
+class AugMix(Section):  # `augment.augmix`: AugMix's settings (cifar.augmix)
+    severity: number(int, 1, 10)
+    width: number(int, 1, 10)
+    depth: number(int, 0, 10)  # 0: 1 to 3 operations per chain
+    alpha: number(float, 0, 100, lo_open=True)
 
 
-class Train(Section):  # shared.train: the seed's compile and fit settings
+# The keys each augmentation policy reads; the other policies' keys stay, unread.
+POLICY_KEYS = {"seed": ("resolution_scale", "rotation_degrees", "shift_fraction", "horizontal_flip"),
+               "flip_translate": ("translate_px",), "augmix": ("translate_px", "augmix")}
+
+
+class Augment(Section):  # every model's `augment`: shared.augment with its section's laid over
+    policy: choice(*POLICY_KEYS)
+    resolution_scale: or_null(scale_range)
+    rotation_degrees: or_null(number(float, 0, 180))
+    shift_fraction: or_null(number(float, 0, 0.5))
+    horizontal_flip: or_null(boolean)
+    translate_px: or_null(number(int, 0, 8))
+    augmix: or_null(AugMix)
+
+
+class Train(Section):  # every model's `train`: shared.train (the seed's) with its section's laid over
     epochs: number(int, 1, 10_000)
     batch_size: number(int, 1, 65_536)
     learning_rate: number(float, 0, 10, lo_open=True)
@@ -121,12 +136,28 @@ class Train(Section):  # shared.train: the seed's compile and fit settings
     early_stopping_patience: number(int, 0)
     plateau_factor: number(float, 0, 1, lo_open=True, hi_open=True)
     plateau_patience: number(int, 0)
+    label_smoothing: number(float, 0, 1, hi_open=True)
+    validate_every: number(int, 1, 10_000)
+    drop_last: boolean
     augment: boolean
     class_weight: class_weight
     distribute: distribute
     steps_per_execution: number(int, 1, 10_000)
     jit_compile: auto_or_boolean
     precision: precision
+
+
+def unused(why):
+    """A key the recipe does not read: null only."""
+    return Annotated[None, Allowed(f"null ({why})")]
+
+
+def check_augment(values, where, path="params.yaml"):
+    """The policy's own keys are set (the others' may stay)."""
+    for key in POLICY_KEYS[values["policy"]]:
+        if values[key] is None:
+            raise ParamsError(f"{path}: {where}.augment.{key} is null, but policy {values['policy']!r} reads it; "
+                              "give it a value")
 
 
 class Shared(Section):
@@ -164,13 +195,12 @@ module_name = rule(lambda v: isinstance(v, str) and MODULE.fullmatch(v),
 
 class Entry(Section):  # models.NAME
     module: module_name
-    recipe: Annotated[str, Allowed("shared (the seed's settings) or the model's module")]
     label: rule(lambda v: isinstance(v, str) and v.strip(), "a non-empty string")
     tta: Annotated[Literal[0, 1, 2], Allowed("one of 0, 1, 2 (test-time augmentation: none, flip, flip + 1 px shifts)")]
 
 
 def registry(value, path):
-    """Check `models`: {name: Entry}, each recipe `shared` or its module."""
+    """Check `models`: {name: Entry}."""
     if not isinstance(value, dict) or not value:
         raise ParamsError(f"{path}: 'models' must map each model's name to its entry, got {value!r}")
     for name, entry in value.items():
@@ -178,10 +208,6 @@ def registry(value, path):
             raise ParamsError(f"{path}: models.{name} is not a valid model name; expected lowercase letters, "
                               "digits and _ (it names files: models/trained/NAME.keras)")
         validate(entry, Entry, f"models.{name}", path)
-        if entry["recipe"] not in ("shared", entry["module"]):
-            raise ParamsError(f"{path}: models.{name}.recipe = {entry['recipe']!r} is not allowed; expected shared (it "
-                              f"trains with the seed's settings, shared.train and shared.augment) or {entry['module']!r} "
-                              "(a recipe of its own, in its module's section)")
 
 
 def model_sections(models):

@@ -57,16 +57,14 @@ def train(description):
     parser = arguments(description)
     args = parser.parse_args()
     entry, section = models.entry(args.name)
-    shared = params.load(["shared"])["shared"]
-    if entry["recipe"] != "shared":  # a recipe of its own reads the seed only, as dvc.yaml declares
-        shared = {"seed": shared["seed"]}
+    seed = params.load(["shared"])["shared"]["seed"]
     weights, provenance = None, {}
     if args.weights:
         weights, source = weights_argument(args.weights)
         if source["file"]:
             provenance["weights"] = source
-    plan = models.plan(entry, section, shared, weights)
-    cfg = {"shared": shared, args.name: section, "registry": dict(entry)}
+    plan = models.plan(entry, section, weights)
+    cfg = {"shared": {"seed": seed}, args.name: section, "registry": dict(entry)}
     run(args.name, plan, args, cfg, provenance)
 
 
@@ -87,10 +85,10 @@ def run(name, plan, args, cfg, provenance):
     from dvclive import Live
 
     # First: the multi-worker strategy must be made before any other TensorFlow work.
-    strategy = training.make_strategy(plan.phases[0].train.get("distribute", "default"))
+    strategy = training.make_strategy(plan.phases[0].train["distribute"])
     chief, task = training.worker_role(strategy)
     where, _, warning = training.device_report(strategy)
-    precision, feature, _ = training.precision.resolve(plan.phases[0].train.get("precision", "float32"))
+    precision, feature, _ = training.precision.resolve(plan.phases[0].train["precision"])
     print(f"{name}: training on {where}, {precision}" + (f" ({feature})" if precision != "float32" else "")
           + (f" ({task})" if task else ""), flush=True)
     if warning:

@@ -60,7 +60,7 @@ def registry_models(x_train, only=None, overrides=None, precision=None, section_
             continue
         _, section = models.entry(name)
         section = params.merged(section, section_overrides or {})
-        plan = models.plan(entry, section, loaded["shared"], weights=None)
+        plan = models.plan(entry, section)
         first = plan.phases[0]
         train = {**first.train, "epochs": plan.epochs, **(overrides or {})}
         policy = precision or training.precision.resolve(train.get("precision", "float32"))[0]

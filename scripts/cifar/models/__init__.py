@@ -2,13 +2,13 @@
 (params.yaml `models.NAME.module`), holding everything that model is:
 
 - `build(section, images=None, classes=None, weights=None)`: the uncompiled Keras model from its
-  settings (the module's section with the model's own laid over it), for the training images'
-  shape and `classes`; it takes raw 0-255 RGB and scales itself. Only the inputs a builder names
-  are passed.
-- `plan(section, shared, weights=None)` (optional): its `Plan`. Without one: one phase of `build`
-  with the seed's settings and recipe.
-- `SCHEMA` (a cifar.params.Section; a module without one is refused), and optionally
-  `validate(section, where, path)` for rules a schema cannot say.
+  settings (`section`: shared's train: and augment:, the module's section and the model's own laid
+  over them), for the training images' shape and `classes`; it takes raw 0-255 RGB and scales
+  itself. Only the inputs a builder names are passed.
+- `plan(section, weights=None)` (optional): its `Plan`. Without one: one phase of `build` with its
+  `train` (the seed's recipe, cifar.training.recipe) and `augment`.
+- `SCHEMA` (a cifar.params.Section with `train` and `augment`; a module without one is refused),
+  and optionally `validate(section, where, path)` for rules a schema cannot say.
 - its Keras objects, registered under `cifar.models.NAME`, so `load` imports exactly that module.
 
 Only its models' stages depend on the module: editing one model retrains that model alone."""
@@ -110,23 +110,27 @@ def entry(name, path="params.yaml"):
 
 
 def section(entry, path="params.yaml", name=None):
-    """The model's settings: its module's section with its own laid over it, checked by the module's
-    `validate` or `SCHEMA` under the name of the section a value came from."""
+    """The model's settings: `shared`'s train: and augment:, its module's section laid over them, then
+    its own (`name`'s), checked by the module's `validate` or `SCHEMA` under the names they came from."""
     from cifar import params
 
     base = entry["module"]
     own = name or base
-    loaded = params.load([base, own], path)
-    values = params.merged(loaded[base], loaded[own]) if own != base else loaded[base]
+    loaded = params.load(["shared", base, own], path)
+    missing = [key for key in ("train", "augment") if key not in loaded[base]]
+    if missing:
+        raise params.ParamsError(f"{path}: section '{base}' lacks '{missing[0]}': every model module's section has "
+                                 "train: and augment:, laid over shared's ({} to keep shared's)")
+    values = params.merged({"train": loaded["shared"]["train"], "augment": loaded["shared"]["augment"]}, loaded[base])
+    values = params.merged(values, loaded[own]) if own != base else values
     found = module(entry, f"models.{own}")
     where = own if own == base else f"{own} (over {base})"
     if not hasattr(found, "SCHEMA"):
         raise params.ParamsError(f"{found.__name__} has no SCHEMA: a model module declares the keys of its params "
                                  f"section (scripts/cifar/models/__init__.py), so that section '{own}' is checked")
-    if hasattr(found, "validate"):
-        found.validate(values, where, path)
-    else:
-        params.validate(values, found.SCHEMA, where, path)
+    (found.validate if hasattr(found, "validate") else
+     lambda v, w, p: params.validate(v, found.SCHEMA, w, p))(values, where, path)
+    params.check_augment(values["augment"], where, path)
     return values
 
 
@@ -142,20 +146,15 @@ def build(found, section, section_name, **inputs):
                           f"which {found.__name__}.build needs") from None
 
 
-def plan(entry, section, shared, weights=None):
-    """The model's `Plan`: its module's, else one phase of its builder with the seed's settings."""
+def plan(entry, section, weights=None):
+    """The model's `Plan`: its module's, else one phase of its builder with its `train` and `augment`."""
     found = module(entry)
     if hasattr(found, "plan"):
-        return found.plan(section, shared, weights)
-    if entry["recipe"] != "shared":
-        from cifar.params import ParamsError
-
-        raise ParamsError(f"params.yaml: models.*.recipe = {entry['recipe']!r}, but {found.__name__} has no plan of its "
-                          "own: it trains with the seed's settings; set recipe: shared")
+        return found.plan(section, weights)
     return Plan([Phase(None, lambda arrays, previous: build(found, section, entry["module"], images=arrays["x_train"],
                                                              classes=len(arrays["class_names"]), weights=weights),
-                       shared["train"])],
-                shared["augment"])
+                       section["train"])],
+                section["augment"])
 
 
 def saved_config(path):

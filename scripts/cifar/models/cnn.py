@@ -1,5 +1,6 @@
 """The seed's CNN (registry entry `cnn`, stage `train@cnn`), trained with the seed's settings
-(`shared.train`, `shared.augment`) and recipe (cifar.training.recipe), as the seed wrote them."""
+(`shared.train`, `shared.augment`, under `cnn.train`, `cnn.augment`) and recipe
+(cifar.training.recipe), as the seed wrote them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from cifar import params
 from cifar.data import IMAGE_SHAPE, NUM_CLASSES  # the defaults: CIFAR-10's
 from cifar.models import to_side
 
-class SCHEMA(params.Section):  # params.yaml `cnn`: the architecture
+class SCHEMA(params.Section):  # params.yaml `cnn`: the architecture, over shared's train: and augment:
+    augment: params.Augment
+    train: params.Train
     side: params.number(int, 8, 512)
     filters: params.int_list(3, 1, 4096)
     convs_per_block: params.number(int, 1, 4)

@@ -23,11 +23,7 @@ from cifar.data import NUM_CLASSES  # the default: CIFAR-10's
 from cifar.models import Phase, Plan, Recipe, to_side
 from cifar.training.airbench import BiasScaledSGD, WarmupDecay
 
-class AugMix(params.Section):  # `augment.augmix`: AugMix's settings (cifar.augmix), for the augmix policy only
-    severity: params.number(int, 1, 10)
-    width: params.number(int, 1, 10)
-    depth: params.number(int, 0, 10)  # 0: 1 to 3 operations per chain
-    alpha: params.number(float, 0, 100, lo_open=True)
+NOT_AIRBENCH = params.unused("the seed's schedule: airbench's recipe does not use it")
 
 
 class Muon(params.Section):  # `train.muon`: Muon's settings for the convolution filters (BiasScaledSGD)
@@ -36,34 +32,22 @@ class Muon(params.Section):  # `train.muon`: Muon's settings for the convolution
     newton_schulz_steps: params.number(int, 1, 10)
 
 
-class Augment(params.Section):
-    policy: params.choice("flip_translate", "augmix")
-    translate_px: params.number(int, 0, 8)
-    augmix: params.or_null(AugMix)
-
-
-class Train(params.Section):  # replaces shared.train for this model
+class Train(params.Train):  # shared.train's keys, and airbench's
     optimizer: params.choice("sgd_nesterov")
-    epochs: params.number(int, 1, 10_000)
-    batch_size: params.number(int, 1, 65_536)
     learning_rate: params.number(float, 0, 1000, lo_open=True)
     lr_start_end: params.float_list(2, 0, 1)
     warmup_fraction: params.number(float, 0, 1)
     momentum: params.number(float, 0, 1, hi_open=True)
     weight_decay: params.number(float, 0, 1)
     bias_lr_scale: params.number(float, 0, 1000, lo_open=True)
-    label_smoothing: params.number(float, 0, 1, hi_open=True)
     lookahead_every: params.number(int, 1, 10_000)
     lookahead_decay: params.number(float, 0, 1)
     whiten_bias_epochs: params.number(int, 0, 10_000)
     muon: params.or_null(Muon)  # null: SGD for the filters too
-    validate_every: params.number(int, 1, 10_000)
-    drop_last: params.boolean
-    class_weight: params.class_weight
-    distribute: params.distribute
-    steps_per_execution: params.number(int, 1, 10_000)
-    jit_compile: params.auto_or_boolean
-    precision: params.precision
+    lr_decay: NOT_AIRBENCH
+    early_stopping_patience: NOT_AIRBENCH
+    plateau_factor: NOT_AIRBENCH
+    plateau_patience: NOT_AIRBENCH
 
 
 class SCHEMA(params.Section):  # params.yaml `fast`
@@ -74,7 +58,7 @@ class SCHEMA(params.Section):  # params.yaml `fast`
     batchnorm_momentum: params.number(float, 0, 1, hi_open=True)
     batchnorm: params.choice("keras", "fused")
     logit_scale: params.number(float, 0, 10, lo_open=True)
-    augment: Augment
+    augment: params.Augment
     train: Train
     float32: params.rule(lambda v: v is None or isinstance(v, dict),
                          "null, or settings of this section laid over it where training resolves to float32 "
@@ -82,16 +66,11 @@ class SCHEMA(params.Section):  # params.yaml `fast`
 
 
 def validate(values, where="fast", path="params.yaml"):
-    """SCHEMA, also with `float32` laid over; `augment.augmix` set exactly when the policy is augmix."""
+    """SCHEMA, also with `float32` laid over."""
     params.validate(values, SCHEMA, where, path)
     if values["float32"]:
         params.validate({**params.merged(values, values["float32"]), "float32": None}, SCHEMA,
                         f"{where} (with {where}.float32 laid over it)", path)
-    augment = values["augment"]
-    if (augment["policy"] == "augmix") != (augment["augmix"] is not None):
-        need = "give it AugMix's settings" if augment["policy"] == "augmix" else "set it to null"
-        raise params.ParamsError(f"{path}: {where}.augment.augmix = {augment['augmix']!r} with policy "
-                                 f"{augment['policy']!r}; {need}")
 
 
 SOURCE_IMAGES = 1024  # airbench's unit: its learning rate and weight decay are per 1,024 images
@@ -229,7 +208,7 @@ def recipe(train_cfg, steps_per_epoch):
     peak, decay = per_step(train_cfg["learning_rate"], train_cfg["weight_decay"], train_cfg["momentum"],
                            train_cfg["batch_size"])
     schedule = WarmupDecay(peak, total, round(train_cfg["warmup_fraction"] * total), start, end)
-    muon = train_cfg.get("muon")  # Muon's learning rate has the schedule's shape, its own peak
+    muon = train_cfg["muon"]  # Muon's learning rate has the schedule's shape, its own peak
     muon_settings = {"muon_scale": muon["learning_rate"] / peak, "muon_momentum": muon["momentum"],
                      "newton_schulz_steps": muon["newton_schulz_steps"]} if muon else {}
     optimizer = BiasScaledSGD(learning_rate=schedule, momentum=train_cfg["momentum"], nesterov=True,
@@ -237,7 +216,7 @@ def recipe(train_cfg, steps_per_epoch):
                               lookahead_every=train_cfg["lookahead_every"],
                               lookahead_decay=train_cfg["lookahead_decay"], total_steps=total,
                               steps_per_epoch=steps_per_epoch,
-                              whiten_bias_steps=train_cfg.get("whiten_bias_epochs", 0) * steps_per_epoch, **muon_settings)
+                              whiten_bias_steps=train_cfg["whiten_bias_epochs"] * steps_per_epoch, **muon_settings)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg["label_smoothing"])
 
     def prepare(model):  # lookahead averages every float weight, not only the trainable ones
@@ -252,12 +231,12 @@ def for_precision(section):
     studies/float32/), else the section ("default")."""
     from cifar.training import precision
 
-    if section.get("float32") and precision.resolve(section["train"]["precision"])[0] == "float32":
+    if section["float32"] and precision.resolve(section["train"]["precision"])[0] == "float32":
         return params.merged(section, section["float32"]), "float32"
     return section, "default"
 
 
-def plan(section, shared, weights=None):
+def plan(section, weights=None):
     """One phase of `build` with its own `train` and `augment`, for the resolved precision."""
     section, variant = for_precision(section)
     return Plan([Phase(None, lambda arrays, previous: build(section, arrays["x_train"], len(arrays["class_names"])), section["train"])],

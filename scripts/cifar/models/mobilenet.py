@@ -44,15 +44,14 @@ class SCHEMA(params.Section):  # params.yaml `mobilenet`
         "[] or a list of {name, epochs, learning_rate, trainable_layers} mappings with distinct lowercase names, "
         "epochs >= 1, 0 < learning_rate <= 1, trainable_layers >= 0")]
     train_batchnorm: params.or_null(params.boolean)
-    label_smoothing: params.or_null(params.number(float, 0, 1, hi_open=True))
-    augment: params.choice("seed", "flip_translate", "none")
-    precision: params.or_null(params.precision)
+    augment: params.Augment
+    train: params.Train
 
 
 # Which keys each recipe reads: the seed's one phase (phases: []) reads trainable_layers; a recipe
-# in phases has each phase's own trainable_layers, and reads train_batchnorm and label_smoothing.
+# in phases has each phase's own trainable_layers, and reads train_batchnorm.
 ONE_PHASE_ONLY = ("trainable_layers",)
-PHASES_ONLY = ("train_batchnorm", "label_smoothing")
+PHASES_ONLY = ("train_batchnorm",)
 
 
 def validate(values, where="mobilenet", path="params.yaml"):
@@ -63,8 +62,7 @@ def validate(values, where="mobilenet", path="params.yaml"):
     ignored, needed = (ONE_PHASE_ONLY, PHASES_ONLY) if phased else (PHASES_ONLY, ONE_PHASE_ONLY)
     for key in ignored:
         if values[key] is not None:
-            hint = ("each phase sets its own trainable_layers" if key == "trainable_layers"
-                    else "it applies to the phases only")
+            hint = "each phase sets its own" if key == "trainable_layers" else "it applies to the phases only"
             raise params.ParamsError(f"{path}: {where}.{key} = {values[key]!r} is ignored by {recipe} ({hint}); "
                                      f"set it to null, or change {where}.phases")
     for key in needed:
@@ -100,13 +98,13 @@ def build_mobilenet(weights, input_size, trainable_layers, dropout, train_batchn
 
 def build(section, images, classes, weights=None):
     """The model of the section's first phase (or the seed's one phase)."""
-    first = section["phases"][0] if section.get("phases") else {"trainable_layers": section["trainable_layers"]}
+    first = section["phases"][0] if section["phases"] else {"trainable_layers": section["trainable_layers"]}
     return phase_model(section, weights, first, None, images.shape[1:], classes)
 
 
 def phase_model(section, weights, phase, previous, input_shape, classes):
     """The model one phase trains, from the phase before's best model, else from `weights`."""
-    batchnorm = section.get("train_batchnorm", True) if section.get("phases") else True
+    batchnorm = section["train_batchnorm"] if section["phases"] else True
     model = build_mobilenet(weights if previous is None else None, section["input_size"], phase["trainable_layers"],
                             section["dropout"], batchnorm, classes, input_shape)
     if previous is not None:
@@ -114,32 +112,19 @@ def phase_model(section, weights, phase, previous, input_shape, classes):
     return model
 
 
-def augmentation(section, shared_augment):
-    """(augment config, whether to augment) for `augment`: the seed's, flip + 2 px shifts, or none."""
-    choice = section.get("augment", "seed")
-    if choice == "flip_translate":
-        return {"policy": "flip_translate", "translate_px": 2}, True
-    return shared_augment, choice != "none"
-
-
-def phases(section, weights, train):
-    """The recipe's phases with `train` at each phase's epochs and rate, or the seed's one phase."""
-    if not section.get("phases"):
+def phases(section, weights):
+    """The recipe's phases, each with `train` at its own epochs and rate, or the seed's one phase."""
+    if not section["phases"]:
         return [Phase(None, lambda arrays, previous: build(section, arrays["x_train"], len(arrays["class_names"]), weights),
-                      train)]
+                      section["train"])]
     return [
         Phase(phase["name"],
               lambda arrays, previous, phase=phase: phase_model(section, weights, phase, previous,
                                                                 arrays["x_train"].shape[1:], len(arrays["class_names"])),
-              {**train, "epochs": phase["epochs"], "learning_rate": phase["learning_rate"],
-               "label_smoothing": section["label_smoothing"]})
+              {**section["train"], "epochs": phase["epochs"], "learning_rate": phase["learning_rate"]})
         for phase in section["phases"]
     ]
 
 
-def plan(section, shared, weights=None):
-    augment, enabled = augmentation(section, shared["augment"])
-    train = {**shared["train"], "augment": enabled}
-    if section.get("precision") is not None:  # its own precision replaces the seed's settings' one
-        train["precision"] = section["precision"]
-    return Plan(phases(section, weights, train), augment)
+def plan(section, weights=None):
+    return Plan(phases(section, weights), section["augment"])

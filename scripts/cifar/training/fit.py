@@ -71,7 +71,7 @@ def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_call
     model's (default the seed's). `live`: a LiveLog, on the chief. With several workers the chief
     keeps the state; the others take it over at start and keep theirs in a temporary folder."""
     if strategy is None:
-        strategy = distribute.make_strategy(train_cfg.get("distribute", "default"))
+        strategy = distribute.make_strategy(train_cfg["distribute"])
     chief, task = distribute.worker_role(strategy)
     if chief:
         return _fit(build_model, arrays, train_cfg, augment_cfg, seed, Path(state_dir), extra_callbacks, identity,
@@ -108,12 +108,12 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
 
     keras.utils.set_random_seed(seed)
     batch, epochs = train_cfg["batch_size"], train_cfg["epochs"]
-    drop = train_cfg.get("drop_last", False)
+    drop = train_cfg["drop_last"]
     steps = augment.steps_per_epoch(len(arrays["y_train"]), batch, drop)
     if batch < strategy.num_replicas_in_sync:
         raise StageError(f"batch_size {batch} is smaller than the {strategy.num_replicas_in_sync} replicas it is split "
                          "between; raise it (it is the global batch)")
-    policy, feature, note = precisions.resolve(train_cfg.get("precision", "float32"))
+    policy, feature, note = precisions.resolve(train_cfg["precision"])
     if note:
         print(f"precision: {note}", flush=True)
     keras.mixed_precision.set_global_policy(policy)  # the model is built in it; float32 again below
@@ -134,7 +134,7 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
     y_train = keras.utils.to_categorical(arrays["y_train"], classes)
     y_val = keras.utils.to_categorical(arrays["y_val"], classes)
     train_ds = distribute.distributed_train_dataset(strategy, lambda replicas: augment.train_dataset(
-        arrays["x_train"], y_train, batch, seed, augment_cfg, train_cfg.get("augment", True), epochs=epochs,
+        arrays["x_train"], y_train, batch, seed, augment_cfg, train_cfg["augment"], epochs=epochs,
         first_epoch=min(first_epoch, epochs), drop_remainder=drop, replicas=replicas))
     val_ds = augment.eval_dataset(arrays["x_val"], y_val, batch)
 
@@ -159,7 +159,7 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
     # The seed's recipe validates every epoch (its callbacks watch val metrics); a recipe with
     # `validate_every` N validates every Nth epoch and the last (test-time augmentation makes a
     # validation pass cost a third of a training epoch).
-    every = train_cfg.get("validate_every", 1)
+    every = train_cfg["validate_every"]
     try:
         model.fit(
             train_ds,
@@ -167,7 +167,7 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
             validation_freq=sorted({*range(every, epochs + 1, every), epochs}),
             epochs=epochs,
             steps_per_epoch=steps,
-            class_weight=class_weights(arrays["y_train"], classes, train_cfg.get("class_weight", "none")),
+            class_weight=class_weights(arrays["y_train"], classes, train_cfg["class_weight"]),
             callbacks=callbacks,
             shuffle=False,  # the stream is already shuffled, per (seed, epoch)
             verbose=1 if sys.stdout.isatty() else 2,
@@ -199,7 +199,7 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
         "params": int(model.count_params()),
         "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         "devices": strategy.num_replicas_in_sync,
-        "steps_per_execution": int(train_cfg.get("steps_per_execution", 1)),
+        "steps_per_execution": train_cfg["steps_per_execution"],
         "jit_compile": bool(model.jit_compile),
         "precision": policy,             # what it trained in
         "precision_feature": feature,    # the hardware feature behind it

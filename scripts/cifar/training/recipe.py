@@ -20,7 +20,7 @@ def decay_schedule(decay):
 
 
 def seed(train_cfg, steps_per_epoch):
-    """The seed's recipe for `train_cfg` (shared.train); the plateau and early-stopping counters are replayed on resume."""
+    """The seed's recipe for `train_cfg` (a model's `train`); the plateau and early-stopping counters are replayed on resume."""
     early = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", mode="max", patience=train_cfg["early_stopping_patience"],
         restore_best_weights=True,
@@ -30,7 +30,7 @@ def seed(train_cfg, steps_per_epoch):
         patience=train_cfg["plateau_patience"],
     )
     scheduler = keras.callbacks.LearningRateScheduler(decay_schedule(train_cfg["lr_decay"]))
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg.get("label_smoothing", 0.0))
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=train_cfg["label_smoothing"])
     return Recipe(keras.optimizers.Adam(learning_rate=train_cfg["learning_rate"]), loss,
                   [scheduler, plateau, early], [plateau, early])
 
@@ -40,8 +40,7 @@ def compile_for(model, train_cfg, steps_per_epoch, recipe=None):
     return its callbacks and monitors. Call it in the strategy's scope."""
     made = (recipe or seed)(train_cfg, steps_per_epoch)
     model.compile(optimizer=made.optimizer, loss=made.loss, metrics=["accuracy"],
-                  steps_per_execution=train_cfg.get("steps_per_execution", 1),
-                  jit_compile=train_cfg.get("jit_compile", "auto"))
+                  steps_per_execution=train_cfg["steps_per_execution"], jit_compile=train_cfg["jit_compile"])
     if made.prepare:
         made.prepare(model)
     return made.callbacks, made.monitors
