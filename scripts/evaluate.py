@@ -10,10 +10,10 @@ temperature fitted on val), the confusion matrix, the seed's training curves (fr
 log) and misclassified test images. Comparing models is the `compare` stage's."""
 
 import argparse
-import csv
 from pathlib import Path
 
 from cifar import data, evaluation, models, outputs, params, spread
+from cifar.training import read_history
 
 PLOT_DIRS = ("confusion", "per_class", "reliability")  # the training curves are DVCLive's (reports/live/NAME/)
 class SCHEMA(params.Section):  # params.yaml `evaluate`
@@ -111,32 +111,6 @@ def main():
         "stage_s": outputs.stage_seconds(),
     })
     print(f"Wrote {args.metrics}, {args.plots}/*/{name}.csv and {args.figures}/")
-
-
-def read_history(folder, stage):
-    """Per-epoch rows (epoch, loss, accuracy, val_loss, val_accuracy, lr; NaN without validation)
-    from the training stage's DVCLive TSVs; an error names the folder and its stage."""
-    import math
-
-    metrics = Path(folder) / "plots" / "metrics"
-    columns = {"loss": "train/loss", "accuracy": "train/accuracy", "lr": "train/learning_rate",
-               "val_loss": "eval/loss", "val_accuracy": "eval/accuracy"}
-    series = {}
-    try:
-        for key, rel in columns.items():
-            with open(metrics / f"{rel}.tsv", newline="") as f:
-                series[key] = {int(row["step"]): float(row[rel.split("/")[1]]) for row in csv.DictReader(f, delimiter="\t")}
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err.filename} not found: the DVCLive log is written by the '{stage}' stage; "
-                                f"run `dvc repro {stage}`") from None
-    except (KeyError, ValueError, TypeError, csv.Error) as err:
-        raise outputs.StageError(f"{metrics} is not a DVCLive log ({type(err).__name__}: {err}); it is written by the "
-                                 f"'{stage}' stage: run `dvc repro --force {stage}`") from None
-    if not series["loss"]:
-        raise outputs.StageError(f"{metrics} has no epochs; it is written by the '{stage}' stage: "
-                                 f"run `dvc repro --force {stage}`")
-    return [{"epoch": step + 1, **{key: values.get(step, math.nan) for key, values in series.items()}}
-            for step in sorted(series["loss"])]
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def test_interrupted_training_resumes_at_the_next_epoch(arrays, tmp_path, capsys
     state = tmp_path / "state"
     with pytest.raises(KeyboardInterrupt):
         training.fit(tiny_cnn, arrays, TRAIN, AUGMENT, 1, state, [StopAfter(2)])
-    assert (state / "backup").is_dir() and len(training.read_history(state / "history.csv")) == 2
+    assert (state / "backup").is_dir() and len(training.read_history(state / "live")) == 2
 
     epochs = Epochs()
     best, rows, summary = training.fit(tiny_cnn, arrays, TRAIN, AUGMENT, 1, state, [epochs])

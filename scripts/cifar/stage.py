@@ -82,8 +82,6 @@ def run(name, plan, args, cfg, provenance):
     sha256), part of the identity. The state is deleted only once the outputs are written, so a kill
     before leaves a state the rerun reuses. A NaN loss fails the stage, naming the epoch, unless
     `args.keep_checkpoint_on_nan`."""
-    from dvclive import Live
-
     # First: the multi-worker strategy must be made before any other TensorFlow work.
     strategy = training.make_strategy(plan.phases[0].train["distribute"])
     chief, task = training.worker_role(strategy)
@@ -96,12 +94,12 @@ def run(name, plan, args, cfg, provenance):
     arrays = data.load_prepared(args.data)
     identity = {"params": cfg, "code": code_digest(models.train_stage(name)), "inputs": provenance}
     state = args.state / name  # the chief's; the other workers keep theirs in a temporary folder
-    live = training.LiveLog(Live(str(args.live), save_dvc_exp=False, dvcyaml=None)) if chief and args.live else None
     rows, summaries, previous = [], [], None
     for phase in plan.phases:
         best_path, phase_rows, summary = training.fit(
             lambda: phase.build(arrays, previous), arrays, phase.train, plan.augment, cfg["shared"]["seed"],
-            state if phase.name is None else state / phase.name, strategy=strategy, recipe=plan.recipe, live=live,
+            state if phase.name is None else state / phase.name, strategy=strategy, recipe=plan.recipe,
+            live=args.live if chief else None, first_step=len(rows),
             identity=identity if phase.name is None else {**identity, "phase": phase.name},
         )
         check_finite(name, phase.name, summary, len(rows), args.keep_checkpoint_on_nan)
@@ -112,8 +110,6 @@ def run(name, plan, args, cfg, provenance):
     if not chief:
         print(f"{name}: {task} finished its share of training; the chief writes the model and the metrics")
         return
-    if live is not None:
-        live.live.end()
     with outputs.atomic_path(args.model) as tmp:
         shutil.copyfile(previous, tmp)
     outputs.write_json(args.metrics, {

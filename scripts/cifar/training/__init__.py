@@ -2,7 +2,7 @@
 seed's recipe (`recipe`), the callbacks, the resume state and the precision."""
 
 from cifar.training.callbacks import (  # noqa: F401
-    BestValidatedCheckpoint, EpochSeeds, EpochTimes, LiveLog, ResumeMonitors, read_history)
+    BestValidatedCheckpoint, EpochSeeds, EpochTimes, LiveLog, ResumeMonitors, cut_history, read_history)
 from cifar.training.distribute import (  # noqa: F401
     cluster_resolver, configure_devices, device_report, make_strategy, nvidia_gpu, worker_role)
 from cifar.training.fit import TrainingError, combine_phases, fit  # noqa: F401

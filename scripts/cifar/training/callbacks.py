@@ -1,16 +1,21 @@
 """The callbacks every fit runs: epoch times, the best validated checkpoint, per-epoch seeds, the
-replay of finished epochs into the monitors after a resume, and DVCLive's log."""
+replay of finished epochs into the monitors after a resume, and DVCLive's log, the run's one
+record (`read_history` reads its TSV files back; `cut_history` drops the epochs a resume redoes)."""
 
 from __future__ import annotations
 
 import csv
+import math
 import os
+import shutil
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 from dvclive.keras import DVCLiveCallback
+
+from cifar.outputs import StageError
 
 
 class EpochTimes(keras.callbacks.Callback):
@@ -52,15 +57,6 @@ class BestValidatedCheckpoint(keras.callbacks.ModelCheckpoint):
             os.replace(partial, self.final)
 
 
-class UnvalidatedAsNaN(keras.callbacks.Callback):
-    """An epoch without validation logs NaN val metrics (after the checkpoint and monitors ran)."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            for key in ("val_loss", "val_accuracy"):
-                logs.setdefault(key, float("nan"))
-
-
 class EpochSeeds(keras.callbacks.Callback):
     """Sets every seed-generator state (Dropout's) from (seed, epoch) at each epoch's start."""
 
@@ -85,25 +81,16 @@ def improved(monitor, value, best):
 
 
 class ResumeMonitors(keras.callbacks.Callback):
-    """After a resume, replays the finished epochs' history into the monitoring callbacks (best,
+    """After a resume, replays the finished epochs' `rows` into the monitoring callbacks (best,
     wait, the plateau's reset after a cut): BackupAndRestore restores weights, not their counters."""
 
-    def __init__(self, history_path, monitors):
+    def __init__(self, rows, monitors):
         super().__init__()
-        self.history_path = Path(history_path)
-        self.monitors = monitors
-        self._replayed = False
+        self.rows, self.monitors = rows, monitors
 
-    def on_epoch_begin(self, epoch, logs=None):
-        if self._replayed:
-            return
-        self._replayed = True
-        if not epoch or not self.history_path.is_file():
-            return
-        start = epoch
-        rows = read_history(self.history_path)[:start]
+    def on_train_begin(self, logs=None):
         for cb in self.monitors:
-            for row in rows:
+            for row in self.rows:
                 value = row[cb.monitor]
                 if not np.isfinite(value):  # an epoch without validation: nothing to compare
                     continue
@@ -115,39 +102,62 @@ class ResumeMonitors(keras.callbacks.Callback):
                     cb.wait = getattr(cb, "wait", 0) + 1
                     if isinstance(cb, keras.callbacks.ReduceLROnPlateau) and cb.wait >= cb.patience:
                         cb.wait = 0  # it cut the rate here; the cut is in the restored optimizer
-        print(f"Resuming at epoch {start + 1}: replayed {len(rows)} finished epochs into the callbacks")
+        if self.rows:
+            print(f"Resuming at epoch {len(self.rows) + 1}: replayed {len(self.rows)} finished epochs into the callbacks")
 
 
-def read_history(path):
-    """A CSVLogger file's rows as floats (`learning_rate` named `lr`, NA as NaN)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [{("lr" if k == "learning_rate" else k): float("nan" if v in ("NA", "") else v) for k, v in row.items()}
-            for row in rows]
+def read_history(folder, stage="train@NAME"):
+    """Per-epoch rows (epoch from 1; loss, accuracy, lr, train_s, epoch_s, val_loss, val_accuracy: NaN
+    without validation) from a DVCLive folder's TSV files; an error names the folder and its stage."""
+    metrics = Path(folder) / "plots" / "metrics"
+    series = {}
+    try:
+        for tsv in sorted(metrics.rglob("*.tsv")):
+            kind, metric = tsv.relative_to(metrics).with_suffix("").as_posix().split("/", 1)
+            key = "lr" if metric == "learning_rate" else ("val_" if kind == "eval" else "") + metric
+            with open(tsv, newline="") as f:
+                series[key] = {int(row["step"]): float(row[metric]) for row in csv.DictReader(f, delimiter="\t")}
+    except (KeyError, ValueError, TypeError, csv.Error) as err:
+        raise StageError(f"{metrics} is not a DVCLive log ({type(err).__name__}: {err}); it is written by the "
+                         f"'{stage}' stage: run `dvc repro --force {stage}`") from None
+    if not series.get("loss"):
+        raise StageError(f"{metrics} has no epochs; it is written by the '{stage}' stage: run `dvc repro {stage}`")
+    return [{"epoch": step + 1, **{key: values.get(step, math.nan) for key, values in series.items()}}
+            for step in sorted(series["loss"])]
+
+
+def cut_history(folder, steps):
+    """Keep the first `steps` steps of the DVCLive folder (none: the folder goes)."""
+    folder = Path(folder)
+    if not steps:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for tsv in (folder / "plots" / "metrics").rglob("*.tsv"):
+        with open(tsv, newline="") as f:
+            header, *rows = list(csv.reader(f, delimiter="\t"))
+        step = header.index("step")
+        kept = [row for row in rows if len(row) == len(header) and row[step].isdigit() and int(row[step]) < steps]
+        with open(tsv, "w", newline="") as f:
+            csv.writer(f, delimiter="\t", lineterminator=os.linesep).writerows([header, *kept])
 
 
 class LiveLog(DVCLiveCallback):
-    """DVCLive's Keras callback logging each epoch into the stage's DVCLive folder (`dvc exp show`
-    follows it); `replay(rows)` logs a resumed run's finished epochs first, so its files are an
-    uninterrupted run's. The stage ends the log after the last phase."""
+    """DVCLive's Keras callback, logging each epoch into `live` (the stage's folder: `dvc exp show`
+    follows it) and then copying the folder into `mirror` (the resume state's copy: DVC removes the
+    stage's outputs before it reruns the stage), file by file, each replaced whole."""
 
-    def __init__(self, live):
+    def __init__(self, live, mirror=None):
         super().__init__(live=live)
-
-    def log(self, values):
-        for key in sorted(values):
-            value = values[key]
-            if key != "epoch" and np.isfinite(value):
-                self.live.log_metric(key.replace("val_", "eval/", 1) if key.startswith("val_") else f"train/{key}",
-                                     float(value))
-        self.live.next_step()
-
-    def replay(self, rows):
-        for row in rows:
-            self.log({("learning_rate" if k == "lr" else k): v for k, v in row.items()})
+        self.mirror = mirror
 
     def on_epoch_end(self, epoch, logs=None):
-        self.log(logs or {})
-
-    def on_train_end(self, logs=None):
-        pass
+        for key, value in sorted((logs or {}).items()):  # an epoch without validation has no val_ values
+            self.live.log_metric(key.replace("val_", "eval/", 1) if key.startswith("val_") else f"train/{key}",
+                                 float(value))
+        self.live.next_step()
+        source = Path(self.live.dir)
+        for path in (p for p in source.rglob("*") if p.is_file() and self.mirror):
+            copy = Path(self.mirror) / path.relative_to(source)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, f"{copy}.part")
+            os.replace(f"{copy}.part", copy)

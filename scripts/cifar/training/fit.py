@@ -4,6 +4,7 @@ epoch is a function of (seed, epoch), so a resumed run repeats an uninterrupted 
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import sys
 import tempfile
@@ -12,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from dvclive import Live
 
 from cifar import augment
 from cifar.outputs import StageError
@@ -63,27 +65,29 @@ def class_weights(labels, classes, how):
 
 
 def fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_callbacks=(), identity=None,
-        strategy=None, recipe=None, live=None):
+        strategy=None, recipe=None, live=None, first_step=0):
     """Compile and fit `build_model()`: (best model path, history rows, summary).
 
     `identity`: what else determines the run (params, code, weights); a resume continues only when
     all of it matches. `strategy`: made by the caller before other TensorFlow work. `recipe`: the
-    model's (default the seed's). `live`: a LiveLog, on the chief. With several workers the chief
-    keeps the state; the others take it over at start and keep theirs in a temporary folder."""
+    model's (default the seed's). `live`: the stage's DVCLive folder, on the chief, its epochs
+    logged from step `first_step` (after the phases before); else the state's own. With several
+    workers the chief keeps the state; the others take it over at start and keep theirs in a
+    temporary folder."""
     if strategy is None:
         strategy = distribute.make_strategy(train_cfg["distribute"])
     chief, task = distribute.worker_role(strategy)
     if chief:
         return _fit(build_model, arrays, train_cfg, augment_cfg, seed, Path(state_dir), extra_callbacks, identity,
-                    strategy, task, recipe, live)
+                    strategy, task, recipe, live, first_step)
     with tempfile.TemporaryDirectory(prefix=f"cifar10-{task}-") as scratch:
         _, rows, summary = _fit(build_model, arrays, train_cfg, augment_cfg, seed, Path(scratch) / "state",
-                                extra_callbacks, identity, strategy, task, recipe, None)
+                                extra_callbacks, identity, strategy, task, recipe, None, first_step)
     return None, rows, summary
 
 
 def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_callbacks, identity, strategy, task,
-         recipe, live):
+         recipe, live, first_step):
     """fit()'s body: Keras' fit takes its whole set-up at once."""
     chief = task is None or distribute.worker_role(strategy)[0]
     data_digest = digest(arrays["x_train"], arrays["y_train"], arrays["x_val"], arrays["y_val"])
@@ -98,13 +102,22 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
             state.unpack(received, task)
             done = state.finished(need_model=False)
             first_epoch = None if done else state.start_epoch()
+    log = Path(live) if live else state.live
+    if live and state.live.is_dir():  # the state's copy of the log: DVC removed the stage's before rerunning it
+        shutil.rmtree(log, ignore_errors=True)
+        shutil.copytree(state.live, log)
     if done:
         print(f"Training finished in an earlier attempt whose outputs were not written; reusing {state.folder}")
-        if live is not None:
-            live.replay(done[0])
         return state.best, *done
-    if live is not None and first_epoch and state.history.is_file():
-        live.replay(cb.read_history(state.history)[:first_epoch])
+    cb.cut_history(log, first_step + first_epoch)
+    finished = phase_rows(log, first_step) if first_epoch else []
+    if len(finished) < first_epoch:
+        print(f"The training log {log} lacks epochs the backup in {state.folder} has; training from the start")
+        first_epoch, finished = state.restart(), []
+        cb.cut_history(log, first_step)
+    live_log = cb.LiveLog(Live(str(log), resume=True, save_dvc_exp=False, dvcyaml=None),
+                          mirror=state.live if live else None)
+    live_log.live.step = first_step + first_epoch
 
     keras.utils.set_random_seed(seed)
     batch, epochs = train_cfg["batch_size"], train_cfg["epochs"]
@@ -145,10 +158,8 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
         cb.EpochTimes(),
         *recipe_callbacks,
         checkpoint,
-        *([live] if live is not None else []),
-        cb.UnvalidatedAsNaN(),
-        keras.callbacks.CSVLogger(state.history, append=True),
-        cb.ResumeMonitors(state.history, [*monitors, checkpoint]),
+        live_log,
+        cb.ResumeMonitors(finished, [*monitors, checkpoint]),
         # Last, so the backup holds the learning rate after this epoch's plateau cut.
         # double_checkpoint: a kill while the backup is written leaves the previous one usable.
         keras.callbacks.BackupAndRestore(state.backup, double_checkpoint=True),
@@ -178,7 +189,7 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
             "again with the same command: training continues from the last finished epoch") from None
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    rows = cb.read_history(state.history) if state.history.is_file() else []
+    rows = phase_rows(log, first_step)
     finite = [r for r in rows if np.isfinite(r["loss"]) and np.isfinite(r["val_loss"])]
     if not finite or (chief and not state.best.is_file()):  # other workers keep no model
         raise TrainingError(
@@ -210,6 +221,15 @@ def _fit(build_model, arrays, train_cfg, augment_cfg, seed, state_dir, extra_cal
         summary["nan_epoch"] = nan[0]
     state.finish(rows, summary)
     return state.best, rows, summary
+
+
+def phase_rows(log, first_step):
+    """The DVCLive log's rows from step `first_step` on, epochs counted from 0 ([] without any)."""
+    try:
+        rows = cb.read_history(log)[first_step:]
+    except StageError:
+        return []
+    return [{**row, "epoch": epoch} for epoch, row in enumerate(rows)]
 
 
 def combine_phases(summaries):

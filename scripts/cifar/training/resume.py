@@ -43,14 +43,14 @@ def _flatten(tree, prefix=""):
 
 
 class ResumeState:
-    """identity.json, best.keras, history.csv (CSVLogger), backup/ (BackupAndRestore) and, once fit()
-    has returned, result.json."""
+    """identity.json, best.keras, live/ (the DVCLive log, or its copy), backup/ (BackupAndRestore)
+    and, once fit() has returned, result.json."""
 
     def __init__(self, folder, identity):
         self.folder = Path(folder)
         self.identity = json.loads(json.dumps(identity, sort_keys=True, default=str))
         self.best = self.folder / "best.keras"
-        self.history = self.folder / "history.csv"
+        self.live = self.folder / "live"
         self.backup = self.folder / "backup"
         self.result = self.folder / "result.json"
         stamp = self.folder / "identity.json"
@@ -122,17 +122,17 @@ class ResumeState:
         return 0
 
     def start_epoch(self):
-        """The first epoch to run; leftovers of an attempt without a backup cleared, a history longer
-        than the backup cut."""
+        """The first epoch to run: the backup's, or 0 with an earlier attempt's leftovers cleared."""
         epoch = self._backup_epoch() if self.backup.exists() else 0
-        if epoch == 0:
-            for leftover in (self.best, self.history, self.result):
-                leftover.unlink(missing_ok=True)
-        elif self.history.is_file():
-            lines = self.history.read_text().splitlines(keepends=True)
-            if len(lines) - 1 > epoch:
-                self.history.write_text("".join(lines[: epoch + 1]))
-        return epoch
+        return epoch if epoch else self.restart()
+
+    def restart(self):
+        """Clear every leftover of an earlier attempt; the first epoch, 0."""
+        shutil.rmtree(self.backup, ignore_errors=True)
+        shutil.rmtree(self.live, ignore_errors=True)
+        for leftover in (self.best, self.result):
+            leftover.unlink(missing_ok=True)
+        return 0
 
     def pack(self):
         """The state without the best model, as tar bytes, for the other workers."""
