@@ -81,14 +81,6 @@ class TFLitePredictor:
         """The side of the square images it takes, px."""
         return int(self.input["shape"][1])
 
-    @property
-    def input_type(self):
-        return np.dtype(self.input["dtype"]).name
-
-    @property
-    def output_type(self):
-        return np.dtype(self.output["dtype"]).name
-
     def _quantize(self, images):
         dtype = np.dtype(self.input["dtype"])
         if dtype == np.float32:
