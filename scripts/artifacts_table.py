@@ -182,6 +182,12 @@ def replace_block(text, block, where):
     return f"{head}{BEGIN}\n{block}{END}{tail}"
 
 
+def block_of(text):
+    if BEGIN not in text or END not in text:
+        return None
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].lstrip("\n")
+
+
 def read_pages(pages_dir, names):
     """{model: demo@NAME's `page`} (none without `pages_dir`)."""
     found = {}

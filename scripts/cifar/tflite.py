@@ -172,6 +172,7 @@ def int16_activations(float_tflite, calibration, tensors, threads=None):
 
     from ai_edge_litert.interpreter import Interpreter
     from litert_quantizer import quantizer
+    from tensorflow.lite.tools import flatbuffer_utils
 
     try:
         (signature, spec), = Interpreter(model_content=bytes(float_tflite)).get_signature_list().items()
@@ -186,7 +187,10 @@ def int16_activations(float_tflite, calibration, tensors, threads=None):
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), quiet_converter():
             warnings.simplefilter("ignore")
             qsvs = quant.calibrate({signature: batches}, num_threads=threads or len(os.sched_getaffinity(0)))
-            return bytes(quant.quantize(qsvs, enable_progress_bar=False, enable_progress_report=False).quantized_model)
+            quantized = quant.quantize(qsvs, enable_progress_bar=False, enable_progress_report=False).quantized_model
+        # It writes the weights after the flatbuffer, at offsets, which MediaPipe's metadata writer
+        # drops: TF-Lite's own flatbuffer tools read them back inline.
+        return bytes(flatbuffer_utils.convert_object_to_bytearray(flatbuffer_utils.read_model_from_bytearray(quantized)))
     except Exception as err:  # the quantizer raises many types; all mean the same here
         raise ExportError(f"litert-quantizer's int16 activations for {len(tensors)} layer(s) failed: {err}") from err
 
