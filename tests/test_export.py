@@ -184,7 +184,7 @@ def test_int16_activations_in_the_named_layers_keep_the_file_integer_only(export
     assert mixed["CONV_2D"] == {"int8", "int16"}  # the first convolution only
     assert "QUANTIZE" in mixed and not {"float32", "float16"} & set().union(*mixed.values())  # integer-only
     predictor = inference.TFLitePredictor(path)
-    assert np.dtype(predictor.input["dtype"]).name == np.dtype(predictor.output["dtype"]).name == "int8"
+    assert np.dtype(predictor.input["dtype"]).name == np.dtype(predictor.output["dtype"]).name == "uint8"  # MediaPipe's
     x = arrays["x_test"]
     assert np.abs(predictor.predict(x) - model.predict(x.astype(np.float32), verbose=0)).max() < 0.2
     with pytest.raises(export.ExportError, match="int16 activations"):

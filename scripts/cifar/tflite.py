@@ -172,7 +172,6 @@ def int16_activations(float_tflite, calibration, tensors, threads=None):
 
     from ai_edge_litert.interpreter import Interpreter
     from litert_quantizer import quantizer
-    from tensorflow.lite.tools import flatbuffer_utils
 
     try:
         (signature, spec), = Interpreter(model_content=bytes(float_tflite)).get_signature_list().items()
@@ -188,11 +187,47 @@ def int16_activations(float_tflite, calibration, tensors, threads=None):
             warnings.simplefilter("ignore")
             qsvs = quant.calibrate({signature: batches}, num_threads=threads or len(os.sched_getaffinity(0)))
             quantized = quant.quantize(qsvs, enable_progress_bar=False, enable_progress_report=False).quantized_model
-        # It writes the weights after the flatbuffer, at offsets, which MediaPipe's metadata writer
-        # drops: TF-Lite's own flatbuffer tools read them back inline.
-        return bytes(flatbuffer_utils.convert_object_to_bytearray(flatbuffer_utils.read_model_from_bytearray(quantized)))
+        return uint8_interface(quantized)
     except Exception as err:  # the quantizer raises many types; all mean the same here
         raise ExportError(f"litert-quantizer's int16 activations for {len(tensors)} layer(s) failed: {err}") from err
+
+
+def uint8_interface(int8_model):
+    """An int8-in, int8-out .tflite (litert-quantizer's) taking and giving uint8, as the converter's
+    int8 files do and MediaPipe requires: a QUANTIZE op (zero point + 128) at each end. Its weights
+    come back inline: the quantizer writes them at offsets after the flatbuffer, which MediaPipe's
+    metadata writer drops. TF-Lite's own schema objects and flatbuffer tools."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(int8_model))
+    quantize = schema.OperatorCodeT()
+    quantize.builtinCode = quantize.deprecatedBuiltinCode = schema.BuiltinOperator.QUANTIZE
+    quantize.version = 2  # int8 <-> uint8
+    model.operatorCodes.append(quantize)
+    graph, signature = model.subgraphs[0], model.signatureDefs[0]
+
+    def requantize(index, before):  # a uint8 twin of tensor `index`, and the op between them
+        old = graph.tensors[index]
+        twin = schema.TensorT()
+        twin.name, twin.shape, twin.shapeSignature = old.name + b"_uint8", old.shape, old.shapeSignature
+        twin.type, twin.buffer = schema.TensorType.UINT8, 0
+        twin.quantization = schema.QuantizationParametersT()
+        twin.quantization.scale = old.quantization.scale
+        twin.quantization.zeroPoint = [int(z) + 128 for z in old.quantization.zeroPoint]
+        graph.tensors.append(twin)
+        op = schema.OperatorT()
+        op.opcodeIndex = len(model.operatorCodes) - 1
+        op.inputs, op.outputs = ([len(graph.tensors) - 1], [index]) if before else ([index], [len(graph.tensors) - 1])
+        graph.operators.insert(0, op) if before else graph.operators.append(op)
+        return len(graph.tensors) - 1
+
+    graph.inputs = [requantize(int(i), True) for i in graph.inputs]
+    graph.outputs = [requantize(int(i), False) for i in graph.outputs]
+    for ends, indices in ((signature.inputs, graph.inputs), (signature.outputs, graph.outputs)):
+        for end, index in zip(ends, indices):
+            end.tensorIndex = index
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def int8_candidates(source, calibration, float_layers, int16_layers=0):
