@@ -122,8 +122,7 @@ def markdown(table, results):
               f"{INT8_SIZE_RATIO:.0%} of the float32 TF-Lite file (or within {INT8_FLOOR_MARGIN:.0%} of it from its "
               f"structural floor: int8 weights, 32- and 64-bit biases, their scales and zero points) and loses <= "
               f"{INT8_ACCURACY_DROP_PP} pp; the int8 file shipped is the first candidate (integer-only, then "
-              f"int16 activations in the worst layers, then those layers in float) within that on val, else "
-              f"the most accurate."]
+              f"the worst layers in float) within that on val, else the most accurate."]
     sampled = sorted({r["sample_images"] for r in table if r["sample_images"]})
     if sampled:
         lines += ["", f"\\* On a stratified sample of {' / '.join(f'{n:,}' for n in sampled)} test images (`parity.tfjs_sample`), "

@@ -18,7 +18,6 @@ from cifar import data, export, models, outputs, params
 class SCHEMA(params.Section):  # params.yaml `export`
     int8_calibration_images: params.number(int, 1, 50_000)
     int8_selection_images: params.number(int, 0, 50_000)
-    int8_int16_layers: params.number(int, 0, 100)
     int8_float_layers: params.number(int, 0, 100)
     tfjs_quantization: params.choice("none", "float16", "uint8")
     temperature: params.choice("none", "val")

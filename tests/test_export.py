@@ -97,7 +97,7 @@ def exported(tmp_path_factory):
               "y_val": np.arange(30) % 10, "class_names": np.array(data.CLASS_NAMES)}
     model = small_cnn()
     artifacts = export_stage.export.export_all(
-        "small", model, arrays, {"int8_calibration_images": 100, "int8_selection_images": 0, "int8_int16_layers": 1, "int8_float_layers": 2,
+        "small", model, arrays, {"int8_calibration_images": 100, "int8_selection_images": 0, "int8_float_layers": 2,
                                  "tfjs_quantization": "float16", "seed": 0}, out)
     return out, model, artifacts, arrays
 
@@ -144,51 +144,11 @@ def test_int8_model_takes_raw_uint8_pixels_and_gives_uint8_probabilities(exporte
     # Chosen on val, never test: what was tried, in order, and why this one ships.
     assert int8["selection"]["split"] == "val" and int8["selection"]["images"] == 30
     tried = [t["candidate"] for t in int8["candidates"]]
-    order = ["integer_only", "int16_worst1", "float_worst2"]  # the preference, made only while none is within
+    order = ["integer_only", "float_worst2"]  # the preference, made only while none is within
     assert tried == order[:len(tried)]
     assert int8["candidate"] in tried and int8["integer_only"] == (int8["candidate"] != "float_worst2") and int8["why"]
     assert artifacts["tflite_float32"]["input"]["dtype"] == "float32"
     assert int8["bytes"] < artifacts["tflite_float32"]["bytes"]
-
-
-def test_int16_activations_in_the_named_layers_keep_the_file_integer_only(exported, tmp_path):
-    from ai_edge_litert.interpreter import Interpreter
-
-    out, model, _, arrays = exported
-    float_tflite = (out / "small_float32.tflite").read_bytes()
-    probe = Interpreter(model_content=float_tflite)
-    probe.allocate_tensors()
-    names = {t["index"]: t["name"] for t in probe.get_tensor_details()}
-    convs = [names[op["outputs"][0]] for op in probe._get_ops_details() if op["op_name"] == "CONV_2D"]
-    calibration = arrays["x_train"][:50]
-
-    def written(payload):  # {op: {dtypes of what it writes}}; the interpreter's op list (no public one)
-        path = tmp_path / "m.tflite"
-        path.write_bytes(payload)
-        interpreter = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
-        interpreter.allocate_tensors()
-        dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
-        found = {}
-        for op in interpreter._get_ops_details():
-            found.setdefault(op["op_name"], set()).update(dtypes[i] for i in op["outputs"] if i >= 0)
-        return path, found
-
-    path, plain = written(tflite.int16_activations(float_tflite, calibration, []))
-    assert "int16" not in set().union(*plain.values())
-    payload = tflite.int16_activations(float_tflite, calibration, convs[:1])
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    # Weights inline, where MediaPipe's metadata writer keeps them (it drops those at offsets).
-    assert not any(b.offset for b in flatbuffer_utils.convert_bytearray_to_object(bytearray(payload)).buffers)
-    path, mixed = written(payload)
-    assert mixed["CONV_2D"] == {"int8", "int16"}  # the first convolution only
-    assert "QUANTIZE" in mixed and not {"float32", "float16"} & set().union(*mixed.values())  # integer-only
-    predictor = inference.TFLitePredictor(path)
-    assert np.dtype(predictor.input["dtype"]).name == np.dtype(predictor.output["dtype"]).name == "uint8"  # MediaPipe's
-    x = arrays["x_test"]
-    assert np.abs(predictor.predict(x) - model.predict(x.astype(np.float32), verbose=0)).max() < 0.2
-    with pytest.raises(export.ExportError, match="int16 activations"):
-        tflite.int16_activations(b"not a flatbuffer", calibration, convs[:1])
 
 
 def test_each_tflite_file_says_where_its_bytes_go(exported):

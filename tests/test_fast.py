@@ -87,7 +87,7 @@ def test_the_fast_model_saves_loads_and_exports_with_its_augmentation(tmp_path):
               "class_names": np.array(data.CLASS_NAMES)}
     plain = models.load(tmp_path / "fast.keras")
     artifacts = export_stage.export.export_all(
-        "fast", loaded, arrays, {"int8_calibration_images": 64, "int8_selection_images": 0, "int8_int16_layers": 0, "int8_float_layers": 0,
+        "fast", loaded, arrays, {"int8_calibration_images": 64, "int8_selection_images": 0, "int8_float_layers": 0,
                                  "tfjs_quantization": "none", "seed": 0}, out, plain)
     from cifar import inference
 

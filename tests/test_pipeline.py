@@ -41,11 +41,11 @@ def test_repro_runs_every_stage_and_leaves_status_clean(pipeline):
     assert (repo / "data" / "prepared" / "cifar10.npz").is_file()
     table = (repo / "reports" / "artifacts.md").read_text()
     export = yaml.safe_load((repo / "params.yaml").read_text())["export"]
-    int16, floats = export["int8_int16_layers"], export["int8_float_layers"]
+    floats = export["int8_float_layers"]
     for label in (entry["label"] for entry in registry.values()):
         # The int8 candidate export chose on val (which one depends on the tiny model's weights),
-        # and whether it is integer-only: yes for int8 and int16 activations, no with float layers.
-        assert re.search(rf"\| {re.escape(label)} \| TF-Lite int8 \(((integer only|int16 worst{int16})\) \| LiteRT \| yes"
+        # and whether it is integer-only: yes for int8, no with float layers.
+        assert re.search(rf"\| {re.escape(label)} \| TF-Lite int8 \((integer only\) \| LiteRT \| yes"
                          rf"|float worst{floats}\) \| LiteRT \| no) \|", table), \
             [line for line in table.splitlines() if line.startswith(f"| {label} | TF-Lite int8")]
     assert (repo / "reports" / "figures" / "augment_preview.png").stat().st_size > 10_000

@@ -136,7 +136,7 @@ def test_a_model_trained_in_bfloat16_exports_in_float32_and_agrees(tmp_path):
     out = tmp_path / "export"
     out.mkdir()
     artifacts = export_stage.export.export_all("cnn", float32, arrays, {"int8_calibration_images": 64, "int8_selection_images": 0,
-                                                                  "int8_int16_layers": 0, "int8_float_layers": 0, "tfjs_quantization": "none",
+                                                                  "int8_float_layers": 0, "tfjs_quantization": "none",
                                                                   "seed": 0}, out)
     reference = float32.predict(arrays["x_test"].astype(np.float32), verbose=0).argmax(1)
     for key in ("saved_model", "tflite_float32"):

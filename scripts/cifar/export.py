@@ -249,7 +249,7 @@ def _make_tflite_int8(job):
             probabilities, _ = inference.predict_batches(inference.TFLitePredictor(path), val_x, 256)
             return float(np.mean(probabilities.argmax(1) == val_y))
 
-        candidates = int8_candidates(source, calibration, job.cfg["int8_float_layers"], job.cfg["int8_int16_layers"])
+        candidates = int8_candidates(source, calibration, job.cfg["int8_float_layers"])
         payload, chosen = choose_int8(candidates, accuracy_of, float_accuracy, INT8_ACCURACY_DROP_PP)
     for t in chosen["candidates"]:
         print(f"{job.name}: int8 candidate {t['candidate']:<14} val accuracy {t['val_accuracy'] * 100:6.2f}% "

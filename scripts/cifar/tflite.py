@@ -1,8 +1,9 @@
 """TF-Lite: conversion from a SavedModel, and the int8 file a model ships as.
 
-For int8, `int8_candidates` lists the files the export tries, in order: integer-only; int16
-activations in the quantization debugger's worst layers (still integer-only); those layers in
-float. `choose_int8` ships the first within the accuracy target on val, else the most accurate."""
+For int8, `int8_candidates` lists the files the export tries, in order: integer-only; the
+quantization debugger's worst layers in float. `choose_int8` ships the first within the accuracy
+target on val, else the most accurate. (int16 activations are not a candidate: MediaPipe's
+TF-Lite cannot prepare their QUANTIZE to int16; studies/int8/ measures them.)"""
 
 from __future__ import annotations
 
@@ -161,97 +162,16 @@ def selective(saved_model_dir, calibration, images, denylisted_ops=(), denyliste
         raise ExportError(f"TF-Lite int8 conversion of {saved_model_dir} with layers in float failed: {err}") from err
 
 
-def int16_activations(float_tflite, calibration, tensors, threads=None):
-    """Integer-only bytes from a float32 .tflite by litert-quantizer: int8 weights, int16 activations
-    in the operations that write `tensors`, int8 elsewhere; int8 in and out (metadata.json records
-    the scales)."""
-    import contextlib
-    import io
-    import os
-    import warnings
-
-    from ai_edge_litert.interpreter import Interpreter
-    from litert_quantizer import quantizer
-
-    try:
-        (signature, spec), = Interpreter(model_content=bytes(float_tflite)).get_signature_list().items()
-        batches = [{spec["inputs"][0]: calibration[i:i + 1].astype(np.float32)} for i in range(len(calibration))]
-        quant = quantizer.Quantizer(bytearray(float_tflite))
-        quant.add_static_config(".*", "*", 8, 8)  # activation bits, weight bits
-        if tensors:
-            # An operation's scope is the names of the tensors it writes, each followed by ';'
-            # (litert_quantizer.utils.tfl_flatbuffer_utils.get_op_scope); the later rule wins.
-            quant.add_static_config("^(?:" + "|".join(re.escape(t) for t in tensors) + ");$", "*", 16, 8)
-        # Its progress bars and its note on keeping every tensor for calibration are not news.
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), quiet_converter():
-            warnings.simplefilter("ignore")
-            qsvs = quant.calibrate({signature: batches}, num_threads=threads or len(os.sched_getaffinity(0)))
-            quantized = quant.quantize(qsvs, enable_progress_bar=False, enable_progress_report=False).quantized_model
-        return uint8_interface(quantized)
-    except Exception as err:  # the quantizer raises many types; all mean the same here
-        raise ExportError(f"litert-quantizer's int16 activations for {len(tensors)} layer(s) failed: {err}") from err
-
-
-def uint8_interface(int8_model):
-    """An int8-in, int8-out .tflite (litert-quantizer's) taking and giving uint8, as the converter's
-    int8 files do and MediaPipe requires: a QUANTIZE op (zero point + 128) at each end. Its weights
-    come back inline: the quantizer writes them at offsets after the flatbuffer, which MediaPipe's
-    metadata writer drops. TF-Lite's own schema objects and flatbuffer tools."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(int8_model))
-    quantize = schema.OperatorCodeT()
-    quantize.builtinCode = quantize.deprecatedBuiltinCode = schema.BuiltinOperator.QUANTIZE
-    quantize.version = 2  # int8 <-> uint8
-    model.operatorCodes.append(quantize)
-    graph, signature = model.subgraphs[0], model.signatureDefs[0]
-
-    def requantize(index, before):  # a uint8 twin of tensor `index`, and the op between them
-        old = graph.tensors[index]
-        twin = schema.TensorT()
-        twin.name, twin.shape, twin.shapeSignature = old.name + b"_uint8", old.shape, old.shapeSignature
-        twin.type, twin.buffer = schema.TensorType.UINT8, 0
-        twin.quantization = schema.QuantizationParametersT()
-        twin.quantization.scale = old.quantization.scale
-        twin.quantization.zeroPoint = [int(z) + 128 for z in old.quantization.zeroPoint]
-        graph.tensors.append(twin)
-        op = schema.OperatorT()
-        op.opcodeIndex = len(model.operatorCodes) - 1
-        op.inputs, op.outputs = ([len(graph.tensors) - 1], [index]) if before else ([index], [len(graph.tensors) - 1])
-        graph.operators.insert(0, op) if before else graph.operators.append(op)
-        return len(graph.tensors) - 1
-
-    graph.inputs = [requantize(int(i), True) for i in graph.inputs]
-    graph.outputs = [requantize(int(i), False) for i in graph.outputs]
-    for ends, indices in ((signature.inputs, graph.inputs), (signature.outputs, graph.outputs)):
-        for end, index in zip(ends, indices):
-            end.tensorIndex = index
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def int8_candidates(source, calibration, float_layers, int16_layers=0):
-    """[(name, integer-only, what it is, make() -> bytes)] in order of preference: integer-only; int16
-    activations in the debugger's `int16_layers` worst layers; its `float_layers` worst in float.
-    The debugger runs once, when a candidate first needs its ranking."""
-    ranked = []
-
-    def worst(count):
-        if not ranked:
-            ranked.extend(debugger_ranking(source, calibration, calibration[:DEBUG_IMAGES]))
-        return [tensor for tensor, _, _ in ranked[:count]]
-
+def int8_candidates(source, calibration, float_layers):
+    """[(name, integer-only, what it is, make() -> bytes)] in order of preference: integer-only; the
+    quantization debugger's `float_layers` worst layers in float (its ranking made only then)."""
     found = [("integer_only", True, "every operation int8", lambda: tflite(source, "int8", calibration))]
-    if int16_layers:
-        found.append((f"int16_worst{int16_layers}", True,
-                      f"int8 with int16 activations in the quantization debugger's {int16_layers} worst layer(s) "
-                      f"(litert-quantizer)",
-                      lambda: int16_activations(tflite(source, "float32"), calibration, worst(int16_layers))))
     if float_layers:
         found.append((f"float_worst{float_layers}", False,
                       f"int8 with the quantization debugger's {float_layers} worst layer(s) in float",
-                      lambda: selective(source, calibration, calibration[:DEBUG_IMAGES],
-                                        denylisted_nodes=worst(float_layers))))
+                      lambda: selective(source, calibration, calibration[:DEBUG_IMAGES], denylisted_nodes=[
+                          tensor for tensor, _, _ in debugger_ranking(source, calibration,
+                                                                      calibration[:DEBUG_IMAGES])[:float_layers]])))
     return found
 
 
@@ -282,8 +202,7 @@ def choose_int8(candidates, accuracy_of, float_accuracy, drop_pp):
     else:
         if not tried:
             raise StageError("int8: no candidate runs in LiteRT: " + "; ".join(
-                f"{f['candidate']}: {f['error']}" for f in failed) + "; set export.int8_int16_layers and "
-                "export.int8_float_layers to try others")
+                f"{f['candidate']}: {f['error']}" for f in failed) + "; set export.int8_float_layers to try another")
         chosen = max(tried, key=lambda t: t["val_accuracy"])
         why = f"no candidate within {drop_pp} pp of float on val: the most accurate"
     payload = chosen["payload"]
