@@ -128,8 +128,10 @@ def section(entry, path="params.yaml", name=None):
     if not hasattr(found, "SCHEMA"):
         raise params.ParamsError(f"{found.__name__} has no SCHEMA: a model module declares the keys of its params "
                                  f"section (scripts/cifar/models/__init__.py), so that section '{own}' is checked")
-    (found.validate if hasattr(found, "validate") else
-     lambda v, w, p: params.validate(v, found.SCHEMA, w, p))(values, where, path)
+    if hasattr(found, "validate"):
+        found.validate(values, where, path)
+    else:
+        params.validate(values, found.SCHEMA, where, path)
     params.check_augment(values["augment"], where, path)
     return values
 

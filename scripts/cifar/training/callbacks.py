@@ -156,7 +156,7 @@ class LiveLog(DVCLiveCallback):
                                  float(value))
         self.live.next_step()
         source = Path(self.live.dir)
-        for path in (p for p in source.rglob("*") if p.is_file() and self.mirror):
+        for path in (p for p in source.rglob("*") if p.is_file()) if self.mirror else ():
             copy = Path(self.mirror) / path.relative_to(source)
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, f"{copy}.part")
