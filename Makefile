@@ -25,7 +25,7 @@ QUICK_PARAMS := -S prepare.train_limit=1000 -S prepare.test_limit=200 -S shared.
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock-gpu gpu-check repro quick seeds readme small-folders float32-frontier fidelity profile stage-times reference deps test bench sizes robust-tune fast-tune int8-study export pull serve plots dag clean-venv
+.PHONY: help setup lock-gpu gpu-check repro quick seeds readme small-folders float32-frontier tta-study fidelity profile stage-times reference deps test bench sizes robust-tune fast-tune int8-study export pull serve plots dag clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -95,6 +95,9 @@ float32-frontier: setup ## the fast model's float32 candidates trained and measu
 	python studies/float32/frontier.py train --data data/prepared/cifar10.npz --work build/float32_frontier
 	python studies/float32/frontier.py rates --archive $${CIFAR10_ARCHIVE:-data/raw/cifar-10-python.tar.gz}
 	python studies/float32/frontier.py table
+
+tta-study: setup ## each model's val accuracy at each test-time augmentation level against its exported latency (TF-Lite, the page), and the level it ships -> studies/tta/
+	python studies/tta/choose_tta.py --data data/prepared/cifar10.npz
 
 profile: setup ## where a training step's time goes, by kind of op, in each precision (MODEL=fast) -> studies/profile/
 	python studies/profile/profile_step.py --model $(or $(MODEL),fast)

@@ -69,6 +69,23 @@ def test_test_time_augmentation_averages_the_views_in_one_call_and_only_at_infer
     assert len(wrapped.weights) == len(small.weights)
 
 
+def test_a_test_time_augmentation_level_ships_for_a_real_gain_worth_its_latency():
+    import choose_tta  # studies/tta/
+
+    right = np.arange(10_000) < 9_300
+
+    def level(extra, ms):
+        return {"correct": right | ((np.arange(10_000) >= 9_300) & (np.arange(10_000) < 9_300 + extra)),
+                "tflite_latency_ms": ms}
+
+    # +0.7 pp for 2x the latency ships; 0.2 pp more for 3x that is real (20 gained, none lost) but not worth it
+    chosen, steps = choose_tta.choose({0: level(0, 1.0), 1: level(70, 2.0), 2: level(90, 6.0)})
+    assert chosen == 1 and [s["significant"] for s in steps] == [True, True] and not steps[1]["worth_its_latency"]
+    noisy = level(5, 1.1)  # 5 gained, 3 lost: within chance, however cheap
+    noisy["correct"][:3] = False
+    assert choose_tta.choose({0: level(0, 1.0), 1: noisy})[0] == 0
+
+
 def test_the_fast_model_saves_loads_and_exports_with_its_augmentation(tmp_path):
     small = fast.build({**SECTION, "widths": [8, 16, 16], "whiten_images": 200}, images(200))
     # Untrained, its logits (times 1/9) give near-uniform probabilities, which int8's 1/256
