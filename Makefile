@@ -14,14 +14,14 @@ override MOBILENET_WEIGHTS := $(abspath $(MOBILENET_WEIGHTS))
 endif
 export CIFAR10_ARCHIVE CIFAR10_SHA256 MOBILENET_WEIGHTS MOBILENET_WEIGHTS_SHA256
 # Quick run: a slice of the data and few epochs, as a DVC experiment in a temp copy,
-# so the full-run results in the workspace are never overwritten. The fast models infer without
-# their test-time augmentation here (6x the work in every later stage; tests/test_fast.py exports it),
+# so the full-run results in the workspace are never overwritten. The models infer without
+# their test-time augmentation here (twice the work in every later stage; tests/test_fast.py exports it),
 # and MobileNetV2 reads the images at their own 32 px: at 128 px its fine-tuning and export took
 # 38 s and 89 s of a 2-core CPU's quick run, against 17 s and 20 s for the seed CNN.
 QUICK_PARAMS := -S prepare.train_limit=1000 -S prepare.test_limit=200 -S shared.train.epochs=2 \
 	-S fast.train.epochs=2 -S fast_robust.train.epochs=2 -S fast.float32.train.epochs=2 -S mobilenet.phases.1.epochs=1 \
 	-S mobilenet.input_size=32 -S robustness.images=20 \
-	-S models.fast.tta=0 -S models.fast_robust.tta=0 -S export.int8_calibration_images=100 -S parity.latency_runs=3
+	-S models.cnn.tta=0 -S models.fast.tta=0 -S models.fast_robust.tta=0 -S export.int8_calibration_images=100 -S parity.latency_runs=3
 PORT ?= 8000
 
 .DEFAULT_GOAL := help

@@ -61,13 +61,13 @@ def choose(levels):
         now, then = levels[level], levels[current]
         better = int(np.sum(now["correct"] & ~then["correct"]))
         worse = int(np.sum(~now["correct"] & then["correct"]))
-        gain_pp = (now["correct"].mean() - then["correct"].mean()) * 100
+        gain_pp = float(now["correct"].mean() - then["correct"].mean()) * 100
         doublings = math.log2(now["tflite_latency_ms"] / then["tflite_latency_ms"])
         p = mcnemar_p(better, worse)
         worth = gain_pp >= GAIN_PP_PER_DOUBLING * max(doublings, 0.0)
         steps.append({"from": current, "to": level, "gained_images": better, "lost_images": worse,
                       "gain_pp": round(gain_pp, 3), "latency_doublings": round(doublings, 2),
-                      "p_value": p, "significant": p < ALPHA, "worth_its_latency": worth})
+                      "p_value": p, "significant": bool(p < ALPHA), "worth_its_latency": bool(worth)})
         if p < ALPHA and worth:
             current = level
     return current, steps
