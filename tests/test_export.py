@@ -57,6 +57,32 @@ def test_folding_batchnorm_after_an_activation_keeps_the_outputs():
     np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
 
 
+def test_int8_calibration_in_equal_batches_records_the_ranges_one_image_at_a_time_does(tmp_path, monkeypatch):
+    """The calibrator sizes its input once, so every batch has the largest size of at most 50 that
+    divides the count; the int8 file's scales are those of a calibration image by image."""
+    import functools
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    calibration = images(60, seed=4)
+    batches = [sample[0] for sample in tflite.representative(calibration)()]
+    assert [len(b) for b in batches] == [30, 30] and np.array_equal(np.concatenate(batches), calibration)
+    assert [len(s[0]) for s in tflite.representative(images(53))()] == [1] * 53  # a prime above 50: one by one
+    saved = tmp_path / "saved_model"
+    export.saved_model(small_cnn(), saved, images(8))
+
+    def quantization(payload):
+        details = Interpreter(model_content=payload).get_tensor_details()
+        return {d["name"]: (d["quantization"][0], d["quantization"][1]) for d in details if d["quantization"][0]}
+
+    batched = quantization(tflite.tflite(saved, "int8", calibration))
+    monkeypatch.setattr(tflite, "representative", functools.partial(tflite.representative, most=1))
+    single = quantization(tflite.tflite(saved, "int8", calibration))
+    assert batched.keys() == single.keys() and len(single) > 5
+    for name, (scale, zero) in single.items():
+        assert batched[name][0] == pytest.approx(scale, rel=1e-4) and batched[name][1] == zero, name
+
+
 def test_folding_leaves_functional_models_alone():
     import keras
 

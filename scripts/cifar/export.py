@@ -221,14 +221,14 @@ def _make_tflite_plain(job):
 
 def _make_tflite_int8(job):
     """int8 of the BN-folded copy (fold_batchnorm_after_activation), calibrated on seeded training
-    images; the file shipped is chosen among int8_candidates on val (choose_int8), never test."""
+    images; the file shipped is chosen among int8_candidates on val (choose_int8), never test,
+    against the float32 TF-Lite file it stands in for, in the same runtime."""
     import tempfile
 
     folded, count = fold_batchnorm_after_activation(job.model)
     calibration = calibration_sample(job.arrays["x_train"], job.cfg["int8_calibration_images"], job.cfg["seed"])
     val_x = job.arrays["x_val"][:job.cfg["int8_selection_images"] or None]
     val_y = job.arrays["y_val"][:len(val_x)]
-    float_accuracy = float(np.mean(evaluation.predict(job.model, val_x).argmax(1) == val_y))
     with tempfile.TemporaryDirectory(prefix="int8-", dir=job.out) as tmp:
         source = job.out / "saved_model"
         if count:
@@ -241,14 +241,18 @@ def _make_tflite_int8(job):
             print(f"{job.name}: {count} BatchNormalization layer(s) after an activation folded into "
                   f"per-channel depthwise convolutions for int8 (max |difference| {diff:.1e})")
 
-        def accuracy_of(payload):
+        def accuracy_in(path):
             from cifar import inference
 
-            path = Path(tmp) / "candidate.tflite"
-            path.write_bytes(payload)
             probabilities, _ = inference.predict_batches(inference.TFLitePredictor(path), val_x, 256)
             return float(np.mean(probabilities.argmax(1) == val_y))
 
+        def accuracy_of(payload):
+            path = Path(tmp) / "candidate.tflite"
+            path.write_bytes(payload)
+            return accuracy_in(path)
+
+        float_accuracy = accuracy_in(job.out / f"{job.name}_float32.tflite")
         candidates = int8_candidates(source, calibration, job.cfg["int8_float_layers"])
         payload, chosen = choose_int8(candidates, accuracy_of, float_accuracy, INT8_ACCURACY_DROP_PP)
     for t in chosen["candidates"]:

@@ -17,7 +17,7 @@ and adds the times up, it reads no log.
   same CPU (studies/bench/bench.json) -> stage_times.json. A training stage whose metrics predate
   `stage_s` counts its fit time (`wall_time_s`), listed in `training_fit_s`.
 - One model (`--model NAME`): its stages after training, `dvc repro --force --single-item` of
-  robustness@, evaluate@, export@, parity@ and demo@, and the comparison (compare and
+  export@, parity@, robustness@, evaluate@ and demo@, and the comparison (compare and
   artifacts_table keep no metrics, so their one command is timed here), against the model's own
   training time -> NAME.json beside stage_times.json: what one experiment on that model pays
   after its training.
@@ -39,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))  # scri
 from cifar import outputs  # noqa: E402
 
 METRICS = Path("reports/metrics")
-# The stages after training, what a user pays again on every change of a model (as dvc.yaml names them).
-LATER = ("robustness", "evaluate", "export", "parity", "demo")
+# The stages after training, what a user pays again on every change of a model (as dvc.yaml names
+# them), in an order `dvc repro --single-item` can run them in: robustness@ and demo@ read export@'s files.
+LATER = ("export", "parity", "robustness", "evaluate", "demo")
 # Where each stage's own time is: (its metrics file for a model NAME, the key).
 RECORDED = {"train": ("train/{}.json", "stage_s"), "robustness": ("robustness/{}.json", "stage_s"),
             "evaluate": ("evaluate/{}.json", "stage_s"), "export": ("export/{}.json", "export_stage_s"),
