@@ -156,7 +156,7 @@ def test_stage_times_of_one_model_run_its_stages_after_training_and_the_comparis
     monkeypatch.setattr("sys.argv", ["stage_times.py", "--model", "fast", "--out", str(tmp_path / "stage_times.json")])
     stage_times.main()
     assert (tmp_path / "calls").read_text().splitlines() == [
-        "repro --force --single-item robustness@fast evaluate@fast export@fast parity@fast demo@fast",
+        "repro --force --single-item export@fast parity@fast robustness@fast evaluate@fast demo@fast",
         "repro --force --single-item compare artifacts_table"]
     result = json.loads((tmp_path / "fast.json").read_text())
     assert set(result["stages_s"]) == {f"{s}@fast" for s in stage_times.LATER} and result["training_s"] == 1000.0
